@@ -1,0 +1,104 @@
+"""The ``harken`` command: a root group that imports each sub-group only when it is called.
+
+Lazy loading is what lets ``harken agent ...`` run on a device that installed only the base
+package: the cloud groups (and scikit-learn) are never imported there. Only this module turns
+exceptions into a one-line message and an exit code: HarkenError → 1, usage → 2.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from shared.errors import HarkenError
+
+# group name → (module:attribute, one-line help)
+GROUPS: dict[str, tuple[str, str]] = {
+    "agent": ("edge.cli:group", "Run the device agent, replay audio, send feedback."),
+    "broker": ("cloud.cli.broker:group", "Write and run a secured mosquitto configuration."),
+    "collector": ("cloud.cli.collector:group", "Run the fleet collector (ingest, store, drift, rollouts, API)."),
+    "data": ("cloud.cli.data:group", "Synthesize, check and split speech datasets."),
+    "demo": ("cloud.cli.demo:command", "Run the whole loop on this machine, end to end."),
+    "drift": ("cloud.cli.drift:group", "Show drift alerts and drift reports."),
+    "fleet": ("cloud.cli.fleet:group", "Show and tag the devices of the fleet."),
+    "keys": ("cloud.cli.keys:group", "Generate bundle-signing keys."),
+    "model": ("cloud.cli.model:group", "Train, evaluate, inspect, verify and register model bundles."),
+    "rollout": ("cloud.cli.rollout:group", "Start and steer staged model rollouts."),
+    "runs": ("cloud.cli.runs:group", "List, show and compare training runs."),
+    "sim": ("cloud.cli.sim:command", "Run a simulated fleet of real agents."),
+}
+
+
+def _load(target: str) -> click.Command:
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("sklearn", "skl2onnx", "onnx", "psycopg", "fastapi",
+                                                   "uvicorn", "matplotlib"):
+            raise click.ClickException(
+                f"this command needs the cloud extra ({exc.name} is missing): pip install 'harken[cloud]'"
+            ) from exc
+        raise
+    return getattr(module, attr)
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(GROUPS)
+
+    def get_command(self, ctx, name):
+        if name not in GROUPS:
+            return None
+        return _load(GROUPS[name][0])
+
+    def format_commands(self, ctx, formatter):
+        # Help must not import every group: use the one-line help kept here.
+        rows = [(name, GROUPS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="harken")
+def root(verbose: int) -> None:
+    """Harken: audio models on devices, kept healthy there."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    if os.environ.get("HARKEN_LOG_LEVEL"):
+        level = getattr(logging, os.environ["HARKEN_LOG_LEVEL"].upper(), level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        root.main(args=argv, prog_name="harken", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        return 2
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return 1
+    except HarkenError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,88 @@
+"""The Harken exception tree. Every error Harken raises on purpose is one of these.
+
+    HarkenError                 base; ``str(exc)`` is one line that says how to fix it
+    ├── ConfigError             a configuration file, flag or environment value is wrong
+    ├── AudioError              an audio file or stream cannot be read (names the file)
+    ├── ProtocolError           a wire message cannot be decoded; carries ``code``
+    ├── BundleError             a model bundle cannot be used; carries ``code``
+    │   ├── NotABundleError         not a bundle at all
+    │   ├── BundleTruncatedError    cut short (a partial download)
+    │   ├── BundleTamperedError     model bytes do not match the manifest's sha256
+    │   ├── SignatureError          signature missing, malformed or not by a trusted key
+    │   ├── BundleVersionError      bundle format version this code does not know
+    │   └── OpsetUnsupportedError   model needs a newer onnxruntime than installed
+    ├── ModelError              a verified model failed to load or to run
+    ├── StoreError              the collector's store failed (translated from the driver)
+    └── DatasetError            a dataset directory or manifest is unusable
+
+Third-party exceptions are translated at the boundary with ``raise ... from exc``; only
+the CLI turns these into a one-line message and an exit code.
+"""
+from __future__ import annotations
+
+
+class HarkenError(Exception):
+    """Base of every error Harken raises on purpose."""
+
+
+class ConfigError(HarkenError):
+    """A configuration value is missing, unknown, out of bounds or inconsistent."""
+
+
+class AudioError(HarkenError):
+    """Audio cannot be read or converted; the message names the file or stream."""
+
+
+class ProtocolError(HarkenError):
+    """A wire message cannot be decoded.
+
+    ``code`` is a short stable identifier (``not_json``, ``unsupported_major`` ...) that
+    the collector counts rejects by; ``detail`` says what was wrong and how to fix it.
+    """
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class BundleError(HarkenError):
+    """A model bundle cannot be used. ``code`` names the failure for events and counters."""
+
+    code = "bundle_invalid"
+
+
+class NotABundleError(BundleError):
+    code = "not_a_bundle"
+
+
+class BundleTruncatedError(BundleError):
+    code = "truncated"
+
+
+class BundleTamperedError(BundleError):
+    code = "tampered"
+
+
+class SignatureError(BundleError):
+    code = "bad_signature"
+
+
+class BundleVersionError(BundleError):
+    code = "unknown_format_version"
+
+
+class OpsetUnsupportedError(BundleError):
+    code = "opset_unsupported"
+
+
+class ModelError(HarkenError):
+    """A verified model failed to load, warm up or run."""
+
+
+class StoreError(HarkenError):
+    """The collector's store failed; the message names the store and the operation."""
+
+
+class DatasetError(HarkenError):
+    """A dataset directory, manifest or split is unusable."""

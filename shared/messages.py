@@ -1,0 +1,184 @@
+"""Message schemas (version 1.x) and their validation.
+
+``decode(payload, expect=None)`` turns bytes into a validated dict; ``encode`` (from
+``shared.codec``) turns a dict into bytes. Readers ignore unknown fields, so a minor version
+may add fields freely; removing or retyping a field needs a new major version.
+
+Kinds and their required fields (units in the names):
+
+    window   device, boot, seq, t_start, duration_s, audio_start_s, agent_version,
+             model, automation, software, input, output, feedback   (shadow optional)
+    state    device, online, t           (everything else optional; the last will is minimal)
+    event    device, boot, seq, t, event (model, reason, detail optional)
+    desired  device, rev, t              (active, shadow, automation, config, probation)
+    bundle   sha256, size, chunks, chunk_size, chunk_sha256   (chunked bundle header)
+    alert    id, status, cohort, signal, pattern, opened_t
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from shared.codec import decode_raw, encode  # noqa: F401  (re-exported for callers)
+from shared.errors import ProtocolError
+
+AUTOMATION_LEVELS = ("human_only", "shadow", "assist", "partial", "full")
+LATENCY_STAGES = ("vad", "model", "shadow", "decision")
+EVENTS = (
+    "agent_started", "bundle_received", "bundle_verified", "bundle_rejected", "model_installed",
+    "model_activated", "probation_passed", "model_rolled_back", "shadow_started",
+    "shadow_stopped", "automation_changed", "desired_rejected", "feedback", "capture",
+)
+HEALTH = ("ok", "probation", "degraded", "error")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _nonneg_int(x) -> bool:
+    return _is_int(x) and x >= 0
+
+
+def _number(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _str(x) -> bool:
+    return isinstance(x, str)
+
+
+def _opt_str(x) -> bool:
+    return x is None or isinstance(x, str)
+
+
+def _counts(x) -> bool:
+    return isinstance(x, list) and len(x) <= 4096 and all(_nonneg_int(c) for c in x)
+
+
+def _count_map(x) -> bool:
+    return isinstance(x, dict) and len(x) <= 1024 and all(_str(k) and _nonneg_int(v) for k, v in x.items())
+
+
+Check = Callable[[Any], bool]
+
+
+def _check_fields(obj: dict, where: str, required: dict[str, Check], optional: dict[str, Check] | None = None) -> None:
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_field", f"{where} must be an object")
+    for name, ok in required.items():
+        if name not in obj:
+            raise ProtocolError("missing_field", f"{where}.{name} is required")
+        if not ok(obj[name]):
+            raise ProtocolError("bad_field", f"{where}.{name} has a wrong type or value: {str(obj[name])[:60]!r}")
+    for name, ok in (optional or {}).items():
+        if obj.get(name) is not None and not ok(obj[name]):
+            raise ProtocolError("bad_field", f"{where}.{name} has a wrong type or value: {str(obj[name])[:60]!r}")
+
+
+def _device(x) -> bool:
+    from shared.topics import _ID_RE
+
+    return isinstance(x, str) and bool(_ID_RE.match(x))
+
+
+def _automation(x) -> bool:
+    return x in AUTOMATION_LEVELS
+
+
+def _latency(x) -> bool:
+    return isinstance(x, dict) and all(_str(k) and _counts(v) for k, v in x.items())
+
+
+def _features(x) -> bool:
+    return isinstance(x, list) and len(x) <= 256 and all(_counts(c) for c in x)
+
+
+def _pairs(x) -> bool:
+    return isinstance(x, list) and len(x) <= 4096 and all(
+        isinstance(p, list) and len(p) == 3 and _str(p[0]) and _str(p[1]) and _nonneg_int(p[2]) for p in x
+    )
+
+
+def _validate_window(m: dict) -> None:
+    _check_fields(m, "window", {
+        "device": _device, "boot": _nonneg_int, "seq": _nonneg_int, "t_start": _number,
+        "duration_s": _number, "audio_start_s": _number, "agent_version": _str,
+        "model": _opt_str, "automation": _automation,
+    }, {"shadow_model": _str})
+    _check_fields(m.get("software"), "window.software", {
+        "frames": _nonneg_int, "voiced_frames": _nonneg_int, "dropped_frames": _nonneg_int,
+        "invalid_frames": _nonneg_int, "utterances": _nonneg_int, "inferences": _nonneg_int,
+        "errors": _nonneg_int, "cpu_s": _number, "rss_mb": _number, "latency_ms": _latency,
+    }, {"spool_dropped_windows": _nonneg_int})
+    _check_fields(m.get("input"), "window.input", {
+        "utterance_ms": _counts, "level_dbfs": _counts, "snr_db": _counts,
+        "clipped_utterances": _nonneg_int, "features": _features,
+    })
+    _check_fields(m.get("output"), "window.output", {
+        "labels": _count_map, "confidence": _counts, "no_answer": _nonneg_int,
+        "deferred": _nonneg_int, "acted": _nonneg_int, "suggested": _nonneg_int,
+    })
+    _check_fields(m.get("feedback"), "window.feedback", {"pairs": _pairs})
+    if m.get("shadow") is not None:
+        _check_fields(m["shadow"], "window.shadow", {
+            "compared": _nonneg_int, "agree": _nonneg_int, "confidence": _counts, "labels": _count_map,
+        })
+
+
+def _validate_state(m: dict) -> None:
+    _check_fields(m, "state", {"device": _device, "online": lambda x: isinstance(x, bool), "t": _number}, {
+        "agent_version": _str, "boot": _nonneg_int, "automation": _automation,
+        "health": lambda x: x in HEALTH, "last_error": _str, "desired_rev": _nonneg_int,
+        "models": lambda x: isinstance(x, dict) and all(_str(k) and _opt_str(v) for k, v in x.items()),
+    })
+
+
+def _validate_event(m: dict) -> None:
+    _check_fields(m, "event", {
+        "device": _device, "boot": _nonneg_int, "seq": _nonneg_int, "t": _number,
+        "event": lambda x: x in EVENTS,
+    }, {"model": _str, "reason": _str, "detail": lambda x: isinstance(x, dict)})
+
+
+def _validate_desired(m: dict) -> None:
+    _check_fields(m, "desired", {"device": _device, "rev": _nonneg_int, "t": _number}, {
+        "active": _str, "shadow": _str, "automation": _automation, "rollout": _str,
+        "config": lambda x: isinstance(x, dict), "probation": lambda x: isinstance(x, dict),
+    })
+
+
+def _validate_bundle(m: dict) -> None:
+    _check_fields(m, "bundle", {
+        "sha256": _str, "size": _nonneg_int, "chunks": _nonneg_int, "chunk_size": _nonneg_int,
+        "chunk_sha256": lambda x: isinstance(x, list) and all(_str(s) for s in x),
+    })
+    if len(m["chunk_sha256"]) != m["chunks"]:
+        raise ProtocolError("bad_field", "bundle.chunk_sha256 must list one hash per chunk")
+
+
+def _validate_alert(m: dict) -> None:
+    _check_fields(m, "alert", {
+        "id": _str, "status": _str, "cohort": _str, "signal": _str, "pattern": _str, "opened_t": _number,
+    })
+
+
+VALIDATORS: dict[str, Callable[[dict], None]] = {
+    "window": _validate_window, "state": _validate_state, "event": _validate_event,
+    "desired": _validate_desired, "bundle": _validate_bundle, "alert": _validate_alert,
+}
+
+
+def validate(message: dict, expect: str | None = None) -> dict:
+    kind = message.get("kind")
+    if kind not in VALIDATORS:
+        raise ProtocolError("unknown_kind", f"message kind {kind!r} is not one of {sorted(VALIDATORS)}")
+    if expect is not None and kind != expect:
+        raise ProtocolError("wrong_kind", f"expected a {expect!r} message on this topic, got {kind!r}")
+    VALIDATORS[kind](message)
+    return message
+
+
+def decode(payload: bytes, expect: str | None = None) -> dict:
+    """Bytes → validated message dict; raises ProtocolError with a stable code."""
+    return validate(decode_raw(payload), expect)
