@@ -230,7 +230,10 @@ class VadGate:
         out: list[Utterance] = []
         if self._utt_start is not None:
             self._finish(self._next_index, out)
+        # a stream fed after flush starts afresh: no pre-roll across the dropped samples
         self._ring.clear()
+        self._frames.clear()
+        self._boundary = self._next_index
         self._cost_s += time.perf_counter() - t0
         return out
 

@@ -118,7 +118,8 @@ def test_not_a_wav_names_the_file(tmp_path):
         read_wav(path)
 
 
-@pytest.mark.parametrize("tag,codec", [(0x0055, "MP3"), (0x0002, "MS ADPCM"), (0x1234, "format tag 0x1234")])
+@pytest.mark.parametrize("tag,codec", [
+    (0x0055, "MP3"), (0x0002, "MS ADPCM"), (0x1234, "format tag 0x1234")])
 def test_compressed_encoding_is_refused_with_a_fix(tag, codec):
     data = bytearray(make_wav(sine(440, SAMPLE_RATE, 0.1), SAMPLE_RATE))
     struct.pack_into("<H", data, 20, tag)

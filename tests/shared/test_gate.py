@@ -204,3 +204,16 @@ def test_config_validation_says_what_to_fix(bad, words_in_message):
 def test_gate_rejects_rates_webrtcvad_cannot_run():
     with pytest.raises(ConfigError, match="resample"):
         VadGate(sample_rate=22050)
+
+
+def test_positions_stay_absolute_when_fed_again_after_flush(words):
+    x, _ = words
+    gate = VadGate()
+    first = gate.feed(x[:1000]) + gate.flush()  # 40 samples of a partial frame are dropped
+    again = gate.feed(x) + gate.flush()
+    assert first == [] and len(again) == len(WORDS)
+    stream = np.concatenate([x[:1000], x])
+    for utt in again:
+        assert len(utt.samples) == utt.end_sample - utt.start_sample
+        assert np.array_equal(utt.samples, stream[utt.start_sample:utt.end_sample])
+    assert gate.samples_in == len(stream)
