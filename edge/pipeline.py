@@ -1,0 +1,311 @@
+"""The agent's core: audio chunks → VAD gate → model (+ shadow) → decision → window statistics.
+
+``Pipeline.feed(chunk)`` takes audio of any length. Windows are cut on audio time: window
+k covers samples ``[k·W, (k+1)·W)``, so the same audio in any chunking gives the same
+decisions and the same windows (wall-clock, CPU, RSS and latency fields aside). The models
+are read from a ``ModelProvider`` at each utterance, so a swap takes effect at the next
+utterance; when the (active, shadow) pair changes, the window is closed early at that point
+so a window never mixes two models' feature bins.
+
+Thread safety: ``feed``/``flush`` run on the audio thread; ``feedback`` and
+``set_automation`` may be called from any thread (one lock guards the state).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edge.capture import Capture, CaptureConfig
+from edge.decisions import Decision, DecisionSink, action_for, check_level
+from edge.feedback import DEFAULT_MEMORY, PredictionMemory
+from edge.model import LoadedModel
+from edge.windows import WindowAccumulator, process_cpu_s, process_rss_mb
+from shared.audio import SAMPLE_RATE
+from shared.errors import ConfigError
+from shared.gate import GateConfig, Utterance, VadGate
+from shared.levels import clipped_fraction, level_dbfs, snr_db
+
+log = logging.getLogger(__name__)
+
+OnInference = Callable[[str, float, "Exception | None"], None]
+
+
+class ModelProvider(Protocol):
+    """What the pipeline reads at each utterance (the model lifecycle implements it)."""
+
+    active: LoadedModel | None
+    shadow: LoadedModel | None
+
+
+class StaticModels:
+    """A ModelProvider that never changes on its own (replay, tests, benchmarks)."""
+
+    def __init__(self, active: LoadedModel | None = None, shadow: LoadedModel | None = None):
+        self.active = active
+        self.shadow = shadow
+
+
+def _sha(model: LoadedModel | None) -> str | None:
+    return None if model is None else model.sha256
+
+
+STAT_NAMES = ("utterances", "inferences", "errors", "shadow_errors", "decisions", "acted", "suggested",
+              "deferred", "no_answer", "captured", "sink_errors", "windows", "feedback_accepted",
+              "feedback_unknown_utterance", "feedback_unknown_label")
+
+
+class Pipeline:
+    """One audio stream through gate, model and decision, into windows of statistics."""
+
+    def __init__(self, *, device: str, boot: int, agent_version: str, gate_config: GateConfig,
+                 window_s: float = 10.0, automation: str, models: ModelProvider, sink: DecisionSink | None,
+                 on_window: Callable[[dict], None], on_inference: OnInference | None = None,
+                 start_seq: int = 0, clock: Callable[[], float] = time.time,
+                 capture: CaptureConfig | None = None, on_feedback: Callable[[dict], None] | None = None,
+                 memory_size: int = DEFAULT_MEMORY):
+        if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 1.0 <= window_s <= 3600.0:
+            raise ConfigError(f"window_s must be a number of seconds in [1, 3600], got {window_s!r}; 10 is the default")
+        self.device, self.boot, self.agent_version = device, boot, agent_version
+        self.gate_config, self.window_s = gate_config, window_s
+        self.models, self.sink = models, sink
+        self.on_window, self.on_inference, self.on_feedback = on_window, on_inference, on_feedback
+        self.clock = clock
+        self.gate = VadGate(gate_config, SAMPLE_RATE)
+        self._window_samples = int(round(window_s * SAMPLE_RATE))
+        self._level = check_level(automation)
+        self._capture = Capture(capture, clock) if capture is not None else None
+        self._memory = PredictionMemory(memory_size)
+        self._lock = threading.RLock()
+        self._seq = start_seq
+        self._pos = 0  # samples fed since the pipeline started
+        self._n = 0  # utterances since the pipeline started (ids are {boot}-{n})
+        self._acc: WindowAccumulator | None = None
+        self._acc_key: tuple[str | None, str | None] = (None, None)
+        self._pending_pairs: list[tuple[str, str]] = []
+        self._dropped = 0
+        self._gate_base = (0, 0, 0)
+        self._cpu_base = process_cpu_s()
+        self._stats = dict.fromkeys(STAT_NAMES, 0)
+
+    # -- properties ------------------------------------------------------------------------
+    automation = property(lambda self: self._level, doc="Current automation level.")
+    seq = property(lambda self: self._seq, doc="Sequence number the next window will carry.")
+    position_s = property(lambda self: self._pos / SAMPLE_RATE, doc="Audio seconds fed so far.")
+    decisions = property(lambda self: self._stats["decisions"], doc="Decisions emitted so far.")
+
+    @property
+    def stats(self) -> dict:
+        """Counters since start (utterances, inferences, errors, actions, feedback, windows)."""
+        with self._lock:
+            return dict(self._stats)
+
+    # -- control ---------------------------------------------------------------------------
+    def set_automation(self, level: str) -> None:
+        """Change the automation level; it applies from the next utterance."""
+        check_level(level)
+        with self._lock:
+            if level != self._level:
+                log.info("automation level %s -> %s", self._level, level)
+            self._level = level
+
+    def note_dropped_frames(self, frames: int) -> None:
+        """Count frames the source lost (e.g. microphone overruns) into the current window."""
+        with self._lock:
+            self._dropped += int(frames)
+
+    # -- streaming -------------------------------------------------------------------------
+    def feed(self, chunk: np.ndarray) -> None:
+        """Take float32 mono 16 kHz audio of any length."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        W = self._window_samples
+        with self._lock:
+            i = 0
+            while i < len(chunk):
+                self._check_models()
+                boundary = (self._pos // W + 1) * W
+                take = min(len(chunk) - i, boundary - self._pos)
+                self._feed_piece(chunk[i:i + take])
+                i += take
+                if self._pos == boundary:
+                    self._close_window()
+
+    def flush(self, close_window: bool = True) -> None:
+        """End of stream: end the utterance in progress; emit the partial window if it holds anything.
+
+        ``close_window=False`` only ends the utterance (e.g. between files played back to back).
+        """
+        with self._lock:
+            self._check_models()
+            utterances = self.gate.flush()
+            t1 = time.perf_counter()
+            for u in utterances:
+                self._on_utterance(u, t1)
+            acc = self._acc
+            if close_window and acc is not None and (self._pos > acc.audio_start_sample or acc.pairs
+                                                     or acc.counters["utterances"]):
+                self._close_window()
+
+    def _feed_piece(self, piece: np.ndarray) -> None:
+        frames_before = self.gate.frames
+        t0 = time.perf_counter()
+        utterances = self.gate.feed(piece)
+        t1 = time.perf_counter()
+        self._pos += len(piece)
+        if self.gate.frames != frames_before:
+            self._acc.update_latency("vad", (t1 - t0) * 1000.0)
+        for u in utterances:
+            self._on_utterance(u, t1)
+
+    # -- windows ---------------------------------------------------------------------------
+    def _check_models(self) -> None:
+        """Open a window if none is open; cut it early if the active/shadow pair changed."""
+        active, shadow = self.models.active, self.models.shadow
+        key = (_sha(active), _sha(shadow))
+        if self._acc is not None and key != self._acc_key:
+            if self._pos > self._acc.audio_start_sample or self._acc.counters["utterances"]:
+                self._close_window()
+            else:  # nothing counted yet: just relabel, keeping any feedback already landed
+                self._pending_pairs.extend(
+                    pair for pair, n in self._acc.pairs.items() for _ in range(n))
+                self._acc = None
+        if self._acc is None:
+            self._open_window(active, shadow, key)
+
+    def _open_window(self, active: LoadedModel | None, shadow: LoadedModel | None, key) -> None:
+        self._acc = WindowAccumulator(
+            device=self.device, boot=self.boot, seq=self._seq, agent_version=self.agent_version,
+            automation=self._level, audio_start_sample=self._pos, t_start=self.clock(),
+            model=key[0], profile=None if active is None else active.profile,
+            shadow_model=key[1], shadow_profile=None if shadow is None else shadow.profile)
+        self._acc_key = key
+        for t, p in self._pending_pairs:
+            self._acc.update_feedback(t, p)
+        self._pending_pairs.clear()
+
+    def _close_window(self) -> None:
+        acc, self._acc = self._acc, None
+        gate = self.gate
+        base = self._gate_base
+        acc.update_frames(gate.frames - base[0], gate.voiced_frames - base[1], gate.invalid_frames - base[2],
+                          self._dropped)
+        self._gate_base = (gate.frames, gate.voiced_frames, gate.invalid_frames)
+        self._dropped = 0
+        cpu = process_cpu_s()
+        message = acc.to_message(end_sample=self._pos, cpu_s=cpu - self._cpu_base, rss_mb=process_rss_mb(),
+                                 automation=self._level)
+        self._cpu_base = cpu
+        self._seq += 1
+        self._stats["windows"] += 1
+        self.on_window(message)
+
+    # -- one utterance -----------------------------------------------------------------------
+    def _on_utterance(self, u: Utterance, t_ready: float) -> None:
+        self._n += 1
+        self._stats["utterances"] += 1
+        uid = f"{self.boot}-{self._n}"
+        x = u.samples
+        if (_sha(self.models.active), _sha(self.models.shadow)) != self._acc_key:
+            self._check_models()  # a swap landed in the middle of a chunk
+        acc = self._acc
+        acc.update_utterance(u.duration_ms, level_dbfs(x), snr_db(x), clipped_fraction(x))
+        active, shadow, level = self.models.active, self.models.shadow, self._level
+        if active is None:
+            return
+        pred = self._infer(active, x, acc)
+        if pred is None:
+            return
+        acc.update_latency("model", pred.latency_ms)
+        acc.update_prediction(pred.label, pred.confidence, pred.no_answer, pred.features.tolist())
+        self._stats["inferences"] += 1
+        self._stats["no_answer"] += pred.no_answer
+        spred = self._infer_shadow(shadow, x, pred.label, acc) if shadow is not None else None
+        action = action_for(level, pred.no_answer)
+        acc.update_action(action)
+        self._count_action(action)
+        self._memory.update(uid, pred.label, active.labels, active.sha256)
+        if level != "human_only":
+            self._emit(Decision(
+                utterance=uid, audio_start_s=u.start_sample / SAMPLE_RATE, audio_end_s=u.end_sample / SAMPLE_RATE,
+                label=pred.label, confidence=pred.confidence, action=action, automation=level,
+                model=active.sha256, shadow_label=None if spred is None else spred.label,
+                shadow_confidence=None if spred is None else spred.confidence, t=self.clock()))
+        acc.update_latency("decision", (time.perf_counter() - t_ready) * 1000.0)
+        if self._capture is not None and self._capture.offer(
+                uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
+                model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):
+            acc.update_capture()
+            self._stats["captured"] += 1
+
+    def _infer(self, model: LoadedModel, x: np.ndarray, acc: WindowAccumulator):
+        t0 = time.perf_counter()
+        try:
+            pred = model.predict(x)
+        except Exception as exc:  # one bad inference must not stop the stream; probation decides
+            ms = (time.perf_counter() - t0) * 1000.0
+            acc.update_error()
+            self._stats["errors"] += 1
+            log.debug("inference failed on model %s: %s", model.sha256[:12], exc)
+            if self.on_inference is not None:
+                self.on_inference(model.sha256, ms, exc)
+            return None
+        if self.on_inference is not None:
+            self.on_inference(model.sha256, pred.latency_ms, None)
+        return pred
+
+    def _infer_shadow(self, shadow: LoadedModel, x: np.ndarray, active_label: str, acc: WindowAccumulator):
+        """Run the candidate; its failures count in the shadow section, not in the active's errors."""
+        t0 = time.perf_counter()
+        try:
+            spred = shadow.predict(x)
+        except Exception as exc:
+            self._stats["shadow_errors"] += 1
+            acc.update_shadow(active_label, None, None)
+            if self.on_inference is not None:
+                self.on_inference(shadow.sha256, (time.perf_counter() - t0) * 1000.0, exc)
+            return None
+        acc.update_latency("shadow", spred.latency_ms)
+        acc.update_shadow(active_label, spred.label, spred.confidence)
+        if self.on_inference is not None:
+            self.on_inference(shadow.sha256, spred.latency_ms, None)
+        return spred
+
+    def _count_action(self, action: str) -> None:
+        key = {"act": "acted", "suggest": "suggested", "defer": "deferred"}.get(action)
+        if key:
+            self._stats[key] += 1
+
+    def _emit(self, decision: Decision) -> None:
+        self._stats["decisions"] += 1
+        if self.sink is None:
+            return
+        try:
+            self.sink.emit(decision)
+        except Exception as exc:  # a broken sink must not stop listening
+            self._stats["sink_errors"] += 1
+            log.warning("decision sink failed: %s", exc)
+
+    # -- feedback --------------------------------------------------------------------------
+    def feedback(self, utterance_id: str, true_label: str | None = None, confirm: bool = False) -> bool:
+        """A person's verdict on a past prediction; False (and counted) when it cannot be used."""
+        with self._lock:
+            seen = self._memory.get(utterance_id)
+            if seen is None:
+                self._stats["feedback_unknown_utterance"] += 1
+                return False
+            label = seen.label if (confirm and true_label is None) else true_label
+            if label not in seen.labels:
+                self._stats["feedback_unknown_label"] += 1
+                return False
+            if self._acc is not None:
+                self._acc.update_feedback(label, seen.label)
+            else:
+                self._pending_pairs.append((label, seen.label))
+            self._stats["feedback_accepted"] += 1
+            if self.on_feedback is not None:
+                self.on_feedback({"utterance": utterance_id, "label": label, "predicted": seen.label,
+                                  "model": seen.model, "confirm": bool(confirm)})
+            return True
