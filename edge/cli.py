@@ -1,0 +1,171 @@
+"""``harken agent``: run the device agent, replay recordings, send feedback, list settings.
+
+The flags of ``harken agent run`` are generated from ``AgentConfig`` (one per setting, so
+the flags, the environment variables and the config file can never disagree).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import click
+
+from edge.config import ENV_PREFIX, AgentConfig, load_agent_config
+from shared.config import describe
+from shared.messages import AUTOMATION_LEVELS
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _help(row: dict, *, reference: bool = False) -> str:
+    text = row["description"]
+    bounds = []
+    if row["ge"] is not None:
+        bounds.append(f">= {row['ge']:g}")
+    if row["le"] is not None:
+        bounds.append(f"<= {row['le']:g}")
+    if bounds:
+        text += f" [{', '.join(bounds)}]"
+    if reference:
+        return text
+    if row["default"] not in (None, "", []) and not row["secret"]:
+        text += f" (default: {row['default']})"
+    return text + f" [env {ENV_PREFIX}{row['name'].upper()}]"
+
+
+def _option(row: dict) -> tuple[list[str], dict]:
+    """(declarations, attributes) of the click option for one setting."""
+    name, kind = row["name"], row["type"]
+    attrs: dict = {"default": None, "help": _help(row)}
+    decls = [_flag(name), name]
+    if kind == "bool":
+        decls = [f"{_flag(name)}/--no-{name.replace('_', '-')}", name]
+    elif kind == "list":
+        attrs["multiple"] = True
+    elif row["choices"]:
+        attrs["type"] = click.Choice([str(c) for c in row["choices"]])
+    else:
+        attrs["type"] = {"int": click.INT, "float": click.FLOAT}.get(kind, click.STRING)
+    return decls, attrs
+
+
+def config_options(fn):
+    """Add one option per AgentConfig setting to a click command function."""
+    for row in reversed(describe(AgentConfig)):
+        decls, attrs = _option(row)
+        fn = click.option(*decls, **attrs)(fn)
+    return fn
+
+
+def overrides_from_flags(flags: dict) -> dict:
+    out = {}
+    for name, value in flags.items():
+        if value is None or value == ():
+            continue
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@click.group("agent")
+def group() -> None:
+    """Run the device agent, replay audio, send feedback."""
+
+
+@group.command("run")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="TOML config file (file < environment < flags).")
+@config_options
+def run(config_file: str | None, **flags) -> None:
+    """Run the agent: listen, decide, report windows and state, follow the desired state."""
+    from edge.agent import Agent  # onnxruntime and paho load only when the agent runs
+
+    cfg = load_agent_config(config_file, overrides=overrides_from_flags(flags))
+    agent = Agent(cfg)
+    handlers = {sig: signal.signal(sig, lambda *_: agent.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        agent.run()
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+
+
+@group.command("replay")
+@click.argument("wavs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The model bundle (.hkb) to run.")
+@click.option("--trust-key", "trust_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Public key (signing.pub) the bundle must be signed with; repeatable.")
+@click.option("--no-verify", is_flag=True, help="Skip the signature check (inspecting an unsigned bundle).")
+@click.option("--window-s", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
+              help="Length of one statistics window.")
+@click.option("--automation", type=click.Choice(AUTOMATION_LEVELS), default="partial", show_default=True,
+              help="Automation level the decisions are taken at.")
+@click.option("--chunk-samples", type=click.IntRange(16, 960000), default=4096, show_default=True,
+              help="Samples per chunk fed to the pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Print decisions and windows as one JSON object.")
+def replay_cmd(wavs, bundle_path, trust_keys, no_verify, window_s, automation, chunk_samples, as_json) -> None:
+    """Replay WAV files through the agent's pipeline offline and print its decisions."""
+    from edge.replay import replay
+
+    if not trust_keys and not no_verify:
+        raise click.UsageError("give --trust-key signing.pub (or --no-verify to inspect an unsigned bundle)")
+    decisions, windows = replay(list(wavs), bundle_path, public_keys=list(trust_keys), verify=not no_verify,
+                                window_s=window_s, automation=automation, chunk_samples=chunk_samples)
+    if as_json:
+        click.echo(json.dumps({"decisions": decisions, "windows": windows}, sort_keys=True))
+        return
+    for d in decisions:
+        where = f"{d.get('file', '')}@{d.get('file_start_s', d.get('audio_start_s', 0.0)):.2f}s"
+        click.echo(f"{where:40s} {d['label']:>10s} {d['confidence']:.3f} {d['action']}")
+    click.echo(f"{len(decisions)} decisions, {len(windows)} windows", err=True)
+
+
+@group.command("feedback")
+@click.argument("utterance")
+@click.option("--label", help="The true label of the utterance (a correction or a confirmation).")
+@click.option("--confirm", is_flag=True, help="The prediction was right.")
+@click.option("--file", "path", envvar=f"{ENV_PREFIX}FEEDBACK_PATH", required=True,
+              type=click.Path(dir_okay=False),
+              help=f"The agent's feedback file or FIFO [env {ENV_PREFIX}FEEDBACK_PATH].")
+def feedback(utterance: str, label: str | None, confirm: bool, path: str) -> None:
+    """Tell a running agent whether its prediction for UTTERANCE was right."""
+    if not label and not confirm:
+        raise click.UsageError("give --label TRUE_LABEL or --confirm")
+    line = {"utterance": utterance, **({"label": label} if label else {}), **({"confirm": True} if confirm else {})}
+    data = (json.dumps(line, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)  # one short write: atomic even with several writers
+    finally:
+        os.close(fd)
+
+
+@group.command("config-reference")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as a JSON list.")
+def config_reference(as_json: bool) -> None:
+    """List every agent setting with its flag, environment variable, default and bounds."""
+    rows = describe(AgentConfig)
+    for row in rows:
+        row["flag"] = _flag(row["name"])
+        row["env"] = ENV_PREFIX + row["name"].upper()
+        row["toml"] = _toml_key(row["name"])
+    if as_json:
+        click.echo(json.dumps(rows, default=list, indent=1))
+        return
+    out = sys.stdout
+    out.write("| setting (TOML) | flag / environment | type | default | description |\n|---|---|---|---|---|\n")
+    for row in rows:
+        default = "" if row["secret"] else json.dumps(row["default"])
+        out.write(f"| `{row['toml']}` | `{row['flag']}` / `{row['env']}` | {row['type']} | {default} | "
+                  f"{_help(row, reference=True)} |\n")
+
+
+def _toml_key(name: str) -> str:
+    for section in ("vad", "capture"):
+        if name.startswith(section + "_"):
+            return f"[{section}] {name[len(section) + 1:]}"
+    return name

@@ -1,0 +1,150 @@
+"""Converging on the desired state the cloud retains on ``dev/{id}/desired``.
+
+A desired message names the ``active`` and ``shadow`` bundles (by the bundle file's sha256),
+the ``automation`` level, ``probation`` overrides and a ``rev``. A rev not newer than the
+one applied is ignored, so a retained message delivered again changes nothing. Bundles not
+in the store are fetched from ``model/{sha}`` (whole, or a header plus chunks), installed
+(verified, smoke-tested, stored) and only then activated. A bundle that fails is reported
+and skipped; the rest of the desired state is still applied and the rev recorded, so a
+device never loops on a bad bundle (a newer rev may name it again).
+
+Runs on the agent's control thread only.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from shared.errors import BundleError, HarkenError, ProtocolError
+from shared.messages import decode
+from edge.fetch import BundleFetch
+from edge.lifecycle import Lifecycle
+
+log = logging.getLogger(__name__)
+
+
+class DesiredState:
+    """Applies desired-state messages and the bundles they need."""
+
+    def __init__(self, lifecycle: Lifecycle, *, device_id: str, request_bundle: Callable[[str], None],
+                 release_bundle: Callable[[str], None], set_automation: Callable[[str], None],
+                 report: Callable[..., None]):
+        self.lifecycle = lifecycle
+        self.device_id = device_id
+        self._request = request_bundle
+        self._release = release_bundle
+        self._set_automation = set_automation
+        self._report = report
+        self._pending: dict | None = None
+        self._fetches: dict[str, BundleFetch] = {}
+        self._failed: dict[str, str] = {}  # sha → error code, for the pending rev
+
+    @property
+    def pending(self) -> dict | None:
+        return self._pending
+
+    @property
+    def fetching(self) -> list[str]:
+        return sorted(self._fetches)
+
+    # -- messages ------------------------------------------------------------------------
+    def on_desired(self, payload: bytes) -> None:
+        if not payload:
+            return  # the retained desired state was cleared: keep what runs
+        try:
+            msg = decode(payload, expect="desired")
+        except ProtocolError as exc:
+            log.error("ignoring a bad desired-state message (%s)", exc)
+            self._report("desired_rejected", reason=exc.code, detail={"error": exc.detail[:200]})
+            return
+        if msg["device"] != self.device_id:
+            self._report("desired_rejected", reason="wrong_device", detail={"device": msg["device"]})
+            return
+        applied = self.lifecycle.slots.desired_rev
+        if msg["rev"] <= applied:
+            log.debug("desired rev %d not newer than applied rev %d: ignored", msg["rev"], applied)
+            return
+        log.info("desired state rev %d: active %s, shadow %s, automation %s", msg["rev"],
+                 (msg.get("active") or "-")[:12], (msg.get("shadow") or "-")[:12], msg.get("automation") or "-")
+        self._pending = msg
+        self._failed = {}
+        self._reconcile()
+
+    def on_model(self, sha: str, payload: bytes) -> None:
+        self._feed(sha, lambda f: f.update_model(payload))
+
+    def on_chunk(self, sha: str, index: int, payload: bytes) -> None:
+        self._feed(sha, lambda f: f.update_chunk(index, payload))
+
+    def _feed(self, sha: str, step: Callable[[BundleFetch], BundleFetch]) -> None:
+        fetch = self._fetches.get(sha)
+        if fetch is None:
+            return  # a retained bundle we no longer want
+        try:
+            step(fetch)
+        except BundleError as exc:
+            self._drop_fetch(sha)
+            self._fail(sha, exc.code, exc)
+            self._reconcile()
+            return
+        if not fetch.complete:
+            return
+        self._drop_fetch(sha)
+        self._report("bundle_received", model=sha, detail={"bytes": len(fetch.data)})
+        try:
+            self.lifecycle.install(fetch.data, expect_sha=sha)  # reports verified/rejected/installed
+        except HarkenError as exc:
+            self._failed[sha] = getattr(exc, "code", "smoke_test_failed")
+        self._reconcile()
+
+    # -- converging ----------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        msg = self._pending
+        if msg is None:
+            return
+        wanted = {sha for sha in (msg.get("active"), msg.get("shadow")) if sha}
+        for sha in list(self._fetches):
+            if sha not in wanted:
+                self._drop_fetch(sha)
+        missing = [sha for sha in sorted(wanted)
+                   if sha not in self._failed and not self.lifecycle.store.has(sha)]
+        for sha in missing:
+            if sha not in self._fetches:
+                log.info("fetching bundle %s", sha[:12])
+                self._fetches[sha] = BundleFetch(sha)
+                self._request(sha)
+        if missing:
+            return
+        self._apply(msg)
+
+    def _apply(self, msg: dict) -> None:
+        lc = self.lifecycle
+        errors = [f"{sha[:12]}: {code}" for sha, code in self._failed.items()]
+        lc.policy = lc.policy.with_overrides(msg.get("probation"))
+        level = msg.get("automation")
+        if level and level != lc.slots.automation:
+            self._set_automation(level)
+            self._report("automation_changed", reason=level)
+        for role, step in (("active", lc.activate), ("shadow", lc.set_shadow)):
+            sha = msg.get(role)
+            if role == "active" and not sha:
+                continue  # no active named: keep what runs
+            if sha in self._failed:
+                continue
+            try:
+                step(sha)
+            except HarkenError as exc:
+                log.error("cannot make %s the %s model: %s", (sha or "none")[:12], role, exc)
+                errors.append(f"{role} {(sha or 'none')[:12]}: {exc}")
+        lc.mark_desired(msg["rev"], automation=level, error="; ".join(errors))
+        self._pending = None
+        self._failed = {}
+
+    def _drop_fetch(self, sha: str) -> None:
+        if self._fetches.pop(sha, None) is not None:
+            self._release(sha)
+
+    def _fail(self, sha: str, code: str, exc: Exception) -> None:
+        log.error("bundle %s refused: %s", sha[:12], exc)
+        self._failed[sha] = code
+        self._report("bundle_rejected", model=sha, reason=code, detail={"error": str(exc)[:300]})

@@ -1,0 +1,220 @@
+"""The agent's MQTT link (paho-mqtt 2, MQTT v5).
+
+- client id = device id; persistent session (clean start off, a session expiry interval),
+  so QoS 1 messages to the device wait at the broker while it is away;
+- last will = a retained ``state`` message ``{"online": false}``;
+- reconnects by itself with exponential backoff and jitter, capped; the first connection
+  may fail too (the agent keeps running and spools);
+- every publish can carry an ``on_ack`` callback, called from the network thread when the
+  broker's PUBACK arrives (or with ``ok=False`` when the broker refuses the message);
+- incoming messages are handed to ``on_message(topic, payload)`` from the network thread:
+  the receiver must only queue them.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from shared.codec import encode
+from shared.errors import ConfigError
+from shared.topics import QOS
+
+log = logging.getLogger(__name__)
+
+OnAck = Callable[[bool, str], None]
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    device_id: str
+    host: str
+    port: int
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_insecure: bool = False
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+    session_expiry_s: int = 86400
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    max_inflight: int = 40
+
+    @classmethod
+    def from_config(cls, cfg) -> "LinkSettings":
+        host, port, tls = cfg.broker_host_port
+        return cls(device_id=cfg.device_id, host=host, port=port, tls=tls, tls_ca=cfg.tls_ca,
+                   tls_cert=cfg.tls_cert, tls_key=cfg.tls_key, tls_insecure=cfg.tls_insecure,
+                   username=cfg.username, password=cfg.password, keepalive_s=cfg.keepalive_s,
+                   session_expiry_s=cfg.session_expiry_s, reconnect_min_s=cfg.reconnect_min_s,
+                   reconnect_max_s=cfg.reconnect_max_s, max_inflight=cfg.spool_inflight + 20)
+
+
+def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Delay before reconnect attempt ``attempt`` (0-based): doubling, capped, half of it jittered."""
+    ceiling = min(high, low * (2.0 ** min(attempt, 30)))
+    return ceiling / 2.0 + rng.uniform(0.0, ceiling / 2.0)
+
+
+class Link:
+    """One MQTT connection for one device."""
+
+    def __init__(self, settings: LinkSettings, *, will_topic: str, will_message: dict,
+                 on_message: Callable[[str, bytes], None],
+                 on_connected: Callable[[bool], None] | None = None,
+                 on_disconnected: Callable[[], None] | None = None,
+                 rng: random.Random | None = None):
+        self.settings = settings
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._pending: dict[int, OnAck | None] = {}  # mid → callback, until the PUBACK
+        self._early: dict[int, tuple[bool, str]] = {}  # PUBACKs that beat the publish() return
+        self._filters: set[str] = set()
+        self._attempt = 0
+        self.connected = threading.Event()
+        self.connects = 0
+        self._client = self._build_client(will_topic, will_message)
+
+    # -- setup ---------------------------------------------------------------------------
+    def _build_client(self, will_topic: str, will_message: dict) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.device_id,
+                             protocol=mqtt.MQTTv5, reconnect_on_failure=True)
+        if s.username:
+            client.username_pw_set(s.username, s.password or None)
+        if s.tls:
+            try:
+                client.tls_set(ca_certs=s.tls_ca or None, certfile=s.tls_cert or None,
+                               keyfile=s.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"cannot set up TLS with the given tls_ca/tls_cert/tls_key: {exc}") from exc
+            client.tls_insecure_set(s.tls_insecure)
+        client.will_set(will_topic, encode(will_message), qos=QOS, retain=True)
+        client.max_inflight_messages_set(s.max_inflight)
+        client.reconnect_delay_set(*self._next_delay())
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        return client
+
+    def _next_delay(self) -> tuple[float, float]:
+        s = self.settings
+        delay = backoff_s(self._attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng)
+        self._attempt += 1
+        return delay, delay  # paho waits min_delay first; we recompute it before every wait
+
+    def start(self) -> None:
+        """Connect in the background; never raises because the broker is unreachable."""
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry_s
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
+        self._client.loop_start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread."""
+        if self.connected.is_set():
+            self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected.wait(timeout_s)
+
+    # -- outgoing ------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, on_ack: OnAck | None = None) -> int:
+        """Queue one QoS 1 message; ``on_ack(ok, reason)`` runs when the broker answers."""
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s failed locally (%s); it will be retried", topic, mqtt.error_string(info.rc))
+        early = None
+        with self._lock:
+            if info.mid in self._early:
+                early = self._early.pop(info.mid)
+            else:
+                self._pending[info.mid] = on_ack
+        if early is not None and on_ack is not None:
+            on_ack(*early)
+        return info.mid
+
+    def subscribe(self, *filters: str) -> None:
+        with self._lock:
+            new = [f for f in filters if f not in self._filters]
+            self._filters.update(new)
+        if new and self.connected.is_set():
+            self._client.subscribe([(f, SubscribeOptions(qos=QOS)) for f in new])
+
+    def unsubscribe(self, *filters: str) -> None:
+        with self._lock:
+            gone = [f for f in filters if f in self._filters]
+            self._filters.difference_update(gone)
+        if gone and self.connected.is_set():
+            self._client.unsubscribe(gone)
+
+    # -- paho callbacks (network thread) -------------------------------------------------
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s:%d refused the connection: %s; check username, password and ACL",
+                      self.settings.host, self.settings.port, reason_code)
+            return
+        self._attempt = 0
+        self.connects += 1
+        log.info("connected to %s:%d as %s (session present: %s)", self.settings.host, self.settings.port,
+                 self.settings.device_id, flags.session_present)
+        with self._lock:
+            filters = sorted(self._filters)
+        if filters:
+            client.subscribe([(f, SubscribeOptions(qos=QOS)) for f in filters])
+        self.connected.set()
+        if self._on_connected is not None:
+            self._on_connected(flags.session_present)
+
+    def _handle_connect_fail(self, client, userdata) -> None:
+        delay, _ = self._next_delay()
+        log.debug("cannot reach broker %s:%d; retrying in %.2f s", self.settings.host, self.settings.port, delay)
+        client.reconnect_delay_set(delay, delay)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        client.reconnect_delay_set(*self._next_delay())
+        if was:
+            log.warning("disconnected from %s:%d (%s); reconnecting with backoff",
+                        self.settings.host, self.settings.port, reason_code)
+            if self._on_disconnected is not None:
+                self._on_disconnected()
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        ok = not reason_code.is_failure
+        reason = "" if ok else str(reason_code)
+        if not ok:
+            log.error("broker refused message %d: %s; check the ACL for this device", mid, reason_code)
+        with self._lock:
+            if mid not in self._pending:
+                self._early[mid] = (ok, reason)
+                return
+            callback = self._pending.pop(mid)
+        if callback is not None:
+            callback(ok, reason)
+
+    def _handle_message(self, client, userdata, message) -> None:
+        try:
+            self._on_message(message.topic, bytes(message.payload))
+        except Exception:  # a receiver bug must not kill the network thread
+            log.exception("handling a message on %s failed", message.topic)

@@ -1,0 +1,161 @@
+"""The device's model store and slots file.
+
+    state_dir/models/{sha256}/bundle.hkb   immutable; named by the bundle file's sha256
+    state_dir/slots.json                   which bundle is active, previous, shadow; the
+                                           probation in progress; boot counter; desired rev
+
+Both are written the same way: a temp file in the same directory, fsync, rename over the
+target, fsync the directory. A crash at any instant leaves the old file or the new one,
+never a mix. A stored bundle is re-verified (hash and signature) every time it is loaded,
+so a damaged file is refused rather than run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.bundle import Bundle, atomic_write, load_bundle, sha256_hex
+from shared.errors import BundleTamperedError, StoreError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_NAME = "bundle.hkb"
+SLOTS_VERSION = 1
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(path: Path, data: bytes) -> None:
+    """``atomic_write`` and then fsync the directory, so the rename itself is durable."""
+    try:
+        atomic_write(path, data)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from exc
+
+
+class ModelStore:
+    """Immutable bundles under ``root/models/{sha256}/``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root) / "models"
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256 / BUNDLE_NAME
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def put(self, data: bytes) -> str:
+        """Store bundle bytes under their sha256 (idempotent); returns the sha256."""
+        sha = sha256_hex(data)
+        if self.has(sha):
+            return sha
+        directory = self.path(sha).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+        durable_write(self.path(sha), data)
+        return sha
+
+    def load(self, sha256: str, public_keys: list) -> Bundle:
+        """Read and fully verify a stored bundle; raises the specific BundleError."""
+        bundle = load_bundle(self.path(sha256), public_keys)
+        if bundle.bundle_sha256 != sha256:
+            raise BundleTamperedError(f"{self.path(sha256)} does not hash to its name; the stored file was "
+                                      "damaged — it will be fetched again")
+        return bundle
+
+    def list(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / BUNDLE_NAME).is_file())
+
+    def remove(self, sha256: str) -> None:
+        shutil.rmtree(self.path(sha256).parent, ignore_errors=True)
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Remove bundles not named in ``keep``; returns what was removed."""
+        gone = [sha for sha in self.list() if sha not in keep]
+        for sha in gone:
+            self.remove(sha)
+        return gone
+
+
+@dataclass
+class Probation:
+    """A newly activated model under watch; ``boots`` counts starts while it lasted."""
+
+    sha256: str
+    started_t: float
+    utterances: int = 0
+    errors: int = 0
+    boots: int = 0
+    max_utterances: int = 50
+    max_s: float = 600.0
+
+
+@dataclass
+class Slots:
+    active: str | None = None
+    previous: str | None = None
+    shadow: str | None = None
+    probation: Probation | None = None
+    boot: int = 0
+    desired_rev: int = 0
+    automation: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # sha → why it was rolled back or refused
+    last_error: str = ""
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["version"] = SLOTS_VERSION
+        return json.dumps(d, sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Slots":
+        d = json.loads(raw)
+        if not isinstance(d, dict) or d.pop("version", None) != SLOTS_VERSION:
+            raise ValueError("not a version-1 slots file")
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("probation") is not None:
+            d["probation"] = Probation(**d["probation"])
+        return cls(**d)
+
+
+class SlotsFile:
+    """``slots.json``: read it whole, write it whole, atomically and durably."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self) -> Slots:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Slots()
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        try:
+            return Slots.from_json(raw)
+        except (ValueError, TypeError) as exc:
+            # Only a disk fault gets here (writes are atomic); start from the store instead.
+            log.error("slots file %s is unreadable (%s); starting with no active model", self.path, exc)
+            return Slots(last_error=f"slots file unreadable: {exc}")
+
+    def write(self, slots: Slots) -> None:
+        durable_write(self.path, slots.to_json())
