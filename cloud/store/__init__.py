@@ -1,0 +1,34 @@
+"""The collector's store: ``open_store(url)`` gives a SQLite or PostgreSQL ``Store``.
+
+    sqlite:///relative/or/./path.db     sqlite:////absolute/path.db     a plain file path
+    postgresql://user@host:5432/db      (psycopg 3; ``?options=-csearch_path%3Dschema``)
+"""
+from __future__ import annotations
+
+from cloud.store.base import FLEET, Batch, BatchResult, Received, Reject, RollupResult, Store
+from shared.errors import StoreError
+
+DEFAULT_URL = "sqlite:///./harken.db"
+
+__all__ = ["FLEET", "Batch", "BatchResult", "Received", "Reject", "RollupResult", "Store", "open_store",
+           "DEFAULT_URL"]
+
+
+def open_store(url: str) -> Store:
+    """Open (creating and migrating if needed) the store at ``url``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from cloud.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if not path.startswith("/") or len(path) < 2:
+            raise StoreError(f"SQLite URL {url!r} has no path: write sqlite:///relative.db or sqlite:////abs.db")
+        path = path[1:]
+    elif "://" in url:
+        raise StoreError(f"store URL {url!r} has an unknown scheme: use sqlite:///PATH or postgresql://...")
+    else:
+        path = url
+    from cloud.store.sqlite import SqliteStore
+
+    return SqliteStore(url, path)

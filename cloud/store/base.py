@@ -1,0 +1,215 @@
+"""The store interface: what the collector, the fleet view and drift read and write.
+
+Two engines implement it over one schema (``migrations.py``): SQLite (default) and
+PostgreSQL. Writes come in batches (``write``), one transaction per batch, so the
+collector can acknowledge a batch of MQTT messages once it is committed. A window is
+stored once per ``(device, boot, seq)`` however often it arrives.
+
+Windows are kept in full for ``retention_full_s``; ``rollup`` merges them exactly into
+per-(device, model) and fleet-wide per-model buckets as they come, and deletes the full
+windows once they are older than the retention. ``merged`` reads a horizon from both.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+FLEET = "*"  # rollups.device of the fleet-wide buckets
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One message the collector could not use, kept for the operator."""
+
+    t: float
+    topic: str
+    code: str
+    detail: str
+    head: bytes  # the first bytes of the payload (at most HEAD_BYTES)
+    size_bytes: int
+
+    HEAD_BYTES = 256
+
+    @classmethod
+    def of(cls, t: float, topic: str, code: str, detail: str, payload: bytes) -> "Reject":
+        return cls(t, topic, code, detail, bytes(payload[: cls.HEAD_BYTES]), len(payload))
+
+
+@dataclass(frozen=True)
+class Received:
+    """A validated message and when the collector received it (``body``: its JSON text)."""
+
+    message: dict
+    received_t: float
+    body: str | None = None
+
+
+@dataclass
+class Batch:
+    """Everything one commit writes. ``seen`` maps device → latest receive time."""
+
+    windows: list[Received] = field(default_factory=list)
+    events: list[Received] = field(default_factory=list)
+    states: list[Received] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.windows) + len(self.events) + len(self.states) + len(self.rejects)
+
+    def see(self, device: str, t: float) -> None:
+        if t > self.seen.get(device, float("-inf")):
+            self.seen[device] = t
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    windows_new: int
+    events_new: int
+    states: int
+    rejects: int
+
+
+@dataclass(frozen=True)
+class RollupResult:
+    rolled: int  # windows merged into buckets
+    deleted: int  # full windows deleted (older than the retention)
+    unmergeable: int  # windows that disagree with their model's shape (left out, counted)
+
+
+class Store(ABC):
+    """A Harken store. Every method raises ``StoreError`` when the database fails."""
+
+    url: str
+    dialect: str
+
+    # -- writing --------------------------------------------------------------------------
+    @abstractmethod
+    def write(self, batch: Batch) -> BatchResult:
+        """Commit a batch in one transaction; duplicate windows and events are ignored."""
+
+    def insert_windows(self, windows: Iterable[dict], received_t: float | None = None) -> int:
+        t = time.time() if received_t is None else received_t
+        batch = Batch(windows=[Received(w, t) for w in windows])
+        for w in batch.windows:
+            batch.see(w.message["device"], t)
+        return self.write(batch).windows_new
+
+    def insert_events(self, events: Iterable[dict], received_t: float | None = None) -> int:
+        t = time.time() if received_t is None else received_t
+        batch = Batch(events=[Received(e, t) for e in events])
+        for e in batch.events:
+            batch.see(e.message["device"], t)
+        return self.write(batch).events_new
+
+    def upsert_device_state(self, state: dict, received_t: float | None = None) -> None:
+        t = time.time() if received_t is None else received_t
+        batch = Batch(states=[Received(state, t)])
+        batch.see(state["device"], t)
+        self.write(batch)
+
+    def insert_rejected(self, rejects: Sequence[Reject]) -> None:
+        self.write(Batch(rejects=list(rejects)))
+
+    # -- windows ----------------------------------------------------------------------------
+    @abstractmethod
+    def windows(self, *, device: str | None = None, devices: Sequence[str] | None = None,
+                model: str | None = None, since: float | None = None,
+                until: float | None = None) -> Iterator[dict]:
+        """Full windows (bodies) in ``[since, until)`` by ``t_start``; ``model`` may be a prefix."""
+
+    @abstractmethod
+    def window_rows(self, *, device: str | None = None, devices: Sequence[str] | None = None,
+                    model: str | None = None, since: float | None = None,
+                    until: float | None = None) -> Iterator[dict]:
+        """Like ``windows`` but rows: the indexed columns plus ``body`` (parsed)."""
+
+    @abstractmethod
+    def merged(self, *, devices: Sequence[str] | None = None, model: str | None = None,
+               since: float | None = None, until: float | None = None,
+               bucket_s: int = 900) -> dict[str, dict]:
+        """Exact merge over a horizon, per model (``''`` = no model): rollups + unrolled windows.
+
+        ``devices=None`` is the whole fleet. Rolled-up time is counted by bucket: a bucket is
+        in the horizon when its start is in ``[floor(since / bucket_s) * bucket_s, until)``.
+        """
+
+    @abstractmethod
+    def models(self, prefix: str = "") -> list[str]:
+        """Models (shas) seen in windows or rollups that start with ``prefix``."""
+
+    @abstractmethod
+    def rollup(self, bucket_s: int, retention_full_s: float, *, now: float | None = None,
+               chunk: int = 2000) -> RollupResult:
+        """Merge unrolled windows into buckets; delete rolled windows older than the retention."""
+
+    # -- devices ------------------------------------------------------------------------------
+    @abstractmethod
+    def devices(self) -> list[dict]:
+        """Every device: device, online (True/False/None), first/last_seen_t, state, tags."""
+
+    @abstractmethod
+    def device(self, device: str) -> dict | None: ...
+
+    @abstractmethod
+    def tag(self, device: str, tags: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def untag(self, device: str, tags: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def devices_with_tag(self, tag: str) -> list[str]: ...
+
+    @abstractmethod
+    def events(self, *, device: str | None = None, since: float | None = None,
+               limit: int = 100) -> list[dict]:
+        """The most recent events first."""
+
+    # -- rejects --------------------------------------------------------------------------------
+    @abstractmethod
+    def rejected(self, *, code: str | None = None, limit: int = 100) -> list[dict]:
+        """The most recent rejected messages first (``head_hex``: their first bytes)."""
+
+    @abstractmethod
+    def reject_counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def prune_rejected(self, keep: int) -> int:
+        """Keep only the newest ``keep`` rejected messages (the counts stay)."""
+
+    # -- alerts -----------------------------------------------------------------------------------
+    @abstractmethod
+    def save_alert(self, alert: dict) -> None:
+        """Insert or replace an alert by ``id`` (fields as in the ``alerts`` table)."""
+
+    @abstractmethod
+    def alert(self, alert_id: str) -> dict | None: ...
+
+    @abstractmethod
+    def alerts(self, *, status: str | None = None, cohort: str | None = None) -> list[dict]:
+        """Alerts, most recently updated first."""
+
+    # -- kv and leases ----------------------------------------------------------------------------
+    @abstractmethod
+    def kv_get(self, key: str) -> object | None: ...
+
+    @abstractmethod
+    def kv_set(self, key: str, value: object) -> None: ...
+
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, now: float | None = None) -> bool:
+        """Take or renew ``name`` for ``holder`` unless another holder's lease is unexpired."""
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,411 @@
+"""The store over SQL, shared by both engines: they differ only in connection and dialect.
+
+Queries are written once with ``?`` placeholders; the PostgreSQL engine rewrites them to
+``%s``. Every public method runs under the store's lock, in one transaction, and turns
+driver errors into ``StoreError`` (see ``_tx`` in each engine).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import abstractmethod
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
+
+from cloud.store import rollup as rollup_mod
+from cloud.store.base import FLEET, Batch, BatchResult, RollupResult, Store
+from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
+from shared.codec import dumps as _dumps
+from shared.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+IN_CHUNK = 500
+WINDOW_COLS = ("id", "device", "boot", "seq", "t_start", "audio_start_s", "duration_s", "model",
+               "shadow_model", "automation", "agent_version", "received_t", "rolled", "body")
+ALERT_COLS = ("id", "status", "cohort", "signal", "pattern", "opened_t", "updated_t", "resolved_t",
+              "acked_t", "evidence")
+
+
+def dumps(value) -> str:
+    """Compact, sorted JSON text (the codec's bytes as str)."""
+    return _dumps(value).decode()
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _chunks(seq: Sequence, n: int = IN_CHUNK) -> Iterator[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqlStore(Store):
+    dialect = "sql"
+    GREATEST = "MAX"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._lock = threading.RLock()
+
+    # -- engine hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _transaction(self, write: bool):
+        """Context manager: a cursor inside one transaction; driver errors → StoreError."""
+
+    def _q(self, sql: str) -> str:
+        return sql
+
+    @contextmanager
+    def _tx(self, write: bool = True):
+        with self._lock, self._transaction(write) as cur:
+            yield _Cursor(cur, self._q)
+
+    def _migrate(self) -> None:
+        check_names(MIGRATIONS)
+        with self._tx() as cur:
+            cur.execute(MIGRATIONS_TABLE)
+        for m in MIGRATIONS:
+            with self._tx() as cur:
+                self._lock_migrations(cur)
+                if cur.execute("SELECT 1 FROM migrations WHERE name = ?", (m.name,)).fetchone():
+                    continue
+                for statement in m.statements(self.dialect):
+                    cur.execute(statement)
+                cur.execute("INSERT INTO migrations (name, applied_t) VALUES (?, ?)", (m.name, time.time()))
+                log.info("store %s: applied migration %s", self.dialect, m.name)
+
+    def _lock_migrations(self, cur) -> None:
+        """Serialise concurrent openers (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def applied_migrations(self) -> list[str]:
+        with self._tx(write=False) as cur:
+            return [r[0] for r in cur.execute("SELECT name FROM migrations ORDER BY name").fetchall()]
+
+    # -- writing ---------------------------------------------------------------------------------
+    def write(self, batch: Batch) -> BatchResult:
+        if not len(batch) and not batch.seen:
+            return BatchResult(0, 0, 0, 0)
+        with self._tx() as cur:
+            windows_new = self._write_windows(cur, batch)
+            events_new = self._write_events(cur, batch)
+            self._write_seen(cur, batch.seen)
+            for st in batch.states:
+                self._write_state(cur, st.message)
+            self._write_rejects(cur, batch.rejects)
+        return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects))
+
+    def _write_windows(self, cur, batch: Batch) -> int:
+        if not batch.windows:
+            return 0
+        rows = []
+        for r in batch.windows:
+            w = r.message
+            rows.append((w["device"], w["boot"], w["seq"], w["t_start"], w["audio_start_s"], w["duration_s"],
+                         w.get("model") or "", w.get("shadow_model"), w["automation"], w["agent_version"],
+                         r.received_t, r.body if r.body is not None else dumps(w)))
+        cur.executemany(
+            "INSERT INTO windows (device, boot, seq, t_start, audio_start_s, duration_s, model, shadow_model,"
+            " automation, agent_version, received_t, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (device, boot, seq) DO NOTHING", rows)
+        return max(cur.rowcount, 0)
+
+    def _write_events(self, cur, batch: Batch) -> int:
+        if not batch.events:
+            return 0
+        rows = [(e["device"], e["boot"], e["seq"], e["t"], r.received_t, e["event"], e.get("model"),
+                 e.get("reason"), dumps(e["detail"]) if e.get("detail") is not None else None)
+                for r in batch.events for e in (r.message,)]
+        cur.executemany(
+            "INSERT INTO events (device, boot, seq, t, received_t, event, model, reason, detail)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device, boot, seq) DO NOTHING", rows)
+        return max(cur.rowcount, 0)
+
+    def _write_seen(self, cur, seen: dict[str, float]) -> None:
+        if seen:
+            cur.executemany(
+                "INSERT INTO devices (device, first_seen_t, last_seen_t) VALUES (?, ?, ?) ON CONFLICT (device)"
+                f" DO UPDATE SET last_seen_t = {self.GREATEST}(devices.last_seen_t, excluded.last_seen_t)",
+                [(d, t, t) for d, t in sorted(seen.items())])
+
+    def _write_state(self, cur, msg: dict) -> None:
+        """Online states replace the stored one (unless older); offline ones (the last will
+        is minimal) are laid over it, so the fleet view still shows what the device ran."""
+        row = cur.execute("SELECT state, last_state_t FROM devices WHERE device = ?", (msg["device"],)).fetchone()
+        old_state = json.loads(row[0]) if row and row[0] else None
+        old_t = row[1] if row else None
+        if msg["online"] and old_t is not None and msg["t"] < old_t:
+            return
+        state = msg if msg["online"] or old_state is None else {**old_state, **msg}
+        new_t = msg["t"] if old_t is None else max(old_t, msg["t"])
+        cur.execute("UPDATE devices SET online = ?, state = ?, last_state_t = ? WHERE device = ?",
+                    (1 if msg["online"] else 0, dumps(state), new_t, msg["device"]))
+
+    def _write_rejects(self, cur, rejects) -> None:
+        if not rejects:
+            return
+        cur.executemany("INSERT INTO rejected (t, topic, code, detail, head_hex, size_bytes) VALUES (?,?,?,?,?,?)",
+                        [(r.t, r.topic, r.code, r.detail[:1000], r.head.hex(), r.size_bytes) for r in rejects])
+        counts: dict[str, tuple[int, float]] = {}
+        for r in rejects:
+            n, t = counts.get(r.code, (0, r.t))
+            counts[r.code] = (n + 1, max(t, r.t))
+        cur.executemany(
+            "INSERT INTO reject_counts (code, n, last_t) VALUES (?, ?, ?) ON CONFLICT (code) DO UPDATE SET"
+            f" n = reject_counts.n + excluded.n, last_t = {self.GREATEST}(reject_counts.last_t, excluded.last_t)",
+            [(code, n, t) for code, (n, t) in sorted(counts.items())])
+
+    # -- windows ------------------------------------------------------------------------------------
+    def _window_filter(self, device, devices, model, since, until, time_col: str = "t_start"
+                       ) -> tuple[list[str], list]:
+        where, params = [], []
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        if devices is not None:
+            where.append(f"device IN ({_marks(len(devices))})" if devices else "1 = 0")
+            params.extend(devices)
+        if model is not None:
+            where.append("model LIKE ? ESCAPE '\\'")
+            params.append(_like_prefix(model))
+        if since is not None:
+            where.append(f"{time_col} >= ?")
+            params.append(since)
+        if until is not None:
+            where.append(f"{time_col} < ?")
+            params.append(until)
+        return where, params
+
+    def window_rows(self, *, device=None, devices=None, model=None, since=None, until=None) -> Iterator[dict]:
+        devices = list(devices) if devices is not None else None
+        groups = [devices] if devices is None or len(devices) <= IN_CHUNK else list(_chunks(devices))
+        for group in groups:
+            where, params = self._window_filter(device, group, model, since, until)
+            yield from self._paged_windows(where, params)
+
+    def _paged_windows(self, where: list[str], params: list) -> Iterator[dict]:
+        after: tuple[float, int] | None = None
+        while True:
+            w, p = list(where), list(params)
+            if after is not None:
+                w.append("(t_start > ? OR (t_start = ? AND id > ?))")
+                p.extend([after[0], after[0], after[1]])
+            sql = (f"SELECT {', '.join(WINDOW_COLS)} FROM windows"
+                   f"{' WHERE ' + ' AND '.join(w) if w else ''} ORDER BY t_start, id LIMIT {PAGE}")
+            with self._tx(write=False) as cur:
+                rows = cur.execute(sql, p).fetchall()
+            for r in rows:
+                d = dict(zip(WINDOW_COLS, r))
+                d["body"] = json.loads(d["body"])
+                yield d
+            if len(rows) < PAGE:
+                return
+            after = (rows[-1][4], rows[-1][0])
+
+    def windows(self, *, device=None, devices=None, model=None, since=None, until=None) -> Iterator[dict]:
+        for row in self.window_rows(device=device, devices=devices, model=model, since=since, until=until):
+            yield row["body"]
+
+    def models(self, prefix: str = "") -> list[str]:
+        like = _like_prefix(prefix)
+        with self._tx(write=False) as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT model FROM windows WHERE model LIKE ? ESCAPE '\\' UNION "
+                "SELECT DISTINCT model FROM rollups WHERE model LIKE ? ESCAPE '\\'", (like, like)).fetchall()
+        return sorted({r[0] for r in rows if r[0]})
+
+    def merged(self, *, devices=None, model=None, since=None, until=None, bucket_s: int = 900) -> dict[str, dict]:
+        start = rollup_mod.bucket_start(since, bucket_s) if since is not None else None
+        devices = list(devices) if devices is not None else None
+        bodies: list[tuple[str, dict]] = []
+        groups = [None] if devices is None else list(_chunks(devices)) or [[]]
+        for group in groups:
+            bodies.extend(self._horizon_bodies(group, model, start, until))
+        return rollup_mod.merge_by_model(bodies)
+
+    def _horizon_bodies(self, devices, model, start, until) -> list[tuple[str, dict]]:
+        """Rollups and unrolled windows of one device group, read in one snapshot."""
+        rw, rp = self._window_filter(FLEET if devices is None else None, devices, model, start, until,
+                                     time_col="bucket_start")
+        ww, wp = self._window_filter(None, devices, model, start, until)
+        rollup_sql = "SELECT model, body FROM rollups WHERE " + " AND ".join(rw)
+        window_sql = "SELECT model, body FROM windows WHERE rolled = 0" + "".join(f" AND {c}" for c in ww)
+        with self._tx(write=False) as cur:
+            self._snapshot(cur)
+            rows = cur.execute(rollup_sql, rp).fetchall() + cur.execute(window_sql, wp).fetchall()
+        return [(m, json.loads(b)) for m, b in rows]
+
+    def _snapshot(self, cur) -> None:
+        """Make the following reads see one snapshot (SQLite read transactions already do)."""
+
+    def rollup(self, bucket_s: int, retention_full_s: float, *, now: float | None = None,
+               chunk: int = 2000) -> RollupResult:
+        return rollup_mod.run(self, bucket_s, retention_full_s, now=time.time() if now is None else now, chunk=chunk)
+
+    # -- devices ----------------------------------------------------------------------------------
+    def _device_dict(self, row, tags: list[str]) -> dict:
+        device, online, first, last, state, state_t = row
+        return {"device": device, "online": None if online is None else bool(online), "first_seen_t": first,
+                "last_seen_t": last, "state": json.loads(state) if state else None, "last_state_t": state_t,
+                "tags": tags}
+
+    def devices(self) -> list[dict]:
+        with self._tx(write=False) as cur:
+            rows = cur.execute("SELECT device, online, first_seen_t, last_seen_t, state, last_state_t"
+                               " FROM devices ORDER BY device").fetchall()
+            tags: dict[str, list[str]] = {}
+            for d, t in cur.execute("SELECT device, tag FROM device_tags ORDER BY device, tag").fetchall():
+                tags.setdefault(d, []).append(t)
+        return [self._device_dict(r, tags.get(r[0], [])) for r in rows]
+
+    def device(self, device: str) -> dict | None:
+        with self._tx(write=False) as cur:
+            row = cur.execute("SELECT device, online, first_seen_t, last_seen_t, state, last_state_t"
+                              " FROM devices WHERE device = ?", (device,)).fetchone()
+            tags = [t for (t,) in cur.execute("SELECT tag FROM device_tags WHERE device = ? ORDER BY tag",
+                                              (device,)).fetchall()]
+        return self._device_dict(row, tags) if row else None
+
+    def tag(self, device: str, tags: Iterable[str]) -> None:
+        with self._tx() as cur:
+            cur.executemany("INSERT INTO device_tags (device, tag) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                            [(device, t) for t in sorted(set(tags))])
+
+    def untag(self, device: str, tags: Iterable[str]) -> None:
+        with self._tx() as cur:
+            cur.executemany("DELETE FROM device_tags WHERE device = ? AND tag = ?",
+                            [(device, t) for t in sorted(set(tags))])
+
+    def devices_with_tag(self, tag: str) -> list[str]:
+        with self._tx(write=False) as cur:
+            return [d for (d,) in cur.execute("SELECT device FROM device_tags WHERE tag = ? ORDER BY device",
+                                              (tag,)).fetchall()]
+
+    def events(self, *, device=None, since=None, limit: int = 100) -> list[dict]:
+        where, params = [], []
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        if since is not None:
+            where.append("t >= ?")
+            params.append(since)
+        cols = ("device", "boot", "seq", "t", "received_t", "event", "model", "reason", "detail")
+        sql = (f"SELECT {', '.join(cols)} FROM events{' WHERE ' + ' AND '.join(where) if where else ''}"
+               f" ORDER BY t DESC, id DESC LIMIT {int(limit)}")
+        with self._tx(write=False) as cur:
+            rows = cur.execute(sql, params).fetchall()
+        out = [dict(zip(cols, r)) for r in rows]
+        for e in out:
+            e["detail"] = json.loads(e["detail"]) if e["detail"] else None
+        return out
+
+    # -- rejects ----------------------------------------------------------------------------------
+    def rejected(self, *, code=None, limit: int = 100) -> list[dict]:
+        cols = ("t", "topic", "code", "detail", "head_hex", "size_bytes")
+        where, params = ("WHERE code = ?", [code]) if code else ("", [])
+        with self._tx(write=False) as cur:
+            rows = cur.execute(f"SELECT {', '.join(cols)} FROM rejected {where} ORDER BY id DESC"
+                               f" LIMIT {int(limit)}", params).fetchall()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def reject_counts(self) -> dict[str, int]:
+        with self._tx(write=False) as cur:
+            return {c: int(n) for c, n in cur.execute("SELECT code, n FROM reject_counts ORDER BY code").fetchall()}
+
+    def prune_rejected(self, keep: int) -> int:
+        with self._tx() as cur:
+            row = cur.execute(f"SELECT id FROM rejected ORDER BY id DESC LIMIT 1 OFFSET {int(keep)}").fetchone()
+            if row is None:
+                return 0
+            return max(cur.execute("DELETE FROM rejected WHERE id <= ?", (row[0],)).rowcount, 0)
+
+    # -- alerts -----------------------------------------------------------------------------------
+    def save_alert(self, alert: dict) -> None:
+        missing = [c for c in ("id", "status", "cohort", "signal", "pattern", "opened_t") if c not in alert]
+        if missing:
+            raise StoreError(f"an alert needs {', '.join(missing)}; pass every field of the alerts table")
+        values = dict(alert)
+        values.setdefault("updated_t", values["opened_t"])
+        values["evidence"] = dumps(values.get("evidence") or {})
+        row = [values.get(c) for c in ALERT_COLS]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ALERT_COLS[1:])
+        with self._tx() as cur:
+            cur.execute(f"INSERT INTO alerts ({', '.join(ALERT_COLS)}) VALUES ({_marks(len(ALERT_COLS))})"
+                        f" ON CONFLICT (id) DO UPDATE SET {updates}", row)
+
+    def _alert_dicts(self, rows) -> list[dict]:
+        out = [dict(zip(ALERT_COLS, r)) for r in rows]
+        for a in out:
+            a["evidence"] = json.loads(a["evidence"])
+        return out
+
+    def alert(self, alert_id: str) -> dict | None:
+        with self._tx(write=False) as cur:
+            rows = cur.execute(f"SELECT {', '.join(ALERT_COLS)} FROM alerts WHERE id = ?", (alert_id,)).fetchall()
+        return (self._alert_dicts(rows) or [None])[0]
+
+    def alerts(self, *, status=None, cohort=None) -> list[dict]:
+        where, params = [], []
+        for col, value in (("status", status), ("cohort", cohort)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                params.append(value)
+        sql = (f"SELECT {', '.join(ALERT_COLS)} FROM alerts{' WHERE ' + ' AND '.join(where) if where else ''}"
+               " ORDER BY updated_t DESC, id")
+        with self._tx(write=False) as cur:
+            return self._alert_dicts(cur.execute(sql, params).fetchall())
+
+    # -- kv and leases ----------------------------------------------------------------------------
+    def kv_get(self, key: str):
+        with self._tx(write=False) as cur:
+            row = cur.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def kv_set(self, key: str, value) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO kv (key, value, updated_t) VALUES (?, ?, ?) ON CONFLICT (key)"
+                        " DO UPDATE SET value = excluded.value, updated_t = excluded.updated_t",
+                        (key, dumps(value), time.time()))
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, now=None) -> bool:
+        now = time.time() if now is None else now
+        with self._tx() as cur:
+            n = cur.execute(
+                "INSERT INTO leases (name, holder, expires_t) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET holder = excluded.holder, expires_t = excluded.expires_t"
+                " WHERE leases.holder = excluded.holder OR leases.expires_t < ?",
+                (name, holder, now + ttl_s, now)).rowcount
+        return n == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+
+class _Cursor:
+    """A driver cursor whose SQL is written with ``?`` placeholders."""
+
+    __slots__ = ("_cur", "_q")
+
+    def __init__(self, cur, q):
+        self._cur, self._q = cur, q
+
+    def execute(self, sql: str, params: Sequence = ()):
+        self._cur.execute(self._q(sql), tuple(params))
+        return self._cur
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]):
+        self._cur.executemany(self._q(sql), rows)
+        return self._cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount

@@ -1,0 +1,67 @@
+"""The SQLite engine: the embedded default. WAL, so readers (the CLI, the API) never block
+the collector's writer; synchronous=FULL, so a committed batch survives a crash before the
+collector acknowledges it to the broker."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloud.store.sql import SqlStore
+from shared.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+    GREATEST = "MAX"
+
+    def __init__(self, url: str, path: str):
+        super().__init__(url)
+        self.path = path
+        try:
+            if path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(Path(path).expanduser()) if path != ":memory:" else path,
+                                         isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the SQLite store {path}: {exc}; check the path and its permissions") \
+                from exc
+        self._migrate()
+
+    @contextmanager
+    def _transaction(self, write: bool):
+        try:
+            self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: cannot begin a transaction ({exc})") from exc
+        try:
+            yield self._conn.cursor()
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"SQLite store {self.path}: commit failed ({exc})") from exc
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("rollback failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
