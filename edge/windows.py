@@ -108,7 +108,7 @@ class WindowAccumulator:
         self.utterance_ms.add(duration_ms)
         self.level_dbfs.add(level_dbfs)
         self.snr_db.add(snr_db)
-        self.clipped_utterances += clipped_fraction >= CLIPPED_FRACTION
+        self.clipped_utterances += int(clipped_fraction >= CLIPPED_FRACTION)
         return self
 
     def update_prediction(self, label: str, confidence: float, no_answer: bool,
@@ -116,7 +116,7 @@ class WindowAccumulator:
         self.counters["inferences"] += 1
         self.labels[label] = self.labels.get(label, 0) + 1
         self.confidence.add(confidence)
-        self.outputs["no_answer"] += no_answer
+        self.outputs["no_answer"] += int(bool(no_answer))
         for hist, x in zip(self.features, features):
             hist.add(x)
         return self
@@ -137,7 +137,7 @@ class WindowAccumulator:
             self.shadow_errors += 1
             return self
         self.shadow_compared += 1
-        self.shadow_agree += label == active_label
+        self.shadow_agree += int(label == active_label)
         self.shadow_confidence.add(confidence)
         self.shadow_labels[label] = self.shadow_labels.get(label, 0) + 1
         return self

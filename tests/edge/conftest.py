@@ -98,7 +98,8 @@ def _basis(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     return basis.astype(np.float32), summer.astype(np.float32)
 
 
-def build_graph(n_features: int, weights: np.ndarray, bias: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> bytes:
+def build_graph(n_features: int, weights: np.ndarray, bias: np.ndarray, mu: np.ndarray, sd: np.ndarray,
+                samples_dim: int | str = INPUT_SAMPLES) -> bytes:
     basis, summer = _basis(n_features)
     c = lambda name, v: numpy_helper.from_array(np.ascontiguousarray(v), name)  # noqa: E731
     inits = [c("shape", np.array([-1, INPUT_SAMPLES // FRAME, FRAME], dtype=np.int64)), c("basis", basis),
@@ -122,7 +123,7 @@ def build_graph(n_features: int, weights: np.ndarray, bias: np.ndarray, mu: np.n
     ]
     n_classes = weights.shape[1]
     graph = helper.make_graph(
-        nodes, "harken_test", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", INPUT_SAMPLES])],
+        nodes, "harken_test", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", samples_dim])],
         [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
          helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", n_classes]),
          helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n_features])], inits)
@@ -215,3 +216,23 @@ def models(bundles):
     from edge.model import LoadedModel
 
     return [LoadedModel.from_bundle(b) for b in bundles]
+
+
+def run_pipeline(x: np.ndarray, chunk: int, provider, *, automation: str = "partial", flush: bool = True,
+                 clock=lambda: 1000.0, sink=None, **kwargs):
+    """Feed ``x`` in chunks of ``chunk`` samples; returns (decisions, windows, pipeline).
+
+    Decisions are collected in a ListSink unless ``sink`` is given (then the list stays empty).
+    """
+    from edge.decisions import ListSink
+    from edge.pipeline import Pipeline
+
+    collected, windows = ListSink(), []
+    kwargs.setdefault("gate_config", GateConfig())
+    pipeline = Pipeline(device="dev-1", boot=3, agent_version="0.1.0", automation=automation, models=provider,
+                        sink=sink or collected, on_window=windows.append, clock=clock, **kwargs)
+    for i in range(0, len(x), chunk):
+        pipeline.feed(x[i:i + chunk])
+    if flush:
+        pipeline.flush()
+    return collected.decisions, windows, pipeline
