@@ -1,0 +1,194 @@
+"""Delivery: publish model bundles and desired states to the fleet, retained, QoS 1.
+
+    model/{sha}        the bundle bytes when they fit in one message (<= ``chunk_bytes``),
+                       else a ``bundle`` header (size, chunk count, per-chunk sha256)
+    model/{sha}/{i}    chunk i of a large bundle (raw bytes)
+    dev/{id}/desired   what one device should run; ``rev`` grows by one per write, per device
+
+``sha`` is the model's sha256 (``Bundle.sha256``), the name a bundle has on the wire and in
+the device store. Chunks go out before the header, so a device that sees a header finds
+every chunk already retained. Both topics are retained: a device that is offline now
+converges when it comes back. Every publish waits for the broker's PUBACK.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+from urllib.parse import urlparse
+
+from shared.bundle import Bundle
+from shared.codec import encode
+from shared.errors import ConfigError, HarkenError
+from shared.messages import AUTOMATION_LEVELS, validate
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 256 * 1024
+Publication = tuple[str, bytes, bool]  # topic, payload, retained
+
+
+class DeliveryError(HarkenError):
+    """The broker did not take a message (not connected, refused, or no PUBACK in time)."""
+
+
+class Publisher(Protocol):
+    """Anything that publishes QoS-1 messages and returns once the broker acknowledged all."""
+
+    def publish_all(self, messages: Iterable[Publication]) -> int: ...
+
+
+class DesiredRevs(Protocol):
+    """Persisted per-device desired state: ``write`` bumps the rev and stores the message."""
+
+    def write(self, device: str, build) -> dict: ...
+
+    def get(self, device: str) -> dict | None: ...
+
+
+def bundle_messages(topics: Topics, sha: str, data: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Publication]:
+    """The retained messages that carry one bundle: raw bytes, or chunks then a header."""
+    if chunk_bytes <= 0:
+        raise ConfigError(f"chunk size must be positive, got {chunk_bytes}")
+    if len(data) <= chunk_bytes:
+        return [(topics.model(sha), data, True)]
+    chunks = [data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
+    header = validate({
+        "kind": "bundle", "v": "1.0", "sha256": sha, "size": len(data), "chunks": len(chunks),
+        "chunk_size": chunk_bytes, "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks],
+        "bundle_sha256": hashlib.sha256(data).hexdigest(),
+    })
+    out: list[Publication] = [(topics.chunk(sha, i), c, True) for i, c in enumerate(chunks)]
+    out.append((topics.model(sha), encode(header), True))
+    return out
+
+
+def desired_message(device: str, rev: int, *, active: str | None, shadow: str | None = None,
+                    automation: str | None = None, rollout: str | None = None,
+                    probation: dict | None = None, config: dict | None = None, t: float | None = None) -> dict:
+    """A validated ``desired`` message; absent fields are left out (the device keeps them)."""
+    if automation is not None and automation not in AUTOMATION_LEVELS:
+        raise ConfigError(f"automation {automation!r} is not one of {', '.join(AUTOMATION_LEVELS)}")
+    msg = {"kind": "desired", "v": "1.0", "device": device, "rev": rev, "t": time.time() if t is None else t}
+    for key, value in (("active", active), ("shadow", shadow), ("automation", automation),
+                       ("rollout", rollout), ("probation", probation), ("config", config)):
+        if value is not None:
+            msg[key] = value
+    return validate(msg, "desired")
+
+
+@dataclass(frozen=True)
+class DesiredTarget:
+    """What one device should run. ``shadow=None`` means no shadow model."""
+
+    active: str | None
+    shadow: str | None = None
+    automation: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"active": self.active, "shadow": self.shadow, "automation": self.automation}
+
+
+class Delivery:
+    """Publishes bundles and desired states through one publisher and one rev store."""
+
+    def __init__(self, publisher: Publisher, revs: DesiredRevs, topics: Topics | None = None, *,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, probation: dict | None = None):
+        self.publisher = publisher
+        self.revs = revs
+        self.topics = topics or Topics()
+        self.chunk_bytes = chunk_bytes
+        self.probation = probation
+
+    def publish_bundle(self, bundle: Bundle) -> int:
+        """Publish a verified bundle under its model sha256; returns the number of messages."""
+        messages = bundle_messages(self.topics, bundle.sha256, bundle.raw, self.chunk_bytes)
+        n = self.publisher.publish_all(messages)
+        log.info("published bundle %s (%d bytes, %d messages)", bundle.sha256[:12], len(bundle.raw), n)
+        return n
+
+    def unpublish_bundle(self, sha: str, chunks: int = 0) -> None:
+        """Clear the retained bundle (an empty retained payload deletes it on the broker)."""
+        msgs = [(self.topics.chunk(sha, i), b"", True) for i in range(chunks)]
+        self.publisher.publish_all([*msgs, (self.topics.model(sha), b"", True)])
+
+    def write_desired(self, targets: dict[str, DesiredTarget], *, rollout: str | None = None,
+                      config: dict | None = None) -> dict[str, dict]:
+        """Persist the next rev for every device, then publish all retained; returns the messages."""
+        messages: dict[str, dict] = {}
+        for device, target in targets.items():
+            def build(rev: int, device=device, target=target) -> dict:
+                return desired_message(device, rev, active=target.active, shadow=target.shadow,
+                                       automation=target.automation, rollout=rollout,
+                                       probation=self.probation if target.active else None, config=config)
+            messages[device] = self.revs.write(device, build)
+        if messages:
+            self.publisher.publish_all(
+                (self.topics.desired(d), encode(m), True) for d, m in messages.items())
+        return messages
+
+
+class MqttPublisher:
+    """A paho-mqtt 2.x MQTTv5 client that publishes QoS 1 and waits for every PUBACK."""
+
+    def __init__(self, url: str, *, username: str | None = None, password: str | None = None,
+                 client_id: str | None = None, timeout_s: float = 30.0, max_inflight: int = 200,
+                 ca_file: str | None = None):
+        import paho.mqtt.client as mqtt
+
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ConfigError(f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+        self.timeout_s = timeout_s
+        self._connected = threading.Event()
+        self._reason: str | None = None
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                                   client_id=client_id or f"harken-delivery-{uuid.uuid4().hex[:8]}")
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        if username:
+            self._client.username_pw_set(username, password)
+        if parsed.scheme == "mqtts":
+            self._client.tls_set(ca_certs=ca_file)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        try:
+            self._client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883))
+        except OSError as exc:
+            raise DeliveryError(f"cannot reach the broker at {url}: {exc}; is it running?") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s) or self._reason:
+            self.close()
+            raise DeliveryError(f"broker at {url} refused the connection ({self._reason or 'timeout'}); "
+                                "check the URL and the credentials")
+        log.info("delivery connected to %s", url)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._reason = None if not reason_code.is_failure else str(reason_code)
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("delivery disconnected from the broker: %s", reason_code)
+
+    def publish_all(self, messages: Iterable[Publication]) -> int:
+        infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
+        deadline = time.monotonic() + self.timeout_s
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                raise DeliveryError(f"publish to {info} failed: {exc}; is the broker reachable?") from exc
+            if not info.is_published():
+                raise DeliveryError(f"the broker did not acknowledge {len(infos)} messages within "
+                                    f"{self.timeout_s:.0f} s; is it overloaded or gone?")
+        return len(infos)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

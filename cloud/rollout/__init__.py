@@ -1,0 +1,1 @@
+"""Staged model rollouts: plans, gates, the pure decision core and its I/O shell."""
