@@ -1,0 +1,96 @@
+"""The collector's HTTP app: the operator API, Prometheus metrics and the dashboard.
+
+    create_app(services) -> FastAPI
+
+    /                  the dashboard (static, offline: no CDN); it asks for the token once
+    /static/*          its JS modules, CSS and icon
+    /api/*             the JSON API (bearer token); OpenAPI document at /openapi.json
+    /metrics           Prometheus text format (bearer token unless ``services.public_metrics``)
+    /healthz           liveness, no token, no data
+
+The token comes from the collector's configuration (``services.token``). It is compared in
+constant time, only read from the Authorization header, and never logged. The dashboard
+keeps it in the tab's sessionStorage; ``/#token=...`` hands it over without a prompt (a URL
+fragment never reaches the server or its access log).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from cloud.api import drift, fleet, metrics, models, rollouts, windows
+from cloud.api.auth import require_token
+from cloud.api.backend import Backend, NotFound, Services, Unavailable
+from shared.errors import ConfigError, HarkenError, StoreError
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+API_VERSION = "1.0"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+# Declared so the OpenAPI document shows the scheme; ``require_token`` does the checking.
+_bearer = HTTPBearer(auto_error=False, description="The collector's http.token")
+
+
+def _error_handlers(app: FastAPI) -> None:
+    def handler(status: int):
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            if status >= 500:
+                log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return handle
+
+    app.add_exception_handler(NotFound, handler(404))
+    app.add_exception_handler(ConfigError, handler(400))
+    app.add_exception_handler(Unavailable, handler(503))
+    app.add_exception_handler(StoreError, handler(503))
+    app.add_exception_handler(HarkenError, handler(400))
+
+
+def _dashboard(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=DASHBOARD_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(DASHBOARD_DIR / "index.html", media_type="text/html")
+
+
+def create_app(services: Services) -> FastAPI:
+    """The HTTP app over the collector's parts (see ``cloud.api.backend.Services``)."""
+    app = FastAPI(title="Harken collector API", version=API_VERSION, openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None,
+                  description="Fleet, windows, drift, models and rollouts. Every /api route needs "
+                              "'Authorization: Bearer <token>'.")
+    app.state.backend = Backend(services)
+    app.state.token = services.token
+    secured = [Depends(_bearer), Depends(require_token)]
+    for module in (fleet, windows, drift, models, rollouts):
+        app.include_router(module.router, dependencies=secured)
+    app.include_router(metrics.router, dependencies=[] if services.public_metrics else secured)
+    _error_handlers(app)
+    _dashboard(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith(("/api/", "/metrics")):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("Cache-Control", "no-cache")
+        else:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

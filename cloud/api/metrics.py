@@ -1,0 +1,130 @@
+"""Prometheus ``/metrics`` in the text exposition format (0.0.4), written here, no client library.
+
+Families (every name starts ``harken_``):
+
+    ingest_messages_total, ingest_windows_total, ingest_duplicates_total, ingest_events_total
+                                            counters since the collector started
+    ingest_rejected_total{code}             rejected messages by code (kept in the store)
+    ingest_lag_seconds                      receive time minus window end, latest batch
+    devices{status}                         online / offline / unknown
+    devices_running_model{model}            devices whose active model is ``model``
+    drift_score{cohort,signal}              latest drift score (severity: ≥ 1 alarms)
+    alerts{status}, alerts_open{cohort,signal}
+    rollout_info{rollout,model,cohort,state}  1 per rollout
+    rollout_stage{rollout}, rollout_stages{rollout}, rollout_devices{rollout,status}
+
+Scrape it with the API token: in Prometheus, ``authorization: {credentials: <token>}``.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
+
+from cloud.api.backend import Backend
+from cloud.api.deps import backend
+from cloud.api.rollouts import rollout_view
+
+router = APIRouter(tags=["metrics"])
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+Sample = tuple[dict, float]
+
+
+def _escape_label(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _value(v: float) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+class Exposition:
+    """Builds the text format one family at a time."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> "Exposition":
+        self.lines.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            lab = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
+            self.lines.append(f"{name}{{{lab}}} {_value(value)}" if lab else f"{name} {_value(value)}")
+        return self
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _ingest(x: Exposition, b: Backend) -> None:
+    ing = b.ingest()
+    for key, help_text in (("messages", "MQTT messages received"), ("windows", "statistics windows stored"),
+                           ("duplicates", "windows received again and ignored"), ("events", "device events stored")):
+        x.family(f"harken_ingest_{key}_total", "counter", f"{help_text} since the collector started.",
+                 [({}, ing.get(f"{key}_total"))])
+    x.family("harken_ingest_rejected_total", "counter", "Messages rejected, by error code.",
+             [({"code": code}, n) for code, n in sorted(ing["rejected"].items())])
+    x.family("harken_ingest_lag_seconds", "gauge", "Receive time minus window end, latest batch.",
+             [({}, ing.get("lag_s"))])
+
+
+def _devices(x: Exposition, b: Backend) -> None:
+    devices = b.devices()
+    status = Counter("unknown" if d["online"] is None else "online" if d["online"] else "offline" for d in devices)
+    x.family("harken_devices", "gauge", "Devices by connection status.",
+             [({"status": s}, status.get(s, 0)) for s in ("online", "offline", "unknown")])
+    running = Counter(d["models"].get("active") for d in devices if d["models"].get("active"))
+    x.family("harken_devices_running_model", "gauge", "Devices whose active model is this sha256.",
+             [({"model": m}, n) for m, n in sorted(running.items())])
+
+
+def _drift(x: Exposition, b: Backend) -> None:
+    x.family("harken_drift_score", "gauge", "Latest drift severity per cohort and signal (>= 1 alarms).",
+             [({"cohort": s["cohort"], "signal": s["signal"]}, s["score"]) for s in b.drift_scores()])
+    alerts = b.alerts(None, None)
+    by_status = Counter(a["status"] for a in alerts)
+    x.family("harken_alerts", "gauge", "Drift alerts by status.",
+             [({"status": s}, by_status.get(s, 0)) for s in ("open", "acked", "resolved")])
+    open_ = Counter((a["cohort"], a["signal"]) for a in alerts if a["status"] == "open")
+    x.family("harken_alerts_open", "gauge", "Open drift alerts per cohort and signal.",
+             [({"cohort": c, "signal": s}, n) for (c, s), n in sorted(open_.items())])
+
+
+def _rollouts(x: Exposition, b: Backend) -> None:
+    views = [rollout_view(r) for r in b.rollouts()]
+    x.family("harken_rollout_info", "gauge", "One series per rollout, labelled with its state.",
+             [({"rollout": v["id"], "model": v["model"], "cohort": v["cohort"], "state": v["state"]}, 1)
+              for v in views])
+    x.family("harken_rollout_stage", "gauge", "Index of the rollout's current stage (0-based).",
+             [({"rollout": v["id"]}, v["stage_index"]) for v in views])
+    x.family("harken_rollout_stages", "gauge", "Number of stages in the rollout's plan.",
+             [({"rollout": v["id"]}, len(v["stages"])) for v in views])
+    x.family("harken_rollout_devices", "gauge", "Rollout devices by delivery status.",
+             [({"rollout": v["id"], "status": s}, v["devices"][s]) for v in views
+              for s in ("converged", "pending", "failed")])
+
+
+def exposition(b: Backend) -> str:
+    x = Exposition()
+    for part in (_ingest, _devices, _drift, _rollouts):
+        part(x, b)
+    return x.text()
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+def metrics(request: Request, b: Backend = Depends(backend)) -> PlainTextResponse:
+    return PlainTextResponse(exposition(b), media_type=CONTENT_TYPE)

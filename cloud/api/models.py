@@ -1,0 +1,68 @@
+"""Registered models with their lineage and evaluation.
+
+    GET /api/models          {models: [{sha256, name, version, labels, created_t, metrics, devices}]}
+    GET /api/models/{sha}    {sha256, name, version, labels, created_t, lineage, metrics,
+                              confusion: {labels, matrix} | null, slices: [{slice, n, accuracy, ...}],
+                              devices, shadow_devices}
+
+``metrics`` holds the scalar evaluation figures; the confusion matrix and the slice table
+come out of the manifest's evaluation into fields of their own. ``{sha}`` may be a prefix.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from cloud.api.backend import Backend
+from cloud.api.deps import backend
+
+router = APIRouter(tags=["models"])
+
+
+def _confusion(evaluation: dict, labels: list[str]) -> dict | None:
+    conf = evaluation.get("confusion") or evaluation.get("confusion_matrix")
+    if conf is None:
+        return None
+    if isinstance(conf, dict):
+        return {"labels": list(conf.get("labels") or labels), "matrix": conf.get("matrix") or conf.get("counts")}
+    return {"labels": labels, "matrix": conf}
+
+
+def _slices(evaluation: dict) -> list[dict]:
+    slices = evaluation.get("slices") or []
+    if isinstance(slices, dict):
+        return [{"slice": name, **(v if isinstance(v, dict) else {"value": v})} for name, v in slices.items()]
+    return [dict(s) for s in slices]
+
+
+def model_view(m: dict, devices: list[dict] | None = None) -> dict:
+    """The API shape of a registry entry (which carries the bundle manifest or its fields)."""
+    manifest = m.get("manifest") or m
+    sha = m.get("sha256") or manifest.get("model_sha256")
+    labels = list(m.get("labels") or manifest.get("labels") or [])
+    evaluation = dict(m.get("metrics") or manifest.get("metrics") or {})
+    scalars = {k: v for k, v in evaluation.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    running = [d for d in devices or [] if (d.get("models") or {}).get("active") == sha]
+    shadow = [d for d in devices or [] if (d.get("models") or {}).get("shadow") == sha]
+    return {
+        "sha256": sha, "name": m.get("name") or manifest.get("name"),
+        "version": m.get("version") or manifest.get("version"), "labels": labels,
+        "created_t": m.get("created_t") or m.get("registered_t"),
+        "lineage": m.get("lineage") or manifest.get("lineage") or {},
+        "metrics": scalars, "confusion": _confusion(evaluation, labels), "slices": _slices(evaluation),
+        "devices": len(running), "shadow_devices": len(shadow),
+    }
+
+
+@router.get("/api/models", summary="Registered models")
+def models(b: Backend = Depends(backend)) -> dict:
+    devices = b.devices()
+    out = []
+    for m in b.models():
+        v = model_view(m, devices)
+        out.append({k: v[k] for k in ("sha256", "name", "version", "labels", "created_t", "metrics", "devices")})
+    return {"models": out}
+
+
+@router.get("/api/models/{sha}", summary="One model: lineage, evaluation, confusion matrix, slices")
+def model(sha: str, b: Backend = Depends(backend)) -> dict:
+    return model_view(b.model(sha), b.devices())

@@ -1,0 +1,90 @@
+// A cohort over time: software, input, output, shadow and feedback figures, plus its drift report.
+import { get } from "../api.js";
+import { h, card, table, num, pct, short, color, link, badge } from "../util.js";
+import { lineChart, stackedShares } from "../charts.js";
+
+export const RANGES = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
+
+export const fetchSeries = (cohort, range) => get("/api/series", { cohort, range_s: RANGES[range] || 3600 });
+
+const col = (rows, f) => rows.map((r) => [r.t, f(r)]);
+
+export function cohortCharts(series, only = null) {
+  const rows = series.buckets;
+  const base = { t0: series.from, t1: series.to, bucketS: series.bucket_s };
+  const stages = series.stages;
+  const models = [...new Set(rows.flatMap((r) => Object.keys(r.feature_drift || {})))];
+  const charts = {
+    load: () => lineChart({ ...base, title: "Load", unit: "per s", series: [
+      { name: "utterances/s", values: col(rows, (r) => r.utterances_per_s) },
+      { name: "inferences/s", values: col(rows, (r) => r.inferences_per_s) }] }),
+    latency: () => lineChart({ ...base, title: "Latency p50 / p99 by stage", unit: "ms", series: stages.flatMap((st, i) => [
+      { name: `${st} p50`, color: color(i), values: col(rows, (r) => r.latency_ms[st]?.p50 ?? null) },
+      { name: `${st} p99`, color: color(i + 4), values: col(rows, (r) => r.latency_ms[st]?.p99 ?? null) }]) }),
+    cpu: () => lineChart({ ...base, title: "CPU seconds per audio second", series: [
+      { name: "cpu s / audio s", values: col(rows, (r) => r.cpu_s_per_audio_s) }], yFormat: (v) => num(v, 3) }),
+    memory: () => lineChart({ ...base, title: "Resident memory", unit: "MB", series: [
+      { name: "largest device", values: col(rows, (r) => r.rss_mb_max) }] }),
+    speech: () => lineChart({ ...base, title: "Speech ratio", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+      { name: "voiced / all frames", values: col(rows, (r) => r.speech_ratio) }] }),
+    level: () => lineChart({ ...base, title: "Level", unit: "dBFS, p10–p90 band, median line", yMin: -70, yMax: 0,
+      series: [{ name: "median", values: col(rows, (r) => r.level_dbfs.p50) }],
+      bands: [{ name: "p10–p90", values: rows.map((r) => [r.t, r.level_dbfs.p10, r.level_dbfs.p90]) }] }),
+    snr: () => lineChart({ ...base, title: "Estimated SNR", unit: "dB, p10–p90 band, median line",
+      series: [{ name: "median", values: col(rows, (r) => r.snr_db.p50) }],
+      bands: [{ name: "p10–p90", values: rows.map((r) => [r.t, r.snr_db.p10, r.snr_db.p90]) }] }),
+    drift: () => lineChart({ ...base, title: "Feature drift (largest feature score per model)", series: models.map((m) => (
+      { name: short(m), values: col(rows, (r) => r.feature_drift?.[m]?.max ?? null) })) }),
+    labels: () => stackedShares({ ...base, title: "Label mix", keys: series.labels, rows: rows.map((r) => ({ t: r.t, counts: r.labels })) }),
+    confidence: () => lineChart({ ...base, title: "Confidence", unit: "median, p10–p90 band", yMax: 1,
+      series: [{ name: "median", values: col(rows, (r) => r.confidence.p50) }],
+      bands: [{ name: "p10–p90", values: rows.map((r) => [r.t, r.confidence.p10, r.confidence.p90]) }] }),
+    noanswer: () => lineChart({ ...base, title: "No-answer and deferral rate", yFormat: (v) => pct(v, 0), series: [
+      { name: "no answer", values: col(rows, (r) => r.no_answer_rate) },
+      { name: "deferred", values: col(rows, (r) => r.deferral_rate) }] }),
+    shadow: () => lineChart({ ...base, title: "Shadow agreement", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+      { name: "active = candidate", values: col(rows, (r) => (r.shadow_compared ? r.shadow_agreement : null)) }] }),
+    feedback: () => lineChart({ ...base, title: "Feedback accuracy", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+      { name: "confirmed / all feedback", values: col(rows, (r) => (r.feedback_n ? r.feedback_accuracy : null)) }] }),
+  };
+  const sections = [
+    ["Software", ["load", "latency", "cpu", "memory"]],
+    ["Input", ["speech", "level", "snr", "drift"]],
+    ["Output", ["labels", "confidence", "noanswer"]],
+    ["Shadow and feedback", ["shadow", "feedback"]],
+  ];
+  return sections.map(([title, names]) => {
+    const picked = names.filter((n) => !only || only.includes(n));
+    return picked.length ? h("section", { class: "charts" }, h("h2", {}, title), h("div", { class: "grid" }, picked.map((n) => charts[n]()))) : null;
+  });
+}
+
+function driftTable(report) {
+  const rows = report.rows || [];
+  return card("Drift report", table([
+    { label: "model", render: (r) => (r.model ? link(`#/model/${r.model}`, short(r.model)) : "–") },
+    { label: "signal", key: "signal" },
+    { label: "score", render: (r) => num(r.score, 3), class: "num" },
+    { label: "threshold", render: (r) => num(r.threshold, 3), class: "num" },
+    { label: "n", key: "n", class: "num" },
+    { label: "verdict", render: (r) => badge(r.drifted ? "drift" : "ok") },
+  ], rows, "no drift scores for this cohort yet"));
+}
+
+export async function cohortPage({ params, query }) {
+  const cohort = params[0] ? decodeURIComponent(params[0]) : "fleet";
+  const range = RANGES[query.get("range")] ? query.get("range") : "1h";
+  const [series, cohorts, report] = await Promise.all([
+    fetchSeries(cohort, range), get("/api/cohorts"), get("/api/drift/report", { cohort })]);
+  const input = h("input", { name: "cohort", value: cohort, list: "cohort-list", "aria-label": "cohort" });
+  const form = h("form", { class: "toolbar", onsubmit: (e) => { e.preventDefault(); location.hash = `#/cohort/${encodeURIComponent(input.value.trim() || "fleet")}?range=${range}`; } },
+    h("label", {}, "Cohort ", input),
+    h("datalist", { id: "cohort-list" }, cohorts.map((c) => h("option", { value: c.selector }, c.label))),
+    h("button", { type: "submit" }, "Show"),
+    h("span", { class: "ranges" }, Object.keys(RANGES).map((r) =>
+      h("a", { href: `#/cohort/${encodeURIComponent(cohort)}?range=${r}`, class: r === range ? "on" : "" }, r))));
+  const total = series.buckets.reduce((a, r) => a + r.n_windows, 0);
+  return h("div", {}, h("h1", {}, `Cohort ${cohort}`), form,
+    h("p", { class: "muted" }, `${total} windows in ${series.buckets.length} buckets of ${series.bucket_s} s`),
+    cohortCharts(series), driftTable(report));
+}

@@ -1,0 +1,30 @@
+// One device: its reported state, key charts and its recent lifecycle events.
+import { get } from "../api.js";
+import { h, card, table, kv, short, time, ago, badge, link } from "../util.js";
+import { cohortCharts, fetchSeries } from "./cohort.js";
+
+export async function devicePage({ params }) {
+  const id = decodeURIComponent(params[0]);
+  const [dev, series] = await Promise.all([get(`/api/devices/${encodeURIComponent(id)}`), fetchSeries(`device:${id}`, "1h")]);
+  const models = dev.models || {};
+  return h("div", {},
+    h("h1", {}, `Device ${dev.device} `, badge(dev.online ? "online" : "offline"), " ", badge(dev.health || "unknown")),
+    h("div", { class: "grid" },
+      card("State", kv({
+        "agent version": dev.agent_version, automation: dev.automation, boot: dev.boot,
+        "last seen": `${time(dev.last_seen_t)} (${ago(dev.last_seen_t, dev.now)})`,
+        "last error": dev.last_error || "none", tags: (dev.tags || []).join(", ") || "none",
+      })),
+      card("Models", table([
+        { label: "slot", key: "slot" },
+        { label: "model", render: (r) => (r.sha ? link(`#/model/${r.sha}`, short(r.sha)) : "–") },
+      ], ["active", "previous", "shadow"].map((slot) => ({ slot, sha: models[slot] }))))),
+    h("p", {}, link(`#/cohort/${encodeURIComponent(`device:${id}`)}`, "All charts for this device →")),
+    cohortCharts(series, ["load", "latency", "level", "noanswer"]),
+    card("Recent events", table([
+      { label: "time", render: (e) => time(e.t) },
+      { label: "event", render: (e) => badge(e.event, "event") },
+      { label: "model", render: (e) => short(e.model) },
+      { label: "reason", key: "reason" },
+    ], dev.events || [], "no events")));
+}
