@@ -107,6 +107,7 @@ class Lifecycle:
     def start(self) -> Slots:
         """Count this boot, detect a crash loop, load the active (else previous) and shadow models."""
         with self._lock:
+            self._sweep_temp_files()
             s = self.slots_file.read()
             s.boot += 1
             crash_loop = False
@@ -122,6 +123,12 @@ class Lifecycle:
                 self._load_active_at_start()
             self._load_shadow_at_start()
             return self.slots
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files a crash left behind mid-write (never the files they were to replace)."""
+        for folder in (self.state_dir, *(p for p in self.store.root.glob("*") if p.is_dir())):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _load_active_at_start(self) -> None:
         s = self._slots
@@ -204,8 +211,8 @@ class Lifecycle:
         model = self._load_checked(sha)  # verified again from disk: what runs after a restart
         with self._lock:
             s = self._slots
-            # During another probation, keep the last proven model as the fallback.
-            if s.active is not None and s.probation is None:
+            # During another probation, keep the last proven model (if any) as the fallback.
+            if s.active is not None and (s.probation is None or s.previous is None):
                 s.previous = s.active
             s.active = sha
             s.probation = Probation(sha256=sha, started_t=self._clock(), max_utterances=self.policy.utterances,

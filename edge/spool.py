@@ -278,7 +278,7 @@ class SpoolFlusher:
                 return None
             rows = self.spool.peek(1, exclude=set(self._inflight))
             if not rows:
-                self._cond.wait(1.0)
+                self._cond.wait(min(1.0, self.ack_timeout_s / 2) if self._inflight else 1.0)
                 return None
             self._inflight[rows[0].id] = now
             interval = 1.0 / self.rate_per_s
