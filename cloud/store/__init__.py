@@ -5,13 +5,14 @@
 """
 from __future__ import annotations
 
-from cloud.store.base import FLEET, Batch, BatchResult, Received, Reject, RollupResult, Store
+from cloud.store.base import (FLEET, Batch, BatchResult, Received, Reject, RollupResult, Store,
+                              StoreDataError, safe_url)
 from shared.errors import StoreError
 
 DEFAULT_URL = "sqlite:///./harken.db"
 
-__all__ = ["FLEET", "Batch", "BatchResult", "Received", "Reject", "RollupResult", "Store", "open_store",
-           "DEFAULT_URL"]
+__all__ = ["FLEET", "Batch", "BatchResult", "Received", "Reject", "RollupResult", "Store", "StoreDataError",
+           "open_store", "DEFAULT_URL", "safe_url"]
 
 
 def open_store(url: str) -> Store:

@@ -15,8 +15,24 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.errors import StoreError
 
 FLEET = "*"  # rollups.device of the fleet-wide buckets
+
+
+class StoreDataError(StoreError):
+    """The database refused the data itself (out of range, bad text): retrying will not help."""
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,10 @@ class Store(ABC):
 
     @abstractmethod
     def untag(self, device: str, tags: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def tags(self, device: str) -> list[str]:
+        """The device's tags (a device may be tagged before it is first seen)."""
 
     @abstractmethod
     def devices_with_tag(self, tag: str) -> list[str]: ...

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
-
 import psycopg
 
+from cloud.store.base import StoreDataError, safe_url
 from cloud.store.sql import SqlStore
 from shared.errors import StoreError
 
@@ -19,15 +18,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 _MIGRATION_LOCK = 0x6861726B  # pg_advisory_xact_lock key for "hark"
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError, ValueError)
 
 
 class PostgresStore(SqlStore):
@@ -58,6 +49,9 @@ class PostgresStore(SqlStore):
         try:
             with conn.transaction(), conn.cursor() as cur:
                 yield cur
+        except DATA_ERRORS as exc:
+            raise StoreDataError(f"PostgreSQL store {safe_url(self.url)} cannot store this data: "
+                                 f"{str(exc).strip()}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store {safe_url(self.url)}: {str(exc).strip()}") from exc
 

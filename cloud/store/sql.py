@@ -69,11 +69,22 @@ class SqlStore(Store):
         with self._lock, self._transaction(write) as cur:
             yield _Cursor(cur, self._q)
 
+    def transaction(self, write: bool = True):
+        """A cursor (``?`` placeholders) in one transaction, for modules that add their own
+        tables through ``apply_migrations`` (the registry, rollouts)."""
+        return self._tx(write)
+
     def _migrate(self) -> None:
-        check_names(MIGRATIONS)
+        self.apply_migrations(MIGRATIONS)
+
+    def apply_migrations(self, migrations: Sequence) -> list[str]:
+        """Apply the named migrations not applied yet, in order, each in its own transaction."""
+        check_names(list(migrations))
+        applied = []
         with self._tx() as cur:
+            self._lock_migrations(cur)
             cur.execute(MIGRATIONS_TABLE)
-        for m in MIGRATIONS:
+        for m in migrations:
             with self._tx() as cur:
                 self._lock_migrations(cur)
                 if cur.execute("SELECT 1 FROM migrations WHERE name = ?", (m.name,)).fetchone():
@@ -81,7 +92,9 @@ class SqlStore(Store):
                 for statement in m.statements(self.dialect):
                     cur.execute(statement)
                 cur.execute("INSERT INTO migrations (name, applied_t) VALUES (?, ?)", (m.name, time.time()))
-                log.info("store %s: applied migration %s", self.dialect, m.name)
+            log.info("store %s: applied migration %s", self.dialect, m.name)
+            applied.append(m.name)
+        return applied
 
     def _lock_migrations(self, cur) -> None:
         """Serialise concurrent openers (SQLite's BEGIN IMMEDIATE already does)."""
@@ -283,6 +296,11 @@ class SqlStore(Store):
         with self._tx() as cur:
             cur.executemany("DELETE FROM device_tags WHERE device = ? AND tag = ?",
                             [(device, t) for t in sorted(set(tags))])
+
+    def tags(self, device: str) -> list[str]:
+        with self._tx(write=False) as cur:
+            return [t for (t,) in cur.execute("SELECT tag FROM device_tags WHERE device = ? ORDER BY tag",
+                                              (device,)).fetchall()]
 
     def devices_with_tag(self, tag: str) -> list[str]:
         with self._tx(write=False) as cur:

@@ -8,12 +8,14 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
+from cloud.store.base import StoreDataError
 from cloud.store.sql import SqlStore
 from shared.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError, ValueError)
 
 
 class SqliteStore(SqlStore):
@@ -43,6 +45,9 @@ class SqliteStore(SqlStore):
             raise StoreError(f"SQLite store {self.path}: cannot begin a transaction ({exc})") from exc
         try:
             yield self._conn.cursor()
+        except DATA_ERRORS as exc:
+            self._rollback()
+            raise StoreDataError(f"SQLite store {self.path} cannot store this data: {exc}") from exc
         except sqlite3.Error as exc:
             self._rollback()
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc

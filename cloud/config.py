@@ -1,0 +1,153 @@
+"""The collector's configuration: one typed, strict dataclass (file < environment < flags).
+
+TOML sections map onto prefixed names: ``[http] port = 8080`` is ``http_port``, its
+environment variable ``HARKEN_COLLECTOR_HTTP_PORT``. The store URL also comes from
+``HARKEN_DB`` (shared with ``harken fleet``) when neither the file nor a flag sets it.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from shared.config import load_config, setting
+from shared.errors import ConfigError
+from shared.topics import DEFAULT_PREFIX, Topics
+
+ENV_PREFIX = "HARKEN_COLLECTOR_"
+DB_ENV = "HARKEN_DB"
+DEFAULT_DB_URL = "sqlite:///./harken.db"
+SCHEMES = ("mqtt", "mqtts")
+
+
+def _default_client_id() -> str:
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
+    return f"harken-collector-{host or 'local'}"
+
+
+@dataclass
+class CollectorConfig:
+    # -- broker -----------------------------------------------------------------------
+    broker_url: str = setting("mqtt://127.0.0.1:1883", "mqtt://host:port or mqtts://host:port of the broker.")
+    username: str = setting("", "MQTT user name of the collector.")
+    password: str = setting("", "MQTT password; prefer the environment variable to a flag.", secret=True)
+    tls_ca: str = setting("", "CA certificate (PEM) that signed the broker's certificate (mqtts).")
+    tls_cert: str = setting("", "Client certificate (PEM) for mutual TLS; needs tls_key.")
+    tls_key: str = setting("", "Client private key (PEM) for mutual TLS; needs tls_cert.", secret=True)
+    tls_insecure: bool = setting(False, "Skip the broker host name check (test rigs only).")
+    topic_prefix: str = setting(DEFAULT_PREFIX, "Prefix of every Harken topic.")
+    group: str = setting("harken", "Shared-subscription group: collector replicas in one group split the load.")
+    client_id: str = setting("", "MQTT client id; keep it stable so the broker keeps the session (default: "
+                                 "harken-collector-HOSTNAME). Replicas need different ids.")
+    keepalive_s: int = setting(30, "MQTT keep-alive interval.", ge=5, le=3600)
+    session_expiry_s: int = setting(7 * 86400, "How long the broker queues windows for a stopped collector.",
+                                    ge=0, le=4294967295)
+    receive_maximum: int = setting(2000, "Unacknowledged messages the broker may have in flight to us.",
+                                   ge=1, le=65535)
+    # -- ingest -----------------------------------------------------------------------
+    batch_max: int = setting(500, "Messages committed (then acknowledged) together, at most.", ge=1, le=65535)
+    batch_ms: float = setting(50.0, "Longest wait to fill a batch before committing it.", ge=0.0, le=10000.0)
+    reject_log_interval_s: float = setting(60.0, "Rejected messages are logged once per code per interval.",
+                                           ge=0.0, le=86400.0)
+    rejected_keep: int = setting(100000, "Rejected messages kept for inspection (counts are kept forever).",
+                                 ge=0, le=100_000_000)
+    # -- store ------------------------------------------------------------------------
+    db_url: str = setting("", "Store: sqlite:///PATH (default sqlite:///./harken.db, or $HARKEN_DB) or "
+                              "postgresql://user@host/db.")
+    retention_full_s: float = setting(2 * 86400.0, "Full windows are kept this long, then only their rollups; "
+                                      "older windows arriving late are rejected (too_late).",
+                                      ge=60.0, le=10 * 365 * 86400.0)
+    rollup_bucket_s: int = setting(900, "Width of a rollup bucket (merged windows per device and model).",
+                                   ge=10, le=86400)
+    rollup_interval_s: float = setting(10.0, "How often new windows are merged into rollups.", ge=0.1, le=86400.0)
+    offline_after_s: float = setting(120.0, "A device not heard from for this long shows as stale.",
+                                      ge=1.0, le=30 * 86400.0)
+    # -- http api (served later) ------------------------------------------------------
+    http_host: str = setting("127.0.0.1", "Address the operator HTTP API listens on.")
+    http_port: int = setting(8080, "Port of the operator HTTP API (0 disables it).", ge=0, le=65535)
+    http_token: str = setting("", "Bearer token the HTTP API requires.", secret=True)
+    # -- alerts -----------------------------------------------------------------------
+    alert_webhook_url: str = setting("", "URL that drift alerts are POSTed to (empty: none).")
+
+    # -- named cross-field checks -------------------------------------------------------
+    def check(self) -> None:
+        for rule in (self._check_broker, self._check_tls, self._check_prefix, self._check_group,
+                     self._check_db, self._check_rollup, self._check_webhook):
+            rule()
+
+    def _check_broker(self) -> None:
+        parts = urlsplit(self.broker_url)
+        if parts.scheme not in SCHEMES or not parts.hostname:
+            raise ConfigError(f"broker_url {self.broker_url!r} must look like mqtt://host:port or mqtts://host:port")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"broker_url {self.broker_url!r} has a bad port number") from None
+        if parts.username or parts.password:
+            raise ConfigError("broker_url must not carry credentials: set username and password instead")
+
+    def _check_tls(self) -> None:
+        tls_files = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f)]
+        if tls_files and not self.broker_url.startswith("mqtts://"):
+            raise ConfigError(f"{', '.join(tls_files)} set but broker_url is not mqtts://; use mqtts:// for TLS")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: set both for mutual TLS, or neither")
+        for name in tls_files:
+            if not Path(getattr(self, name)).expanduser().is_file():
+                raise ConfigError(f"{name} {getattr(self, name)!r} is not a readable file")
+
+    def _check_prefix(self) -> None:
+        try:
+            Topics(self.topic_prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _check_group(self) -> None:
+        if not self.group or any(c in self.group for c in "/+#"):
+            raise ConfigError(f"group {self.group!r} must be non-empty without '/', '+' or '#'")
+
+    def _check_db(self) -> None:
+        if self.db_url and "://" in self.db_url and not self.db_url.startswith(
+                ("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(f"db_url {self.db_url!r}: use sqlite:///PATH or postgresql://user@host/db")
+
+    def _check_rollup(self) -> None:
+        if self.retention_full_s < self.rollup_bucket_s:
+            raise ConfigError(f"retention_full_s ({self.retention_full_s}) is shorter than rollup_bucket_s "
+                              f"({self.rollup_bucket_s}); keep full windows at least one bucket long")
+
+    def _check_webhook(self) -> None:
+        if self.alert_webhook_url and urlsplit(self.alert_webhook_url).scheme not in ("http", "https"):
+            raise ConfigError(f"alert_webhook_url {self.alert_webhook_url!r} must be an http(s) URL")
+
+    # -- derived values ---------------------------------------------------------------
+    @property
+    def broker_host_port(self) -> tuple[str, int, bool]:
+        parts = urlsplit(self.broker_url)
+        tls = parts.scheme == "mqtts"
+        return parts.hostname or "", parts.port or (8883 if tls else 1883), tls
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.client_id or _default_client_id()
+
+
+def resolve_db_url(flag: str | None = None, file_value: str = "", env: Mapping[str, str] | None = None) -> str:
+    """The store URL: flag > HARKEN_DB > config file > sqlite:///./harken.db."""
+    env = os.environ if env is None else env
+    return flag or env.get(DB_ENV) or file_value or DEFAULT_DB_URL
+
+
+def load_collector_config(file: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+                          overrides: Mapping[str, Any] | None = None) -> CollectorConfig:
+    """CollectorConfig from a TOML file < HARKEN_COLLECTOR_* and HARKEN_DB < overrides (flags)."""
+    env = os.environ if env is None else env
+    cfg = load_config(CollectorConfig, file=file, env=env, env_prefix=ENV_PREFIX, overrides=overrides)
+    if not (overrides or {}).get("db_url") and not env.get(ENV_PREFIX + "DB_URL") and env.get(DB_ENV):
+        cfg.db_url = env[DB_ENV]
+    cfg.db_url = cfg.db_url or DEFAULT_DB_URL
+    cfg.check()
+    return cfg
