@@ -107,8 +107,11 @@ class BundleFetch:
         self._finish(data)
 
     def _finish(self, data: bytes) -> None:
-        if sha256_hex(data) != self.sha256:
-            raise BundleTamperedError(f"the bundle received on model/{self.sha256[:12]} does not hash to its "
-                                      "name; it was damaged or altered in transit")
+        whole = (self._header or {}).get("bundle_sha256")
+        if isinstance(whole, str) and sha256_hex(data) != whole:
+            raise BundleTamperedError(f"the bundle reassembled from model/{self.sha256[:12]} does not match "
+                                      "the header's bundle_sha256; it was damaged or altered in transit")
+        if len(data) > self.max_bytes:
+            raise NotABundleError(f"bundle {self.sha256[:12]} is {len(data)} bytes; at most {self.max_bytes}")
         self._data = data
         self._chunks.clear()

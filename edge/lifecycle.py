@@ -6,7 +6,8 @@ Activation names the bundle in the slots file (atomically, durably) and starts a
 ``utterances`` inferences or ``seconds``, whichever comes first. Too many errors, latency
 over budget or a crash loop (``crash_boots`` starts while the same model was on probation)
 roll back to ``previous``. On start the active bundle is verified again; if it fails, the
-previous one runs. Bundles are named by the sha256 of the whole bundle file.
+previous one runs. Bundles are named by their model's sha256 (``Bundle.sha256``), as on the
+wire, in the registry and in the windows.
 
 The object is the pipeline's model holder: it exposes ``active`` and ``shadow`` (loaded
 models, or None), which the pipeline reads at each utterance.
@@ -166,25 +167,24 @@ class Lifecycle:
 
     # -- install -------------------------------------------------------------------------
     def install(self, data: bytes, *, expect_sha: str | None = None) -> str:
-        """Verify, smoke-test and store bundle bytes; report each step. Returns the bundle sha256."""
-        sha = sha256_hex(data)
+        """Verify, smoke-test and store bundle bytes; report each step. Returns the model sha256."""
         try:
-            if expect_sha is not None and sha != expect_sha:
-                raise BundleTamperedError(f"received bytes hash to {sha[:12]}, not {expect_sha[:12]}")
-            bundle = load_bundle(data, self.public_keys, name=f"bundle {sha[:12]}")
+            bundle = load_bundle(data, self.public_keys, name=f"bundle {(expect_sha or '')[:12]}".strip())
+            if expect_sha is not None and bundle.sha256 != expect_sha:
+                raise BundleTamperedError(f"the bundle sent as {expect_sha[:12]} holds model {bundle.sha256[:12]}")
         except BundleError as exc:
-            self._refuse(expect_sha or sha, exc.code, exc)
+            self._refuse(expect_sha, exc.code, exc, data)
             raise
+        sha = bundle.sha256
         try:
             model = self._loader(bundle)
             model.smoke_test()
         except ModelError as exc:
-            self._refuse(sha, "smoke_test_failed", exc)
+            self._refuse(sha, "smoke_test_failed", exc, data)
             raise
         self._report("bundle_verified", model=sha, detail={"name": bundle.manifest.get("name"),
                                                            "version": bundle.manifest.get("version")})
-        if not self.store.has(sha):
-            self.store.put(data)
+        self.store.put(data, sha)
         self._report("model_installed", model=sha)
         log.info("installed bundle %s (%s %s)", sha[:12], bundle.manifest.get("name"), bundle.manifest.get("version"))
         return sha
@@ -196,11 +196,14 @@ class Lifecycle:
             raise BundleError(f"cannot read bundle {path}: {exc.strerror or exc}") from exc
         return self.install(data)
 
-    def _refuse(self, sha: str, code: str, exc: Exception) -> None:
-        log.error("refused bundle %s: %s", sha[:12], exc)
+    def _refuse(self, sha: str | None, code: str, exc: Exception, data: bytes | None = None) -> None:
+        log.error("refused bundle %s: %s", (sha or "?")[:12], exc)
         with self._lock:
-            self._slots.last_error = f"bundle {sha[:12]} refused: {code}"
-        self._report("bundle_rejected", model=sha, reason=code, detail={"error": str(exc)[:300]})
+            self._slots.last_error = f"bundle {(sha or '?')[:12]} refused: {code}"
+        detail = {"error": str(exc)[:300]}
+        if data is not None:
+            detail["bundle_sha256"] = sha256_hex(data)
+        self._report("bundle_rejected", model=sha, reason=code, detail=detail)
 
     # -- activation, shadow, rollback ----------------------------------------------------
     def activate(self, sha: str) -> None:

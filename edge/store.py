@@ -1,6 +1,7 @@
 """The device's model store and slots file.
 
-    state_dir/models/{sha256}/bundle.hkb   immutable; named by the bundle file's sha256
+    state_dir/models/{sha256}/bundle.hkb   immutable; named by the model's sha256 (``Bundle.sha256``,
+                                           the name a bundle has on the wire and in the registry)
     state_dir/slots.json                   which bundle is active, previous, shadow; the
                                            probation in progress; boot counter; desired rev
 
@@ -19,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.bundle import Bundle, atomic_write, load_bundle, sha256_hex
+from shared.bundle import Bundle, atomic_write, load_bundle
 from shared.errors import BundleTamperedError, StoreError
 
 log = logging.getLogger(__name__)
@@ -57,26 +58,24 @@ class ModelStore:
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def put(self, data: bytes) -> str:
-        """Store bundle bytes under their sha256 (idempotent); returns the sha256."""
-        sha = sha256_hex(data)
-        if self.has(sha):
-            return sha
-        directory = self.path(sha).parent
+    def put(self, data: bytes, sha256: str) -> None:
+        """Store verified bundle bytes under their model's sha256 (idempotent)."""
+        if self.has(sha256):
+            return
+        directory = self.path(sha256).parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.root)
         except OSError as exc:
             raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from exc
-        durable_write(self.path(sha), data)
-        return sha
+        durable_write(self.path(sha256), data)
 
     def load(self, sha256: str, public_keys: list) -> Bundle:
         """Read and fully verify a stored bundle; raises the specific BundleError."""
         bundle = load_bundle(self.path(sha256), public_keys)
-        if bundle.bundle_sha256 != sha256:
-            raise BundleTamperedError(f"{self.path(sha256)} does not hash to its name; the stored file was "
-                                      "damaged — it will be fetched again")
+        if bundle.sha256 != sha256:
+            raise BundleTamperedError(f"{self.path(sha256)} holds model {bundle.sha256[:12]}, not the one it "
+                                      "is stored under; the store was altered")
         return bundle
 
     def list(self) -> list[str]:

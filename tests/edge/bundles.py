@@ -60,10 +60,19 @@ def wrong_expectations(data: bytes, private_key) -> bytes:
     return resigned(data, private_key, edit)
 
 
+def model_sha(data: bytes) -> str:
+    """The name a bundle travels and is stored under: its manifest's model sha256."""
+    return json.loads(members(data)[MANIFEST])["model_sha256"]
+
+
+def chunk_header(data: bytes, chunk_size: int, **changes) -> dict:
+    chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
+    return {"kind": "bundle", "sha256": model_sha(data), "size": len(data), "chunks": len(chunks),
+            "chunk_size": chunk_size, "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks],
+            "bundle_sha256": hashlib.sha256(data).hexdigest(), **changes}
+
+
 def chunked(data: bytes, chunk_size: int) -> tuple[bytes, list[bytes]]:
     """(the encoded ``bundle`` header, the chunks) for delivering ``data`` in pieces."""
     chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
-    header = encode({"kind": "bundle", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                     "chunks": len(chunks), "chunk_size": chunk_size,
-                     "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks]})
-    return header, chunks
+    return encode(chunk_header(data, chunk_size)), chunks

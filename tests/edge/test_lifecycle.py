@@ -22,7 +22,10 @@ from tests.edge import bundles as variants
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def sha(data: bytes) -> str:
+sha = variants.model_sha
+
+
+def file_sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -99,8 +102,8 @@ def test_a_bad_bundle_is_refused_with_its_reason_and_never_runs(make, blobs, sig
     with pytest.raises(error):
         lc.install(data)
     rejected = events.last("bundle_rejected")
-    assert rejected["reason"] == code and rejected["model"] == sha(data)
-    assert not lc.store.has(sha(data)) and lc.store.list() == [sha(blobs[0])]
+    assert rejected["reason"] == code and rejected["detail"]["bundle_sha256"] == file_sha(data)
+    assert lc.store.list() == [sha(blobs[0])]
     assert lc.active is before and "model_installed" not in events.names()[-2:]
     assert lc.health() == "degraded" and code in lc.slots.last_error
 
@@ -207,7 +210,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         edge.store.atomic_write = half
     elif point == "after_store_write":
         put = edge.store.ModelStore.put
-        edge.store.ModelStore.put = lambda self, data: (put(self, data), die())
+        edge.store.ModelStore.put = lambda self, data, sha: (put(self, data, sha), die())
     elif point == "mid_slots_write":
         replace = shared.bundle.os.replace
         shared.bundle.os.replace = lambda a, b: die() if str(b).endswith("slots.json") else replace(a, b)
@@ -270,10 +273,17 @@ def test_chunk_reassembly_any_order_and_checks(blobs):
     bad = BundleFetch(sha(data)).update_model(header)
     with pytest.raises(BundleTamperedError, match="chunk 1"):
         bad.update_chunk(1, chunks[1][:-1] + b"\x00")
-    with pytest.raises(BundleTamperedError):
-        BundleFetch(sha(data)).update_model(blobs[1])  # bytes that are not the named bundle
+    wrong_whole = encode(variants.chunk_header(data, 7000, bundle_sha256="0" * 64))
+    whole = BundleFetch(sha(data)).update_model(wrong_whole)
+    with pytest.raises(BundleTamperedError, match="bundle_sha256"):
+        for i, c in enumerate(chunks):
+            whole.update_chunk(i, c)
+    with pytest.raises(BundleTamperedError, match="names bundle"):
+        BundleFetch(sha(blobs[1])).update_model(header)  # a header for another model
     with pytest.raises(NotABundleError):
         BundleFetch(sha(data)).update_model(b'{"kind": "bundle"}')
+    with pytest.raises(NotABundleError, match="inconsistent"):
+        BundleFetch(sha(data)).update_model(encode(variants.chunk_header(data, 7000, size=10 ** 6)))
 
 
 class FakeBroker:
@@ -306,8 +316,7 @@ def test_desired_state_fetches_activates_and_ignores_old_revs(make, blobs):
     lc = make(events=events)
     lc.start()
     a, b = sha(blobs[0]), sha(blobs[1])
-    bad = variants.tampered(blobs[1])
-    broker = FakeBroker({a: blobs[0], b: blobs[1], sha(bad): bad})
+    broker = FakeBroker({a: blobs[0], b: variants.tampered(blobs[1])})  # b arrives damaged at first
     levels = []
     ds = DesiredState(lc, device_id="d1", request_bundle=broker.request, release_bundle=broker.released.append,
                       set_automation=levels.append, report=events)
@@ -322,16 +331,20 @@ def test_desired_state_fetches_activates_and_ignores_old_revs(make, blobs):
     ds.on_desired(desired(3, active=b))  # not newer than applied: ignored
     ds.on_desired(desired(2, active=b))
     assert lc.slots.active == a and broker.requested == [a] and ds.pending is None
-    ds.on_desired(desired(4, active=a, shadow=b))
+    ds.on_desired(desired(4, active=b))  # refused: never runs; the rev is recorded, no loop
+    broker.deliver()
+    assert events.last("bundle_rejected")["reason"] == "tampered" and events.last("bundle_rejected")["model"] == b
+    assert lc.slots.active == a and lc.slots.desired_rev == 4 and not lc.store.has(b)
+    assert "tampered" in lc.slots.last_error
+    broker.bundles[b] = blobs[1]
+    ds.on_desired(desired(5, active=a, shadow=b))
     broker.deliver()
     assert lc.slots.shadow == b and lc.shadow is not None and events.names()[-1] == "shadow_started"
-    ds.on_desired(desired(5, active=sha(bad)))  # refused: the rest converges, the rev is recorded
-    broker.deliver()
-    assert events.last("bundle_rejected")["reason"] == "tampered"
-    assert lc.slots.active == a and lc.slots.desired_rev == 5 and lc.slots.shadow is None
-    assert events.names()[-1] == "shadow_stopped" and not lc.store.has(sha(bad))
+    ds.on_desired(desired(6, active=b))  # shadow absent: stopped; b already stored: no fetch
+    assert broker.queue == [] and lc.slots.active == b and lc.slots.previous == a and lc.slots.shadow is None
+    assert events.names()[-2:] == ["model_activated", "shadow_stopped"]
     ds.on_desired(b'{"kind": "desired", "v": "9.0"}')
     assert events.last("desired_rejected")["reason"] == "unsupported_major"
-    ds.on_desired(desired(6, active=b).replace(b'"d1"', b'"d2"'))
+    ds.on_desired(desired(7, active=a).replace(b'"d1"', b'"d2"'))
     assert events.last("desired_rejected")["reason"] == "wrong_device"
-    assert lc.slots.desired_rev == 5
+    assert lc.slots.desired_rev == 6
