@@ -9,7 +9,7 @@ import logging
 from math import gcd
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import resample as scipy_resample, resample_poly
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def change_rate(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling from ``from_rate`` to ``to_rate`` (both integers, Hz)."""
     g = gcd(int(from_rate), int(to_rate))
     return resample_poly(x.astype(np.float64), int(to_rate) // g, int(from_rate) // g).astype(np.float32)
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` resampled (FFT method) to exactly ``n`` samples: a speed-up when it is too long."""
+    return scipy_resample(x.astype(np.float64), n).astype(np.float32)
 
 
 def trim(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:

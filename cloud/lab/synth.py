@@ -8,8 +8,10 @@ same dataset hash. Clips are written as 16 kHz mono 16-bit WAV, 1 s long.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
+import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,15 @@ import numpy as np
 
 from cloud.lab import augment, voices
 from cloud.lab.dataset import GENERATOR, GENERATOR_VERSION, write_manifest
-from shared.audio import SAMPLE_RATE, write_wav
+from shared.audio import SAMPLE_RATE, to_int16
 
 log = logging.getLogger(__name__)
 
 CLIP_SAMPLES = SAMPLE_RATE
 MAX_WORD_SAMPLES = int(0.95 * CLIP_SAMPLES)
-TEMPO_FACTORS = (0.9, 0.95, 1.0, 1.05, 1.1)
+# speed factor → (up, down) of the polyphase resampling that applies it (small, so fast)
+TEMPO_RATIOS = {0.9: (10, 9), 0.95: (20, 19), 1.0: (1, 1), 1.05: (20, 21), 1.1: (10, 11)}
+TEMPO_FACTORS = tuple(TEMPO_RATIOS)
 NOISE_CHOICES = ("none",) + augment.NOISE_TYPES
 SNRS_DB = (5, 10, 15, 20, 30)
 PEAKS_DBFS = (-30, -24, -18, -12, -6, -3)
@@ -62,10 +66,12 @@ def _word_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, di
     speed, pitch = int(rng.choice(voices.SPEEDS_WPM)), int(rng.choice(voices.PITCHES))
     tempo = float(rng.choice(TEMPO_FACTORS))
     raw, rate = voices.speak(spec.word, spec.speaker, speed, pitch)
-    word = augment.change_rate(augment.trim(raw), rate, int(round(SAMPLE_RATE / tempo)))
+    word = augment.change_rate(augment.trim(raw), rate, SAMPLE_RATE)
+    up, down = TEMPO_RATIOS[tempo]
+    word = augment.change_rate(word, down, up)  # play back 'tempo' times faster (pitch moves too)
     steps = ["tempo"] if tempo != 1.0 else []
     if len(word) > MAX_WORD_SAMPLES:  # too long for the window: speed up just enough to fit
-        word = augment.change_rate(word, len(word), MAX_WORD_SAMPLES)
+        word = augment.fit_length(word, MAX_WORD_SAMPLES)
         steps.append("fit")
     peak_dbfs = int(rng.choice(PEAKS_DBFS))
     word = augment.set_peak(word, peak_dbfs)
@@ -97,6 +103,16 @@ def _silence_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray,
     return clip, tags
 
 
+def _wav_bytes(samples: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(to_int16(samples.astype(np.float32)).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
 def make_clip(spec: ClipSpec, out_dir: str) -> dict:
     """Synthesize, augment and write one clip; return its manifest record."""
     rng = np.random.default_rng([spec.seed, spec.index])
@@ -108,8 +124,9 @@ def make_clip(spec: ClipSpec, out_dir: str) -> dict:
     rel = f"clips/{spec.label}/{spec.label}_{spec.index:05d}.wav"
     path = Path(out_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(path, clip.astype(np.float32), SAMPLE_RATE)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = _wav_bytes(clip)
+    path.write_bytes(data)  # no fsync per clip: manifest.json, written last and atomically, commits
+    digest = hashlib.sha256(data).hexdigest()
     return {"path": rel, "label": spec.label, "speaker": spec.speaker, "sha256": digest, "tags": tags}
 
 

@@ -1,0 +1,150 @@
+"""One training run, end to end: dataset → split → device windows → features → models →
+ONNX bundle → evaluation (clip-level, stream, baselines) → profile → signed bundle → run record.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cloud.lab import dataset as ds_mod
+from cloud.lab import export, features, graph, infer, metrics, runs, slices, splits, stream, train, windows
+from cloud.lab.voices import SILENCE_LABEL
+from shared.gate import GateConfig
+from shared.profile import build_profile
+
+log = logging.getLogger(__name__)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def no_progress(stage: str, total: int):
+    return _NoProgress()
+
+
+@dataclass
+class TrainRequest:
+    data_dir: str
+    out: str
+    private_key: object
+    seed: int = 0
+    name: str = "harken-kws"
+    version: str = "0.1.0"
+    hyperparameters: train.Hyperparameters = field(default_factory=train.Hyperparameters)
+    gate: GateConfig = field(default_factory=GateConfig)
+    runs_dir: str | None = None
+    record_run: bool = True
+    progress: Callable = no_progress
+
+
+def _windows(req: TrainRequest, dataset, idx: list[int], stage: str) -> windows.Windows:
+    clips = [dataset.clips[i] for i in idx]
+    with req.progress(stage, len(clips)) as bar:
+        return windows.build(dataset, clips, req.gate, progress=bar.update)
+
+
+def _slice_rows(dataset, idx, correct) -> list[dict]:
+    tags = [dict(dataset.clips[i].tags, label=dataset.clips[i].label) for i in idx]
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in slices.slice_table(tags, correct, min_count=5)[:40]]
+
+
+def _stream(req, dataset, test_idx, sess, label_index) -> dict:
+    from shared.audio import read_wav
+
+    clips = [read_wav(dataset.path_of(dataset.clips[i])) for i in test_idx]
+    labels = np.array([label_index[dataset.clips[i].label] for i in test_idx])
+    result = stream.stream_accuracy(
+        clips, labels, label_index.get(SILENCE_LABEL), lambda w: infer.run(sess, w).label,
+        req.gate, dataset.placement, features.INPUT_SAMPLES, seed=req.seed)
+    return result.to_dict()
+
+
+def run(req: TrainRequest) -> dict:
+    """Train, evaluate and write a bundle; return the run record (also saved to the store)."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    dataset = ds_mod.load(req.data_dir)
+    sp = splits.split(dataset.clips, dataset.labels, seed=req.seed)
+    wins = {k: _windows(req, dataset, sp.indices[k], f"gating {k}") for k in splits.SPLITS}
+    timings["windows_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    feats = {k: features.compute(w.audio) for k, w in wins.items()}
+    timings["features_s"] = time.perf_counter() - t
+    x_train, y_train = feats["train"][0], wins["train"].labels
+    t = time.perf_counter()
+    with req.progress("training", 3) as bar:
+        model = train.fit_main(x_train, y_train, len(dataset.labels), req.hyperparameters, req.seed)
+        bar.update(1)
+        baselines = train.fit_baselines(x_train, y_train, req.hyperparameters, req.seed)
+        bar.update(2)
+    timings["fit_s"] = time.perf_counter() - t
+    merged = graph.merge(graph.feature_model(), train.to_onnx(model, x_train.shape[1]))
+    model_bytes = merged.SerializeToString()
+    sess = infer.session(model_bytes)
+    outs = {k: infer.run(sess, wins[k].audio) for k in ("dev", "test")}
+    y_test, y_dev = wins["test"].labels, wins["dev"].labels
+    evaluation = metrics.classification(y_test, outs["test"].label, dataset.labels)
+    sk_test = model.predict(feats["test"][0])
+    threshold = metrics.choose_threshold(y_dev, outs["dev"].label, outs["dev"].confidence)
+    t = time.perf_counter()
+    stream_result = _stream(req, dataset, sp.indices["test"], sess, {n: i for i, n in enumerate(dataset.labels)})
+    timings["stream_s"] = time.perf_counter() - t
+    evaluation.update({
+        "baselines": {name: metrics.classification(y_test, b.predict(feats["test"][0]), dataset.labels)["accuracy"]
+                      for name, b in baselines.items()},
+        "dev_accuracy": round(float(np.mean(outs["dev"].label == y_dev)), 4),
+        "sklearn_agreement": round(float(np.mean(sk_test == outs["test"].label)), 6),
+        "stream_accuracy": stream_result["accuracy"], "stream": stream_result,
+        "gate_missed_test": windows.gate_missed(wins["test"], dataset.labels),
+        "threshold": threshold,
+        "slices": _slice_rows(dataset, sp.indices["test"], outs["test"].label == y_test),
+    })
+    profile = _profile(wins["dev"], outs["dev"], dataset.labels)
+    vectors = export.pick_test_vectors(wins["test"].audio, y_test)
+    vectors_npy, vectors_entry = export.test_vectors(model_bytes, vectors)
+    run_id, created = runs.new_run_id(), runs.now_iso()
+    lineage = {"run_id": run_id, "dataset_hash": dataset.dataset_hash,
+               "dataset_path": str(Path(req.data_dir).resolve()), "split": sp.summary(),
+               "hyperparameters": req.hyperparameters.to_dict(), "code_revision": runs.code_revision(),
+               "seed": req.seed, "parent": None}
+    manifest = export.manifest(
+        name=req.name, version=req.version, created=created, labels=dataset.labels,
+        placement=dataset.placement, gate=req.gate, threshold=threshold["value"], model=merged,
+        lineage=lineage, metrics=evaluation, profile=profile, vectors_entry=vectors_entry)
+    sha = export.write(req.out, merged, manifest, req.private_key, vectors_npy)
+    timings["total_s"] = time.perf_counter() - t0
+    record = {"id": run_id, "created": created, "code_revision": lineage["code_revision"],
+              "dataset_hash": dataset.dataset_hash, "dataset_path": lineage["dataset_path"],
+              "seed": req.seed, "split": sp.summary(), "hyperparameters": lineage["hyperparameters"],
+              "metrics": evaluation, "timings": {k: round(v, 2) for k, v in timings.items()},
+              "artifacts": {"bundle": str(Path(req.out).resolve()), "model_sha256": sha,
+                            "bundle_bytes": Path(req.out).stat().st_size}}
+    if req.record_run:
+        record["artifacts"]["record"] = str(runs.RunStore(req.runs_dir).save(record))
+    log.info("run %s: test accuracy %.4f, stream %.4f, bundle %s", run_id, evaluation["accuracy"],
+             evaluation["stream_accuracy"], req.out)
+    return record
+
+
+def _profile(wins: windows.Windows, out: infer.Outputs, labels: list[str]) -> dict:
+    """Reference profile on the dev utterances the gate actually cut (what the device sees)."""
+    keep = wins.gated
+    return build_profile(out.features[keep], features.FEATURE_NAMES,
+                         utterance_ms=wins.utterance_ms[keep], level_dbfs=wins.level_dbfs[keep],
+                         snr_db=wins.snr_db[keep], confidence=out.confidence[keep],
+                         labels=out.label[keep], label_names=labels)

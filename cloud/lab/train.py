@@ -1,0 +1,92 @@
+"""The classifiers: two baselines and the main model, and its conversion to ONNX.
+
+All models see the same input: the pooled log-mel from ``features.py``. The main model is
+StandardScaler + MLPClassifier; the baselines are the majority class and a logistic
+regression. Labels are integer class indices; the names live in the bundle manifest.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cloud.lab import graph
+from shared.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    hidden_layers: tuple[int, ...] = (256, 128)
+    alpha: float = 1e-2
+    learning_rate_init: float = 1e-3
+    batch_size: int = 128
+    max_iter: int = 200
+    early_stopping: bool = True
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 12
+    linear_C: float = 0.1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden_layers"] = list(self.hidden_layers)
+        d["model"] = "StandardScaler + MLPClassifier(relu, adam)"
+        return d
+
+
+def fit_main(x: np.ndarray, y: np.ndarray, n_classes: int, hp: Hyperparameters, seed: int) -> Pipeline:
+    """StandardScaler + MLPClassifier trained on ``x`` (float32 [N, D]) and class indices ``y``."""
+    _require_all_classes(y, n_classes)
+    mlp = MLPClassifier(hidden_layer_sizes=hp.hidden_layers, alpha=hp.alpha,
+                        learning_rate_init=hp.learning_rate_init, batch_size=hp.batch_size,
+                        max_iter=hp.max_iter, early_stopping=hp.early_stopping,
+                        validation_fraction=hp.validation_fraction,
+                        n_iter_no_change=hp.n_iter_no_change, random_state=seed)
+    model = Pipeline([("scaler", StandardScaler()), ("mlp", mlp)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    log.info("MLP trained: %d iterations, loss %.4f", mlp.n_iter_, mlp.loss_)
+    return model
+
+
+def fit_baselines(x: np.ndarray, y: np.ndarray, hp: Hyperparameters, seed: int) -> dict[str, object]:
+    """``majority`` (most frequent class) and ``logistic`` (scaled logistic regression)."""
+    majority = DummyClassifier(strategy="most_frequent").fit(x, y)
+    logistic = Pipeline([("scaler", StandardScaler()),
+                         ("logreg", LogisticRegression(C=hp.linear_C, max_iter=300, random_state=seed))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        logistic.fit(x, y)
+    return {"majority": majority, "logistic": logistic}
+
+
+def _require_all_classes(y: np.ndarray, n_classes: int) -> None:
+    missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+    if missing:
+        raise ModelError(f"the training split has no clips of class(es) {missing}; "
+                         "synthesize more clips per word (--per-word) or more speakers")
+
+
+def to_onnx(model: Pipeline, n_inputs: int) -> onnx.ModelProto:
+    """The fitted pipeline as ONNX: ``pooled`` → ``label`` (int64), ``probabilities`` (float32)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    try:
+        return convert_sklearn(
+            model, initial_types=[(graph.POOLED, FloatTensorType([None, n_inputs]))],
+            options={id(model): {"zipmap": False}},
+            target_opset={"": graph.OPSET, "ai.onnx.ml": graph.ML_OPSET})
+    except Exception as exc:  # skl2onnx raises bare RuntimeError/NotImplementedError
+        raise ModelError(f"skl2onnx could not convert the classifier: {exc}") from exc
