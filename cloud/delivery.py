@@ -44,9 +44,13 @@ class Publisher(Protocol):
 
 
 class DesiredRevs(Protocol):
-    """Persisted per-device desired state: ``write`` bumps the rev and stores the message."""
+    """Persisted per-device desired state.
 
-    def write(self, device: str, build) -> dict: ...
+    ``write_many({device: (build, floor)})`` gives each device its next rev (above ``floor``,
+    the rev the device reports it applied), stores ``build(rev)`` and returns the messages.
+    """
+
+    def write_many(self, builds: dict) -> dict[str, dict]: ...
 
     def get(self, device: str) -> dict | None: ...
 
@@ -118,15 +122,20 @@ class Delivery:
         self.publisher.publish_all([*msgs, (self.topics.model(sha), b"", True)])
 
     def write_desired(self, targets: dict[str, DesiredTarget], *, rollout: str | None = None,
-                      config: dict | None = None) -> dict[str, dict]:
-        """Persist the next rev for every device, then publish all retained; returns the messages."""
-        messages: dict[str, dict] = {}
+                      config: dict | None = None, floors: dict[str, int] | None = None) -> dict[str, dict]:
+        """Persist the next rev for every device, then publish all retained; returns the messages.
+
+        ``floors``: the rev each device reports it applied; a new rev is always above it.
+        """
+        floors = floors or {}
+        builds = {}
         for device, target in targets.items():
             def build(rev: int, device=device, target=target) -> dict:
                 return desired_message(device, rev, active=target.active, shadow=target.shadow,
                                        automation=target.automation, rollout=rollout,
                                        probation=self.probation if target.active else None, config=config)
-            messages[device] = self.revs.write(device, build)
+            builds[device] = (build, floors.get(device, 0))
+        messages = self.revs.write_many(builds) if builds else {}
         if messages:
             self.publisher.publish_all(
                 (self.topics.desired(d), encode(m), True) for d, m in messages.items())

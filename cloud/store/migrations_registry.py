@@ -12,13 +12,7 @@ the ``migrations`` table, never edit a migration that has shipped (append a new 
 """
 from __future__ import annotations
 
-import logging
-import time
-from contextlib import contextmanager
-
-from cloud.store.migrations import MIGRATIONS_TABLE, Migration, check_names
-
-log = logging.getLogger(__name__)
+from cloud.store.migrations import Migration
 
 _MODELS = """
 CREATE TABLE models (
@@ -93,30 +87,11 @@ REGISTRY_MIGRATIONS: list[Migration] = [
 ]
 
 
-@contextmanager
-def transaction(store):
-    """A cursor (``?`` placeholders) inside one store transaction.
-
-    The one place that reaches into the store's SQL engine; it needs ``SqlStore._tx``.
-    """
-    with store._tx() as cur:  # noqa: SLF001  (see the module docstring of cloud.store.sql)
-        yield cur
+def transaction(store, write: bool = True):
+    """A cursor (``?`` placeholders) inside one store transaction."""
+    return store.transaction(write)
 
 
 def ensure_schema(store) -> list[str]:
     """Apply the registry migrations the store lacks; returns the names applied now."""
-    check_names(REGISTRY_MIGRATIONS)
-    applied = []
-    with transaction(store) as cur:
-        cur.execute(MIGRATIONS_TABLE)
-    for m in REGISTRY_MIGRATIONS:
-        with transaction(store) as cur:
-            store._lock_migrations(cur)  # noqa: SLF001
-            if cur.execute("SELECT 1 FROM migrations WHERE name = ?", (m.name,)).fetchone():
-                continue
-            for statement in m.statements(store.dialect):
-                cur.execute(statement)
-            cur.execute("INSERT INTO migrations (name, applied_t) VALUES (?, ?)", (m.name, time.time()))
-        log.info("store %s: applied migration %s", store.dialect, m.name)
-        applied.append(m.name)
-    return applied
+    return store.apply_migrations(REGISTRY_MIGRATIONS)
