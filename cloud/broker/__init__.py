@@ -85,37 +85,45 @@ def _merge_settings(old: BrokerSettings | None, devices: Iterable[str], override
     return replace(base, devices=tuple(merged), **given).check()
 
 
-def _certificates(paths: BrokerPaths, host: str, force: bool) -> tuple[bool, bool]:
+def _certificates(paths: BrokerPaths, settings: BrokerSettings, force: bool) -> tuple[bool, bool]:
     new_ca = force or not (paths.ca_key.exists() and paths.ca_cert.exists())
     if new_ca:
         ca = certs.make_ca()
         certs.write_issued(ca, paths.ca_key, paths.ca_cert)
     else:
         ca = certs.load_issued(paths.ca_key, paths.ca_cert)
-    wanted = certs.normalize_hosts([host])
+    wanted = certs.normalize_hosts([settings.host])
     new_server = new_ca or not paths.server_cert.exists() or not paths.server_key.exists()
     if not new_server:
         current = certs.load_issued(paths.server_key, paths.server_cert)
         new_server = not set(wanted) <= set(certs.cert_hosts(current.cert))
     if new_server:
         certs.write_issued(certs.issue_server(ca, wanted), paths.server_key, paths.server_cert)
+    if settings.mtls:
+        paths.clients.mkdir(mode=0o700, exist_ok=True)
+        for user in settings.users:
+            key, cert = paths.client_cert(user)
+            if new_ca or not (key.exists() and cert.exists()):
+                certs.write_issued(certs.issue_client(ca, user), key, cert)
     return new_ca, new_server
 
 
 def init_broker(directory: str | os.PathLike, *, devices: Iterable[str] = (), prefix: str | None = None,
                 host: str | None = None, port: int | None = None, plain_port: int | None = None,
-                backlog_windows: int | None = None, force: bool = False) -> InitResult:
+                backlog_windows: int | None = None, mtls: bool | None = None, force: bool = False) -> InitResult:
     """Write (or extend) a broker directory. Unset options keep their previous value.
 
     Without ``force``, existing devices, passwords and the CA are kept and new devices are added;
     with ``force`` everything is made anew (new CA, new passwords, only the devices given now).
+    ``mtls`` also requires a client certificate (``clients/USER.crt``, CN = user) on the TLS listener.
     """
     paths = BrokerPaths(directory)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     old = None if force else read_settings(paths.settings)
     settings = _merge_settings(old, devices, {"prefix": prefix, "host": host, "port": port,
-                                              "plain_port": plain_port, "backlog_windows": backlog_windows})
-    new_ca, new_server = _certificates(paths, settings.host, force)
+                                              "plain_port": plain_port, "backlog_windows": backlog_windows,
+                                              "mtls": mtls})
+    new_ca, new_server = _certificates(paths, settings, force)
     known = {} if force else read_credentials(paths.credentials)
     creds = {user: known.get(user) or new_password() for user in settings.users}
     added = tuple(user for user in settings.users if user not in known)

@@ -10,6 +10,7 @@ A broker directory (``harken broker init DIR``) holds::
     acl                       pattern ACL: the same size for 10 devices or 100 000
     credentials.json          SECRET (mode 0600): {user: plaintext password} for the demo,
                               the simulator and tests; hand each device only its own entry
+    clients/USER.crt .key     with --mtls: each user's TLS client certificate (CN = user name)
     broker.json               settings and the device list (no secrets)
     data/                     mosquitto persistence (sessions, queued messages, retained)
 
@@ -49,6 +50,7 @@ class BrokerSettings:
     port: int = DEFAULT_PORT
     plain_port: int = 0
     backlog_windows: int = DEFAULT_BACKLOG_WINDOWS
+    mtls: bool = False
     devices: tuple[str, ...] = field(default_factory=tuple)
 
     def check(self) -> "BrokerSettings":
@@ -94,10 +96,15 @@ class BrokerPaths:
     conf, acl = _file("mosquitto.conf"), _file("acl")
     passwd, passwd_local = _file("passwd"), _file("passwd-local")
     credentials, settings = _file("credentials.json"), _file("broker.json")
+    clients = _file("clients")
     data, log, pid = _file("data"), _file("mosquitto.log"), _file("mosquitto.pid")
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
+
+    def client_cert(self, user: str) -> tuple[Path, Path]:
+        """(key, certificate) of a user's TLS client certificate (``--mtls``)."""
+        return self.clients / f"{user}.key", self.clients / f"{user}.crt"
 
     def __repr__(self) -> str:
         return f"BrokerPaths({str(self.root)!r})"
@@ -203,6 +210,12 @@ use_username_as_clientid true
 allow_anonymous false
 password_file {paths.passwd}
 acl_file {paths.acl}
+"""
+    if settings.mtls:
+        text += f"""# Mutual TLS: a client must present a certificate from this CA; its common name is the user
+# name (passwords are not used here). No revocation list: to cut off a device, re-run init --force.
+require_certificate true
+use_identity_as_username true
 """
     if settings.plain_port:
         text += f"""

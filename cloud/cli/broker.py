@@ -37,19 +37,24 @@ def _device_names(count: int, names: tuple[str, ...]) -> list[str]:
 @click.option("--backlog-windows", type=click.IntRange(1, 10_000_000), default=None,
               help=f"Spooled windows per device the broker must queue for a slow collector "
                    f"[default: {DEFAULT_BACKLOG_WINDOWS}].")
+@click.option("--mtls/--no-mtls", default=None,
+              help="Require a client certificate (written to DIR/clients/) on the TLS listener; its common "
+                   "name is the user [default: off, or the previous value].")
 @click.option("--force", is_flag=True, help="Start over: new CA, new password for every user, only the "
                                             "devices given now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def init(directory, count, names, prefix, port, plain_port, host, backlog_windows, force, as_json) -> None:
+def init(directory, count, names, prefix, port, plain_port, host, backlog_windows, mtls, force, as_json) -> None:
     """Write a CA, server certificate, passwords, ACL and mosquitto.conf into DIRECTORY."""
     result = brokers.init_broker(directory, devices=_device_names(count, names), prefix=prefix, host=host,
-                                 port=port, plain_port=plain_port, backlog_windows=backlog_windows, force=force)
+                                 port=port, plain_port=plain_port, backlog_windows=backlog_windows, mtls=mtls,
+                                 force=force)
     b = result.broker
     summary = {
         "directory": str(b.paths.root), "url": b.tls_url, "plain_url": b.plain_url, "ca": str(b.ca_path),
         "credentials": str(b.paths.credentials), "devices": len(b.settings.devices),
         "added": list(result.added), "new_ca": result.new_ca, "new_server_cert": result.new_server_cert,
-        "reloaded_pid": result.reloaded_pid,
+        "reloaded_pid": result.reloaded_pid, "mtls": b.settings.mtls,
+        "client_certs": str(b.paths.clients) if b.settings.mtls else None,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -59,6 +64,8 @@ def init(directory, count, names, prefix, port, plain_port, host, backlog_window
     click.echo(f"CA certificate:   {b.ca_path}" + (" (new)" if result.new_ca else ""))
     click.echo(f"users:            {len(b.settings.users)} ({len(b.settings.devices)} device(s), collector, "
                f"operator); new credentials: {len(result.added)}")
+    if b.settings.mtls:
+        click.echo(f"client certs:     {b.paths.clients}/USER.crt + USER.key (required on the TLS listener)")
     click.echo(f"credentials:      {b.paths.credentials} -- SECRET: every password in plain text; give each "
                "device only its own entry")
     if result.reloaded_pid:
