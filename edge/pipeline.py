@@ -211,18 +211,26 @@ class Pipeline:
         if (_sha(self.models.active), _sha(self.models.shadow)) != self._acc_key:
             self._check_models()  # a swap landed in the middle of a chunk
         acc = self._acc
-        acc.update_utterance(u.duration_ms, level_dbfs(x), snr_db(x), clipped_fraction(x))
         active, shadow, level = self.models.active, self.models.shadow, self._level
-        if active is None:
-            return
-        pred = self._infer(active, x, acc)
-        if pred is None:
-            return
+        pred = self._infer(active, x, acc) if active is not None else None
+        if pred is not None:
+            self._decide(uid, u, pred, active, shadow, level, acc)
+            acc.update_latency("decision", (time.perf_counter() - t_ready) * 1000.0)
+        # input statistics and capture come after the decision: they are not on its latency path
+        acc.update_utterance(u.duration_ms, level_dbfs(x), snr_db(x), clipped_fraction(x))
+        if pred is not None and self._capture is not None and self._capture.offer(
+                uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
+                model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):
+            acc.update_capture()
+            self._stats["captured"] += 1
+
+    def _decide(self, uid: str, u: Utterance, pred, active: LoadedModel, shadow: LoadedModel | None, level: str,
+                acc: WindowAccumulator) -> None:
         acc.update_latency("model", pred.latency_ms)
         acc.update_prediction(pred.label, pred.confidence, pred.no_answer, pred.features.tolist())
         self._stats["inferences"] += 1
         self._stats["no_answer"] += pred.no_answer
-        spred = self._infer_shadow(shadow, x, pred.label, acc) if shadow is not None else None
+        spred = self._infer_shadow(shadow, u.samples, pred.label, acc) if shadow is not None else None
         action = action_for(level, pred.no_answer)
         acc.update_action(action)
         self._count_action(action)
@@ -233,12 +241,6 @@ class Pipeline:
                 label=pred.label, confidence=pred.confidence, action=action, automation=level,
                 model=active.sha256, shadow_label=None if spred is None else spred.label,
                 shadow_confidence=None if spred is None else spred.confidence, t=self.clock()))
-        acc.update_latency("decision", (time.perf_counter() - t_ready) * 1000.0)
-        if self._capture is not None and self._capture.offer(
-                uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
-                model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):
-            acc.update_capture()
-            self._stats["captured"] += 1
 
     def _infer(self, model: LoadedModel, x: np.ndarray, acc: WindowAccumulator):
         t0 = time.perf_counter()

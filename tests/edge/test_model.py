@@ -131,6 +131,7 @@ def test_a_run_time_failure_is_a_model_error(bundles):
                         np.ones(n_features), samples_dim="T")
     ok = LoadedModel.from_bundle(dataclasses.replace(bundles[0], model_bytes=graph))
     assert ok.input_samples == 16000
-    broken = dataclasses.replace(bundles[0], model_bytes=graph, manifest={**bundles[0].manifest, "input_samples": 16001})
+    broken = dataclasses.replace(bundles[0], model_bytes=graph,
+                                 manifest={**bundles[0].manifest, "input_samples": 16001})
     with pytest.raises(ModelError, match="failed to run"):
         LoadedModel.from_bundle(broken)

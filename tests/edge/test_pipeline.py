@@ -157,7 +157,8 @@ def test_a_failing_shadow_is_counted_apart_from_the_active_model(speech, models)
     _, windows, pipeline = run_pipeline(speech[0], 4096, StaticModels(models[0], Flaky(models[1])))
     assert pipeline.stats["errors"] == 0 and pipeline.stats["shadow_errors"] > 0
     assert sum(w["shadow"]["errors"] for w in windows) == pipeline.stats["shadow_errors"]
-    assert sum(w["shadow"]["compared"] for w in windows) == pipeline.stats["inferences"] - pipeline.stats["shadow_errors"]
+    compared = sum(w["shadow"]["compared"] for w in windows)
+    assert compared == pipeline.stats["inferences"] - pipeline.stats["shadow_errors"]
 
 
 def test_feedback_lands_in_the_window_being_accumulated(speech, models):
@@ -176,7 +177,8 @@ def test_feedback_lands_in_the_window_being_accumulated(speech, models):
     pairs = windows[-1]["feedback"]["pairs"]
     assert sorted(pairs) == sorted([[other, last.label, 1], [last.label, last.label, 1]])
     stats = pipeline.stats
-    assert (stats["feedback_accepted"], stats["feedback_unknown_utterance"], stats["feedback_unknown_label"]) == (2, 2, 1)
+    counted = (stats["feedback_accepted"], stats["feedback_unknown_utterance"], stats["feedback_unknown_label"])
+    assert counted == (2, 2, 1)
     assert events[0] == {"utterance": last.utterance, "label": other, "predicted": last.label,
                          "model": models[0].sha256, "confirm": False}
 
