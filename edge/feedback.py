@@ -88,6 +88,7 @@ class FeedbackFile:
         self.path = os.fspath(path)
         self.lines = self.bad_lines = self.applied = self.rejected = 0
         self._fd: int | None = None
+        self._fifo = False
         self._pos = 0
         self._buf = b""
 
