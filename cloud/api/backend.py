@@ -1,7 +1,8 @@
 """The API's one view of the collector's parts, and the only place that knows their names.
 
-``create_app`` takes ``Services`` (store, registry, drift engine, rollout controller, ingest
-counters, token). ``Backend`` turns what those parts return into the API's JSON shapes,
+``create_app`` takes ``Services``: the store, the registry (``cloud.registry.Registry``), the
+drift engine, the rollout service (``cloud.rollout.service.RolloutService``), the ingest
+counters (``cloud.ingest.IngestStats`` or the ``Ingest`` that holds them) and the token. ``Backend`` turns what those parts return into the API's JSON shapes,
 documented per router. Parts that are absent (a store-only collector, a test) read as
 empty rather than failing, so every page still renders.
 """
@@ -12,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from cloud import fleet
+from cloud.fleet import Selector
 from cloud.store.base import Store
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-COHORT_KINDS = ("fleet", "tag", "device", "model")
 
 
 class NotFound(LookupError):
@@ -37,18 +39,9 @@ class Services:
     drift: Any = None
     rollouts: Any = None
     ingest: Any = None
-    fleet: Any = None
     public_metrics: bool = False
+    offline_after_s: float = 120.0
     clock: Callable[[], float] = field(default=time.time)
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """A parsed cohort selector: which devices (None = all) and which model (None = any)."""
-
-    selector: str
-    devices: list[str] | None
-    model: str | None
 
 
 class Backend:
@@ -59,18 +52,12 @@ class Backend:
         return self.s.clock()
 
     # -- cohorts --------------------------------------------------------------------------
-    def cohort(self, selector: str) -> Cohort:
-        """``fleet``, ``tag:X``, ``device:ID`` or ``model:SHA`` (a prefix of the sha works)."""
-        kind, _, arg = selector.partition(":")
-        if kind == "fleet" and not arg:
-            return Cohort(selector, None, None)
-        if kind in ("tag", "device", "model") and arg:
-            if kind == "tag":
-                return Cohort(selector, self.s.store.devices_with_tag(arg), None)
-            if kind == "device":
-                return Cohort(selector, [arg], None)
-            return Cohort(selector, None, arg)
-        raise ValueError(f"cohort {selector!r} is not valid: use fleet, tag:NAME, device:ID or model:SHA")
+    def cohort(self, selector: str) -> Selector:
+        """``fleet``, ``tag:X``, ``device:ID`` or ``model:SHA``; ValueError says what is wrong."""
+        try:
+            return fleet.select(self.s.store, selector)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     def cohorts(self) -> list[dict]:
         """Known selectors for the dashboard's picker."""
@@ -78,81 +65,82 @@ class Backend:
         tags = sorted({t for d in devices for t in d.get("tags") or []})
         out = [{"selector": "fleet", "label": "every device"}]
         out += [{"selector": f"tag:{t}", "label": f"tag {t}"} for t in tags]
-        out += [{"selector": f"model:{m}", "label": f"model {m[:10]}"} for m in self.s.store.models()]
+        out += [{"selector": f"model:{m}", "label": f"model {m[:10]}"} for m in self.s.store.models() if m]
         out += [{"selector": f"device:{d['device']}", "label": f"device {d['device']}"} for d in devices]
         return out
 
-    def windows(self, cohort: Cohort, since: float, until: float) -> Iterator[dict]:
-        if cohort.devices is not None and not cohort.devices:
+    def windows(self, selector: Selector, since: float, until: float) -> Iterator[dict]:
+        if selector.devices is not None and not selector.devices:
             return iter(())
-        return self.s.store.windows(devices=cohort.devices, model=cohort.model, since=since, until=until)
+        return selector.windows(self.s.store, since=since, until=until)
 
     # -- devices ----------------------------------------------------------------------------
-    @staticmethod
-    def _device(row: dict) -> dict:
-        state = row.get("state") or {}
+    def _device(self, row: dict, now: float) -> dict:
+        v = fleet.device_view(row, now=now, offline_after_s=self.s.offline_after_s)
         return {
-            "device": row["device"], "online": row.get("online"), "first_seen_t": row.get("first_seen_t"),
-            "last_seen_t": row.get("last_seen_t"), "agent_version": state.get("agent_version"),
-            "boot": state.get("boot"), "automation": state.get("automation"), "health": state.get("health"),
-            "last_error": state.get("last_error"), "models": state.get("models") or {},
-            "tags": sorted(row.get("tags") or []),
+            "device": v.device, "status": v.status, "online": v.status == "online",
+            "first_seen_t": row.get("first_seen_t"), "last_seen_t": v.last_seen_t,
+            "agent_version": v.agent_version, "boot": v.boot, "automation": v.automation, "health": v.health,
+            "last_error": v.last_error, "tags": list(v.tags),
+            "models": {"active": v.active_model, "previous": v.previous_model, "shadow": v.shadow_model},
         }
 
     def devices(self) -> list[dict]:
-        return [self._device(r) for r in self.s.store.devices()]
+        now = self.now()
+        return [self._device(r, now) for r in self.s.store.devices()]
 
     def device(self, device_id: str) -> dict:
         row = self.s.store.device(device_id)
         if row is None:
             raise NotFound(f"no device {device_id!r} has reported to this collector")
-        return self._device(row)
+        return self._device(row, self.now())
 
     def events(self, device_id: str | None, limit: int) -> list[dict]:
         return self.s.store.events(device=device_id, limit=limit)
 
     # -- ingest -----------------------------------------------------------------------------
     def ingest(self) -> dict:
-        """Totals since the collector started (from its counters) plus rejects by code (stored)."""
+        """Counters since the collector started (None without ingest) and rejects by code (stored)."""
         rejected = self.s.store.reject_counts()
-        counters = self.s.ingest
-        snap = counters.snapshot() if counters is not None and hasattr(counters, "snapshot") else {}
+        stats = getattr(self.s.ingest, "stats", self.s.ingest)
+        get = (lambda name: getattr(stats, name, None)) if stats is not None else (lambda name: None)
+        extra = get("extra") or {}
         return {
-            "messages_total": snap.get("messages_total"),
-            "windows_total": snap.get("windows_total", snap.get("windows_new")),
-            "duplicates_total": snap.get("duplicates_total"),
-            "events_total": snap.get("events_total"),
-            "rejected_total": sum(rejected.values()),
-            "rejected": rejected,
-            "lag_s": snap.get("lag_s"),
+            "messages_total": get("messages"), "windows_total": get("windows_new"),
+            "events_total": get("events_new"), "states_total": get("states"),
+            "duplicates_total": extra.get("duplicates"), "store_failures_total": get("store_failures"),
+            "last_commit_t": get("last_commit_t") or None,
+            "rejected_total": sum(rejected.values()), "rejected": rejected,
+            "lag_s": get("lag_s") if get("lag_s") is not None else extra.get("lag_s"),
         }
 
     # -- models ------------------------------------------------------------------------------
-    def reference_profile(self, sha: str) -> dict | None:
-        reg = self.s.registry
-        if reg is None:
-            return None
-        try:
-            return (self._registry_model(sha).get("manifest") or {}).get("profile")
-        except NotFound:
-            return None
-
-    def _registry_model(self, sha: str) -> dict:
-        reg = self.s.registry
-        if reg is None:
-            raise NotFound(f"no model {sha!r}: this collector runs without a registry")
-        found = reg.get(sha)
-        if found is None:
-            raise NotFound(f"no registered model {sha!r}")
-        return found if isinstance(found, dict) else found.as_dict()
+    @staticmethod
+    def _record(rec) -> dict:
+        """A registry record (``cloud.registry.ModelRecord``) as a plain dict with its manifest."""
+        if isinstance(rec, dict):
+            return rec
+        return {**rec.summary(), "created_t": rec.registered_t, "manifest": rec.manifest}
 
     def models(self) -> list[dict]:
         if self.s.registry is None:
             return []
-        return [m if isinstance(m, dict) else m.as_dict() for m in self.s.registry.list()]
+        return [self._record(r) for r in self.s.registry.list()]
 
-    def model(self, sha: str) -> dict:
-        return self._registry_model(sha)
+    def model(self, ref: str) -> dict:
+        """A model by sha256 (or a unique prefix), ``name:version`` or alias."""
+        if self.s.registry is None:
+            raise NotFound(f"no model {ref!r}: this collector runs without a registry")
+        try:
+            return self._record(self.s.registry.resolve(ref))
+        except ConfigError as exc:
+            raise NotFound(str(exc)) from exc
+
+    def reference_profile(self, sha: str) -> dict | None:
+        try:
+            return (self.model(sha).get("manifest") or {}).get("profile")
+        except NotFound:
+            return None
 
     # -- drift ---------------------------------------------------------------------------------
     def alerts(self, status: str | None, cohort: str | None) -> list[dict]:
@@ -165,11 +153,16 @@ class Backend:
         return found
 
     def ack_alert(self, alert_id: str, by: str, note: str) -> dict:
-        self.alert(alert_id)
+        """Acknowledge through the drift engine when it runs here, else in the store directly."""
+        alert = self.alert(alert_id)
         engine = self.s.drift
-        if engine is None or not hasattr(engine, "ack"):
-            raise Unavailable("acknowledging needs the drift engine, which this collector does not run")
-        engine.ack(alert_id, by=by, note=note)
+        if engine is not None and hasattr(engine, "ack"):
+            engine.ack(alert_id, by=by, note=note)
+        elif alert["status"] == "open":
+            now = self.now()
+            evidence = {**(alert.get("evidence") or {}), "acked_by": by, "ack_note": note}
+            self.s.store.save_alert({**alert, "status": "acked", "acked_t": now, "updated_t": now,
+                                     "evidence": evidence})
         return self.alert(alert_id)
 
     def drift_scores(self) -> list[dict]:
@@ -186,27 +179,35 @@ class Backend:
         return engine.report(cohort)
 
     # -- rollouts ------------------------------------------------------------------------------
-    def _controller(self):
+    # ``services.rollouts`` is a ``cloud.rollout.service.RolloutService``: starting and acting
+    # only write the store; the controller carries commands out at its next tick.
+    def _service(self):
         if self.s.rollouts is None:
-            raise Unavailable("this collector runs without a rollout controller")
+            raise Unavailable("this collector runs without rollouts (no registry configured)")
         return self.s.rollouts
 
     def rollouts(self) -> list[Any]:
         return [] if self.s.rollouts is None else list(self.s.rollouts.list())
 
-    def rollout(self, rollout_id: str) -> Any:
-        found = self._controller().get(rollout_id)
+    def rollout(self, ref: str) -> Any:
+        found = self._service().get(ref)
         if found is None:
-            raise NotFound(f"no rollout {rollout_id!r}")
+            raise NotFound(f"no rollout {ref!r}")
         return found
 
     def rollout_log(self, rollout_id: str) -> list[dict]:
-        ctl = self._controller()
-        return list(ctl.log(rollout_id)) if hasattr(ctl, "log") else []
+        return list(self._service().log(rollout_id))
+
+    def pending_commands(self, rollout_id: str) -> list[dict]:
+        repo = getattr(self._service(), "repo", None)
+        if repo is None:
+            return []
+        return [{"id": c.id, "action": c.action, "t": c.t, "actor": c.actor, "note": c.note}
+                for c in repo.open_commands(rollout_id)]
 
     def start_rollout(self, spec: dict, actor: str) -> Any:
-        return self._controller().start(**spec, actor=actor)
+        return self._service().start(**spec, actor=actor, now=self.now())
 
-    def act(self, rollout_id: str, action: str, actor: str, reason: str) -> Any:
-        self.rollout(rollout_id)
-        return self._controller().act(rollout_id, action, actor=actor, reason=reason)
+    def act(self, ref: str, action: str, actor: str, reason: str) -> Any:
+        rollout = self.rollout(ref)
+        return self._service().act(rollout.id, action, actor=actor, reason=reason, now=self.now())

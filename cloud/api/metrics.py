@@ -2,11 +2,11 @@
 
 Families (every name starts ``harken_``):
 
-    ingest_messages_total, ingest_windows_total, ingest_duplicates_total, ingest_events_total
+    ingest_{messages,windows,events,states,duplicates,store_failures}_total
                                             counters since the collector started
     ingest_rejected_total{code}             rejected messages by code (kept in the store)
     ingest_lag_seconds                      receive time minus window end, latest batch
-    devices{status}                         online / offline / unknown
+    devices{status}                         online / stale / offline
     devices_running_model{model}            devices whose active model is ``model``
     drift_score{cohort,signal}              latest drift score (severity: ≥ 1 alarms)
     alerts{status}, alerts_open{cohort,signal}
@@ -72,8 +72,10 @@ class Exposition:
 
 def _ingest(x: Exposition, b: Backend) -> None:
     ing = b.ingest()
-    for key, help_text in (("messages", "MQTT messages received"), ("windows", "statistics windows stored"),
-                           ("duplicates", "windows received again and ignored"), ("events", "device events stored")):
+    for key, help_text in (("messages", "MQTT messages received"), ("windows", "new statistics windows stored"),
+                           ("events", "new device events stored"), ("states", "device states stored"),
+                           ("duplicates", "windows received again and ignored"),
+                           ("store_failures", "failed store commits (retried)")):
         x.family(f"harken_ingest_{key}_total", "counter", f"{help_text} since the collector started.",
                  [({}, ing.get(f"{key}_total"))])
     x.family("harken_ingest_rejected_total", "counter", "Messages rejected, by error code.",
@@ -84,9 +86,9 @@ def _ingest(x: Exposition, b: Backend) -> None:
 
 def _devices(x: Exposition, b: Backend) -> None:
     devices = b.devices()
-    status = Counter("unknown" if d["online"] is None else "online" if d["online"] else "offline" for d in devices)
-    x.family("harken_devices", "gauge", "Devices by connection status.",
-             [({"status": s}, status.get(s, 0)) for s in ("online", "offline", "unknown")])
+    status = Counter(d["status"] for d in devices)
+    x.family("harken_devices", "gauge", "Devices by status (stale: not heard from recently).",
+             [({"status": s}, status.get(s, 0)) for s in ("online", "stale", "offline")])
     running = Counter(d["models"].get("active") for d in devices if d["models"].get("active"))
     x.family("harken_devices_running_model", "gauge", "Devices whose active model is this sha256.",
              [({"model": m}, n) for m, n in sorted(running.items())])

@@ -1,12 +1,14 @@
 """Registered models with their lineage and evaluation.
 
     GET /api/models          {models: [{sha256, name, version, labels, created_t, metrics, devices}]}
-    GET /api/models/{sha}    {sha256, name, version, labels, created_t, lineage, metrics,
-                              confusion: {labels, matrix} | null, slices: [{slice, n, accuracy, ...}],
+    GET /api/models/{ref}    {sha256, name, version, labels, aliases, created_t, lineage, metrics,
+                              threshold, per_class: [{label, precision, recall, f1, support}],
+                              confusion: {labels, matrix} | null, slices: [{tag, value, count, ...}],
                               devices, shadow_devices}
 
-``metrics`` holds the scalar evaluation figures; the confusion matrix and the slice table
-come out of the manifest's evaluation into fields of their own. ``{sha}`` may be a prefix.
+``metrics`` holds the scalar evaluation figures; the per-class table, the confusion matrix
+and the slice table come out of the manifest's evaluation into fields of their own.
+``{ref}`` is a sha256 or a unique prefix of one, ``name:version`` or an alias.
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ def _slices(evaluation: dict) -> list[dict]:
     return [dict(s) for s in slices]
 
 
+def _per_class(evaluation: dict) -> list[dict]:
+    per_class = evaluation.get("per_class") or {}
+    return [{"label": name, **v} for name, v in per_class.items() if isinstance(v, dict)]
+
+
 def model_view(m: dict, devices: list[dict] | None = None) -> dict:
     """The API shape of a registry entry (which carries the bundle manifest or its fields)."""
     manifest = m.get("manifest") or m
@@ -43,12 +50,17 @@ def model_view(m: dict, devices: list[dict] | None = None) -> dict:
     scalars = {k: v for k, v in evaluation.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     running = [d for d in devices or [] if (d.get("models") or {}).get("active") == sha]
     shadow = [d for d in devices or [] if (d.get("models") or {}).get("shadow") == sha]
+    threshold = manifest.get("confidence_threshold")
+    if isinstance(evaluation.get("threshold"), dict):
+        threshold = evaluation["threshold"].get("value", threshold)
     return {
         "sha256": sha, "name": m.get("name") or manifest.get("name"),
         "version": m.get("version") or manifest.get("version"), "labels": labels,
-        "created_t": m.get("created_t") or m.get("registered_t"),
-        "lineage": m.get("lineage") or manifest.get("lineage") or {},
-        "metrics": scalars, "confusion": _confusion(evaluation, labels), "slices": _slices(evaluation),
+        "aliases": list(m.get("aliases") or []), "created_t": m.get("created_t") or m.get("registered_t"),
+        "lineage": manifest.get("lineage") or m.get("lineage") or {},
+        "metrics": scalars, "threshold": threshold,
+        "per_class": _per_class(evaluation), "confusion": _confusion(evaluation, labels),
+        "slices": _slices(evaluation),
         "devices": len(running), "shadow_devices": len(shadow),
     }
 
@@ -59,10 +71,11 @@ def models(b: Backend = Depends(backend)) -> dict:
     out = []
     for m in b.models():
         v = model_view(m, devices)
-        out.append({k: v[k] for k in ("sha256", "name", "version", "labels", "created_t", "metrics", "devices")})
+        out.append({k: v[k] for k in ("sha256", "name", "version", "labels", "aliases", "created_t", "metrics",
+                                      "devices", "shadow_devices")})
     return {"models": out}
 
 
-@router.get("/api/models/{sha}", summary="One model: lineage, evaluation, confusion matrix, slices")
-def model(sha: str, b: Backend = Depends(backend)) -> dict:
-    return model_view(b.model(sha), b.devices())
+@router.get("/api/models/{ref}", summary="One model: lineage, evaluation, confusion matrix, slices")
+def model(ref: str, b: Backend = Depends(backend)) -> dict:
+    return model_view(b.model(ref), b.devices())

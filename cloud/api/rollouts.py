@@ -5,10 +5,13 @@
                                          stage_index, stages: [{name, kind, percent, bake_s,
                                          automation, status}], gates: [{stage, gate, verdict, reason,
                                          figures, t}], devices: {total, converged, pending, failed},
-                                         log: [{t, event, from, to, stage, reason}], actions, created_t,
+                                         log: [{t, event, from, to, stage, reason}], actions,
+                                         pending_commands: [{id, action, t, actor, note}], created_t,
                                          updated_t}
     POST /api/rollouts                  {model, cohort, strategy, steps?, bake?, approval?} → rollout
-    POST /api/rollouts/{id}/{action}    action: pause | resume | approve | abort | rollback; {reason?}
+    POST /api/rollouts/{id}/{action}    action: pause | resume | approve | abort | rollback; {reason?, by?}
+                                        → 202 and the rollout: the command is queued in the store and
+                                        carried out at the controller's next tick
 """
 from __future__ import annotations
 
@@ -100,9 +103,14 @@ def rollouts(b: Backend = Depends(backend)) -> dict:
     return {"rollouts": views, "now": b.now()}
 
 
+def _full_view(b: Backend, ref: str) -> dict:
+    r = b.rollout(ref)
+    return {**rollout_view(r, b.rollout_log(r.id)), "pending_commands": b.pending_commands(r.id)}
+
+
 @router.get("/api/rollouts/{rollout_id}", summary="One rollout: stages, gate verdicts, transition log")
 def rollout(rollout_id: str, b: Backend = Depends(backend)) -> dict:
-    return rollout_view(b.rollout(rollout_id), b.rollout_log(rollout_id))
+    return _full_view(b, rollout_id)
 
 
 class Start(BaseModel):
@@ -125,8 +133,9 @@ def start(body: Start, b: Backend = Depends(backend)) -> dict:
     return rollout_view(b.start_rollout(spec, actor="api"))
 
 
-@router.post("/api/rollouts/{rollout_id}/{action}", summary="Pause, resume, approve, abort or roll back")
+@router.post("/api/rollouts/{rollout_id}/{action}", status_code=202,
+             summary="Queue pause, resume, approve, abort or rollback for the controller's next tick")
 def act(rollout_id: str, action: Action, body: Act | None = None, b: Backend = Depends(backend)) -> dict:
     body = body or Act()
     b.act(rollout_id, action, body.by, body.reason)
-    return rollout_view(b.rollout(rollout_id), b.rollout_log(rollout_id))
+    return _full_view(b, rollout_id)

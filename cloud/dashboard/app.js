@@ -65,7 +65,7 @@ export async function render() {
     root.dataset.page = name;
     root.dataset.state = "ready";
     window.scrollTo(0, scroll);
-    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.getElementById("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
   } catch (err) {
     if (err instanceof AuthError) {
       clearToken();

@@ -20,12 +20,29 @@ function timeTicks(t0, t1) {
   return out.map((t) => [t, new Date(t * 1000).toISOString().slice(long ? 5 : 11, long ? 10 : 16)]);
 }
 
-function frame(t0, t1, yMin, yMax, yFormat) {
+function linearTicks(lo, hi) {
+  const step = niceStep(hi - lo, 4);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
+  return out;
+}
+
+function logTicks(lo, hi) {
+  const out = [];
+  const mults = Math.log10(hi / lo) > 3 ? [1] : [1, 2, 5];
+  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+    for (const m of mults) { const v = m * 10 ** e; if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v); }
+  }
+  return out;
+}
+
+// y: linear from yMin to yMax, or log10 when `log` (values <= 0 are not drawn).
+function frame(t0, t1, yMin, yMax, yFormat, log = false) {
+  const f = log ? Math.log10 : (v) => v;
   const x = (t) => PAD.l + ((t - t0) / Math.max(1e-9, t1 - t0)) * (W - PAD.l - PAD.r);
-  const y = (v) => H - PAD.b - ((v - yMin) / Math.max(1e-12, yMax - yMin)) * (H - PAD.t - PAD.b);
-  const step = niceStep(yMax - yMin, 4);
+  const y = (v) => H - PAD.b - ((f(v) - f(yMin)) / Math.max(1e-12, f(yMax) - f(yMin))) * (H - PAD.t - PAD.b);
   const axes = [];
-  for (let v = Math.ceil(yMin / step) * step; v <= yMax + 1e-9; v += step) {
+  for (const v of (log ? logTicks(yMin, yMax) : linearTicks(yMin, yMax))) {
     axes.push(s("line", { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: "grid" }),
       s("text", { x: PAD.l - 4, y: y(v) + 3, class: "tick", "text-anchor": "end" }, yFormat(v)));
   }
@@ -54,29 +71,43 @@ function runs(points, bucketS) {
 }
 
 function legend(items) {
-  return h("div", { class: "legend" }, items.map(({ name, color: c }) =>
-    h("span", {}, h("i", { class: "swatch", "data-color": c, style: null }), name)));
+  return h("div", { class: "legend" }, items.map(({ name, color: c, dash, band }) =>
+    h("span", {}, h("i", { class: `swatch${dash ? " dash" : ""}${band ? " band" : ""}`, "data-color": c }), name)));
 }
 
 function paintSwatches(root) {
-  for (const el of root.querySelectorAll("i.swatch")) el.style.background = el.dataset.color;
+  for (const el of root.querySelectorAll("i.swatch")) {
+    if (el.classList.contains("dash")) el.style.borderColor = el.dataset.color;
+    else el.style.background = el.dataset.color;
+  }
   return root;
 }
 
-// series: [{name, color?, values: [[t, v]]}], bands: [{name, color?, values: [[t, lo, hi]]}]
+// series: [{name, color?, dash?, values: [[t, v]]}], bands: [{name, color?, values: [[t, lo, hi]]}]
 export function lineChart({ title, t0, t1, bucketS = 60, series = [], bands = [], yFormat = (v) => num(v),
-  yMin = 0, yMax = null, unit = "" }) {
-  const all = [...series.flatMap((d) => d.values.map((p) => p[1])), ...bands.flatMap((b) => b.values.map((p) => p[2]))]
-    .filter((v) => v !== null && v !== undefined);
-  const top = yMax ?? (all.length ? Math.max(...all) : 1);
-  const lo = Math.min(yMin, ...all);
-  const f = frame(t0, t1, lo, top > lo ? top * (yMax === null ? 1.08 : 1) : lo + 1, yFormat);
+  yMin = 0, yMax = null, unit = "", log = false }) {
+  const ok = (v) => v !== null && v !== undefined && (!log || v > 0);
+  const clean = (vals) => vals.map((p) => p.map((v, i) => (i === 0 || ok(v) ? v : null)));
+  series = series.map((d) => ({ ...d, values: clean(d.values) }));
+  bands = bands.map((b) => ({ ...b, values: clean(b.values) }));
+  const all = [...series.flatMap((d) => d.values.map((p) => p[1])), ...bands.flatMap((b) => b.values.flatMap((p) => [p[1], p[2]]))]
+    .filter(ok);
+  let lo, hi;
+  if (log) {
+    lo = all.length ? 10 ** Math.floor(Math.log10(Math.min(...all))) : 0.1;
+    hi = all.length ? 10 ** Math.ceil(Math.log10(Math.max(...all) * 1.01)) : 10;
+  } else {
+    lo = Math.min(yMin, ...all);
+    const top = yMax ?? (all.length ? Math.max(...all) * 1.08 : 1);
+    hi = top > lo ? top : lo + 1;
+  }
+  const f = frame(t0, t1, lo, hi, yFormat, log);
   const paths = [];
   bands.forEach((b, i) => {
     const c = b.color || color(i);
     for (const run of runs(b.values, bucketS)) {
-      const up = run.map(([t, , hi]) => `${f.x(t)},${f.y(hi)}`);
-      const down = run.slice().reverse().map(([t, lo2]) => `${f.x(t)},${f.y(lo2)}`);
+      const up = run.map(([t, , top]) => `${f.x(t)},${f.y(top)}`);
+      const down = run.slice().reverse().map(([t, bottom]) => `${f.x(t)},${f.y(bottom)}`);
       paths.push(s("polygon", { points: [...up, ...down].join(" "), fill: c, "fill-opacity": 0.15, stroke: "none" }));
     }
   });
@@ -85,13 +116,14 @@ export function lineChart({ title, t0, t1, bucketS = 60, series = [], bands = []
     for (const run of runs(d.values, bucketS)) {
       if (run.length === 1) paths.push(s("circle", { cx: f.x(run[0][0]), cy: f.y(run[0][1]), r: 2.5, fill: c }));
       else paths.push(s("polyline", { points: run.map(([t, v]) => `${f.x(t)},${f.y(v)}`).join(" "),
-        fill: "none", stroke: c, "stroke-width": 1.8 }));
+        fill: "none", stroke: c, "stroke-width": 1.8, "stroke-dasharray": d.dash ? "5 3" : null }));
     }
   });
   const empty = all.length === 0 ? s("text", { x: W / 2, y: H / 2, class: "nodata", "text-anchor": "middle" }, "no data") : null;
   const svgEl = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title },
     f.axes, paths, empty);
-  const named = [...series, ...bands].map((d, i) => ({ name: d.name, color: d.color || color(i % Math.max(1, series.length)) }));
+  const named = [...series.map((d, i) => ({ name: d.name, color: d.color || color(i), dash: d.dash })),
+    ...bands.map((b, i) => ({ name: b.name, color: b.color || color(i), band: true }))];
   return paintSwatches(h("figure", { class: "chart" }, h("figcaption", {}, title, unit ? h("small", {}, ` (${unit})`) : null),
     svgEl, named.length > 1 ? legend(named) : null));
 }

@@ -1,6 +1,6 @@
 // A cohort over time: software, input, output, shadow and feedback figures, plus its drift report.
 import { get } from "../api.js";
-import { h, card, table, num, pct, short, color, link, badge } from "../util.js";
+import { h, card, table, num, short, color, link, badge } from "../util.js";
 import { lineChart, stackedShares } from "../charts.js";
 
 export const RANGES = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
@@ -8,6 +8,7 @@ export const RANGES = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
 export const fetchSeries = (cohort, range) => get("/api/series", { cohort, range_s: RANGES[range] || 3600 });
 
 const col = (rows, f) => rows.map((r) => [r.t, f(r)]);
+const rate = (v) => `${+(v * 100).toFixed(1)}%`;
 
 export function cohortCharts(series, only = null) {
   const rows = series.buckets;
@@ -18,14 +19,15 @@ export function cohortCharts(series, only = null) {
     load: () => lineChart({ ...base, title: "Load", unit: "per s", series: [
       { name: "utterances/s", values: col(rows, (r) => r.utterances_per_s) },
       { name: "inferences/s", values: col(rows, (r) => r.inferences_per_s) }] }),
-    latency: () => lineChart({ ...base, title: "Latency p50 / p99 by stage", unit: "ms", series: stages.flatMap((st, i) => [
-      { name: `${st} p50`, color: color(i), values: col(rows, (r) => r.latency_ms[st]?.p50 ?? null) },
-      { name: `${st} p99`, color: color(i + 4), values: col(rows, (r) => r.latency_ms[st]?.p99 ?? null) }]) }),
+    latency: () => lineChart({ ...base, title: "Latency by stage", unit: "ms, log scale; solid p50, dashed p99", log: true,
+      yFormat: (v) => num(v, 1), series: stages.flatMap((st, i) => [
+        { name: `${st} p50`, color: color(i), values: col(rows, (r) => r.latency_ms[st]?.p50 ?? null) },
+        { name: `${st} p99`, color: color(i), dash: true, values: col(rows, (r) => r.latency_ms[st]?.p99 ?? null) }]) }),
     cpu: () => lineChart({ ...base, title: "CPU seconds per audio second", series: [
       { name: "cpu s / audio s", values: col(rows, (r) => r.cpu_s_per_audio_s) }], yFormat: (v) => num(v, 3) }),
     memory: () => lineChart({ ...base, title: "Resident memory", unit: "MB", series: [
       { name: "largest device", values: col(rows, (r) => r.rss_mb_max) }] }),
-    speech: () => lineChart({ ...base, title: "Speech ratio", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+    speech: () => lineChart({ ...base, title: "Speech ratio", yMax: 1, yFormat: rate, series: [
       { name: "voiced / all frames", values: col(rows, (r) => r.speech_ratio) }] }),
     level: () => lineChart({ ...base, title: "Level", unit: "dBFS, p10–p90 band, median line", yMin: -70, yMax: 0,
       series: [{ name: "median", values: col(rows, (r) => r.level_dbfs.p50) }],
@@ -39,12 +41,12 @@ export function cohortCharts(series, only = null) {
     confidence: () => lineChart({ ...base, title: "Confidence", unit: "median, p10–p90 band", yMax: 1,
       series: [{ name: "median", values: col(rows, (r) => r.confidence.p50) }],
       bands: [{ name: "p10–p90", values: rows.map((r) => [r.t, r.confidence.p10, r.confidence.p90]) }] }),
-    noanswer: () => lineChart({ ...base, title: "No-answer and deferral rate", yFormat: (v) => pct(v, 0), series: [
+    noanswer: () => lineChart({ ...base, title: "No-answer and deferral rate", yFormat: rate, series: [
       { name: "no answer", values: col(rows, (r) => r.no_answer_rate) },
       { name: "deferred", values: col(rows, (r) => r.deferral_rate) }] }),
-    shadow: () => lineChart({ ...base, title: "Shadow agreement", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+    shadow: () => lineChart({ ...base, title: "Shadow agreement", yMax: 1, yFormat: rate, series: [
       { name: "active = candidate", values: col(rows, (r) => (r.shadow_compared ? r.shadow_agreement : null)) }] }),
-    feedback: () => lineChart({ ...base, title: "Feedback accuracy", yMax: 1, yFormat: (v) => pct(v, 0), series: [
+    feedback: () => lineChart({ ...base, title: "Feedback accuracy", yMax: 1, yFormat: rate, series: [
       { name: "confirmed / all feedback", values: col(rows, (r) => (r.feedback_n ? r.feedback_accuracy : null)) }] }),
   };
   const sections = [

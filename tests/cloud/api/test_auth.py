@@ -1,0 +1,113 @@
+"""Token authentication: every /api route and /metrics need the bearer token; nothing logs it."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+import cloud.api.auth as auth
+from cloud.api.app import create_app
+from tests.cloud.api.world import TOKEN
+
+GET_ROUTES = ["/api/fleet", "/api/devices", "/api/devices/dev-01", "/api/devices/dev-01/events", "/api/cohorts",
+              "/api/series", "/api/summary", "/api/windows", "/api/ingest", "/api/alerts",
+              "/api/alerts/a-level-dev03", "/api/drift/report", "/api/models", "/api/models/production",
+              "/api/rollouts", "/metrics"]
+
+
+@pytest.fixture
+def anon(world) -> TestClient:
+    return TestClient(create_app(world.services()))
+
+
+def test_every_api_route_in_the_openapi_document_needs_the_token(anon):
+    doc = anon.get("/openapi.json").json()
+    paths = [p for p in doc["paths"] if p.startswith("/api/")]
+    assert len(paths) >= 15
+    for path in paths:
+        for method, op in doc["paths"][path].items():
+            assert {"HTTPBearer": []} in op.get("security", []), f"{method} {path} does not declare the token"
+            url = path.replace("{device_id}", "dev-01").replace("{alert_id}", "a-old").replace("{ref}", "x") \
+                .replace("{rollout_id}", "r").replace("{action}", "pause")
+            r = anon.request(method.upper(), url)
+            assert r.status_code == 401, f"{method} {url} answered {r.status_code} without a token"
+            assert r.headers["www-authenticate"] == "Bearer"
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_routes_answer_with_the_token_and_refuse_without(anon, path):
+    assert anon.get(path).status_code == 401
+    assert anon.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.parametrize("header, message", [
+    (None, "missing Authorization header"),
+    (f"Basic {TOKEN}", "malformed Authorization header"),
+    ("Bearer ", "malformed Authorization header"),
+    (f"Bearer {TOKEN}x", "invalid token"),
+    (f"Bearer {TOKEN[:-1]}", "invalid token"),
+])
+def test_refusals_say_what_is_wrong(anon, header, message):
+    r = anon.get("/api/fleet", headers={"Authorization": header} if header else {})
+    assert r.status_code == 401
+    assert message in r.json()["detail"]
+
+
+def test_scheme_is_case_insensitive_and_the_query_string_is_never_a_token(anon):
+    assert anon.get("/api/fleet", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    assert anon.get(f"/api/fleet?token={TOKEN}").status_code == 401
+    assert anon.get(f"/api/fleet?access_token={TOKEN}").status_code == 401
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_without_a_configured_token_the_api_is_closed_and_says_how_to_open_it(world, token):
+    c = TestClient(create_app(world.services(token=token)))
+    for header in (None, "Bearer ", "Bearer anything"):
+        r = c.get("/api/fleet", headers={"Authorization": header} if header else {})
+        assert r.status_code == 401
+        assert "http.token" in r.json()["detail"]
+
+
+def test_the_comparison_is_constant_time(anon, monkeypatch):
+    calls = []
+    real = auth.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    assert anon.get("/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert anon.get("/api/fleet", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert calls == [(TOKEN.encode(), TOKEN.encode()), (b"nope", TOKEN.encode())]
+
+
+def test_metrics_need_the_token_unless_made_public(world):
+    closed = TestClient(create_app(world.services()))
+    assert closed.get("/metrics").status_code == 401
+    public = TestClient(create_app(world.services(public_metrics=True)))
+    r = public.get("/metrics")
+    assert r.status_code == 200 and "harken_devices" in r.text
+    assert public.get("/api/fleet").status_code == 401
+
+
+def test_dashboard_health_and_openapi_are_open_but_carry_no_data(anon):
+    page = anon.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert anon.get("/static/app.js").status_code == 200
+    assert anon.get("/healthz").json() == {"ok": True}
+    assert anon.get("/docs").status_code == 404  # Swagger UI would load from a CDN: not served
+    for body in (page.text, anon.get("/openapi.json").text):
+        assert "dev-01" not in body and TOKEN not in body
+
+
+def test_the_token_never_reaches_the_logs(anon, caplog):
+    caplog.set_level(logging.DEBUG)
+    anon.get("/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"})
+    anon.get("/api/fleet", headers={"Authorization": "Bearer wrong-secret-123"})
+    anon.get("/api/nope", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert caplog.records, "expected the refused request to be logged at DEBUG"
+    assert TOKEN not in caplog.text and "wrong-secret-123" not in caplog.text

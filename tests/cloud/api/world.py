@@ -1,0 +1,115 @@
+"""A collector's world for the API and dashboard tests: a real SQLite store with an hour of
+fleet data, a registry with two signed models, and rollouts moved by the real controller.
+
+Timeline (relative to ``now``):
+
+    -60 min  devices start on model A (dev-06 on B; dev-04/05 shadow B)
+    -40 min  r-kitchen: canary of B to tag:kitchen (steps 34 %, 100 %; bake 10 min)
+             r-shadow:  shadow of B on tag:shadow, manual approval
+    -40 min  the first kitchen device converges to B; shadow devices already shadow B
+    -29 min  both rollouts' first stage passes its gates: r-kitchen promotes to 100 %,
+             r-shadow waits for approval
+    -29 min  the other kitchen devices converge to B
+    -22 min  last controller tick: r-kitchen is baking its last stage
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud.api.backend import Services
+from cloud.delivery import Delivery
+from cloud.registry import Registry
+from cloud.rollout.controller import Controller
+from cloud.rollout.repo import SqlDesiredRevs
+from cloud.rollout.service import RolloutService
+from cloud.store import Batch, Received, Store, open_store
+from shared.keys import generate_keypair, load_private_key, load_public_key
+from tests.cloud.api import fleet_data
+from tests.cloud.api.bundles import make_bundle
+from tests.cloud.api.fleet_data import LABELS, Fleet
+
+TOKEN = "test-token-4f9c2a7d1e"
+GATES = {"min_inferences": 50, "min_feedback": 10, "min_shadow_compared": 50, "max_label_distance": 0.5}
+
+
+class Recorder:
+    """Stands in for the broker: records what the controller publishes."""
+
+    def __init__(self):
+        self.messages: list[tuple[str, bytes, bool]] = []
+
+    def publish_all(self, messages) -> int:
+        batch = list(messages)
+        self.messages += batch
+        return len(batch)
+
+
+@dataclass
+class World:
+    path: Path
+    store: Store
+    fleet: Fleet
+    registry: Registry
+    rollouts: RolloutService
+    published: Recorder
+
+    @property
+    def now(self) -> float:
+        return self.fleet.now
+
+    def services(self, **kw) -> Services:
+        args = dict(store=self.store, token=TOKEN, registry=self.registry, rollouts=self.rollouts,
+                    clock=lambda: self.now)
+        return Services(**{**args, **kw})
+
+
+def _converge(store: Store, fleet: Fleet, devices, t: float, active_b: bool) -> None:
+    batch = Batch()
+    for d in devices:
+        _tags, active, shadow, _online = fleet_data.DEVICES[d]
+        model = fleet.sha(fleet_data.B if active_b else active)
+        batch.states.append(Received(fleet_data.state(d, t, model, fleet.sha(shadow), fleet.sha(fleet_data.A)), t))
+        batch.see(d, t)
+    store.write(batch)
+
+
+def build(path: Path, now: float | None = None) -> World:
+    now = time.time() if now is None else now
+    path.mkdir(parents=True, exist_ok=True)
+    priv, pub = generate_keypair(path / "keys")
+    store = open_store(str(path / "harken.db"))
+    registry = Registry(store, path / "registry", [load_public_key(pub)])
+    key = load_private_key(priv)
+    profile = fleet_data.reference_profile()
+    shas = []
+    for i, (version, acc) in enumerate((("1.0.0", 0.93), ("1.1.0", 0.95))):
+        bundle = path / f"kws-{version}.hkb"
+        make_bundle(bundle, key, name="kws", version=version, seed=i, labels=LABELS, profile=profile, accuracy=acc,
+                    parent=shas[0] if shas else None)
+        shas.append(registry.register(bundle, now=now - 7200 + i * 600)[0].sha256)
+    registry.set_alias("production", shas[0])
+    registry.set_alias("candidate", shas[1])
+    fleet = fleet_data.begin(store, now, *shas)
+    service = RolloutService(store, registry)
+    recorder = Recorder()
+    controller = Controller(store, Delivery(recorder, SqlDesiredRevs(store)), registry, holder="tests",
+                            clock=lambda: now)
+    t1 = now - 2400
+    r1 = service.start("candidate", "tag:kitchen", "canary", steps="34,100", bake="10m", gates=GATES, now=t1)
+    service.start("candidate", "tag:shadow", "shadow", bake="10m", approval="manual", gates=GATES, now=t1 + 1)
+    controller.tick(t1 + 2)
+    first = service.get(r1.id).stage_devices(0)
+    _converge(store, fleet, first, t1 + 20, True)
+    controller.tick(t1 + 30)
+    t2 = t1 + 660
+    rest = [d for d in service.get(r1.id).devices if d not in first]
+    switch = {**{d: t1 + 30 for d in first}, **{d: t2 + 30 for d in rest}}
+    fleet_data.write_windows(store, fleet, switch)
+    controller.tick(t2)
+    _converge(store, fleet, rest, t2 + 20, True)
+    controller.tick(t2 + 30)
+    controller.tick(t2 + 420)
+    fleet_data.finish(store, fleet, switch)
+    return World(path, store, fleet, registry, service, recorder)
