@@ -118,13 +118,13 @@ class Controller:
     def samples(self, r: Rollout) -> tuple[Sample, Sample]:
         """(treatment, control) for the current stage, from stored windows."""
         stage, since = r.current_stage, r.stage_started_t
-        converged = [d for d in r.stage_devices() if r.tracks[d].status == "converged"]
+        in_step = r.stage_devices()  # windows name their model: only the candidate's count
         if stage.kind == "shadow":
-            shadowed = [w for w in self.store.windows(devices=converged, since=since)
+            shadowed = [w for w in self.store.windows(devices=in_step, since=since)
                         if w.get("shadow_model") == r.model]
             sample = Sample.of(shadowed)
             return sample, sample  # paired: the active model on the same utterances is the control
-        treatment = Sample.of(self.store.windows(devices=converged, model=r.model, since=since))
+        treatment = Sample.of(self.store.windows(devices=in_step, model=r.model, since=since))
         control_devices = r.control_devices()
         if control_devices:
             windows = self.store.windows(devices=control_devices, since=since)

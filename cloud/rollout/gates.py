@@ -6,6 +6,8 @@ against its control and returns one ``GateResult`` per gate: ``pass``, ``fail``,
 (too few samples for a verdict) or ``skip`` (no data of that kind, and the gate is
 optional). Each result carries the figures it was decided on and a one-line reason.
 
+Absolute ceilings (error rate, latency) fail a candidate only when it is also worse than
+its control (or there is none): a stage is not blamed for what the old model does too.
 Rate gates fail only when the excess over control is larger than the allowed margin *and*
 a one-sided two-proportion z-test says the excess is real (z above ``z_fail``), so a small
 sample that happens to look bad holds rather than rolls back.
@@ -172,7 +174,7 @@ def _rate_gate(name: str, k_t: int, n_t: int, k_c: int, n_c: int, g: Gates, *, c
     figures = {"candidate": _r(p_t), "control": _r(p_c), "candidate_n": n_t, "control_n": n_c, "margin": margin}
     if n_t < g.min_inferences:
         return GateResult(name, "wait", f"candidate has {n_t} inferences, needs {g.min_inferences}", figures)
-    if ceiling is not None and p_t > ceiling:
+    if ceiling is not None and p_t > ceiling and (p_c is None or n_c < g.min_inferences or p_t > p_c):
         figures["ceiling"] = ceiling
         return GateResult(name, "fail", f"{name} {p_t:.4f} is above the ceiling {ceiling}", figures)
     if n_c == 0:
@@ -205,7 +207,8 @@ def latency_gate(t: Sample, c: Sample, g: Gates, *, shadow: bool = False) -> Gat
     figures = {"candidate_ms": _r(p_t, 2), "control_ms": _r(p_c, 2), "candidate_n": n_t, "control_n": n_c}
     if n_t < g.min_inferences:
         return GateResult(name, "wait", f"candidate has {n_t} timed inferences, needs {g.min_inferences}", figures)
-    if p_t > g.max_latency_p99_ms:
+    worse = n_c < g.min_inferences or p_c is None or p_t > p_c
+    if p_t > g.max_latency_p99_ms and worse:  # over budget, and no better than what runs now
         return GateResult(name, "fail", f"{name} {p_t:.1f} ms is above the ceiling {g.max_latency_p99_ms} ms",
                           figures)
     if n_c >= g.min_inferences and p_c and p_t > p_c * g.max_latency_p99_ratio:
