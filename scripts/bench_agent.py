@@ -196,10 +196,10 @@ def child_agent(args) -> dict:
         x = read_wav(path)
         state: dict = {}
 
-        def run(chunk=4096, sink=None):
+        def run(chunk=4096, sink=None, on_inference=None):
             windows = []
             p = Pipeline(device="bench", boot=1, agent_version="bench", gate_config=GateConfig(), automation="partial",
-                         models=StaticModels(model), sink=sink, on_window=windows.append)
+                         models=StaticModels(model), sink=sink, on_window=windows.append, on_inference=on_inference)
             if gate_class is not None:  # evaluating another gate implementation
                 p.gate = gate_class(GateConfig())
             for i in range(0, len(x), chunk):
@@ -210,18 +210,18 @@ def child_agent(args) -> dict:
 
         cpu = _best_cpu(run, args.repeat)
         sizes = [len(encode(w)) for w in state["windows"]]
-        lat, found = [], []
+        lat, found, model_ms = [], [], []
 
         def on_decision(d):  # latency from the arrival of the 30 ms chunk that ended the utterance
             lat.append((time.perf_counter() - state["t_feed"]) * 1000.0)
             found.append((round(d.audio_start_s * 16000), round(d.audio_end_s * 16000)))
 
-        run(chunk=480, sink=CallbackSink(on_decision))
+        run(chunk=480, sink=CallbackSink(on_decision), on_inference=lambda sha, ms, err: model_ms.append(ms))
         spans[name] = found
         out["audio"][name] = {
             "seconds": len(x) / 16000, "cpu_s": round(cpu, 4), "rtf": round(len(x) / 16000 / cpu, 1),
             "utterances": state["pipeline"].stats["utterances"], "inferences": state["pipeline"].stats["inferences"],
-            "decision_latency_ms": _quantiles(lat), "window_bytes_max": max(sizes),
+            "decision_latency_ms": _quantiles(lat), "inference_ms": _quantiles(model_ms), "window_bytes_max": max(sizes),
             "window_bytes_mean": round(float(np.mean(sizes)), 1), "windows": len(sizes)}
     out["rss_mb"] = round(process_rss_mb(), 1)
     out["model_warmup_ms"] = round(model.warmup_ms, 2)
@@ -253,15 +253,17 @@ def child_bare(args) -> dict:
         vad = webrtcvad.Vad(2)
         lat: list[float] = []
 
-        def run():
+        def run():  # frames and inferences interleaved, as they happen on a live stream
             pcm = to_int16(x).tobytes()
             lat.clear()
-            for i in range(0, len(pcm) - 959, 960):
+            ends = {b // 480: (a, b) for a, b in spans[name]}  # the frame that ends each utterance
+            for k, i in enumerate(range(0, len(pcm) - 959, 960)):
                 vad.is_speech(pcm[i:i + 960], 16000)
-            for a, b in spans[name]:
-                t0 = time.perf_counter()
-                sess.run(names, {io["input"]: place(x[a:b], 16000, "centre")[None, :]})
-                lat.append((time.perf_counter() - t0) * 1000.0)
+                if k in ends:
+                    a, b = ends[k]
+                    t0 = time.perf_counter()
+                    sess.run(names, {io["input"]: place(x[a:b], 16000, "centre")[None, :]})
+                    lat.append((time.perf_counter() - t0) * 1000.0)
 
         cpu = _best_cpu(run, args.repeat)
         out["audio"][name] = {"cpu_s": round(cpu, 4), "rtf": round(len(x) / 16000 / cpu, 1),
@@ -316,6 +318,8 @@ def report(agent: dict, bare: dict) -> dict:
                                 a["silence90"]["rtf"] >= 2000),
         "time_vs_bare_loop_speech": figure(ratio["speech"], 1.0, "<= 1.25", ratio["speech"] <= 1.25),
         "time_vs_bare_loop_silence90": figure(ratio["silence90"], 1.0, "<= 1.25", ratio["silence90"] <= 1.25),
+        "inference_p50_ms": figure(a["speech"]["inference_ms"]["p50"], b["speech"]["inference_ms"]["p50"],
+                                   "(baseline: bare session.run)", True),
         "decision_latency_p50_ms": figure(lat["p50"], b["speech"]["inference_ms"]["p50"],
                                           "(baseline: bare session.run)", True),
         "decision_latency_p99_ms": figure(lat["p99"], b["speech"]["inference_ms"]["p99"], "<= 10",
@@ -356,7 +360,8 @@ def main() -> None:
         bare = _child("bare", args, bundle, key, audio, spans)
     print(json.dumps({
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "pinned_core": agent["core"]},
+                    "cpus": os.cpu_count(), "pinned_core": agent["core"],
+                    "load_average_1m": round(os.getloadavg()[0], 2)},
         "versions": _versions(), "bundle": what, "gate": args.gate_class or "shared.gate.VadGate", "seconds": args.seconds, "repeat": args.repeat,
         "figures": report(agent, bare), "agent": agent, "bare_loop": bare,
     }, indent=1))
