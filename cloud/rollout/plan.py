@@ -87,11 +87,11 @@ class Stage:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Stage":
+    def from_dict(cls, d: dict, default_bake_s: float = DEFAULT_BAKE_S) -> "Stage":
         unknown = set(d) - {"kind", "percent", "bake_s", "bake", "automation"}
         if unknown:
             raise ConfigError(f"unknown stage keys {sorted(unknown)}; a stage has kind, percent, bake, automation")
-        bake = d.get("bake_s", d.get("bake", DEFAULT_BAKE_S))
+        bake = d.get("bake", d.get("bake_s", default_bake_s))
         return cls(kind=d.get("kind", ""), percent=float(d.get("percent", 100.0)), bake_s=parse_duration(bake),
                    automation=d.get("automation"))
 
@@ -123,7 +123,9 @@ def load_plan_file(path: str | Path, bake_s: float) -> list[Stage]:
     stages = data.get("stage") or data.get("stages") if isinstance(data, dict) else data
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"plan file {path} needs a list of stages ([[stage]] tables in TOML)")
-    return [Stage.from_dict({"bake_s": bake_s, **s}) for s in stages]
+    if not all(isinstance(s, dict) for s in stages):
+        raise ConfigError(f"plan file {path}: every stage is a table with kind, percent, bake, automation")
+    return [Stage.from_dict(s, bake_s) for s in stages]
 
 
 def build_plan(strategy: str, *, steps: str | None = None, bake: str | float | None = None) -> list[Stage]:
