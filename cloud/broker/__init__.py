@@ -114,12 +114,15 @@ def init_broker(directory: str | os.PathLike, *, devices: Iterable[str] = (), pr
     """Write (or extend) a broker directory. Unset options keep their previous value.
 
     Without ``force``, existing devices, passwords and the CA are kept and new devices are added;
-    with ``force`` everything is made anew (new CA, new passwords, only the devices given now).
+    with ``force`` the secrets are made anew (new CA, new passwords) for only the devices given now,
+    while ports, host, prefix and sizing keep their previous values unless given.
     ``mtls`` also requires a client certificate (``clients/USER.crt``, CN = user) on the TLS listener.
     """
     paths = BrokerPaths(directory)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    old = None if force else read_settings(paths.settings)
+    old = read_settings(paths.settings)
+    if force and old is not None:
+        old = replace(old, devices=())
     settings = _merge_settings(old, devices, {"prefix": prefix, "host": host, "port": port,
                                               "plain_port": plain_port, "backlog_windows": backlog_windows,
                                               "mtls": mtls})

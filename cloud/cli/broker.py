@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import click
 
@@ -41,10 +42,10 @@ def _device_names(count: int, names: tuple[str, ...]) -> list[str]:
               help="Require a client certificate (written to DIR/clients/) on the TLS listener; its common "
                    "name is the user [default: off, or the previous value].")
 @click.option("--force", is_flag=True, help="Start over: new CA, new password for every user, only the "
-                                            "devices given now.")
+                                            "devices given now (other settings are kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(directory, count, names, prefix, port, plain_port, host, backlog_windows, mtls, force, as_json) -> None:
-    """Write a CA, server certificate, passwords, ACL and mosquitto.conf into DIRECTORY."""
+    """Write TLS certificates, passwords, ACL and mosquitto.conf."""
     result = brokers.init_broker(directory, devices=_device_names(count, names), prefix=prefix, host=host,
                                  port=port, plain_port=plain_port, backlog_windows=backlog_windows, mtls=mtls,
                                  force=force)
@@ -69,7 +70,8 @@ def init(directory, count, names, prefix, port, plain_port, host, backlog_window
     click.echo(f"credentials:      {b.paths.credentials} -- SECRET: every password in plain text; give each "
                "device only its own entry")
     if result.reloaded_pid:
-        click.echo(f"running broker (pid {result.reloaded_pid}) reloaded passwords and ACL; "
+        restart = " (restart it to use the new certificates)" if result.new_ca or result.new_server_cert else ""
+        click.echo(f"running broker (pid {result.reloaded_pid}) reloaded passwords and ACL{restart}; "
                    "port or host changes need `harken broker stop` + `run`")
     else:
         click.echo(f"start it with:    harken broker run {directory}")
@@ -82,25 +84,51 @@ def init(directory, count, names, prefix, port, plain_port, host, backlog_window
               help="Seconds to wait for the listeners to accept connections.")
 def run(directory, foreground, timeout_s) -> None:
     """Start mosquitto on a directory written by `harken broker init`."""
-    proc = brokers.start(directory, detach=not foreground, timeout_s=timeout_s)
+    if not foreground:
+        proc = brokers.start(directory, timeout_s=timeout_s)
+        _announce(proc)
+        click.echo(f"log: {proc.broker.paths.log}   stop it with: harken broker stop {directory}")
+        return
+    code = _run_attached(directory, timeout_s)
+    if code != 0:
+        raise click.ClickException(f"mosquitto exited with code {code}; see the log lines above")
+
+
+def _announce(proc: brokers.BrokerProcess) -> None:
     b = proc.broker
     click.echo(f"broker running: {b.tls_url} (pid {proc.pid})")
     if b.plain_url:
         click.echo(f"plain loopback: {b.plain_url}")
     click.echo(f"CA: {b.ca_path}   credentials: {b.paths.credentials}")
-    if not foreground:
-        click.echo(f"log: {b.paths.log}   stop it with: harken broker stop {directory}")
-        return
+
+
+def _run_attached(directory, timeout_s: float) -> int:
+    """Run an attached broker: Ctrl-C or SIGTERM stops it, SIGHUP makes it reload passwords and ACL."""
+    state: dict = {"proc": None, "stop": False}
+
+    def forward(signum, frame):
+        if signum != signal.SIGHUP:
+            state["stop"] = True
+        if state["proc"] is not None:
+            state["proc"].proc.send_signal(signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM)
+
+    # handlers first: a signal that arrives while the broker starts must still stop it
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        code = proc.proc.wait()
-    except KeyboardInterrupt:
-        brokers.stop(directory)
-        click.echo("broker stopped", err=True)
-        return
+        proc = brokers.start(directory, detach=False, timeout_s=timeout_s)
+        try:
+            state["proc"] = proc
+            if state["stop"]:
+                proc.proc.terminate()
+            _announce(proc)
+            code = proc.proc.wait()
+        finally:
+            proc.broker.paths.pid.unlink(missing_ok=True)
     finally:
-        b.paths.pid.unlink(missing_ok=True)
-    if code != 0:
-        raise click.ClickException(f"mosquitto exited with code {code}")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    click.echo("broker stopped", err=True)
+    return 0 if state["stop"] and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
 @group.command("stop")

@@ -8,6 +8,8 @@ is received -- so the forbidden one would have arrived before it.
 from __future__ import annotations
 
 import json
+import select
+import signal
 import socket
 import ssl
 import stat
@@ -34,6 +36,7 @@ from tests.brokers import free_port
 REPO = Path(__file__).resolve().parents[2]
 T = Topics()
 WAIT_S = 5.0
+NOT_AUTHORIZED = 0x87  # MQTT v5 reason code in PUBACK and CONNACK
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -225,6 +228,7 @@ def test_reinit_adds_devices_without_rotating_and_force_rotates(tmp_path, capsys
     assert result["new_ca"] and sorted(result["added"]) == ["collector", "dev-C", "operator"]
     rotated = json.loads((d / "credentials.json").read_text())
     assert sorted(rotated) == ["collector", "dev-C", "operator"]
+    assert "listener 18999 localhost" in (d / "mosquitto.conf").read_text()
     assert rotated["collector"] != after["collector"] and (d / "ca.crt").read_bytes() != ca_before
 
 
@@ -309,7 +313,7 @@ def test_device_cannot_publish_as_another_device(connect):
     a = connect("dev-A")
     forged = {T.stats("dev-B"): token(), T.event("dev-B"): token(), T.state("dev-B"): token()}
     for topic, payload in forged.items():
-        assert a.publish(topic, payload).getName() == "Not authorized"
+        assert a.publish(topic, payload).value == NOT_AUTHORIZED
     control = token()
     assert not a.publish(T.stats("dev-A"), control).is_failure
     observer.wait_for(control)
@@ -324,7 +328,7 @@ def test_device_cannot_write_desired_or_models_but_reads_its_own(connect):
     forged = {T.desired("dev-B"): token(), T.desired("dev-A"): token(), T.model(sha): token(),
               T.chunk(sha, 0): token(), T.alert("x"): token()}
     for topic, payload in forged.items():
-        assert a.publish(topic, payload).getName() == "Not authorized", topic
+        assert a.publish(topic, payload).value == NOT_AUTHORIZED, topic
     operator = connect("operator", tls=False, plain=True, client_id="op-desired")
     desired, model = token(), token()
     operator.publish(T.desired("dev-B"), desired)
@@ -356,7 +360,7 @@ def test_device_cannot_read_another_devices_topics(connect):
 
 def test_collector_cannot_publish_device_stats(connect):
     collector = connect("collector", tls=False, plain=True, client_id="collector-acl")
-    assert collector.publish(T.stats("dev-A"), token()).getName() == "Not authorized"
+    assert collector.publish(T.stats("dev-A"), token()).value == NOT_AUTHORIZED
     assert not collector.publish(T.desired("dev-A"), token()).is_failure
     assert not collector.publish(T.alert("a1"), token()).is_failure
 
@@ -365,7 +369,7 @@ def test_a_device_cannot_take_over_another_devices_session(connect):
     b = connect("dev-B", client_id="dev-B")  # as the agent connects: client id = device id
     b.subscribe(T.desired("dev-B"))
     intruder = connect("dev-A", client_id="dev-B")  # the broker renames it to dev-A
-    assert intruder.publish(T.stats("dev-B"), token()).getName() == "Not authorized"
+    assert intruder.publish(T.stats("dev-B"), token()).value == NOT_AUTHORIZED
     operator = connect("operator", tls=False, plain=True, client_id="op-takeover")
     control = token()
     operator.publish(T.desired("dev-B"), control)
@@ -386,7 +390,7 @@ def test_new_device_can_connect_after_reinit_of_a_running_broker(broker, connect
         c.disconnected.wait(0.1)
     assert not c.connack.is_failure
     assert not c.publish(T.stats("dev-C"), token()).is_failure
-    assert c.publish(T.stats("dev-A"), token()).getName() == "Not authorized"
+    assert c.publish(T.stats("dev-A"), token()).value == NOT_AUTHORIZED
 
 
 def test_fleet_flush_larger_than_mosquittos_default_queue_is_not_dropped(connect):
@@ -431,7 +435,7 @@ def test_mutual_tls_takes_the_identity_from_the_client_certificate(tmp_path):
         a = connect("dev-A", user="dev-B", password="x", client_id="dev-B")
         assert a.reason is not None and not a.reason.is_failure
         assert not a.publish(T.stats("dev-A"), token()).is_failure
-        assert a.publish(T.stats("dev-B"), token()).getName() == "Not authorized"
+        assert a.publish(T.stats("dev-B"), token()).value == NOT_AUTHORIZED
         other = certs.make_ca()
         certs.write_issued(certs.issue_client(other, "dev-A"), tmp_path / "f.key", tmp_path / "f.crt")
         for refused in (connect(None), connect(None, cert=(tmp_path / "f.key", tmp_path / "f.crt"))):
@@ -442,3 +446,25 @@ def test_mutual_tls_takes_the_identity_from_the_client_certificate(tmp_path):
         for c in clients:
             c.close()
         assert brokers.stop(d) == proc.pid
+
+
+def test_foreground_run_stops_the_broker_on_sigterm(tmp_path):
+    d = tmp_path / "fg"
+    brokers.init_broker(d, port=free_port())
+    with open(tmp_path / "fg.log", "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "shared.cli", "broker", "run", str(d), "--foreground"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert select.select([p.stdout], [], [], 15)[0], "harken broker run printed nothing"
+        assert p.stdout.readline().startswith("broker running: mqtts://127.0.0.1:")
+        pid = brokers.running_pid(d)
+        assert pid is not None and pid != p.pid
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0, (tmp_path / "fg.log").read_text()[-2000:]
+        assert brokers.running_pid(d) is None and not (d / "mosquitto.pid").exists()
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        brokers.stop(d)  # never leave a broker behind, even when the test failed
