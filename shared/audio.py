@@ -254,13 +254,16 @@ class Framer:
         return len(self._rest)
 
     def feed(self, chunk: np.ndarray) -> list[np.ndarray]:
+        return list(self.feed_block(chunk))
+
+    def feed_block(self, chunk: np.ndarray) -> np.ndarray:
+        """Like ``feed``, as one [n_frames, frame_samples] float32 array (a copy)."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         buf = np.concatenate([self._rest, chunk]) if len(self._rest) else chunk
         n = len(buf) // self.frame_samples
-        frames = [buf[i * self.frame_samples:(i + 1) * self.frame_samples].copy()
-                  for i in range(n)]
+        block = buf[:n * self.frame_samples].reshape(n, self.frame_samples).copy()
         self._rest = buf[n * self.frame_samples:].copy()
-        return frames
+        return block
 
     def clear(self) -> np.ndarray:
         """Drop and return the pending samples (at the end of a stream)."""
