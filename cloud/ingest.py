@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 KIND_OF_TOPIC = {"stats": "window", "state": "state", "event": "event"}
 MAX_INT64 = 2**63 - 1
+INT64_FIELDS = ("boot", "seq", "t", "t_start", "audio_start_s", "duration_s")  # stored in columns
 TEXT_FIELDS = {"window": ("model", "shadow_model", "agent_version"), "event": ("model", "reason"),
                "state": ()}
 RETRY_MAX_S = 10.0
@@ -103,13 +104,20 @@ class IngestHandler:
         kind = KIND_OF_TOPIC.get(parsed.kind)
         if kind is None:
             raise ProtocolError("unexpected_topic", f"the collector does not read {parsed.kind!r} topics")
-        message = decode(payload, expect=kind)
+        try:
+            message = decode(payload, expect=kind)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # a decoder bug must not stop ingest: keep the message, say so
+            raise ProtocolError("decoder_error", f"the decoder failed ({exc.__class__.__name__}: {exc}); "
+                                "this is a Harken bug: report it with the rejected bytes") from exc
         if message["device"] != parsed.device:
             raise ProtocolError("device_mismatch", f"payload says device {message['device']!r} but the topic is "
                                 f"{parsed.device!r}; a device publishes only under its own dev/{{id}}/")
-        for name in ("boot", "seq"):
-            if message.get(name, 0) > MAX_INT64:
-                raise ProtocolError("out_of_range", f"{kind}.{name} exceeds 2**63-1")
+        for name in INT64_FIELDS:
+            value = message.get(name)
+            if isinstance(value, int) and not -MAX_INT64 - 1 <= value <= MAX_INT64:
+                raise ProtocolError("out_of_range", f"{kind}.{name} does not fit in 64 bits")
         for name in TEXT_FIELDS[kind]:
             if not _text_ok(message.get(name)):
                 raise ProtocolError("bad_text", f"{kind}.{name} holds a NUL or an unpaired surrogate")

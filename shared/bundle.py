@@ -9,6 +9,17 @@ cheap to read):
     model.onnx      raw 16 kHz audio in; label, probabilities and feature summary out
     <extra files>   e.g. test_vectors.npy, each named with its sha256 in the manifest
 
+Manifest fields read by the agent and the collector (the model lab writes them all):
+
+    format, name, version, created, model_sha256, files {name: sha256}
+    labels [names, by class index], sample_rate, input_samples, placement ("centre"|"start")
+    gate {GateConfig.to_dict()}: the VAD settings the training clips were cut with
+    confidence_threshold: below it the answer is "no answer"
+    opset {"": 17, "ai.onnx.ml": 3}
+    io {"input": "audio", "label": "label", "probabilities": "probabilities", "features": "features"}
+    feature_names, profile (see shared.profile), lineage, metrics
+    test_vectors {"file": "test_vectors.npy", "expected": [{"label", "probabilities"}], "atol"}
+
 Loading checks, in order, and raises the specific BundleError for: not a bundle, truncated,
 unknown format version, missing or bad signature, a member whose bytes do not match the
 manifest (tampered), an opset newer than the installed onnxruntime runs.

@@ -36,9 +36,11 @@ def _slices(evaluation: dict) -> list[dict]:
     return [dict(s) for s in slices]
 
 
-def _per_class(evaluation: dict) -> list[dict]:
+def _per_class(evaluation: dict, labels: list[str]) -> list[dict]:
+    """Rows in the model's label order (the stored manifest's keys are sorted)."""
     per_class = evaluation.get("per_class") or {}
-    return [{"label": name, **v} for name, v in per_class.items() if isinstance(v, dict)]
+    order = [n for n in labels if n in per_class] + sorted(n for n in per_class if n not in labels)
+    return [{"label": name, **per_class[name]} for name in order if isinstance(per_class[name], dict)]
 
 
 def model_view(m: dict, devices: list[dict] | None = None) -> dict:
@@ -59,7 +61,7 @@ def model_view(m: dict, devices: list[dict] | None = None) -> dict:
         "aliases": list(m.get("aliases") or []), "created_t": m.get("created_t") or m.get("registered_t"),
         "lineage": manifest.get("lineage") or m.get("lineage") or {},
         "metrics": scalars, "threshold": threshold,
-        "per_class": _per_class(evaluation), "confusion": _confusion(evaluation, labels),
+        "per_class": _per_class(evaluation, labels), "confusion": _confusion(evaluation, labels),
         "slices": _slices(evaluation),
         "devices": len(running), "shadow_devices": len(shadow),
     }

@@ -44,6 +44,11 @@ def reference_profile(seed: int = 1) -> dict:
                          labels=rng.integers(0, len(LABELS), n), label_names=LABELS)
 
 
+def _exact(x: float) -> float:
+    """A multiple of 1/64: sums of these are exact in any order, so merges compare equal."""
+    return round(float(x) * 64) / 64
+
+
 def make_window(rng, profile: dict, device: str, seq: int, t_start: float, model: str, *, shadow: str | None = None,
                 loud_db: float = 0.0, candidate: bool = False) -> dict:
     n = int(rng.integers(8, 16))
@@ -58,7 +63,7 @@ def make_window(rng, profile: dict, device: str, seq: int, t_start: float, model
         "automation": "partial",
         "software": {"frames": frames, "voiced_frames": int(frames * rng.uniform(0.15, 0.3)), "dropped_frames": 0,
                      "invalid_frames": 0, "utterances": n, "inferences": n, "errors": int(rng.random() < 0.05),
-                     "cpu_s": float(rng.uniform(0.8, 1.4)), "rss_mb": float(rng.uniform(70, 90)),
+                     "cpu_s": _exact(rng.uniform(0.8, 1.4)), "rss_mb": _exact(rng.uniform(70, 90)),
                      "latency_ms": {"vad": counts_of(LATENCY_MS_EDGES, rng.lognormal(-1.5, 0.3, n * 20)),
                                     "model": counts_of(LATENCY_MS_EDGES, rng.lognormal(1.6, 0.35, n))}},
         "input": {"utterance_ms": counts_of(UTTERANCE_MS_EDGES, rng.normal(600, 150, n)),

@@ -59,6 +59,11 @@ class World:
     def now(self) -> float:
         return self.fleet.now
 
+    def controller(self) -> Controller:
+        """The real rollout controller over this world's store (publishing to the recorder)."""
+        return Controller(self.store, Delivery(self.published, SqlDesiredRevs(self.store)), self.registry,
+                          holder="tests", clock=lambda: self.now)
+
     def services(self, **kw) -> Services:
         args = dict(store=self.store, token=TOKEN, registry=self.registry, rollouts=self.rollouts,
                     clock=lambda: self.now)
@@ -93,9 +98,8 @@ def build(path: Path, now: float | None = None) -> World:
     registry.set_alias("candidate", shas[1])
     fleet = fleet_data.begin(store, now, *shas)
     service = RolloutService(store, registry)
-    recorder = Recorder()
-    controller = Controller(store, Delivery(recorder, SqlDesiredRevs(store)), registry, holder="tests",
-                            clock=lambda: now)
+    world = World(path, store, fleet, registry, service, Recorder())
+    controller = world.controller()
     t1 = now - 2400
     r1 = service.start("candidate", "tag:kitchen", "canary", steps="34,100", bake="10m", gates=GATES, now=t1)
     service.start("candidate", "tag:shadow", "shadow", bake="10m", approval="manual", gates=GATES, now=t1 + 1)
@@ -112,4 +116,4 @@ def build(path: Path, now: float | None = None) -> World:
     controller.tick(t2 + 30)
     controller.tick(t2 + 420)
     fleet_data.finish(store, fleet, switch)
-    return World(path, store, fleet, registry, service, recorder)
+    return world
