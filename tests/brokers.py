@@ -1,6 +1,7 @@
 """Start a private mosquitto on a free loopback port, for tests that need their own broker."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -16,9 +17,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1", proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the broker exited with code {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -61,6 +64,10 @@ class Mosquitto:
             "log_dest stderr",
             "log_type error",
         ]
+        if not any(line.startswith("user ") for line in self.extra_conf.splitlines()):
+            # as root, mosquitto drops to the `mosquitto` user and then cannot read files in
+            # a private test directory: stay the current user
+            lines.append(f"user {getpass.getuser()}")
         if self.users is not None:
             pw = self.workdir / "passwd"
             hash_passwords(pw, self.users)
@@ -81,7 +88,7 @@ class Mosquitto:
         log = open(self.workdir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
                                      stdout=log, stderr=log)
-        wait_port(self.port)
+        wait_port(self.port, proc=self.proc)
         return self
 
     def stop(self) -> None:
