@@ -1,0 +1,64 @@
+"""The bucketing behind /api/series, on windows alone (no store)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from cloud.api.series import MAX_BUCKETS, pick_bucket_s, time_series
+from tests.cloud.api.fleet_data import make_window, reference_profile
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def windows():
+    rng, prof = np.random.default_rng(3), reference_profile()
+    return [make_window(rng, prof, f"d{i % 2}", i, T0 + 30 * i, "m" * 64) for i in range(20)]
+
+
+@pytest.mark.parametrize("span_s, expected", [(600, 10), (3600, 60), (6 * 3600, 600), (86400, 1800),
+                                              (7 * 86400, 21600)])
+def test_bucket_width_gives_about_sixty_buckets(span_s, expected):
+    assert pick_bucket_s(span_s) == expected
+
+
+def test_buckets_start_at_from_and_empty_ones_are_left_out(windows):
+    s = time_series(windows[:4] + windows[10:], t_from=T0, t_to=T0 + 600, bucket_s=60)
+    starts = [b["t"] for b in s["buckets"]]
+    assert starts == [T0, T0 + 60] + [T0 + 60 * k for k in range(5, 10)]
+    assert [b["n_windows"] for b in s["buckets"]] == [2, 2, 2, 2, 2, 2, 2]
+    assert s["skipped"] == 0
+
+
+def test_a_window_that_does_not_fit_its_model_is_skipped_not_fatal(windows):
+    bad = copy.deepcopy(windows[1])
+    bad["seq"] = 99
+    bad["input"]["features"] = bad["input"]["features"][:3]
+    s = time_series(windows[:4] + [bad], t_from=T0, t_to=T0 + 120, bucket_s=60)
+    assert s["skipped"] == 1
+    assert sum(b["n_windows"] for b in s["buckets"]) == 4
+
+
+def test_windows_outside_the_range_are_ignored_and_huge_requests_refused(windows):
+    s = time_series(windows, t_from=T0 + 60, t_to=T0 + 120, bucket_s=60)
+    assert [b["n_windows"] for b in s["buckets"]] == [2]
+    with pytest.raises(ValueError, match="buckets"):
+        time_series(windows, t_from=T0, t_to=T0 + 60 * (MAX_BUCKETS + 1), bucket_s=60)
+
+
+def test_drift_scorer_sees_each_model_separately(windows):
+    other = [dict(w, model="n" * 64, seq=w["seq"] + 100) for w in windows[:4]]
+    seen = []
+
+    def scorer(sha, merged):
+        seen.append((sha, merged["n_windows"]))
+        return {"f0": 0.1 if sha.startswith("m") else 0.9, "f1": 0.2}
+
+    s = time_series(windows[:4] + other, t_from=T0, t_to=T0 + 120, bucket_s=60, scorer=scorer)
+    assert sorted(seen) == [("m" * 64, 2), ("m" * 64, 2), ("n" * 64, 2), ("n" * 64, 2)]
+    fd = s["buckets"][0]["feature_drift"]
+    assert fd["m" * 64] == {"max": 0.2, "top_feature": "f1", "scores": {"f0": 0.1, "f1": 0.2}}
+    assert fd["n" * 64]["top_feature"] == "f0"
+    assert s["buckets"][0]["n_windows"] == 4  # the cross-model figures merge both models
