@@ -153,6 +153,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def device_buckets(self, *, devices: Sequence[str] | None = None, since: float | None = None,
+                       until: float | None = None, bucket_s: int = 900) -> Iterator[dict]:
+        """Per-device merges over a horizon, for readers that need devices and time (drift).
+
+        Rolled-up time comes as one merged body per (device, model, bucket) with ``device``,
+        ``t_start`` (the bucket's start) and ``bucket_s`` added; unrolled windows come as they
+        are. Each window counts once. The horizon is bucket-aligned as in ``merged``.
+        """
+
+    @abstractmethod
     def models(self, prefix: str = "") -> list[str]:
         """Models (shas) seen in windows or rollups that start with ``prefix``."""
 
@@ -181,6 +191,10 @@ class Store(ABC):
 
     @abstractmethod
     def devices_with_tag(self, tag: str) -> list[str]: ...
+
+    @abstractmethod
+    def device_tags(self) -> dict[str, list[str]]:
+        """Every known device (seen or tagged) → its tags (possibly none)."""
 
     @abstractmethod
     def events(self, *, device: str | None = None, since: float | None = None,

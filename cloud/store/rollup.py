@@ -141,7 +141,7 @@ def _load_existing(cur, keys: Iterable[tuple[str, str, float]], bucket_s: int) -
 
 def _apply(store, p: RollupPlan, bodies: dict[int, str], now: float) -> tuple[int, int]:
     from cloud.store.base import FLEET, Reject
-    from cloud.store.sql import dumps
+    from cloud.store.records import dumps
 
     with store._tx() as cur:
         fleet_keys = {(FLEET, m, b) for _, m, b in p.partials}

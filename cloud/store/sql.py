@@ -17,8 +17,7 @@ from typing import Iterable, Iterator, Sequence
 from cloud.store import rollup as rollup_mod
 from cloud.store.base import FLEET, Batch, BatchResult, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
-from shared.codec import dumps as _dumps
-from shared.errors import StoreError
+from cloud.store.records import RecordsMixin, dumps
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +25,6 @@ PAGE = 1000
 IN_CHUNK = 500
 WINDOW_COLS = ("id", "device", "boot", "seq", "t_start", "audio_start_s", "duration_s", "model",
                "shadow_model", "automation", "agent_version", "received_t", "rolled", "body")
-ALERT_COLS = ("id", "status", "cohort", "signal", "pattern", "opened_t", "updated_t", "resolved_t",
-              "acked_t", "evidence")
-
-
-def dumps(value) -> str:
-    """Compact, sorted JSON text (the codec's bytes as str)."""
-    return _dumps(value).decode()
 
 
 def _like_prefix(prefix: str) -> str:
@@ -48,7 +40,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class SqlStore(Store):
+class SqlStore(RecordsMixin, Store):
     dialect = "sql"
     GREATEST = "MAX"
 
@@ -256,6 +248,23 @@ class SqlStore(Store):
             rows = cur.execute(rollup_sql, rp).fetchall() + cur.execute(window_sql, wp).fetchall()
         return [(m, json.loads(b)) for m, b in rows]
 
+    def device_buckets(self, *, devices=None, since=None, until=None, bucket_s: int = 900) -> Iterator[dict]:
+        start = rollup_mod.bucket_start(since, bucket_s) if since is not None else None
+        devices = list(devices) if devices is not None else None
+        for group in [None] if devices is None else list(_chunks(devices)):
+            rw, rp = self._window_filter(None, group, None, start, until, time_col="bucket_start")
+            ww, wp = self._window_filter(None, group, None, start, until)
+            with self._tx(write=False) as cur:
+                self._snapshot(cur)
+                rollups = cur.execute("SELECT device, bucket_start, bucket_s, body FROM rollups WHERE device <> ?"
+                                      + "".join(f" AND {c}" for c in rw), [FLEET, *rp]).fetchall()
+                raw = cur.execute("SELECT body FROM windows WHERE rolled = 0" + "".join(f" AND {c}" for c in ww),
+                                  wp).fetchall()
+            for device, b_start, b_s, body in rollups:
+                yield {**json.loads(body), "device": device, "t_start": b_start, "bucket_s": b_s}
+            for (body,) in raw:
+                yield json.loads(body)
+
     def _snapshot(self, cur) -> None:
         """Make the following reads see one snapshot (SQLite read transactions already do)."""
 
@@ -302,6 +311,13 @@ class SqlStore(Store):
             return [t for (t,) in cur.execute("SELECT tag FROM device_tags WHERE device = ? ORDER BY tag",
                                               (device,)).fetchall()]
 
+    def device_tags(self) -> dict[str, list[str]]:
+        with self._tx(write=False) as cur:
+            out: dict[str, list[str]] = {d: [] for (d,) in cur.execute("SELECT device FROM devices").fetchall()}
+            for d, t in cur.execute("SELECT device, tag FROM device_tags ORDER BY device, tag").fetchall():
+                out.setdefault(d, []).append(t)
+        return out
+
     def devices_with_tag(self, tag: str) -> list[str]:
         with self._tx(write=False) as cur:
             return [d for (d,) in cur.execute("SELECT device FROM device_tags WHERE tag = ? ORDER BY device",
@@ -344,68 +360,6 @@ class SqlStore(Store):
             if row is None:
                 return 0
             return max(cur.execute("DELETE FROM rejected WHERE id <= ?", (row[0],)).rowcount, 0)
-
-    # -- alerts -----------------------------------------------------------------------------------
-    def save_alert(self, alert: dict) -> None:
-        missing = [c for c in ("id", "status", "cohort", "signal", "pattern", "opened_t") if c not in alert]
-        if missing:
-            raise StoreError(f"an alert needs {', '.join(missing)}; pass every field of the alerts table")
-        values = dict(alert)
-        values.setdefault("updated_t", values["opened_t"])
-        values["evidence"] = dumps(values.get("evidence") or {})
-        row = [values.get(c) for c in ALERT_COLS]
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ALERT_COLS[1:])
-        with self._tx() as cur:
-            cur.execute(f"INSERT INTO alerts ({', '.join(ALERT_COLS)}) VALUES ({_marks(len(ALERT_COLS))})"
-                        f" ON CONFLICT (id) DO UPDATE SET {updates}", row)
-
-    def _alert_dicts(self, rows) -> list[dict]:
-        out = [dict(zip(ALERT_COLS, r)) for r in rows]
-        for a in out:
-            a["evidence"] = json.loads(a["evidence"])
-        return out
-
-    def alert(self, alert_id: str) -> dict | None:
-        with self._tx(write=False) as cur:
-            rows = cur.execute(f"SELECT {', '.join(ALERT_COLS)} FROM alerts WHERE id = ?", (alert_id,)).fetchall()
-        return (self._alert_dicts(rows) or [None])[0]
-
-    def alerts(self, *, status=None, cohort=None) -> list[dict]:
-        where, params = [], []
-        for col, value in (("status", status), ("cohort", cohort)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                params.append(value)
-        sql = (f"SELECT {', '.join(ALERT_COLS)} FROM alerts{' WHERE ' + ' AND '.join(where) if where else ''}"
-               " ORDER BY updated_t DESC, id")
-        with self._tx(write=False) as cur:
-            return self._alert_dicts(cur.execute(sql, params).fetchall())
-
-    # -- kv and leases ----------------------------------------------------------------------------
-    def kv_get(self, key: str):
-        with self._tx(write=False) as cur:
-            row = cur.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def kv_set(self, key: str, value) -> None:
-        with self._tx() as cur:
-            cur.execute("INSERT INTO kv (key, value, updated_t) VALUES (?, ?, ?) ON CONFLICT (key)"
-                        " DO UPDATE SET value = excluded.value, updated_t = excluded.updated_t",
-                        (key, dumps(value), time.time()))
-
-    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, now=None) -> bool:
-        now = time.time() if now is None else now
-        with self._tx() as cur:
-            n = cur.execute(
-                "INSERT INTO leases (name, holder, expires_t) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-                " SET holder = excluded.holder, expires_t = excluded.expires_t"
-                " WHERE leases.holder = excluded.holder OR leases.expires_t < ?",
-                (name, holder, now + ttl_s, now)).rowcount
-        return n == 1
-
-    def release_lease(self, name: str, holder: str) -> None:
-        with self._tx() as cur:
-            cur.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
 
 class _Cursor:

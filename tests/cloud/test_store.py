@@ -296,3 +296,28 @@ def test_bad_locations_raise_store_error(tmp_path):
         open_store("mysql://x")
     with pytest.raises(StoreError, match=r"cannot connect.*\*\*\*"):
         open_store("postgresql://postgres:secret@127.0.0.1:1/test")
+
+
+def test_device_buckets_give_each_window_once_with_device_and_time(store):
+    rng = random.Random(13)
+    ws = [random_window(rng, f"dev-{d}", 1, s, t_start=T0 + 120.0 * s) for d in range(3) for s in range(20)]
+    store.insert_windows(ws[:45])
+    store.rollup(900, 86400.0, now=T0 + 3600)
+    store.insert_windows(ws[45:])  # not rolled up yet
+    parts = list(store.device_buckets())
+    assert sum(p.get("n_windows", 1) for p in parts) == 60
+    for device in ("dev-0", "dev-1", "dev-2"):
+        mine = [p for p in parts if p["device"] == device]
+        originals = [_strip(w) for w in ws if w["device"] == device]
+        assert merge_windows(mine) == merge_windows(originals)
+        assert all(p["t_start"] % 900 == 0 for p in mine if "bucket_s" in p)
+    assert {p["device"] for p in store.device_buckets(devices=["dev-1"])} == {"dev-1"}
+    late = list(store.device_buckets(since=T0 - T0 % 900 + 1800))
+    assert all(p["t_start"] >= T0 - T0 % 900 + 1800 for p in late) and late
+
+
+def test_device_tags_map_every_known_device(store):
+    store.insert_windows(_windows(1, "dev-1") + _windows(1, "dev-2"))
+    store.tag("dev-2", ["eu"])
+    store.tag("dev-9", ["future"])
+    assert store.device_tags() == {"dev-1": [], "dev-2": ["eu"], "dev-9": ["future"]}
