@@ -38,44 +38,49 @@ function markNav(name) {
 }
 
 let timer = null;
+let generation = 0; // a newer render wins over a slower, older one
 
 export async function render() {
   clearTimeout(timer);
+  const gen = ++generation;
   const [path, qs] = (location.hash.replace(/^#/, "") || "/").split("?");
   const query = new URLSearchParams(qs || "");
   const route = ROUTES.find(([re]) => re.test(path));
   const root = main();
+  const done = (state) => { root.dataset.state = state; root.dataset.route = location.hash; };
   root.dataset.state = "loading";
   if (!hasToken()) {
     root.replaceChildren(tokenForm());
-    root.dataset.state = "login";
+    done("login");
     return;
   }
   if (!route) {
     root.replaceChildren(h("p", { class: "error" }, `No page at ${path}. `, h("a", { href: "#/" }, "Go to the fleet.")));
-    root.dataset.state = "error";
+    done("error");
     return;
   }
   const [re, name, page] = route;
   markNav(name);
-  const scroll = window.scrollY;
+  const scroll = root.dataset.route === location.hash ? window.scrollY : 0; // keep the place on refresh
   try {
     const node = await page({ params: path.match(re).slice(1).filter((p) => p !== undefined), query, rerender: render });
+    if (gen !== generation) return;
     root.replaceChildren(node);
     root.dataset.page = name;
-    root.dataset.state = "ready";
+    done("ready");
     window.scrollTo(0, scroll);
     document.getElementById("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
   } catch (err) {
+    if (gen !== generation) return;
     if (err instanceof AuthError) {
       clearToken();
       root.replaceChildren(tokenForm(err.message));
-      root.dataset.state = "login";
+      done("login");
       return;
     }
     console.warn(err);
     root.replaceChildren(h("p", { class: "error" }, err.message));
-    root.dataset.state = "error";
+    done("error");
   }
   if (document.getElementById("auto").checked) timer = setTimeout(render, REFRESH_MS);
 }

@@ -37,19 +37,20 @@ function evidenceView(evidence) {
       for (const r of hists) parts.push(histogram({ title: `${k}: ${r.feature || r.name || ""}`, edges: r.edges || [], counts: r.counts, reference: r.reference }));
     } else rest[k] = v;
   }
-  return [Object.keys(rest).length ? card("Details", kv(rest)) : null, h("div", { class: "grid" }, parts)];
+  return { details: Object.keys(rest).length ? card("Evidence", kv(rest)) : null, parts: h("div", { class: "grid" }, parts) };
 }
 
 export async function alertPage({ params, rerender }) {
   const a = await get(`/api/alerts/${params[0]}`);
   const ack = h("button", { onclick: async () => { ack.disabled = true; await post(`/api/alerts/${params[0]}/ack`, { by: "dashboard" }); rerender(); } }, "Acknowledge");
+  const ev = evidenceView(a.evidence);
   return h("div", {}, h("h1", {}, `Alert ${a.id} `, badge(a.status)),
-    a.status === "open" ? h("div", { class: "toolbar" }, ack) : null,
-    card("Summary", kv({
-      cohort: a.cohort, signal: a.signal, pattern: a.pattern, score: a.score, threshold: a.threshold,
-      opened: time(a.opened_t), updated: time(a.updated_t), resolved: a.resolved_t ? time(a.resolved_t) : "not yet",
-      acknowledged: a.acked_t ? `${time(a.acked_t)} by ${a.acked_by || "?"}` : "no",
-    })),
-    h("p", {}, cohortLink(a.cohort), " over time →"),
-    h("h2", {}, "Evidence"), evidenceView(a.evidence));
+    h("div", { class: "toolbar" }, a.status === "open" ? ack : null, h("span", {}, cohortLink(a.cohort), " over time →")),
+    h("div", { class: "grid kv" },
+      card("Summary", kv({
+        cohort: a.cohort, signal: a.signal, pattern: a.pattern, score: a.score, threshold: a.threshold,
+        opened: time(a.opened_t), updated: time(a.updated_t), resolved: a.resolved_t ? time(a.resolved_t) : "not yet",
+        acknowledged: a.acked_t ? `${time(a.acked_t)} by ${a.acked_by || "?"}` : "no",
+      })), ev.details),
+    ev.parts);
 }

@@ -18,7 +18,7 @@ export function cohortCharts(series, only = null) {
   const charts = {
     load: () => lineChart({ ...base, title: "Load", unit: "per s", series: [
       { name: "utterances/s", values: col(rows, (r) => r.utterances_per_s) },
-      { name: "inferences/s", values: col(rows, (r) => r.inferences_per_s) }] }),
+      { name: "inferences/s", dash: true, values: col(rows, (r) => r.inferences_per_s) }] }),
     latency: () => lineChart({ ...base, title: "Latency by stage", unit: "ms, log scale; solid p50, dashed p99", log: true,
       yFormat: (v) => num(v, 1), series: stages.flatMap((st, i) => [
         { name: `${st} p50`, color: color(i), values: col(rows, (r) => r.latency_ms[st]?.p50 ?? null) },

@@ -8,8 +8,8 @@ export async function devicePage({ params }) {
   const [dev, series] = await Promise.all([get(`/api/devices/${encodeURIComponent(id)}`), fetchSeries(`device:${id}`, "1h")]);
   const models = dev.models || {};
   return h("div", {},
-    h("h1", {}, `Device ${dev.device} `, badge(dev.online ? "online" : "offline"), " ", badge(dev.health || "unknown")),
-    h("div", { class: "grid" },
+    h("h1", {}, `Device ${dev.device} `, badge(dev.status), " ", badge(dev.health || "unknown")),
+    h("div", { class: "grid kv" },
       card("State", kv({
         "agent version": dev.agent_version, automation: dev.automation, boot: dev.boot,
         "last seen": `${time(dev.last_seen_t)} (${ago(dev.last_seen_t, dev.now)})`,
@@ -20,7 +20,8 @@ export async function devicePage({ params }) {
         { label: "model", render: (r) => (r.sha ? link(`#/model/${r.sha}`, short(r.sha)) : "–") },
       ], ["active", "previous", "shadow"].map((slot) => ({ slot, sha: models[slot] }))))),
     h("p", {}, link(`#/cohort/${encodeURIComponent(`device:${id}`)}`, "All charts for this device →")),
-    cohortCharts(series, ["load", "latency", "level", "noanswer"]),
+    h("div", { class: "grid" }, cohortCharts(series, ["load", "latency", "level", "noanswer"])
+      .map((sec) => sec && [...sec.querySelectorAll("figure")])),
     card("Recent events", table([
       { label: "time", render: (e) => time(e.t) },
       { label: "event", render: (e) => badge(e.event, "event") },

@@ -9,7 +9,7 @@ const tile = (label, value, sub) => h("div", { class: "tile" }, h("div", { class
 export function deviceTable(devices, now) {
   return table([
     { label: "device", render: (d) => link(`#/device/${encodeURIComponent(d.device)}`, d.device) },
-    { label: "status", render: (d) => badge(d.online ? "online" : "offline") },
+    { label: "status", render: (d) => badge(d.status) },
     { label: "health", render: (d) => badge(d.health || "unknown") },
     { label: "active model", render: (d) => (d.models?.active ? link(`#/model/${d.models.active}`, short(d.models.active)) : "–") },
     { label: "shadow", render: (d) => short(d.models?.shadow) },

@@ -36,11 +36,13 @@ def test_devices_filter_by_tag_and_status(api):
 
 
 def test_a_device_with_its_recent_events(api):
-    d = api.get("/api/devices/dev-02?limit=5").json()
-    assert d["device"] == "dev-02" and d["status"] == "online"
+    d = api.get("/api/devices/dev-05?limit=5").json()
+    assert d["device"] == "dev-05" and d["status"] == "offline"
     events = d["events"]
     assert [e["event"] for e in events] == ["model_activated", "agent_started"]  # newest first
-    assert api.get("/api/devices/dev-02/events?limit=1").json() == events[:1]
+    kitchen = api.get("/api/devices/dev-02?limit=3").json()["events"]
+    assert [e["event"] for e in kitchen] == ["model_activated", "model_installed", "bundle_verified"]
+    assert api.get("/api/devices/dev-05/events?limit=1").json() == events[:1]
 
 
 def test_unknown_device_is_404_with_its_name(api):

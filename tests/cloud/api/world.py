@@ -26,6 +26,7 @@ from cloud.rollout.repo import SqlDesiredRevs
 from cloud.rollout.service import RolloutService
 from cloud.store import Batch, Received, Store, open_store
 from shared.keys import generate_keypair, load_private_key, load_public_key
+from shared.messages import validate
 from tests.cloud.api import fleet_data
 from tests.cloud.api.bundles import make_bundle
 from tests.cloud.api.fleet_data import LABELS, Fleet
@@ -70,12 +71,17 @@ class World:
         return Services(**{**args, **kw})
 
 
-def _converge(store: Store, fleet: Fleet, devices, t: float, active_b: bool) -> None:
+def _converge(store: Store, fleet: Fleet, devices, t: float) -> None:
+    """The devices install model B, activate it and report the new state."""
     batch = Batch()
+    b = fleet.sha(fleet_data.B)
     for d in devices:
-        _tags, active, shadow, _online = fleet_data.DEVICES[d]
-        model = fleet.sha(fleet_data.B if active_b else active)
-        batch.states.append(Received(fleet_data.state(d, t, model, fleet.sha(shadow), fleet.sha(fleet_data.A)), t))
+        _tags, _active, shadow, _online = fleet_data.DEVICES[d]
+        for i, event in enumerate(("bundle_received", "bundle_verified", "model_installed", "model_activated")):
+            batch.events.append(Received(validate({"kind": "event", "v": "1.0", "device": d, "boot": 1, "seq": 2 + i,
+                                                   "t": t - 8 + 2 * i, "event": event, "model": b,
+                                                   "reason": "desired state"}), t))
+        batch.states.append(Received(fleet_data.state(d, t, b, fleet.sha(shadow), fleet.sha(fleet_data.A)), t))
         batch.see(d, t)
     store.write(batch)
 
@@ -105,14 +111,14 @@ def build(path: Path, now: float | None = None) -> World:
     service.start("candidate", "tag:shadow", "shadow", bake="10m", approval="manual", gates=GATES, now=t1 + 1)
     controller.tick(t1 + 2)
     first = service.get(r1.id).stage_devices(0)
-    _converge(store, fleet, first, t1 + 20, True)
+    _converge(store, fleet, first, t1 + 20)
     controller.tick(t1 + 30)
     t2 = t1 + 660
     rest = [d for d in service.get(r1.id).devices if d not in first]
     switch = {**{d: t1 + 30 for d in first}, **{d: t2 + 30 for d in rest}}
     fleet_data.write_windows(store, fleet, switch)
     controller.tick(t2)
-    _converge(store, fleet, rest, t2 + 20, True)
+    _converge(store, fleet, rest, t2 + 20)
     controller.tick(t2 + 30)
     controller.tick(t2 + 420)
     fleet_data.finish(store, fleet, switch)
