@@ -1,9 +1,16 @@
-"""Exact merging of stored windows into time buckets (pure: no database here).
+"""Exact merging of stored windows into time buckets.
 
 A rollup body is ``shared.window.merge_windows`` of the windows of one bucket, so merging
 rollups with each other or with more windows is exactly merging the original windows. A
 window whose histograms disagree with its model's shape (a device bug) cannot be merged;
 it is left out and reported, never allowed to break the merge of the others.
+
+``run`` is ``Store.rollup`` for the SQL engines. Per chunk of unrolled windows it reads the
+buckets they fall in, merges outside any write transaction, then in one short transaction
+checks that nobody changed those buckets meanwhile (``n_windows`` only grows, so it is the
+bucket's version), claims the windows (``rolled`` 0 → 1, or 2 when unmergeable) and writes
+the buckets. A collector that loses such a race retries the chunk, so several collectors on
+one PostgreSQL never count a window twice.
 """
 from __future__ import annotations
 
@@ -14,6 +21,12 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from shared.window import merge_windows
+
+UNMERGEABLE = "unmergeable"
+DELETE_CHUNK = 5000
+IN_CHUNK = 500
+
+Key = tuple[str, str, float]  # (device or FLEET, model, bucket_start)
 
 
 def bucket_start(t: float, bucket_s: int) -> float:
@@ -41,34 +54,6 @@ def merge_checked(bodies: Iterable[tuple[object, dict]], base: dict | None = Non
     return merged, bad
 
 
-@dataclass
-class RollupPlan:
-    """The partial merges of one chunk of windows, before they meet the stored buckets.
-
-    ``partials`` maps (device, model, bucket_start) → (merge, window ids in it).
-    """
-
-    bucket_s: int
-    partials: dict[tuple[str, str, float], tuple[dict, list[int]]] = field(default_factory=dict)
-    bad: list[int] = field(default_factory=list)
-
-
-def plan(rows: Iterable[tuple[int, str, str, float, dict]], bucket_s: int) -> RollupPlan:
-    """Group ``(id, device, model, t_start, body)`` rows by device, model and bucket, and merge."""
-    groups: dict[tuple[str, str, float], list[tuple[int, dict]]] = defaultdict(list)
-    for wid, device, model, t_start, body in rows:
-        groups[(device, model, bucket_start(t_start, bucket_s))].append((wid, body))
-    out = RollupPlan(bucket_s)
-    for key, items in groups.items():
-        merged, bad = merge_checked(items)
-        out.bad.extend(bad)
-        left_out = set(bad)
-        ids = [wid for wid, _ in items if wid not in left_out]
-        if merged is not None and ids:
-            out.partials[key] = (merged, ids)
-    return out
-
-
 def merge_by_model(bodies: Iterable[tuple[str, dict]]) -> dict[str, dict]:
     """``(model, body)`` pairs → one exact merge per model; bodies that do not fit are skipped."""
     by_model: dict[str, list[tuple[int, dict]]] = defaultdict(list)
@@ -82,24 +67,69 @@ def merge_by_model(bodies: Iterable[tuple[str, dict]]) -> dict[str, dict]:
     return out
 
 
-# -- the database side: one chunk of unrolled windows per transaction ------------------------
-UNMERGEABLE = "unmergeable"
-DELETE_CHUNK = 5000
+@dataclass
+class Plan:
+    """What one chunk writes: bucket merges, claimed window ids, unmergeable ids."""
+
+    merges: dict[Key, dict] = field(default_factory=dict)
+    good: list[int] = field(default_factory=list)
+    bad: list[int] = field(default_factory=list)
+
+
+def plan(rows: list[tuple[int, str, str, float, dict]], bucket_s: int, existing: dict[Key, tuple[int, dict]],
+         fleet: str) -> Plan:
+    """Merge ``(id, device, model, t_start, body)`` rows into their device and fleet buckets.
+
+    A window that fits its device bucket but not the fleet's (its device disagrees with the
+    others) is left out of both, so device and fleet buckets always hold the same windows.
+    """
+    groups: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
+    for wid, device, model, t_start, body in rows:
+        groups[(device, model, bucket_start(t_start, bucket_s))].append((wid, body))
+    out = Plan()
+    dev_ok: dict[Key, list[tuple[int, dict]]] = {}
+    dev_merge: dict[Key, dict | None] = {}
+    for key, items in groups.items():
+        dev_merge[key], bad = merge_checked(items, _body(existing.get(key)))
+        out.bad.extend(bad)
+        gone = set(bad)
+        dev_ok[key] = [(i, b) for i, b in items if i not in gone]
+    by_fleet: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
+    for (_, model, start), items in dev_ok.items():
+        by_fleet[(fleet, model, start)].extend(items)
+    for fkey, items in by_fleet.items():
+        merged, bad = merge_checked(items, _body(existing.get(fkey)))
+        if bad:  # rare: recompute the device buckets these windows were in
+            out.bad.extend(bad)
+            gone = set(bad)
+            for key in [k for k in dev_ok if (k[1], k[2]) == fkey[1:]]:
+                kept = [(i, b) for i, b in dev_ok[key] if i not in gone]
+                if len(kept) != len(dev_ok[key]):
+                    dev_ok[key], dev_merge[key] = kept, None
+        if merged is not None and len(bad) < len(items):
+            out.merges[fkey] = merged
+    for key, items in dev_ok.items():
+        if not items:
+            continue
+        merged = dev_merge[key]
+        if merged is None:
+            merged = merge_windows([b for b in [_body(existing.get(key))] if b] + [b for _, b in items])
+        out.merges[key] = merged
+        out.good.extend(i for i, _ in items)
+    return out
+
+
+def _body(row: tuple[int, dict] | None) -> dict | None:
+    return row[1] if row else None
 
 
 class _Conflict(Exception):
-    """Another collector rolled some of these windows up first: retry the chunk."""
+    """Another collector rolled up some of these windows or buckets first: retry the chunk."""
 
 
 def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int = 2000):
-    """``Store.rollup`` for the SQL engines (``store`` is a ``SqlStore``).
-
-    Windows are read and merged per (device, model, bucket) outside the write transaction;
-    the transaction claims them (``rolled = 0 → 1``, or 2 if unmergeable), adds the merges
-    to the stored device and fleet buckets, and fails over to a retry if another collector
-    claimed any of them first. Then full windows older than the retention are deleted.
-    """
-    from cloud.store.base import RollupResult
+    """Merge every unrolled window into its buckets, then delete rolled windows past the retention."""
+    from cloud.store.base import FLEET, RollupResult
 
     rolled = unmergeable = 0
     while True:
@@ -108,62 +138,54 @@ def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int
                                f" ORDER BY id LIMIT {int(chunk)}").fetchall()
         if not rows:
             break
-        bodies = {r[0]: r[4] for r in rows}
-        p = plan(((i, d, m, t, json.loads(b)) for i, d, m, t, b in rows), bucket_s)
+        parsed = [(i, d, m, t, json.loads(b)) for i, d, m, t, b in rows]
+        keys = {(d, m, bucket_start(t, bucket_s)) for _, d, m, t, _ in parsed}
+        keys |= {(FLEET, m, b) for _, m, b in keys}
+        with store._tx(write=False) as cur:
+            existing = _load(cur, keys, bucket_s, with_body=True)
+        p = plan(parsed, bucket_s, existing, FLEET)
         try:
-            good, bad = _apply(store, p, bodies, now)
+            _apply(store, p, existing, bucket_s, {i: b for i, _, _, _, b in rows}, now)
         except _Conflict:
             continue
-        rolled += good
-        unmergeable += bad
+        rolled += len(p.good)
+        unmergeable += len(p.bad)
         if len(rows) < chunk:
             break
-    deleted = _delete_old(store, now - retention_full_s)
-    return RollupResult(rolled, deleted, unmergeable)
+    return RollupResult(rolled, _delete_old(store, now - retention_full_s), unmergeable)
 
 
-def _load_existing(cur, keys: Iterable[tuple[str, str, float]], bucket_s: int) -> dict:
+def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key, tuple[int, dict | None]]:
+    """Stored buckets among ``keys``: key → (n_windows, body or None)."""
+    wanted = set(keys)
     by_bucket: dict[float, set[str]] = defaultdict(set)
-    for device, _, start in keys:
+    for device, _, start in wanted:
         by_bucket[start].add(device)
+    cols = "device, model, n_windows" + (", body" if with_body else "")
     out = {}
     for start, devices in by_bucket.items():
         devices = sorted(devices)
-        for i in range(0, len(devices), 500):
-            part = devices[i:i + 500]
-            rows = cur.execute(
-                f"SELECT device, model, body FROM rollups WHERE bucket_start = ? AND bucket_s = ?"
-                f" AND device IN ({','.join('?' * len(part))})", [start, bucket_s, *part]).fetchall()
-            for device, model, body in rows:
-                out[(device, model, start)] = json.loads(body)
+        for i in range(0, len(devices), IN_CHUNK):
+            part = devices[i:i + IN_CHUNK]
+            for row in cur.execute(f"SELECT {cols} FROM rollups WHERE bucket_start = ? AND bucket_s = ?"
+                                   f" AND device IN ({','.join('?' * len(part))})", [start, bucket_s, *part]):
+                key = (row[0], row[1], start)
+                if key in wanted:
+                    out[key] = (row[2], json.loads(row[3]) if with_body else None)
     return out
 
 
-def _apply(store, p: RollupPlan, bodies: dict[int, str], now: float) -> tuple[int, int]:
-    from cloud.store.base import FLEET, Reject
+def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str], now: float) -> None:
+    from cloud.store.base import Reject
     from cloud.store.records import dumps
 
     with store._tx() as cur:
-        fleet_keys = {(FLEET, m, b) for _, m, b in p.partials}
-        existing = _load_existing(cur, list(p.partials) + sorted(fleet_keys), p.bucket_s)
-        fleet = {k: existing.get(k) for k in fleet_keys}
-        good_ids, bad_ids, upserts = [], list(p.bad), []
-        for key in sorted(p.partials):
-            partial, ids = p.partials[key]
-            fk = (FLEET, key[1], key[2])
-            dev_merged, bad = merge_checked([(0, partial)], existing.get(key))
-            if not bad:
-                fleet_merged, bad = merge_checked([(0, partial)], fleet[fk])
-            if bad:
-                bad_ids.extend(ids)
-                continue
-            fleet[fk] = fleet_merged
-            upserts.append((key, dev_merged))
-            good_ids.extend(ids)
-        upserts.extend((k, v) for k, v in sorted(fleet.items()) if v is not None)
-        for ids, flag in ((good_ids, 1), (bad_ids, 2)):
-            for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
+        current = _load(cur, p.merges, bucket_s, with_body=False)
+        if {k: v[0] for k, v in current.items()} != {k: existing[k][0] for k in p.merges if k in existing}:
+            raise _Conflict()
+        for ids, flag in ((p.good, 1), (p.bad, 2)):
+            for i in range(0, len(ids), IN_CHUNK):
+                part = ids[i:i + IN_CHUNK]
                 n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({','.join('?' * len(part))})",
                                 [flag, *part]).rowcount
                 if n != len(part):
@@ -172,14 +194,13 @@ def _apply(store, p: RollupPlan, bodies: dict[int, str], now: float) -> tuple[in
             "INSERT INTO rollups (device, model, bucket_start, bucket_s, n_windows, body, updated_t)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, model, bucket_start, bucket_s) DO UPDATE SET"
             " n_windows = excluded.n_windows, body = excluded.body, updated_t = excluded.updated_t",
-            [(d, m, b, p.bucket_s, body.get("n_windows", 1), dumps(body), now) for (d, m, b), body in upserts])
-        if bad_ids:
-            rejects = [Reject.of(now, "store:rollup", UNMERGEABLE,
-                                 f"stored window {i} disagrees with the histogram shape of its model; "
-                                 "it is kept in full but left out of rollups: check the agent's profile",
-                                 bodies[i].encode()) for i in bad_ids]
-            store._write_rejects(cur, rejects)
-    return len(good_ids), len(bad_ids)
+            [(d, m, b, bucket_s, body.get("n_windows", 1), dumps(body), now)
+             for (d, m, b), body in sorted(p.merges.items())])
+        if p.bad:
+            store._write_rejects(cur, [Reject.of(
+                now, "store:rollup", UNMERGEABLE, f"stored window {i} disagrees with the histogram shape of its "
+                "model; it is kept in full but left out of rollups: check the agent's profile",
+                bodies[i].encode()) for i in p.bad])
 
 
 def _delete_old(store, cutoff: float) -> int:
