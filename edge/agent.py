@@ -168,7 +168,7 @@ class Agent:
             if t.name != "reader":
                 t.join(5.0)
         if self.link is not None:
-            if self.link.connected.is_set() and self.drain_s > 0:
+            if self.drain_s > 0:  # the broker may be reconnecting: give it the grace period
                 self.flusher.wait_drained(self.drain_s)
             self._say_offline()
             self.flusher.stop()
