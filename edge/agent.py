@@ -159,6 +159,14 @@ class Agent:
         """Ask ``run`` to finish (from any thread or a signal handler)."""
         self._stop.set()
 
+    @property
+    def reader_blocked(self) -> bool:
+        """The audio reader is still stuck in a blocking read (stdin, a device) after ``run``."""
+        readers = [t for t in self._threads if t.name == "reader"]
+        for t in readers:
+            t.join(0.5)
+        return any(t.is_alive() for t in readers)
+
     def shutdown(self) -> None:
         """Flush the last window, send what the broker can take, say offline, release everything."""
         if self.pipeline is not None:

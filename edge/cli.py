@@ -6,6 +6,7 @@ the flags, the environment variables and the config file can never disagree).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -13,8 +14,10 @@ import sys
 import click
 
 from edge.config import ENV_PREFIX, AgentConfig, load_agent_config
-from shared.config import describe
+from shared.config import describe, redacted
 from shared.messages import AUTOMATION_LEVELS
+
+log = logging.getLogger(__name__)
 
 
 def _flag(name: str) -> str:
@@ -84,6 +87,7 @@ def run(config_file: str | None, **flags) -> None:
     from edge.agent import Agent  # onnxruntime and paho load only when the agent runs
 
     cfg = load_agent_config(config_file, overrides=overrides_from_flags(flags))
+    log.debug("agent configuration: %s", redacted(cfg))
     agent = Agent(cfg)
     handlers = {sig: signal.signal(sig, lambda *_: agent.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -91,6 +95,13 @@ def run(config_file: str | None, **flags) -> None:
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+    if agent.reader_blocked:
+        # A thread blocked reading stdin makes interpreter shutdown abort (it cannot take the
+        # stream's lock); everything is flushed and closed, so leave without finalizing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
 
 
 @group.command("replay")
