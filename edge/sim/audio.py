@@ -163,7 +163,8 @@ class DeviceStream:
     def __init__(self, pool: ClipPool, seed: int, device_index: int, *, held_out: set[str] | None = None,
                  switch_sample: int | None = None, shift: float = 1.0, timeline: Timeline | None = None):
         self.pool = pool
-        self.rng = np.random.default_rng([seed, device_index])
+        self.rng = np.random.default_rng([seed, device_index])  # what plays: gaps and clips
+        self._hiss = np.random.default_rng([seed, device_index, 3])  # apart, so chunking cannot change the schedule
         self.floor_rms = 10.0 ** (self.rng.uniform(*FLOOR_DBFS) / 20.0)
         self.timeline = timeline or Timeline()
         held_out = held_out or set()
@@ -203,7 +204,7 @@ class DeviceStream:
             else:
                 self._pending[0] = head[k:]
         self.position += n
-        out += (self.rng.standard_normal(n) * self.floor_rms).astype(np.float32)
+        out += (self._hiss.standard_normal(n) * self.floor_rms).astype(np.float32)
         return out
 
 
@@ -211,12 +212,14 @@ class BabbleNoise:
     """Babble: ``talkers`` streams of back-to-back speech clips, summed, about unit RMS."""
 
     def __init__(self, pool: ClipPool, rng: np.random.Generator, talkers: int = BABBLE_TALKERS):
-        self.pool, self.rng = pool, rng
+        self.pool = pool
         self._speech = [c for c in pool.clips if c.is_speech]
+        # one generator per talker: what a talker says cannot depend on how the noise is chunked
+        self._talkers = [np.random.default_rng(int(s)) for s in rng.integers(0, 2 ** 63 - 1, size=talkers)]
         self._buffers = [np.zeros(0, dtype=np.float32) for _ in range(talkers)]
 
-    def _next_clip(self) -> np.ndarray:
-        x = self.pool.audio(self._speech[int(self.rng.integers(len(self._speech)))])
+    def _next_clip(self, rng: np.random.Generator) -> np.ndarray:
+        x = self.pool.audio(self._speech[int(rng.integers(len(self._speech)))])
         level = active_level_dbfs(x)
         frame = 160
         n = len(x) // frame
@@ -229,7 +232,7 @@ class BabbleNoise:
         out = np.zeros(n, dtype=np.float32)
         for i, buf in enumerate(self._buffers):
             while len(buf) < n:
-                buf = np.concatenate([buf, self._next_clip()])
+                buf = np.concatenate([buf, self._next_clip(self._talkers[i])])
             out += buf[:n]
             self._buffers[i] = buf[n:]
         return out / np.float32(math.sqrt(len(self._buffers)))
