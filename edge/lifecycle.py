@@ -123,6 +123,9 @@ class Lifecycle:
             else:
                 self._load_active_at_start()
             self._load_shadow_at_start()
+            gone = self.prune()  # at start nothing is mid-install: unnamed bundles are leftovers
+            if gone:
+                log.info("removed %d stored bundle(s) no slot names", len(gone))
             return self.slots
 
     def _sweep_temp_files(self) -> None:

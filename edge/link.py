@@ -186,8 +186,11 @@ class Link:
             self._on_connected(flags.session_present)
 
     def _handle_connect_fail(self, client, userdata) -> None:
+        first = self._attempt <= 1  # the first failure of a streak is worth a warning
         delay, _ = self._next_delay()
-        log.debug("cannot reach broker %s:%d; retrying in %.2f s", self.settings.host, self.settings.port, delay)
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "cannot reach broker %s:%d; retrying in %.2f s with backoff (check broker_url, the TLS "
+                "settings and that the broker runs)", self.settings.host, self.settings.port, delay)
         client.reconnect_delay_set(delay, delay)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -1,7 +1,9 @@
 """The whole agent on real parts: espeak-ng speech, webrtcvad, onnxruntime, a secured mosquitto."""
 from __future__ import annotations
 
+import json
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -100,12 +102,27 @@ def full_windows(samples: np.ndarray) -> int:
     return len(samples) // int(WINDOW_S * SAMPLE_RATE)
 
 
-def test_windows_arrive_complete_and_seq_continues_across_restarts(mosquitto_factory, config, speech, bundles):
+def test_windows_arrive_complete_and_seq_continues_across_restarts(mosquitto_factory, config, speech, bundles,
+                                                                   tmp_path):
     broker = mosquitto_factory(**SECURED)
     watcher = watch(broker.port)
     samples, _ = speech
-    agent = Agent(config(broker.port), source=ScriptedSource(samples), drain_s=15)
-    agent.run()
+    decisions, feedback = tmp_path / "decisions.jsonl", tmp_path / "feedback.jsonl"
+    mid = ScriptedSource(samples).n_chunks // 2
+    go = threading.Event()
+    source = ScriptedSource(samples, {mid: go})
+    run = Running(Agent(config(broker.port, decisions=str(decisions), feedback_path=str(feedback)),
+                        source=source, drain_s=15))
+    agent = run.agent
+    assert source.reached[mid].wait(30)
+    _until(lambda: agent.pipeline.position_s >= mid * CHUNK / SAMPLE_RATE)  # all audio before the hold is in
+    made = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert len(made) >= 3
+    with feedback.open("a") as f:  # a person corrects one prediction and confirms another
+        f.write(json.dumps({"utterance": made[0]["utterance"], "label": "stop"}) + "\n")
+        f.write(json.dumps({"utterance": made[1]["utterance"], "confirm": True}) + "\n")
+    go.set()
+    run.join()
     n = agent.windows_out
     assert n == full_windows(samples) + 1  # the partial last window is flushed at the end
     watcher.wait_for(lambda m: len(windows_of(watcher)) >= n, what=f"{n} windows")
@@ -117,6 +134,12 @@ def test_windows_arrive_complete_and_seq_continues_across_restarts(mosquitto_fac
     assert sum(w["software"]["utterances"] for w in got.values()) >= 12
     assert sum(w["software"]["inferences"] for w in got.values()) == agent.pipeline.stats["inferences"] > 0
     assert all(len(w["input"]["features"]) == 10 for w in got.values())
+    pairs = Counter()
+    for w in got.values():
+        pairs.update({(t, p): n for t, p, n in w["feedback"]["pairs"]})
+    assert pairs == Counter([("stop", made[0]["label"]), (made[1]["label"], made[1]["label"])])
+    assert [e["detail"]["utterance"] for e in events_of(watcher) if e["event"] == "feedback"] == \
+        [made[0]["utterance"], made[1]["utterance"]]
     names = [e["event"] for e in events_of(watcher)]
     assert names[:4] == ["agent_started", "bundle_verified", "model_installed", "model_activated"]
     watcher.wait_for(lambda m: decode(watcher.on("/state")[-1])["online"] is False, what="the offline state")

@@ -161,3 +161,33 @@ def test_last_will_is_a_retained_offline_state(mosquitto_factory):
         assert retained and state["device"] == "dev1" and state["online"] is False
     finally:
         watcher.close()
+
+
+def test_tls_with_the_brokers_ca_and_refusal_of_another_ca(mosquitto_factory, tmp_path):
+    from cloud.broker import certs  # test-side only: the device never imports cloud
+
+    ca, other = certs.make_ca(), certs.make_ca("someone else")
+    server = certs.issue_server(ca, ["127.0.0.1"])
+    certs.write_issued(ca, tmp_path / "ca.key", tmp_path / "ca.pem")
+    certs.write_issued(other, tmp_path / "other.key", tmp_path / "other.pem")
+    certs.write_issued(server, tmp_path / "server.key", tmp_path / "server.pem")
+    tls = f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+    broker = mosquitto_factory(users=USERS, acl=ACL, extra_conf=SECURED["extra_conf"] + tls)
+    will = {"kind": "state", "device": "dev1", "online": False, "t": 1.0}
+
+    def tls_link(ca_file):
+        s = LinkSettings(**{**settings(broker.port).__dict__, "tls": True, "tls_ca": str(ca_file)})
+        return Link(s, will_topic=T.state("dev1"), will_message=will, on_message=lambda t, p: None)
+
+    good = tls_link(tmp_path / "ca.pem")
+    good.start()
+    try:
+        assert good.wait_connected(10)
+    finally:
+        good.stop()
+    with LogWaiter("edge.link", "cannot reach broker") as logs:
+        bad = tls_link(tmp_path / "other.pem")
+        bad.start()  # the server's certificate is not signed by the CA the device trusts
+        assert logs.seen.wait(10)
+        assert not bad.wait_connected(0.3)
+        bad.stop()
