@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cloud.api import drift, fleet, metrics, models, rollouts, windows
 from cloud.api.auth import require_token
-from cloud.api.backend import Backend, NotFound, Services, Unavailable
+from cloud.api.backend import Backend, Conflict, NotFound, Services, Unavailable
 from shared.errors import ConfigError, HarkenError, StoreError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def _error_handlers(app: FastAPI) -> None:
         return handle
 
     app.add_exception_handler(NotFound, handler(404))
+    app.add_exception_handler(Conflict, handler(409))
     app.add_exception_handler(ConfigError, handler(400))
     app.add_exception_handler(Unavailable, handler(503))
     app.add_exception_handler(StoreError, handler(503))

@@ -1,7 +1,7 @@
 """The API's one view of the collector's parts, and the only place that knows their names.
 
 ``create_app`` takes ``Services``: the store, the registry (``cloud.registry.Registry``), the
-drift engine, the rollout service (``cloud.rollout.service.RolloutService``), the ingest
+drift engine (``cloud.drift.DriftEngine``), the rollout service (``cloud.rollout.service.RolloutService``), the ingest
 counters (``cloud.ingest.IngestStats`` or the ``Ingest`` that holds them) and the token. ``Backend`` turns what those parts return into the API's JSON shapes,
 documented per router. Parts that are absent (a store-only collector, a test) read as
 empty rather than failing, so every page still renders.
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from cloud import fleet
+from cloud.api import evidence
+from cloud.drift import Alert, DriftConfig, StoreSource, acknowledge, drift_report, registry_profiles
+from cloud.drift.calibrate import Calibrator
 from cloud.fleet import Selector
 from cloud.store.base import Store
 from shared.errors import ConfigError
@@ -29,6 +32,10 @@ class Unavailable(RuntimeError):
     """The collector runs without the part this request needs."""
 
 
+class Conflict(RuntimeError):
+    """The request does not fit the thing's current state (e.g. acknowledging a resolved alert)."""
+
+
 @dataclass
 class Services:
     """What the collector hands the API. Only ``store`` is required."""
@@ -41,12 +48,15 @@ class Services:
     ingest: Any = None
     public_metrics: bool = False
     offline_after_s: float = 120.0
+    rollup_bucket_s: int = 900
+    drift_findings: Callable[[], list] | None = None
     clock: Callable[[], float] = field(default=time.time)
 
 
 class Backend:
     def __init__(self, services: Services):
         self.s = services
+        self._own_calibrator: Calibrator | None = None
 
     def now(self) -> float:
         return self.s.clock()
@@ -70,9 +80,25 @@ class Backend:
         return out
 
     def windows(self, selector: Selector, since: float, until: float) -> Iterator[dict]:
+        """Full windows only (they are deleted after the store's retention)."""
         if selector.devices is not None and not selector.devices:
             return iter(())
         return selector.windows(self.s.store, since=since, until=until)
+
+    def bodies(self, selector: Selector, since: float, until: float) -> Iterator[dict]:
+        """Windows, and per-device rollup merges where the full windows are gone (each counted once)."""
+        if selector.devices is not None and not selector.devices:
+            return iter(())
+        bodies = self.s.store.device_buckets(devices=selector.devices, since=since, until=until,
+                                             bucket_s=self.s.rollup_bucket_s)
+        prefix = selector.model
+        return (b for b in bodies if prefix is None or (b.get("model") or "").startswith(prefix))
+
+    def merged(self, selector: Selector, since: float, until: float) -> dict[str, dict]:
+        """Exact merge per model over a horizon (rollups included, bucket-aligned)."""
+        if selector.devices is not None and not selector.devices:
+            return {}
+        return selector.merged(self.s.store, since=since, until=until, bucket_s=self.s.rollup_bucket_s)
 
     # -- devices ----------------------------------------------------------------------------
     def _device(self, row: dict, now: float) -> dict:
@@ -143,6 +169,27 @@ class Backend:
             return None
 
     # -- drift ---------------------------------------------------------------------------------
+    # ``services.drift`` is the collector's ``cloud.drift.DriftEngine`` (its source, config and
+    # calibrator are reused); without one the API reads drift over the store and registry itself.
+    def drift_config(self) -> DriftConfig:
+        return self.s.drift.config if self.s.drift is not None else DriftConfig()
+
+    def _drift_source(self):
+        if self.s.drift is not None:
+            return self.s.drift.source
+        if self.s.registry is None:
+            raise Unavailable("drift needs the registry (the models' reference profiles); configure one")
+        return StoreSource(self.s.store, registry_profiles(self.s.registry))
+
+    def _calibrator(self) -> Calibrator:
+        if self.s.drift is not None:
+            return self.s.drift.calibrator
+        if self._own_calibrator is None:  # its simulated nulls are cached: keep one per app
+            cfg = self.drift_config()
+            self._own_calibrator = Calibrator(alpha=cfg.alpha, statistic=cfg.statistic, n_sims=cfg.n_sims,
+                                              seed=cfg.seed)
+        return self._own_calibrator
+
     def alerts(self, status: str | None, cohort: str | None) -> list[dict]:
         return self.s.store.alerts(status=status, cohort=cohort)
 
@@ -153,30 +200,43 @@ class Backend:
         return found
 
     def ack_alert(self, alert_id: str, by: str, note: str) -> dict:
-        """Acknowledge through the drift engine when it runs here, else in the store directly."""
-        alert = self.alert(alert_id)
-        engine = self.s.drift
-        if engine is not None and hasattr(engine, "ack"):
-            engine.ack(alert_id, by=by, note=note)
-        elif alert["status"] == "open":
-            now = self.now()
-            evidence = {**(alert.get("evidence") or {}), "acked_by": by, "ack_note": note}
-            self.s.store.save_alert({**alert, "status": "acked", "acked_t": now, "updated_t": now,
-                                     "evidence": evidence})
+        """Acknowledge (the drift alert state machine's rule): a resolved alert cannot be."""
+        alert = Alert.from_row(self.alert(alert_id))
+        try:
+            acked = acknowledge(alert, self.now(), by=by)
+        except ValueError as exc:
+            raise Conflict(str(exc)) from exc
+        if acked is not alert:
+            if note:
+                acked = replace(acked, evidence={**acked.evidence, "ack_note": note})
+            self.s.store.save_alert(acked.to_row())
         return self.alert(alert_id)
 
-    def drift_scores(self) -> list[dict]:
-        """Latest score per (cohort, signal): [{cohort, signal, score}] (empty without an engine)."""
-        engine = self.s.drift
-        if engine is None or not hasattr(engine, "latest_scores"):
+    def alert_histograms(self, row: dict) -> list[dict]:
+        """The top signals' counts against their references (empty without a registry)."""
+        if self.s.registry is None:
             return []
-        return list(engine.latest_scores())
+        selector = self.cohort(row["cohort"])
 
-    def drift_report(self, cohort: str) -> dict:
-        engine = self.s.drift
-        if engine is None or not hasattr(engine, "report"):
-            return {"cohort": cohort, "rows": []}
-        return engine.report(cohort)
+        def manifest_of(sha: str) -> dict | None:
+            rec = self.s.registry.get(sha)
+            return rec.manifest if rec is not None else None
+
+        return evidence.histograms(row, lambda since, until: self.windows(selector, since, until), manifest_of,
+                                   self.drift_config())
+
+    def drift_report(self, cohort: str, since: float, until: float, step_s: float) -> list[dict]:
+        return drift_report(self._drift_source(), cohort, since, until, step_s, self.drift_config(),
+                            self._calibrator())
+
+    def drift_severities(self) -> list[dict]:
+        """Latest severity per (cohort, kind): the engine's last findings when the collector
+        shares them (``services.drift_findings``), else its open and acknowledged alerts."""
+        if self.s.drift_findings is not None:
+            return [{"cohort": f.cohort, "kind": f.kind, "severity": f.level if f.level is not None else f.severity,
+                     "detected": f.detected} for f in self.s.drift_findings()]
+        return [{"cohort": a["cohort"], "kind": a["signal"], "severity": (a.get("evidence") or {}).get("severity"),
+                 "detected": True} for a in self.alerts(None, None) if a["status"] != "resolved"]
 
     # -- rollouts ------------------------------------------------------------------------------
     # ``services.rollouts`` is a ``cloud.rollout.service.RolloutService``: starting and acting

@@ -1,53 +1,53 @@
 """Drift alerts and the drift report.
 
     GET  /api/alerts              ?status=open|acked|resolved&cohort= → {alerts: [alert], now}
-    GET  /api/alerts/{id}         one alert: {id, status, cohort, signal, pattern, score, threshold,
-                                  top: [{feature, score}], opened_t, updated_t, resolved_t, acked_t,
-                                  acked_by, evidence}
-    POST /api/alerts/{id}/ack     {by?, note?} → the acknowledged alert
-    GET  /api/drift/report        ?cohort= → {cohort, rows: [{model, signal, score, threshold, n, drifted}]}
+    GET  /api/alerts/{id}         one alert: {id, status, cohort, kind, pattern, severity (>= 1 alarms),
+                                  peak_severity, level, n, horizon, onset_t, top: [signal checks],
+                                  devices / tags: [attribution], models, opened_t, updated_t,
+                                  resolved_t, acked_t, acked_by, ack_note, evidence, histograms:
+                                  [{model, signal, edges | names, counts, reference, score, ...}]}
+    POST /api/alerts/{id}/ack     {by?, note?} → the acknowledged alert (409 if resolved)
+    GET  /api/drift/report        ?cohort=&range_s=&step_s= → {cohort, from, to, step_s, kinds,
+                                  rows: [{t_start, t_end, <kind>_n, <kind>_severity, <kind>_top,
+                                  <kind>_top_score, <kind>_flag}]}  (``cloud.drift.drift_report``)
 """
 from __future__ import annotations
 
-import json
-
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from cloud.api.backend import Backend
-from cloud.api.deps import backend
+from cloud.api.deps import backend, time_range
+from cloud.drift.signals import KINDS
 
 router = APIRouter(tags=["drift"])
 
 STATUSES = ("open", "acked", "resolved")
-
-
-def _top(evidence: dict) -> list[dict]:
-    top = evidence.get("top") or evidence.get("top_features") or []
-    out = []
-    for item in top:
-        if isinstance(item, dict):
-            out.append({"feature": item.get("feature") or item.get("name") or item.get("signal"),
-                        "score": item.get("score", item.get("severity"))})
-        elif isinstance(item, (list, tuple)) and item:
-            out.append({"feature": item[0], "score": item[1] if len(item) > 1 else None})
-        else:
-            out.append({"feature": str(item), "score": None})
-    return out
+REPORT_MAX_STEPS = 500
 
 
 def alert_view(row: dict) -> dict:
-    evidence = row.get("evidence") or {}
-    if isinstance(evidence, str):
-        evidence = json.loads(evidence)
+    """A stored alert (``cloud.drift.Alert.to_row``) for the API: its headline figures pulled
+    out of ``evidence``, the rest of the evidence kept as it is."""
+    ev = dict(row.get("evidence") or {})
     return {
-        "id": row["id"], "status": row["status"], "cohort": row["cohort"], "signal": row["signal"],
-        "pattern": row["pattern"], "score": evidence.get("score", evidence.get("severity")),
-        "threshold": evidence.get("threshold", evidence.get("critical")), "top": _top(evidence),
-        "opened_t": row.get("opened_t"), "updated_t": row.get("updated_t"), "resolved_t": row.get("resolved_t"),
-        "acked_t": row.get("acked_t"), "acked_by": evidence.get("acked_by") or row.get("acked_by"),
-        "evidence": evidence,
+        "id": row["id"], "status": row["status"], "cohort": row["cohort"], "kind": row["signal"],
+        "signal": row["signal"], "pattern": row.get("pattern") or None,
+        "severity": ev.get("severity"), "peak_severity": ev.get("peak_severity"), "level": ev.get("level"),
+        "n": ev.get("n"), "horizon": ev.get("horizon"), "onset_t": ev.get("onset_t"),
+        "top": [t for t in ev.get("top") or [] if isinstance(t, dict)],
+        "devices": ev.get("devices") or [], "tags": ev.get("tags") or [], "models": ev.get("models") or [],
+        "rule": ev.get("rule"), "opened_t": row.get("opened_t"), "updated_t": row.get("updated_t"),
+        "resolved_t": row.get("resolved_t"), "acked_t": row.get("acked_t"), "acked_by": ev.get("acked_by"),
+        "ack_note": ev.get("ack_note"), "evidence": ev,
     }
+
+
+def _cohort_ok(b: Backend, cohort: str) -> None:
+    try:
+        b.cohort(cohort)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 @router.get("/api/alerts", summary="Drift alerts, most recently updated first")
@@ -57,9 +57,10 @@ def alerts(status: str | None = None, cohort: str | None = None, b: Backend = De
     return {"alerts": [alert_view(a) for a in b.alerts(status, cohort)], "now": b.now()}
 
 
-@router.get("/api/alerts/{alert_id}", summary="One alert with its evidence")
+@router.get("/api/alerts/{alert_id}", summary="One alert with its evidence and the histograms behind it")
 def alert(alert_id: str, b: Backend = Depends(backend)) -> dict:
-    return alert_view(b.alert(alert_id))
+    row = b.alert(alert_id)
+    return {**alert_view(row), "histograms": b.alert_histograms(row)}
 
 
 class Ack(BaseModel):
@@ -67,16 +68,21 @@ class Ack(BaseModel):
     note: str = Field("", max_length=1000, description="Why, or what is being done about it.")
 
 
-@router.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert")
+@router.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert (409 when it is resolved)")
 def ack(alert_id: str, body: Ack | None = None, b: Backend = Depends(backend)) -> dict:
     body = body or Ack()
     return alert_view(b.ack_alert(alert_id, body.by, body.note))
 
 
-@router.get("/api/drift/report", summary="The drift score table of a cohort")
-def report(cohort: str = "fleet", b: Backend = Depends(backend)) -> dict:
-    try:
-        b.cohort(cohort)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-    return b.drift_report(cohort)
+@router.get("/api/drift/report", summary="A cohort's drift score table over time")
+def report(cohort: str = "fleet", t_from: float | None = Query(None, alias="from"),
+           t_to: float | None = Query(None, alias="to"), range_s: float | None = Query(None, gt=0),
+           step_s: float | None = Query(None, gt=0), b: Backend = Depends(backend)) -> dict:
+    _cohort_ok(b, cohort)
+    start, end = time_range(b.now(), t_from, t_to, range_s)
+    step = step_s or max(b.drift_config().step_s, (end - start) / 60)
+    if (end - start) / step > REPORT_MAX_STEPS:
+        raise HTTPException(400, f"{(end - start) / step:.0f} steps is over {REPORT_MAX_STEPS}: ask for a larger "
+                                 "step_s or a shorter range")
+    return {"cohort": cohort, "from": start, "to": end, "step_s": step, "kinds": list(KINDS),
+            "rows": b.drift_report(cohort, start, end, step)}

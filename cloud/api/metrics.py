@@ -8,8 +8,9 @@ Families (every name starts ``harken_``):
     ingest_lag_seconds                      receive time minus window end, latest batch
     devices{status}                         online / stale / offline
     devices_running_model{model}            devices whose active model is ``model``
-    drift_score{cohort,signal}              latest drift score (severity: ≥ 1 alarms)
-    alerts{status}, alerts_open{cohort,signal}
+    drift_severity{cohort,kind}             latest drift severity (≥ 1 alarms): the engine's last
+                                            findings if shared, else the unresolved alerts'
+    alerts{status}, alerts_open{cohort,kind}
     rollout_info{rollout,model,cohort,state}  1 per rollout
     rollout_stage{rollout}, rollout_stages{rollout}, rollout_devices{rollout,status}
 
@@ -95,15 +96,15 @@ def _devices(x: Exposition, b: Backend) -> None:
 
 
 def _drift(x: Exposition, b: Backend) -> None:
-    x.family("harken_drift_score", "gauge", "Latest drift severity per cohort and signal (>= 1 alarms).",
-             [({"cohort": s["cohort"], "signal": s["signal"]}, s["score"]) for s in b.drift_scores()])
+    x.family("harken_drift_severity", "gauge", "Latest drift severity per cohort and kind (>= 1 alarms).",
+             [({"cohort": s["cohort"], "kind": s["kind"]}, s["severity"]) for s in b.drift_severities()])
     alerts = b.alerts(None, None)
     by_status = Counter(a["status"] for a in alerts)
     x.family("harken_alerts", "gauge", "Drift alerts by status.",
              [({"status": s}, by_status.get(s, 0)) for s in ("open", "acked", "resolved")])
     open_ = Counter((a["cohort"], a["signal"]) for a in alerts if a["status"] == "open")
-    x.family("harken_alerts_open", "gauge", "Open drift alerts per cohort and signal.",
-             [({"cohort": c, "signal": s}, n) for (c, s), n in sorted(open_.items())])
+    x.family("harken_alerts_open", "gauge", "Open drift alerts per cohort and kind.",
+             [({"cohort": c, "kind": s}, n) for (c, s), n in sorted(open_.items())])
 
 
 def _rollouts(x: Exposition, b: Backend) -> None:

@@ -4,14 +4,18 @@
                        {from, to, bucket_s, labels, stages, edges, buckets: [row]} — see
                        ``cloud.api.series``; a row holds load, latency p50/p99 per stage, CPU s per
                        audio s, RSS, speech ratio, level/SNR/confidence quantiles and counts, label
-                       mix, no-answer rate, shadow agreement, feedback accuracy, feature drift
+                       mix, no-answer rate, shadow agreement, feedback accuracy, feature drift.
+                       Past the store's full-window retention the rollups (one merge per device,
+                       model and rollup bucket) stand in for the windows.
     GET /api/summary   ?cohort=&range_s= — ``shared.window.summarize`` of the exact merge, per
-                       model and over all models
+                       model (``''``: no model) and over all models; ``from`` is moved back to
+                       a rollup bucket's start, as the store merges whole buckets
     GET /api/windows   ?cohort=&range_s=&limit= — the stored windows themselves, newest last
     GET /api/ingest    ingest counters, rejects by code, and the most recent rejected messages
 """
 from __future__ import annotations
 
+import math
 from itertools import islice
 
 import numpy as np
@@ -21,7 +25,6 @@ from cloud.api.backend import Backend
 from cloud.api.deps import backend, time_range
 from cloud.api.series import merge_cross_model, pick_bucket_s, time_series
 from cloud.drift.stats import psi
-from cloud.store.rollup import merge_by_model
 from shared.window import summarize
 
 router = APIRouter(tags=["windows"])
@@ -62,7 +65,7 @@ def series(cohort: str = "fleet", t_from: float | None = Query(None, alias="from
     start, end = time_range(b.now(), t_from, t_to, range_s)
     width = bucket_s or pick_bucket_s(end - start)
     try:
-        out = time_series(b.windows(c, start, end), t_from=start, t_to=end, bucket_s=width,
+        out = time_series(b.bodies(c, start, end), t_from=start, t_to=end, bucket_s=width,
                           scorer=feature_scorer(b))
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
@@ -75,7 +78,8 @@ def summary(cohort: str = "fleet", t_from: float | None = Query(None, alias="fro
             b: Backend = Depends(backend)) -> dict:
     c = _cohort(b, cohort)
     start, end = time_range(b.now(), t_from, t_to, range_s)
-    merges = merge_by_model((w.get("model") or "", w) for w in b.windows(c, start, end))
+    start = math.floor(start / b.s.rollup_bucket_s) * b.s.rollup_bucket_s  # the store's merge starts there
+    merges = b.merged(c, start, end)
     total = merge_cross_model(merges.values())
     return {"cohort": cohort, "from": start, "to": end,
             "all": summarize(total) if total else None,

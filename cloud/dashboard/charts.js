@@ -161,6 +161,7 @@ export function histogram({ title, edges, counts, reference = null, labels = nul
   const top = Math.max(...cur, ...(ref || [0]), 1e-9);
   const cw = (W - PAD.l - PAD.r) / n;
   const y = (v) => H - PAD.b - (v / top) * (H - PAD.t - PAD.b);
+  // bins over edges e0..ek: "<e0", "e0", ..., "≥ek" (each inner bin named by its lower edge)
   const names = labels || cur.map((_, i) => (i === 0 ? `<${num(edges[0])}` : i === n - 1 ? `≥${num(edges[n - 2])}` : num(edges[i - 1])));
   const bars = [];
   cur.forEach((v, i) => {
@@ -169,7 +170,7 @@ export function histogram({ title, edges, counts, reference = null, labels = nul
       s("title", {}, `reference ${names[i]}: ${(ref[i] * 100).toFixed(1)}%`)));
     bars.push(s("rect", { x: x + (ref ? cw / 2 : 1), y: y(v), width: (ref ? cw / 2 : cw - 2) - 1, height: H - PAD.b - y(v), fill: color(0) },
       s("title", {}, `${names[i]}: ${(v * 100).toFixed(1)}%`)));
-    if (n <= 16 || i % 2 === 0) bars.push(s("text", { x: x + cw / 2, y: H - 6, class: "tick", "text-anchor": "middle" }, names[i]));
+    if (n <= 14 || i % 2 === 0) bars.push(s("text", { x: x + cw / 2, y: H - 6, class: "tick", "text-anchor": "middle" }, names[i]));
   });
   const items = ref ? [{ name: "reference", color: "#9aa5b1" }, { name: "current", color: color(0) }] : [];
   return paintSwatches(h("figure", { class: "chart" }, h("figcaption", {}, title),

@@ -1,13 +1,14 @@
-// Drift alerts: the list, and one alert with its evidence and an acknowledge button.
+// Drift alerts: the list, and one alert with its evidence, the histograms behind it, and an ack.
 import { get, post } from "../api.js";
-import { h, card, table, kv, num, time, ago, badge, link, fmtValue } from "../util.js";
+import { h, card, table, kv, num, short, time, ago, badge, link } from "../util.js";
 import { histogram } from "../charts.js";
 
 const cohortLink = (c) => link(`#/cohort/${encodeURIComponent(c)}`, c);
+const signals = (a) => [...new Set((a.top || []).map((t) => t.signal))].slice(0, 3).join(", ") || "–";
 
 export async function alertsPage({ query }) {
   const status = query.get("status") || "open";
-  const alerts = await get("/api/alerts", { status: status === "all" ? null : status });
+  const data = await get("/api/alerts", { status: status === "all" ? null : status });
   return h("div", {}, h("h1", {}, "Alerts"),
     h("div", { class: "toolbar" }, ["open", "acked", "resolved", "all"].map((st) =>
       h("a", { href: `#/alerts?status=${st}`, class: st === status ? "on" : "" }, st))),
@@ -15,42 +16,65 @@ export async function alertsPage({ query }) {
       { label: "alert", render: (a) => link(`#/alert/${encodeURIComponent(a.id)}`, a.id) },
       { label: "status", render: (a) => badge(a.status) },
       { label: "cohort", render: (a) => cohortLink(a.cohort) },
-      { label: "signal", key: "signal" },
+      { label: "drift", key: "kind" },
       { label: "pattern", key: "pattern" },
-      { label: "score", render: (a) => num(a.score, 3), class: "num" },
-      { label: "top features", render: (a) => (a.top || []).map((f) => f.feature).join(", ") || "–" },
-      { label: "opened", render: (a) => ago(a.opened_t, alerts.now) },
-    ], alerts.alerts, `no ${status === "all" ? "" : status + " "}alerts`)));
+      { label: "severity", render: (a) => num(a.severity, 2), class: "num" },
+      { label: "top signals", render: signals },
+      { label: "opened", render: (a) => ago(a.opened_t, data.now) },
+      { label: "updated", render: (a) => ago(a.updated_t, data.now) },
+    ], data.alerts, `no ${status === "all" ? "" : status + " "}alerts`)));
 }
 
-// Evidence is free-form: histograms become bar charts, lists of records tables, the rest a key list.
-function evidenceView(evidence) {
-  const parts = [];
-  const rest = {};
-  for (const [k, v] of Object.entries(evidence || {})) {
-    if (v && typeof v === "object" && Array.isArray(v.counts) && (v.reference || v.edges)) {
-      parts.push(histogram({ title: k, edges: v.edges || [], counts: v.counts, reference: v.reference || null }));
-    } else if (Array.isArray(v) && v.length && typeof v[0] === "object") {
-      const keys = [...new Set(v.flatMap((r) => Object.keys(r)))].filter((c) => !Array.isArray(v[0][c]));
-      const hists = v.filter((r) => Array.isArray(r.counts) && Array.isArray(r.reference)).slice(0, 4);
-      parts.push(card(k, table(keys.map((c) => ({ label: c, render: (r) => fmtValue(r[c]) })), v)));
-      for (const r of hists) parts.push(histogram({ title: `${k}: ${r.feature || r.name || ""}`, edges: r.edges || [], counts: r.counts, reference: r.reference }));
-    } else rest[k] = v;
-  }
-  return { details: Object.keys(rest).length ? card("Evidence", kv(rest)) : null, parts: h("div", { class: "grid" }, parts) };
+function ackForm(a, rerender) {
+  const note = h("input", { name: "note", placeholder: "note (optional)", "aria-label": "note" });
+  const button = h("button", { type: "submit" }, "Acknowledge");
+  return h("form", { class: "toolbar", onsubmit: async (e) => {
+    e.preventDefault();
+    button.disabled = true;
+    await post(`/api/alerts/${encodeURIComponent(a.id)}/ack`, { by: "dashboard", note: note.value });
+    rerender();
+  } }, button, note);
 }
+
+const checks = (rows) => table([
+  { label: "model", render: (t) => (t.model ? link(`#/model/${t.model}`, short(t.model)) : "–") },
+  { label: "signal", key: "signal" },
+  { label: "n", key: "n", class: "num" },
+  { label: "score", render: (t) => num(t.score, 4), class: "num" },
+  { label: "threshold", render: (t) => num(t.threshold, 4), class: "num" },
+  { label: "severity", render: (t) => num(t.severity, 2), class: "num" },
+  { label: "p", render: (t) => (t.p_value === null || t.p_value === undefined ? "–" : t.p_value.toExponential(1)), class: "num" },
+], rows, "no signal checks");
+
+const drivers = (rows) => table([
+  { label: "device", render: (d) => link(`#/device/${encodeURIComponent(d.device)}`, d.device) },
+  { label: "share of n", render: (d) => num(d.share, 3), class: "num" },
+  { label: "own divergence", render: (d) => num(d.effect, 4), class: "num" },
+  { label: "contribution", render: (d) => num(d.contribution, 3), class: "num" },
+  { label: "driving", render: (d) => (d.driving ? badge("driving", "drift") : "") },
+], rows, "one device: nothing to attribute");
 
 export async function alertPage({ params, rerender }) {
   const a = await get(`/api/alerts/${params[0]}`);
-  const ack = h("button", { onclick: async () => { ack.disabled = true; await post(`/api/alerts/${params[0]}/ack`, { by: "dashboard" }); rerender(); } }, "Acknowledge");
-  const ev = evidenceView(a.evidence);
-  return h("div", {}, h("h1", {}, `Alert ${a.id} `, badge(a.status)),
-    h("div", { class: "toolbar" }, a.status === "open" ? ack : null, h("span", {}, cohortLink(a.cohort), " over time →")),
+  return h("div", {}, h("h1", {}, `Alert ${a.id} `, badge(a.status), " ", badge(`${a.kind} drift`, "event")),
+    h("div", { class: "toolbar" }, a.status === "open" ? ackForm(a, rerender) : null,
+      h("span", {}, cohortLink(a.cohort), " over time →")),
     h("div", { class: "grid kv" },
       card("Summary", kv({
-        cohort: a.cohort, signal: a.signal, pattern: a.pattern, score: a.score, threshold: a.threshold,
-        opened: time(a.opened_t), updated: time(a.updated_t), resolved: a.resolved_t ? time(a.resolved_t) : "not yet",
-        acknowledged: a.acked_t ? `${time(a.acked_t)} by ${a.acked_by || "?"}` : "no",
-      })), ev.details),
-    ev.parts);
+        cohort: a.cohort, drift: a.kind, pattern: a.pattern, "severity (≥ 1 alarms)": a.severity,
+        "peak severity": a.peak_severity, "level now": a.level, n: a.n, horizon: a.horizon, rule: a.rule,
+        onset: a.onset_t ? time(a.onset_t) : "–", opened: time(a.opened_t), updated: time(a.updated_t),
+        resolved: a.resolved_t ? time(a.resolved_t) : "not yet",
+        acknowledged: a.acked_t ? `${time(a.acked_t)} by ${a.acked_by || "?"}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "no",
+      })),
+      card("Top signals", checks(a.top))),
+    h("h2", {}, "Now against the reference"),
+    h("div", { class: "grid" }, (a.histograms || []).map((x) => histogram({
+      title: `${x.signal} (${short(x.model)}) — severity ${num(x.severity, 2)}`, edges: x.edges || [], labels: x.names,
+      counts: x.counts, reference: x.reference }))),
+    (a.histograms || []).length ? null : h("p", { class: "empty" }, "no histograms: the models' profiles are not in the registry"),
+    h("div", { class: "grid kv" }, card("Devices driving it", drivers(a.devices)),
+      card("Tags", table([{ label: "tag", key: "tag" }, { label: "contribution", render: (t) => num(t.contribution, 3), class: "num" },
+        { label: "lift", render: (t) => num(t.lift, 2), class: "num" },
+        { label: "driving", render: (t) => (t.driving ? badge("driving", "drift") : "") }], a.tags, "no tag stands out"))));
 }

@@ -1,6 +1,6 @@
 // A cohort over time: software, input, output, shadow and feedback figures, plus its drift report.
 import { get } from "../api.js";
-import { h, card, table, num, short, color, link, badge } from "../util.js";
+import { h, card, table, num, short, time, color, badge } from "../util.js";
 import { lineChart, stackedShares } from "../charts.js";
 
 export const RANGES = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
@@ -61,23 +61,34 @@ export function cohortCharts(series, only = null) {
   });
 }
 
-function driftTable(report) {
+const KIND_COLORS = { input: color(0), output: color(1), concept: color(2) };
+
+// The drift engine's score table: severity per kind over time (>= 1 alarms), and the last steps.
+function driftReport(report) {
+  if (report.error) return card("Drift", h("p", { class: "empty" }, report.error));
   const rows = report.rows || [];
-  return card("Drift report", table([
-    { label: "model", render: (r) => (r.model ? link(`#/model/${r.model}`, short(r.model)) : "–") },
-    { label: "signal", key: "signal" },
-    { label: "score", render: (r) => num(r.score, 3), class: "num" },
-    { label: "threshold", render: (r) => num(r.threshold, 3), class: "num" },
-    { label: "n", key: "n", class: "num" },
-    { label: "verdict", render: (r) => badge(r.drifted ? "drift" : "ok") },
-  ], rows, "no drift scores for this cohort yet"));
+  const t = (r) => r.t_start;
+  const chart = lineChart({ t0: report.from, t1: report.to, bucketS: report.step_s, title: "Drift severity by kind",
+    unit: `per ${Math.round(report.step_s / 60)} min step; ≥ 1 alarms`, series: [
+      ...report.kinds.map((k) => ({ name: k, color: KIND_COLORS[k], values: rows.map((r) => [t(r), r[`${k}_severity`]]) })),
+      { name: "alarm", color: "#c8465a", dash: true, values: rows.map((r) => [t(r), 1]) }] });
+  const last = rows.filter((r) => report.kinds.some((k) => r[`${k}_severity`] !== null)).slice(-6).reverse();
+  const cols = [{ label: "step", render: (r) => time(r.t_start).slice(11, 16) }];
+  for (const k of report.kinds) {
+    cols.push({ label: `${k} n`, render: (r) => r[`${k}_n`], class: "num" },
+      { label: `${k} severity`, render: (r) => num(r[`${k}_severity`], 2), class: "num" },
+      { label: `${k} top`, render: (r) => [r[`${k}_top`] || "–", r[`${k}_flag`] ? [" ", badge(r[`${k}_flag`], "drift")] : null] });
+  }
+  return h("section", { class: "charts" }, h("h2", {}, "Drift"),
+    h("div", { class: "grid" }, chart, card("Latest steps", table(cols, last, "no scores yet: too little data"))));
 }
 
 export async function cohortPage({ params, query }) {
   const cohort = params[0] ? decodeURIComponent(params[0]) : "fleet";
   const range = RANGES[query.get("range")] ? query.get("range") : "1h";
   const [series, cohorts, report] = await Promise.all([
-    fetchSeries(cohort, range), get("/api/cohorts"), get("/api/drift/report", { cohort })]);
+    fetchSeries(cohort, range), get("/api/cohorts"),
+    get("/api/drift/report", { cohort, range_s: RANGES[range] }).catch((err) => ({ error: err.message }))]);
   const input = h("input", { name: "cohort", value: cohort, list: "cohort-list", "aria-label": "cohort" });
   const form = h("form", { class: "toolbar", onsubmit: (e) => { e.preventDefault(); location.hash = `#/cohort/${encodeURIComponent(input.value.trim() || "fleet")}?range=${range}`; } },
     h("label", {}, "Cohort ", input),
@@ -88,5 +99,5 @@ export async function cohortPage({ params, query }) {
   const total = series.buckets.reduce((a, r) => a + r.n_windows, 0);
   return h("div", {}, h("h1", {}, `Cohort ${cohort}`), form,
     h("p", { class: "muted" }, `${total} windows in ${series.buckets.length} buckets of ${series.bucket_s} s`),
-    cohortCharts(series), driftTable(report));
+    cohortCharts(series), driftReport(report));
 }

@@ -1,8 +1,9 @@
-"""A small, seeded fleet written into a real store: schema-valid windows, states, events,
-alerts and rejects, for the API and dashboard tests.
+"""A small, seeded fleet written into a real store: schema-valid windows, states, events
+and rejects, for the API and dashboard tests.
 
-Six devices report one 60 s window a minute for the last hour. ``dev-03`` gets 12 dB
-louder in the last 20 minutes (level and feature drift), ``dev-04`` and ``dev-05`` run model
+Six devices report one 60 s window a minute for the last hour, drawn from the models'
+reference profile. ``dev-03`` gets 12 dB louder in the last 20 minutes (level, feature and
+label drift), ``dev-04`` and ``dev-05`` run model
 B in shadow, ``dev-06`` runs model B, ``dev-05`` is offline. Every window passes
 ``shared.messages.validate``. ``fill`` writes it all; ``begin`` / ``write_windows`` /
 ``finish`` let a test run the rollout controller in between (see ``world.py``).
@@ -53,8 +54,8 @@ def make_window(rng, profile: dict, device: str, seq: int, t_start: float, model
                 loud_db: float = 0.0, candidate: bool = False) -> dict:
     n = int(rng.integers(8, 16))
     feats = rng.normal(loud_db / 6.0, 1.0, size=(n, len(FEATURES)))
-    conf = rng.beta(6 if candidate else 8, 2, n)
-    labels = rng.multinomial(n, [0.4, 0.3, 0.2, 0.1] if not loud_db else [0.2, 0.2, 0.3, 0.3])
+    conf = rng.beta(8, 2, n)
+    labels = rng.multinomial(n, [0.25] * 4 if not loud_db else [0.04, 0.04, 0.46, 0.46])
     no_answer = int((conf < 0.5).sum())
     frames = int(WINDOW_S * 100)
     w = {
@@ -94,7 +95,6 @@ class Fleet:
     profile: dict
     models: dict[str, str]  # "A" (production) and "B" (candidate) → sha256
     windows: list[dict] = field(default_factory=list)
-    alerts: list[dict] = field(default_factory=list)
 
     @property
     def t0(self) -> float:
@@ -148,7 +148,7 @@ def write_windows(store: Store, fleet: Fleet, switch: dict[str, float] | None = 
 
 
 def finish(store: Store, fleet: Fleet, switch: dict[str, float] | None = None) -> None:
-    """Current states (dev-05 went offline), rejected messages and drift alerts."""
+    """Current states (dev-05 went offline) and rejected messages."""
     now, switch = fleet.now, switch or {}
     batch = Batch()
     for device, (_tags, active, shadow, online) in DEVICES.items():
@@ -165,9 +165,6 @@ def finish(store: Store, fleet: Fleet, switch: dict[str, float] | None = None) -
                       Reject.of(now - 90, "harken/v1/dev/dev-09/stats", "unsupported_major", "schema 2.0", b"{}"),
                       Reject.of(now - 80, "harken/v1/dev/dev-09/stats", "not_json", "again", b"\x00")]
     store.write(batch)
-    fleet.alerts = _alerts(fleet, now)
-    for a in fleet.alerts:
-        store.save_alert(a)
 
 
 def fill(store: Store, now: float, model_a: str, model_b: str) -> Fleet:
@@ -176,21 +173,3 @@ def fill(store: Store, now: float, model_a: str, model_b: str) -> Fleet:
     write_windows(store, fleet)
     finish(store, fleet)
     return fleet
-
-
-def _alerts(fleet: Fleet, now: float) -> list[dict]:
-    ref = fleet.profile["level_dbfs"]["counts"]
-    loud = [w for w in fleet.windows if w["device"] == "dev-03" and w["seq"] >= DRIFT_AFTER]
-    cur = np.sum([w["input"]["level_dbfs"] for w in loud], axis=0).astype(int).tolist()
-    return [
-        {"id": "a-level-dev03", "status": "open", "cohort": "device:dev-03", "signal": "input", "pattern": "step",
-         "opened_t": now - 600, "updated_t": now - 60,
-         "evidence": {"score": 3.4, "threshold": 1.0, "n": sum(cur), "horizon_s": 1200,
-                      "top": [{"feature": "level_dbfs", "score": 3.4}, {"feature": "mel_00", "score": 1.7}],
-                      "level_dbfs": {"edges": LEVEL_DBFS_EDGES, "counts": cur, "reference": ref}}},
-        {"id": "a-output-lab", "status": "acked", "cohort": "tag:lab", "signal": "output", "pattern": "gradual",
-         "opened_t": now - 3000, "updated_t": now - 1200, "acked_t": now - 1200,
-         "evidence": {"score": 1.2, "threshold": 1.0, "top": [{"feature": "labels", "score": 1.2}]}},
-        {"id": "a-old", "status": "resolved", "cohort": "fleet", "signal": "input", "pattern": "step",
-         "opened_t": now - 3500, "updated_t": now - 3300, "resolved_t": now - 3300, "evidence": {"score": 1.1}},
-    ]

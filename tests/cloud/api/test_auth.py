@@ -12,7 +12,7 @@ from tests.cloud.api.world import TOKEN
 
 GET_ROUTES = ["/api/fleet", "/api/devices", "/api/devices/dev-01", "/api/devices/dev-01/events", "/api/cohorts",
               "/api/series", "/api/summary", "/api/windows", "/api/ingest", "/api/alerts",
-              "/api/alerts/a-level-dev03", "/api/drift/report", "/api/models", "/api/models/production",
+              "/api/alerts/ALERT", "/api/drift/report", "/api/models", "/api/models/production",
               "/api/rollouts", "/metrics"]
 
 
@@ -37,7 +37,8 @@ def test_every_api_route_in_the_openapi_document_needs_the_token(anon):
 
 
 @pytest.mark.parametrize("path", GET_ROUTES)
-def test_routes_answer_with_the_token_and_refuse_without(anon, path):
+def test_routes_answer_with_the_token_and_refuse_without(anon, world, path):
+    path = path.replace("ALERT", world.alert_id("device:dev-03", "input"))
     assert anon.get(path).status_code == 401
     assert anon.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 

@@ -50,7 +50,11 @@ def test_metrics_agree_with_the_store(api, world):
     assert value(m, "harken_ingest_rejected_total", code="not_json") == 2
     assert value(m, "harken_ingest_rejected_total", code="unsupported_major") == 1
     assert value(m, "harken_alerts", status="open") == 1
-    assert value(m, "harken_alerts_open", cohort="device:dev-03", signal="input") == 1
+    assert value(m, "harken_alerts", status="acked") == 1
+    assert value(m, "harken_alerts_open", cohort="device:dev-03", kind="input") == 1
+    loud = world.store.alert(world.alert_id("device:dev-03", "input"))
+    assert value(m, "harken_drift_severity", cohort="device:dev-03", kind="input") == loud["evidence"]["severity"]
+    assert len(m["harken_drift_severity"]) == 2  # the open and the acknowledged alert
     kitchen = next(r for r in world.rollouts.list() if r.cohort == "tag:kitchen")
     assert value(m, "harken_rollout_info", rollout=kitchen.id, model=kitchen.model, cohort="tag:kitchen",
                  state="running") == 1
@@ -58,6 +62,15 @@ def test_metrics_agree_with_the_store(api, world):
     assert value(m, "harken_rollout_stages", rollout=kitchen.id) == 2
     assert value(m, "harken_rollout_devices", rollout=kitchen.id, status="converged") == 3
     assert m["harken_ingest_messages_total"] == []  # no ingest in this app: no sample rather than a fake 0
+
+
+def test_drift_severity_covers_every_cohort_the_engine_scored(world):
+    findings = world.drift.findings(world.now)
+    m = parse(client_for(world.services(drift_findings=lambda: findings)).get("/metrics").text)
+    assert len(m["harken_drift_severity"]) == len(findings) > 2
+    assert {lab["cohort"] for lab, _ in m["harken_drift_severity"]} >= {"fleet", "device:dev-01", "tag:kitchen"}
+    assert value(m, "harken_drift_severity", cohort="device:dev-03", kind="input") > 1
+    assert value(m, "harken_drift_severity", cohort="device:dev-01", kind="input") < 1
 
 
 def test_ingest_counters_come_from_the_running_ingest(world):

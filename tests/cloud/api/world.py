@@ -11,6 +11,7 @@ Timeline (relative to ``now``):
              r-shadow waits for approval
     -29 min  the other kitchen devices converge to B
     -22 min  last controller tick: r-kitchen is baking its last stage
+    -10 min, now   the real drift engine evaluates; its alert changes are stored
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from pathlib import Path
 
 from cloud.api.backend import Services
 from cloud.delivery import Delivery
+from cloud.drift import Alert, DriftConfig, DriftEngine, StoreSource, acknowledge, registry_profiles
 from cloud.registry import Registry
 from cloud.rollout.controller import Controller
 from cloud.rollout.repo import SqlDesiredRevs
-from cloud.rollout.service import RolloutService
+from cloud.rollout.plan import build_plan
+from cloud.rollout.service import RolloutService, load_gates
+from cloud.rollout.start import start_rollout
 from cloud.store import Batch, Received, Store, open_store
 from shared.keys import generate_keypair, load_private_key, load_public_key
 from shared.messages import validate
@@ -32,6 +36,7 @@ from tests.cloud.api.bundles import make_bundle
 from tests.cloud.api.fleet_data import LABELS, Fleet
 
 TOKEN = "test-token-4f9c2a7d1e"
+DRIFT = DriftConfig(step_s=120, short_steps=3, long_steps=25, concept_step_s=600)
 GATES = {"min_inferences": 50, "min_feedback": 10, "min_shadow_compared": 50, "max_label_distance": 0.5}
 
 
@@ -55,10 +60,14 @@ class World:
     registry: Registry
     rollouts: RolloutService
     published: Recorder
+    drift: DriftEngine
 
     @property
     def now(self) -> float:
         return self.fleet.now
+
+    def alert_id(self, cohort: str, kind: str) -> str:
+        return next(a["id"] for a in self.store.alerts(cohort=cohort) if a["signal"] == kind)
 
     def controller(self) -> Controller:
         """The real rollout controller over this world's store (publishing to the recorder)."""
@@ -67,7 +76,7 @@ class World:
 
     def services(self, **kw) -> Services:
         args = dict(store=self.store, token=TOKEN, registry=self.registry, rollouts=self.rollouts,
-                    clock=lambda: self.now)
+                    drift=self.drift, clock=lambda: self.now)
         return Services(**{**args, **kw})
 
 
@@ -104,11 +113,15 @@ def build(path: Path, now: float | None = None) -> World:
     registry.set_alias("candidate", shas[1])
     fleet = fleet_data.begin(store, now, *shas)
     service = RolloutService(store, registry)
-    world = World(path, store, fleet, registry, service, Recorder())
+    engine = DriftEngine(StoreSource(store, registry_profiles(registry)), DRIFT)
+    world = World(path, store, fleet, registry, service, Recorder(), engine)
     controller = world.controller()
     t1 = now - 2400
-    r1 = service.start("candidate", "tag:kitchen", "canary", steps="34,100", bake="10m", gates=GATES, now=t1)
-    service.start("candidate", "tag:shadow", "shadow", bake="10m", approval="manual", gates=GATES, now=t1 + 1)
+    # ids fixed (the service draws random ones) so the canary order, and so the data, is the same every run
+    r1 = start_rollout(store, registry, "candidate", "tag:kitchen", build_plan("canary", steps="34,100", bake="10m"),
+                       gates=load_gates(GATES), now=t1, rollout_id="r-kitchen")
+    start_rollout(store, registry, "candidate", "tag:shadow", build_plan("shadow", bake="10m"), approval="manual",
+                  gates=load_gates(GATES), now=t1 + 1, rollout_id="r-shadow")
     controller.tick(t1 + 2)
     first = service.get(r1.id).stage_devices(0)
     _converge(store, fleet, first, t1 + 20)
@@ -122,4 +135,17 @@ def build(path: Path, now: float | None = None) -> World:
     controller.tick(t2 + 30)
     controller.tick(t2 + 420)
     fleet_data.finish(store, fleet, switch)
+    for t in (now - 600, now):
+        evaluate_drift(world, t)
+    output = Alert.from_row(world.store.alert(world.alert_id("device:dev-03", "output")))
+    world.store.save_alert(acknowledge(output, now - 60, by="ops-lee").to_row())
     return world
+
+
+def evaluate_drift(world: World, now: float) -> list:
+    """One drift evaluation, persisted as the collector's drift job does it."""
+    open_alerts = [Alert.from_row(a) for a in world.store.alerts() if a["status"] != "resolved"]
+    changes = world.drift.evaluate(now, open_alerts)
+    for change in changes:
+        world.store.save_alert(change.alert.to_row())
+    return changes

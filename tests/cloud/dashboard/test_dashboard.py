@@ -56,7 +56,11 @@ def signed_in(browser, served):
 
 
 def _kitchen(served):
-    return next(r.id for r in served.world.rollouts.list() if r.cohort == "tag:kitchen")
+    return "r-kitchen"
+
+
+def _loud(served):
+    return served.world.alert_id("device:dev-03", "input")
 
 
 def check_fleet(f, served):
@@ -75,7 +79,7 @@ def check_device(f, served):
 
 def check_cohort(f, served):
     assert f["h1"] == "Cohort fleet"
-    assert f["figures"] == 13 and f["nodata"] == 0  # every chart has data, feature drift included
+    assert f["figures"] == 14 and f["nodata"] == 0  # every chart has data, feature drift included
     assert f["rects"] > 200  # label-mix columns
     for title in ("Latency by stage", "Speech ratio", "Estimated SNR", "Label mix", "No-answer",
                   "Shadow agreement", "Feedback accuracy", "Feature drift"):
@@ -83,12 +87,14 @@ def check_cohort(f, served):
 
 
 def check_alerts(f, served):
-    assert f["rows"] == [1] and "a-level-dev03" in f["text"] and "level_dbfs, mel_00" in f["text"]
+    assert f["rows"] == [1] and _loud(served) in f["text"] and "level_dbfs" in f["text"]
 
 
 def check_alert(f, served):
-    assert f["h1"].startswith("Alert a-level-dev03") and "Acknowledge" in f["text"]
-    assert f["figures"] == 1 and f["rects"] == 2 * 12  # reference and current bars for 12 level bins
+    assert f["h1"].startswith(f"Alert {_loud(served)}") and "Acknowledge" in f["text"]
+    hists = served.world.services().store.alert(_loud(served))["evidence"]["top"][:4]
+    assert f["figures"] == len(hists) >= 2 and f["nodata"] == 0
+    assert "level_dbfs" in f["text"] and "severity (≥ 1 alarms)" in f["text"]
 
 
 def check_rollouts(f, served):
@@ -119,7 +125,7 @@ PAGES = [
     ("device", "#/device/dev-03", check_device),
     ("cohort", "#/cohort/fleet", check_cohort),
     ("alerts", "#/alerts", check_alerts),
-    ("alert", "#/alert/a-level-dev03", check_alert),
+    ("alert", "#/alert/LOUD", check_alert),
     ("rollouts", "#/rollouts", check_rollouts),
     ("rollout", "#/rollout/KITCHEN", check_rollout),
     ("models", "#/models", check_models),
@@ -129,7 +135,8 @@ PAGES = [
 
 @pytest.mark.parametrize("name, route, check", PAGES, ids=[p[0] for p in PAGES])
 def test_page_renders_live_data_without_console_errors(signed_in, served, shots, name, route, check):
-    route = route.replace("KITCHEN", _kitchen(served)).replace("CANDIDATE", served.world.fleet.models["B"])
+    route = route.replace("KITCHEN", _kitchen(served)).replace("CANDIDATE", served.world.fleet.models["B"]) \
+        .replace("LOUD", _loud(served))
     facts = open_page(signed_in, served, route)
     shots(signed_in, f"{name}")
     assert facts["foreign"] == []  # nothing loaded from anywhere but the collector
@@ -154,12 +161,14 @@ def test_cohort_picker_and_range_navigate(signed_in, served, shots):
 
 
 def test_acknowledge_and_approve_from_the_pages(signed_in, served, shots):
-    open_page(signed_in, served, "#/alert/a-level-dev03")
-    signed_in.js("[...document.querySelectorAll('button')].find((b) => b.textContent === 'Acknowledge').click()")
+    open_page(signed_in, served, f"#/alert/{_loud(served)}")
+    signed_in.js("document.querySelector('input[name=note]').value = 'new mic';"
+                 "[...document.querySelectorAll('button')].find((b) => b.textContent === 'Acknowledge').click()")
     signed_in.wait("return [...document.querySelectorAll('#main .badge')].some((b) => b.textContent === 'acked')",
                    what="the alert to show as acked")
-    assert served.world.store.alert("a-level-dev03")["status"] == "acked"
-    rid = next(r.id for r in served.world.rollouts.list() if r.cohort == "tag:shadow")
+    assert "by dashboard — new mic" in signed_in.js("return document.getElementById('main').innerText")
+    assert served.world.store.alert(_loud(served))["status"] == "acked"
+    rid = "r-shadow"
     open_page(signed_in, served, f"#/rollout/{rid}")
     signed_in.js("[...document.querySelectorAll('button')].find((b) => b.textContent === 'approve').click()")
     signed_in.wait("return document.getElementById('main').innerText.includes('queued for the controller: approve')",
