@@ -12,6 +12,7 @@ does (last window, spool drained to the broker for up to 5 s, retained state "of
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -26,6 +27,7 @@ from typing import Callable
 from edge.sim.audio import ClipPool, held_out_speakers
 from edge.sim.device import SharedModels, SimDevice, agent_config, device_ids, start_device
 from edge.sim.scenarios import ScenarioParams
+from shared.bundle import atomic_write
 from shared.errors import ConfigError, HarkenError
 from shared.topics import DEFAULT_PREFIX
 
@@ -230,6 +232,7 @@ def run_fleet(plan: FleetPlan, *, stop: threading.Event | None = None,
               on_status: Callable[[dict], None] | None = None, status_interval_s: float = STATUS_INTERVAL_S) -> dict:
     """Run the fleet to the end of its streams (or ``stop``); returns the result (JSON-able)."""
     plan.check()
+    write_fleet_file(plan)
     stop = stop or threading.Event()
     t0 = time.monotonic()
     workers = _Workers(plan, status_interval_s)
@@ -258,6 +261,21 @@ def run_fleet(plan: FleetPlan, *, stop: threading.Event | None = None,
             last_print = now
     workers.join()
     return _result(plan, statuses, results, failures, time.monotonic() - t0)
+
+
+def write_fleet_file(plan: FleetPlan) -> Path:
+    """``STATE_ROOT/fleet.json``: the devices, their tags and whether the scenario targets them.
+
+    The agent does not report tags; an operator applies them with ``harken fleet tag``.
+    """
+    targets = set(plan.scenario.targets(plan.devices, plan.seed))
+    body = {"scenario": plan.scenario.name, "onset_s": plan.scenario.onset_s, "seed": plan.seed,
+            "devices": [{"device": d, "tags": list(plan.tags), "targeted": i in targets}
+                        for i, d in enumerate(plan.ids)]}
+    path = Path(plan.state_root) / "fleet.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (json.dumps(body, indent=1) + "\n").encode())
+    return path
 
 
 def _result(plan: FleetPlan, statuses: dict, results: dict, failures: dict, wall_s: float) -> dict:

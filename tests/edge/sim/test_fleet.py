@@ -78,7 +78,7 @@ def test_cli_prints_one_json_result_and_refuses_bad_input(tiny_lab, tmp_path):
     args = ["--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.bundle_path),
             "--trust-key", str(tiny_lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "12",
             "--speed", "50", "--processes", "1", "--scenario", "broken-device", "--onset", "0",
-            "--fault", "silence", "--status-interval", "0.2"]
+            "--fault", "silence", "--status-interval", "0.2", "--tags", "site-a,lab"]
     res = runner.invoke(command, args)
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout.strip().splitlines()[-1])
@@ -87,6 +87,9 @@ def test_cli_prints_one_json_result_and_refuses_bad_input(tiny_lab, tmp_path):
     broken = next(d for d in result["per_device"] if d["device"] in result["targets"])
     healthy = next(d for d in result["per_device"] if d["device"] not in result["targets"])
     assert broken["utterances"] == 0 < healthy["utterances"]  # its microphone died at second 0
+    fleet = json.loads((tmp_path / "s" / "fleet.json").read_text())
+    assert [d["tags"] for d in fleet["devices"]] == [["site-a", "lab"]] * 2
+    assert [d["device"] for d in fleet["devices"] if d["targeted"]] == result["targets"]
     bad = runner.invoke(command, args + ["--credentials", str(_write(tmp_path / "c.json", {"dev-0001": "x"}))])
     assert isinstance(bad.exception, ConfigError) and "dev-0002" in str(bad.exception)
 

@@ -1,0 +1,300 @@
+"""Soak: a simulated fleet against a real broker and collector for minutes; prints one JSON object.
+
+    .venv/bin/python scripts/soak.py [--minutes 10] [--devices 200] [--speed 1] [--processes 2]
+                                     [--data DIR --model B.hkb --trust-key signing.pub] [--window-s 10]
+
+A private mosquitto on a free loopback port, ``harken collector run`` on a fresh SQLite
+database, and ``harken sim`` (``python -m edge.sim.cli``) with ``--devices`` real agents, all
+as subprocesses. After ``--minutes`` of wall time the sim gets SIGINT and shuts down as
+devices do (last window, spool drained, state offline). Then the soak waits for the collector
+to store what the broker acknowledged and compares, window by window:
+
+    windows produced    the agents' windows (the sim's final JSON line: per device boot, first
+                        and next seq, and the [boot, seq] still in its spool)
+    windows delivered   produced minus those still spooled (they go out at the next boot)
+    windows stored      rows in the collector's ``windows`` table
+    missing / extra / duplicates   delivered-not-stored, stored-not-produced, stored twice
+
+and the resident memory (VmRSS) of the collector and of the sim's processes when every
+device is up and just before the end. Without ``--data`` it builds the model lab's tiny
+dataset and bundle (about 30 s). Nothing leaves the loopback interface.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
+    import getpass
+
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"max_queued_messages 100000\nlog_dest none\nuser {getpass.getuser()}\n")
+    proc = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        return None
+    return None
+
+
+def process_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_rss(pid: int) -> dict[str, float]:
+    return {str(p): r for p in process_tree(pid) if (r := rss_mb(p)) is not None}
+
+
+class StderrReader(threading.Thread):
+    """Keeps the last JSON status line of the sim and every other line (for the report on failure)."""
+
+    def __init__(self, stream, wanted: str | None = None):
+        super().__init__(daemon=True)
+        self.stream, self.wanted = stream, wanted
+        self.status: dict = {}
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+
+    def run(self) -> None:
+        for raw in self.stream:
+            line = raw.decode(errors="replace").rstrip()
+            if line.startswith("{"):
+                try:
+                    self.status = json.loads(line)
+                    continue
+                except ValueError:
+                    pass
+            self.lines = (self.lines + [line])[-200:]
+            if self.wanted and self.wanted in line:
+                self.seen.set()
+
+
+def stored_windows(db: Path) -> list[tuple[str, int, int]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return [(d, int(b), int(s)) for d, b, s in con.execute("SELECT device, boot, seq FROM windows")]
+    finally:
+        con.close()
+
+
+def reject_counts(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return {c: int(n) for c, n in con.execute("SELECT code, n FROM reject_counts")}
+    finally:
+        con.close()
+
+
+def lab_or_given(args, workdir: Path) -> tuple[str, str, str]:
+    if args.data and args.model and args.trust_key:
+        return args.data, args.model, args.trust_key
+    from cloud.lab.fixtures import tiny_dataset_and_bundle
+
+    lab = tiny_dataset_and_bundle(workdir / "lab")
+    return str(lab.data_dir), str(lab.bundle_path), str(lab.public_key_path)
+
+
+def compare(result: dict, stored: list[tuple[str, int, int]]) -> dict:
+    expected, unsent = set(), set()
+    for d in result["per_device"]:
+        if d.get("first_seq") is None:
+            continue
+        expected.update((d["device"], d["boot"], s) for s in range(d["first_seq"], d["next_seq"]))
+        unsent.update((d["device"], b, s) for b, s in d["unsent_seqs"])
+    delivered = expected - unsent
+    stored_set = set(stored)
+    return {"windows_produced": len(expected), "windows_unsent": len(unsent & expected),
+            "windows_delivered": len(delivered), "windows_stored": len(stored),
+            "missing": len(delivered - stored_set), "extra": len(stored_set - expected),
+            "duplicates": len(stored) - len(stored_set),
+            "unsent_but_stored": len(unsent & stored_set)}
+
+
+def wait_for_store(db: Path, want: int, timeout_s: float = 120.0) -> float:
+    """Seconds until the store holds ``want`` windows, or stops growing for 10 s (or the timeout)."""
+    t0 = time.monotonic()
+    last, last_change = -1, t0
+    while time.monotonic() - t0 < timeout_s:
+        n = len(stored_windows(db)) if db.exists() else 0
+        if n >= want:
+            break
+        if n != last:
+            last, last_change = n, time.monotonic()
+        elif time.monotonic() - last_change > 10:
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - t0, 2)
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float = 60.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("paho-mqtt", "onnxruntime", "numpy", "webrtcvad"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = None
+    mq = subprocess.run([shutil.which("mosquitto") or "mosquitto", "-h"], capture_output=True, text=True)
+    out["mosquitto"] = (mq.stdout or mq.stderr).splitlines()[0] if (mq.stdout or mq.stderr) else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="Wall minutes the fleet runs.")
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--speed", type=float, default=1.0, help="Audio seconds per wall second for each device.")
+    ap.add_argument("--processes", type=int, default=2, help="Sim worker processes.")
+    ap.add_argument("--window-s", type=float, default=10.0)
+    ap.add_argument("--scenario", default="healthy")
+    ap.add_argument("--feedback-rate", type=float, default=0.1)
+    ap.add_argument("--data"), ap.add_argument("--model"), ap.add_argument("--trust-key")
+    ap.add_argument("--workdir", help="Keep everything here (default: a temporary directory, removed).")
+    args = ap.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="harken-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        print(json.dumps(soak(args, workdir, procs), indent=1))
+    finally:
+        for p in reversed(procs):
+            stop(p, signal.SIGKILL if p.poll() is None else signal.SIGTERM, 5)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def soak(args, workdir: Path, procs: list) -> dict:
+    load_before = os.getloadavg()
+    data, model, trust_key = lab_or_given(args, workdir)
+    broker, port = start_broker(workdir)
+    procs.append(broker)
+    url, db = f"mqtt://127.0.0.1:{port}", workdir / "soak.db"
+    env = dict(os.environ, HARKEN_COLLECTOR_HTTP_PORT="0", PYTHONPATH=str(ROOT))
+    env.pop("HARKEN_DB", None)
+    collector = subprocess.Popen([sys.executable, "-m", "shared.cli", "-v", "collector", "run", "--broker", url,
+                                  "--db", f"sqlite:///{db}", "--client-id", f"soak-collector-{os.getpid()}"],
+                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs.append(collector)
+    col_err = StderrReader(collector.stderr, wanted="connected to")
+    col_err.start()
+    if not col_err.seen.wait(60):
+        raise RuntimeError("the collector did not connect: " + " | ".join(col_err.lines[-5:]))
+    time.sleep(1.0)  # its subscriptions are acknowledged right after the connection
+    sim_cmd = [sys.executable, "-m", "edge.sim.cli", "--devices", str(args.devices), "--data", data,
+               "--model", model, "--trust-key", trust_key, "--state-root", str(workdir / "state"),
+               "--broker", url, "--speed", str(args.speed), "--processes", str(args.processes),
+               "--window-s", str(args.window_s), "--scenario", args.scenario,
+               "--feedback-rate", str(args.feedback_rate), "--json-status", "--status-interval", "5"]
+    t0 = time.monotonic()
+    sim = subprocess.Popen(sim_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(sim)
+    sim_err = StderrReader(sim.stderr)
+    sim_err.start()
+    rss_start = rss_end = None
+    all_up_s = None
+    deadline = t0 + args.minutes * 60.0
+    while time.monotonic() < deadline and sim.poll() is None:
+        time.sleep(1.0)
+        st = sim_err.status
+        if rss_start is None and st.get("up") == args.devices:
+            all_up_s = round(time.monotonic() - t0, 1)
+            rss_start = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid), "status": st}
+    rss_end = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid), "status": sim_err.status}
+    t_stop = time.monotonic()
+    sim.send_signal(signal.SIGINT)
+    out, _ = sim.communicate(timeout=300)
+    stop_s = round(time.monotonic() - t_stop, 2)
+    lines = out.decode().strip().splitlines()
+    if not lines:
+        raise RuntimeError("the sim printed no result: " + " | ".join(sim_err.lines[-10:]))
+    result = json.loads(lines[-1])
+    want = sum(1 for d in result["per_device"] if d.get("first_seq") is not None
+               for s in range(d["first_seq"], d["next_seq"])) - result["windows_unsent"]
+    settle_s = wait_for_store(db, want)
+    rss_collector_final = rss_mb(collector.pid)
+    code = stop(collector)
+    figures = compare(result, stored_windows(db))
+    return {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_before": load_before,
+                    "load_avg_after": os.getloadavg()},
+        "versions": versions(),
+        "config": {"devices": args.devices, "minutes": args.minutes, "speed": args.speed,
+                   "processes": args.processes, "window_s": args.window_s, "scenario": args.scenario,
+                   "feedback_rate": args.feedback_rate},
+        "duration": {"wall_s": round(t_stop - t0, 1), "all_devices_up_s": all_up_s, "sim_shutdown_s": stop_s,
+                     "collector_settle_s": settle_s, "audio_s_per_device": result["audio_s_mean"],
+                     "effective_speed": round(result["audio_s_mean"] / max(t_stop - t0, 1e-9), 3)},
+        "windows": figures,
+        "ok": figures["missing"] == 0 and figures["extra"] == 0 and figures["duplicates"] == 0,
+        "utterances": result["utterances"], "feedback_accepted": result["feedback_accepted"],
+        "device_errors": result["device_errors"], "sim_failures": result["failures"],
+        "collector_rejects": reject_counts(db), "collector_exit_code": code,
+        "rss_mb": {"collector": {"start": (rss_start or {}).get("collector"), "end": rss_end["collector"],
+                                 "after_settle": rss_collector_final},
+                   "sim": {"start": (rss_start or {}).get("sim"), "end": rss_end["sim"]}},
+    }
+
+
+if __name__ == "__main__":
+    main()
