@@ -6,15 +6,17 @@ share every number. All arithmetic is float32 like the graph's.
 
     audio [N, 16000] → frames [N, 98, 400] (25 ms Hann, 10 ms hop) → |DFT|² [N, 98, 257]
     (512-point) → mel power [N, 98, 40] → log(power + 1e-6) = log-mel
-    log-mel → pooled [N, SEGMENTS * 40]   (classifier input, below)
+    log-mel → pooled [N, 2 * SEGMENTS * 40]   (classifier input, below)
     mel power, log-mel → summary [N, 10]  (drift monitor's feature vector, FEATURE_NAMES)
 
-The classifier input is made gain- and tempo-invariant: the log-mel is taken relative to
-the window's loudest bin and floored FLOOR nats below it; then it is averaged in SEGMENTS
-overlapping triangular windows spaced evenly along the *speech* in the window, not along
-the clock: a soft speech mask (sigmoid of frame energy against the loudest frame) is
-accumulated into a 0..1 position, so a slow and a fast "left" land in the same segments.
-Everything is smooth (no hard thresholds), so the float32 graph tracks numpy closely.
+The classifier input is made gain-, channel- and tempo-invariant. Two normalised log-mels:
+(a) relative to the window's loudest bin, floored FLOOR nats below it; (b) each band relative
+to its own loudest frame, floored BAND_FLOOR below (this lifts weak high-band consonants and
+flattens coloured noise). Each is averaged in SEGMENTS overlapping triangular windows spaced
+evenly along the *speech* in the window, not along the clock: a soft speech mask (sigmoid of
+frame energy against the loudest frame) is accumulated into a 0..1 position, so a slow and
+a fast "left" land in the same segments. Everything is smooth or piecewise linear (no hard
+thresholds), so the float32 graph tracks numpy closely.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ F_MIN_HZ, F_MAX_HZ = 20.0, 8000.0
 EPS = 1e-6
 SEGMENTS = 16  # speech-relative segments the classifier input averages over
 FLOOR = 10.0  # nats below the loudest bin where the normalised log-mel is floored (~43 dB)
-MASK_DELTA = 3.0  # frames within this many nats of the loudest frame count as speech ...
+BAND_FLOOR = 6.0  # nats below each band's loudest frame where the band-normalised one is floored
+MASK_DELTA = 4.0  # frames within this many nats of the loudest frame count as speech ...
 MASK_SLOPE = 3.0  # ... with a sigmoid of this slope around that point
 BAND_GROUPS = 5
 N_FRAMES = 1 + (INPUT_SAMPLES - WINDOW_SAMPLES) // HOP_SAMPLES  # 98
@@ -133,6 +136,12 @@ def normalised(logmel: np.ndarray) -> np.ndarray:
     return np.maximum(logmel - peak, np.float32(-FLOOR))
 
 
+def band_normalised(logmel: np.ndarray) -> np.ndarray:
+    """Each band relative to its loudest frame, floored at -BAND_FLOOR."""
+    peak = logmel.max(axis=1, keepdims=True)
+    return np.maximum(logmel - peak, np.float32(-BAND_FLOOR))
+
+
 def speech_weights(power: np.ndarray) -> np.ndarray:
     """[N, SEGMENTS, N_FRAMES] pooling weights spaced along the speech, each row summing to 1."""
     energy = np.log(power.mean(axis=2) + np.float32(EPS))  # [N, T]
@@ -145,8 +154,11 @@ def speech_weights(power: np.ndarray) -> np.ndarray:
 
 
 def pooled(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
-    """[N, SEGMENTS * N_MELS] classifier input."""
-    return np.matmul(speech_weights(power), normalised(logmel)).reshape(len(logmel), -1)
+    """[N, 2 * SEGMENTS * N_MELS] classifier input: both normalisations, pooled along the speech."""
+    w = speech_weights(power)
+    n = len(logmel)
+    return np.concatenate([np.matmul(w, normalised(logmel)).reshape(n, -1),
+                           np.matmul(w, band_normalised(logmel)).reshape(n, -1)], axis=1)
 
 
 def summary(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
@@ -176,5 +188,5 @@ def compute(audio: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray
         xs.append(pooled(power, lm))
         fs.append(summary(power, lm))
     if not xs:
-        return (np.zeros((0, SEGMENTS * N_MELS), np.float32), np.zeros((0, len(FEATURE_NAMES)), np.float32))
+        return (np.zeros((0, 2 * SEGMENTS * N_MELS), np.float32), np.zeros((0, len(FEATURE_NAMES)), np.float32))
     return np.concatenate(xs), np.concatenate(fs)

@@ -37,6 +37,7 @@ def _initializers() -> list[onnx.TensorProto]:
         _const("fe_mel", F.mel_matrix()),
         _const("fe_eps", np.array(F.EPS, dtype=np.float32)),
         _const("fe_floor", np.array(-F.FLOOR, dtype=np.float32)),
+        _const("fe_band_floor", np.array(-F.BAND_FLOOR, dtype=np.float32)),
         _const("fe_mask_delta", np.array(F.MASK_DELTA, dtype=np.float32)),
         _const("fe_mask_slope", np.array(F.MASK_SLOPE, dtype=np.float32)),
         _const("fe_centres", F.segment_centres()),
@@ -80,8 +81,14 @@ def _pooling_nodes() -> list[onnx.NodeProto]:
         n("ReduceSum", ["fe_w0", "fe_ax2"], ["fe_wsum"], keepdims=1),
         n("Add", ["fe_wsum", "fe_eps"], ["fe_wsum_eps"]),
         n("Div", ["fe_w0", "fe_wsum_eps"], ["fe_w"]),
-        n("MatMul", ["fe_w", "fe_norm"], ["fe_pooled3"]),
-        n("Reshape", ["fe_pooled3", "fe_pooled_shape"], [POOLED]),
+        n("MatMul", ["fe_w", "fe_norm"], ["fe_pooled_g3"]),
+        n("Reshape", ["fe_pooled_g3", "fe_pooled_shape"], ["fe_pooled_g"]),
+        n("ReduceMax", ["fe_logmel"], ["fe_band_peak"], axes=[1], keepdims=1),
+        n("Sub", ["fe_logmel", "fe_band_peak"], ["fe_band_rel"]),
+        n("Max", ["fe_band_rel", "fe_band_floor"], ["fe_band_norm"]),
+        n("MatMul", ["fe_w", "fe_band_norm"], ["fe_pooled_b3"]),
+        n("Reshape", ["fe_pooled_b3", "fe_pooled_shape"], ["fe_pooled_b"]),
+        n("Concat", ["fe_pooled_g", "fe_pooled_b"], [POOLED], axis=1),
     ]
 
 
@@ -136,7 +143,7 @@ def feature_model() -> onnx.ModelProto:
     graph = helper.make_graph(
         _nodes(), "harken_features",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", F.INPUT_SAMPLES])],
-        [helper.make_tensor_value_info(POOLED, TensorProto.FLOAT, ["N", F.SEGMENTS * F.N_MELS]),
+        [helper.make_tensor_value_info(POOLED, TensorProto.FLOAT, ["N", 2 * F.SEGMENTS * F.N_MELS]),
          helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", len(F.FEATURE_NAMES)])],
         initializer=_initializers(),
     )

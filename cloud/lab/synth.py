@@ -30,8 +30,8 @@ MAX_WORD_SAMPLES = int(0.95 * CLIP_SAMPLES)
 # speed factor → (up, down) of the polyphase resampling that applies it (small, so fast)
 TEMPO_RATIOS = {0.9: (10, 9), 0.95: (20, 19), 1.0: (1, 1), 1.05: (20, 21), 1.1: (10, 11)}
 TEMPO_FACTORS = tuple(TEMPO_RATIOS)
-NOISE_CHOICES = ("none",) + augment.NOISE_TYPES
-SNRS_DB = (5, 10, 15, 20, 30)
+NOISE_PROBABILITY = 0.7
+SNRS_DB = (10, 15, 20, 25, 30)
 PEAKS_DBFS = (-30, -24, -18, -12, -6, -3)
 SILENCE_LEVELS_DBFS = (-70, -60, -50, -40, -30)
 
@@ -77,9 +77,10 @@ def _word_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, di
     word = augment.set_peak(word, peak_dbfs)
     offset = int(rng.integers(0, CLIP_SAMPLES - len(word) + 1))
     clip = augment.place_at(word, CLIP_SAMPLES, offset)
-    noise_kind = str(rng.choice(NOISE_CHOICES))
+    noisy = rng.random() < NOISE_PROBABILITY
+    noise_kind = str(rng.choice(augment.NOISE_TYPES)) if noisy else "none"
     snr_db = None
-    if noise_kind != "none":
+    if noisy:
         snr_db = int(rng.choice(SNRS_DB))
         scale = augment.rms(word) / 10 ** (snr_db / 20.0)
         clip = clip + scale * augment.noise(noise_kind, CLIP_SAMPLES, rng, SAMPLE_RATE)

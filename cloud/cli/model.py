@@ -1,0 +1,153 @@
+"""``harken model``: train, evaluate, inspect and verify model bundles (the lab's commands)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from shared import bundle as bundle_format
+from shared import keys
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEY_ENV = "HARKEN_SIGNING_KEY"
+
+
+@click.group(name="model")
+def group() -> None:
+    """Train, evaluate, inspect, verify and register model bundles."""
+
+
+def _stderr_progress(stage: str, total: int):
+    return click.progressbar(length=max(1, total), label=stage, file=click.get_text_stream("stderr"))
+
+
+def _default_key() -> Path:
+    if os.environ.get(KEY_ENV):
+        return Path(os.environ[KEY_ENV]).expanduser()
+    return Path.home() / ".harken" / "keys" / keys.PRIVATE_NAME
+
+
+@group.command("train")
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Bundle file to write (.hkb).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Split and training seed.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False), default=None,
+              help=f"Ed25519 signing key (default ${KEY_ENV} or ~/.harken/keys/signing.key).")
+@click.option("--name", default="harken-kws", show_default=True, help="Model name in the manifest.")
+@click.option("--version", "version", default="0.1.0", show_default=True, help="Model version in the manifest.")
+@click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
+              help="Experiment store (default $HARKEN_RUNS_DIR or ~/.harken/runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+def train_cmd(data, out, seed, key_path, name, version, runs_dir, as_json) -> None:
+    """Train on DATA (through the device's gate), evaluate, and write one signed bundle."""
+    from cloud.lab import pipeline
+
+    key_file = Path(key_path) if key_path else _default_key()
+    if not key_file.is_file():
+        raise ConfigError(f"signing key {key_file} not found; create one with "
+                          f"`harken keys generate {key_file.parent}` or pass --key")
+    record = pipeline.run(pipeline.TrainRequest(
+        data_dir=data, out=out, private_key=keys.load_private_key(key_file), seed=seed, name=name,
+        version=version, runs_dir=runs_dir, progress=_stderr_progress))
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+        return
+    m = record["metrics"]
+    click.echo(f"run {record['id']}: bundle {out} ({record['artifacts']['bundle_bytes'] / 1024:.0f} KB, "
+               f"model sha256 {record['artifacts']['model_sha256'][:16]}...)")
+    click.echo(f"test accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  min F1 {m['min_f1']:.4f}  "
+               f"stream accuracy {m['stream_accuracy']:.4f}")
+    click.echo("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in m["baselines"].items())
+               + f"  | bundle vs scikit-learn agreement {m['sklearn_agreement']:.4%}")
+    click.echo(f"confidence threshold {m['threshold']['value']} (dev coverage {m['threshold']['dev_coverage']:.1%})"
+               f"; timings {record['timings']}")
+
+
+@group.command("evaluate")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "dev", "test", "all"]), help="Which clips to evaluate on.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for the JSON report and confusion PNG (default: next to the bundle).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def evaluate_cmd(bundle_path, data, split, out_dir, as_json) -> None:
+    """Run BUNDLE with onnxruntime on a split of DATA: metrics, confusion, slice table."""
+    from cloud.lab import evaluate, metrics, slices
+
+    b = bundle_format.load_bundle(bundle_path, None, require_signature=False)
+    with _stderr_progress(f"evaluating {split}", 1) as bar:
+        report = evaluate.evaluate(b, data, split, progress=bar.update)
+    stem = f"{Path(bundle_path).stem}-{split}"
+    report["files"] = evaluate.write_report(report, out_dir or Path(bundle_path).parent, stem)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    click.echo(f"{report['bundle']['name']} {report['bundle']['version']} on {split} "
+               f"({report['n']} clips): accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}")
+    if not report["dataset"]["matches_lineage"]:
+        click.echo("note: this dataset is not the one the bundle was trained on (hash differs)")
+    click.echo(f"{'label':<12}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
+    for name, row in report["per_class"].items():
+        click.echo(f"{name:<12}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")
+    click.echo("\nconfusion (rows true, columns predicted):\n" + metrics.confusion_text(report["confusion"], report["labels"]))
+    click.echo("\nslices by priority:\n" + slices.table_text(report["slices"]))
+    click.echo(f"\nwrote {report['files']['report']} and {report['files']['confusion_png']}")
+
+
+def _summary(b: bundle_format.Bundle, path: str) -> dict:
+    m = b.manifest
+    metrics = m.get("metrics", {})
+    return {
+        "path": path, "name": m.get("name"), "version": m.get("version"), "created": m.get("created"),
+        "model_sha256": b.sha256, "bundle_sha256": b.bundle_sha256, "signed": b.signature is not None,
+        "format": m.get("format"), "labels": b.labels, "sample_rate": m.get("sample_rate"),
+        "input_samples": b.input_samples, "placement": b.placement, "opset": m.get("opset"),
+        "confidence_threshold": m.get("confidence_threshold"),
+        "sizes": {"bundle_bytes": len(b.raw), "model_bytes": len(b.model_bytes),
+                  **{f"{k}_bytes": len(v) for k, v in b.files.items()}},
+        "metrics": {k: metrics.get(k) for k in ("accuracy", "macro_f1", "min_f1", "stream_accuracy",
+                                                 "sklearn_agreement", "baselines")},
+        "lineage": m.get("lineage"), "feature_names": m.get("feature_names"),
+    }
+
+
+@group.command("inspect")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def inspect_cmd(bundle_path, as_json) -> None:
+    """Show a bundle's name, version, sha, labels, sizes, metrics and lineage (no signature check)."""
+    b = bundle_format.load_bundle(bundle_path, None, require_signature=False)
+    info = _summary(b, bundle_path)
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    click.echo(f"{info['name']} {info['version']}  ({info['format']}, created {info['created']})")
+    click.echo(f"model sha256  {info['model_sha256']}")
+    click.echo(f"bundle sha256 {info['bundle_sha256']}")
+    click.echo(f"signed        {'yes (verify with `harken model verify --public-key`)' if info['signed'] else 'NO'}")
+    click.echo(f"labels        {', '.join(info['labels'])}")
+    click.echo(f"input         {info['input_samples']} samples at {info['sample_rate']} Hz, placement "
+               f"{info['placement']}, opset {info['opset']}, threshold {info['confidence_threshold']}")
+    click.echo("sizes         " + ", ".join(f"{k} {v}" for k, v in info["sizes"].items()))
+    click.echo("metrics       " + json.dumps(info["metrics"]))
+    lin = info["lineage"] or {}
+    click.echo(f"lineage       run {lin.get('run_id')}, dataset {str(lin.get('dataset_hash'))[:16]}..., "
+               f"code {lin.get('code_revision')}, seed {lin.get('seed')}, parent {lin.get('parent')}")
+
+
+@group.command("verify")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--public-key", "public_keys", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Trusted signing.pub (repeat for several).")
+def verify_cmd(bundle_path, public_keys) -> None:
+    """Check the signature and every sha256 of BUNDLE; exit 1 naming what is wrong."""
+    trusted = [keys.load_public_key(p) for p in public_keys]
+    b = bundle_format.load_bundle(bundle_path, trusted)
+    click.echo(f"OK {b.manifest['name']} {b.manifest['version']} model sha256 {b.sha256} "
+               f"(signature verified, {len(b.files)} extra file(s) match)")
