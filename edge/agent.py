@@ -31,6 +31,7 @@ from edge.pipeline import Pipeline
 from edge.sources import AudioSource, RealtimePacer, open_source
 from edge.spool import Spool, SpoolFlusher
 from shared import keys as keyring
+from shared.bundle import load_bundle
 from shared.codec import encode
 from shared.errors import HarkenError, ProtocolError
 from shared.topics import Topics
@@ -111,9 +112,18 @@ class Agent:
                  cfg.broker_url or "none (offline)")
 
     def _install_configured_bundle(self) -> None:
+        """The ``bundle`` setting bootstraps a device; with a broker, desired state then rules."""
+        lc = self.lifecycle
         try:
-            sha = self.lifecycle.install_file(self.config.bundle)
-            self.lifecycle.activate(sha)
+            sha = load_bundle(self.config.bundle, lc.public_keys).sha256
+            if sha == lc.slots.active and lc.active is not None:
+                return
+            lc.install_file(self.config.bundle)
+            if lc.active is None or not self.config.broker_url:
+                lc.activate(sha)
+            else:
+                log.info("configured bundle %s installed; model %s stays active (the desired state decides)",
+                         sha[:12], lc.slots.active[:12])
         except HarkenError as exc:
             log.error("the configured bundle %s cannot run: %s", self.config.bundle, exc)
 

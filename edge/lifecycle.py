@@ -316,6 +316,7 @@ class Lifecycle:
             if p is None:
                 return
             self._slots.probation = None
+            self._slots.last_error = ""
             self._write()
         log.info("model %s passed probation (%s)", p.sha256[:12], why)
         self._report("probation_passed", model=p.sha256, detail={"utterances": p.utterances, "errors": p.errors})

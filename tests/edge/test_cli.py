@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,11 @@ def test_sigterm_stops_a_blocked_stdin_agent_cleanly(tmp_path, speech, bundle_pa
     for line in proc.stderr:
         if b"agent" in line and b"started" in line:
             break
+    idle = threading.Event()
+    for _ in range(600):  # until the audio written so far has been decided on
+        if out.exists() and out.read_text().count("\n") >= 2:
+            break
+        idle.wait(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     err = proc.stderr.read().decode()

@@ -15,8 +15,7 @@ from edge.fetch import BundleFetch
 from edge.lifecycle import Lifecycle, ProbationPolicy
 from shared import keys
 from shared.codec import encode
-from shared.errors import (BundleError, BundleTamperedError, BundleTruncatedError, ModelError, NotABundleError,
-                           SignatureError)
+from shared.errors import BundleTamperedError, BundleTruncatedError, ModelError, NotABundleError, SignatureError
 from tests.edge import bundles as variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
