@@ -259,15 +259,23 @@ def feedback_gate(t: Sample, c: Sample, g: Gates) -> GateResult:
 
 
 def shadow_agreement_gate(t: Sample, g: Gates) -> GateResult:
-    a = t.shadow_agreement
-    figures = {"agreement": _r(a), "compared": t.shadow_compared, "min": g.min_shadow_agreement}
-    if t.shadow_compared < g.min_shadow_compared:
-        return GateResult("shadow_agreement", "wait",
-                          f"{t.shadow_compared} shadow comparisons, needs {g.min_shadow_compared}", figures)
-    if a < g.min_shadow_agreement:
-        return GateResult("shadow_agreement", "fail", f"shadow agreement {a:.3f} over {t.shadow_compared} "
-                                                      f"utterances is below {g.min_shadow_agreement}", figures)
-    return GateResult("shadow_agreement", "pass", f"shadow agreement {a:.3f} over {t.shadow_compared}", figures)
+    """Fails when even the optimistic bound (agreement + z·SE) is below the minimum; an
+    agreement just under the minimum on a small sample waits for more comparisons."""
+    a, n = t.shadow_agreement, t.shadow_compared
+    figures = {"agreement": _r(a), "compared": n, "min": g.min_shadow_agreement}
+    if n < g.min_shadow_compared:
+        return GateResult("shadow_agreement", "wait", f"{n} shadow comparisons, needs {g.min_shadow_compared}",
+                          figures)
+    if a >= g.min_shadow_agreement:
+        return GateResult("shadow_agreement", "pass", f"shadow agreement {a:.3f} over {n}", figures)
+    upper = a + g.z_fail * math.sqrt(max(a * (1 - a), 1e-9) / n)
+    figures["upper"] = _r(upper)
+    if upper < g.min_shadow_agreement:
+        return GateResult("shadow_agreement", "fail", f"shadow agreement {a:.3f} over {n} utterances is below "
+                                                      f"{g.min_shadow_agreement} (upper bound {upper:.3f})", figures)
+    return GateResult("shadow_agreement", "wait", f"shadow agreement {a:.3f} over {n} is under "
+                                                  f"{g.min_shadow_agreement} but not clearly (upper bound "
+                                                  f"{upper:.3f}); waiting for more comparisons", figures)
 
 
 def evaluate(kind: str, treatment: Sample, control: Sample, gates: Gates) -> list[GateResult]:

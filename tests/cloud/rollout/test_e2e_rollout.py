@@ -216,7 +216,9 @@ def test_better_model_goes_shadow_canary_full_with_an_offline_device_and_a_colle
     agreement = next(g for g in shadow_verdict["gates"] if g["gate"] == "shadow_agreement")
     assert agreement["verdict"] == "pass" and agreement["figures"]["compared"] >= GATES["min_shadow_compared"]
     assert done.tracks[away.device_id].status == "converged"
-    assert stage_at_kill >= 1 and any(e["event"] == "promoted" and e["t"] > 0 for e in log)
+    assert stage_at_kill >= 1 and w.loop.controller.leader and w.loop.controller.holder == f"collector-{w.generation}"
+    restarted_t = max(e["t"] for e in log if e["event"] == "stage_started" and e["stage"] == stage_at_kill)
+    assert any(e["event"] in ("promoted", "completed") and e["t"] > restarted_t for e in log)
 
 
 def test_worse_model_is_rolled_back_in_shadow_before_any_canary_step(world):

@@ -129,3 +129,14 @@ def test_sample_sums_windows_of_any_model():
     assert (s.shadow_compared, s.shadow_agree, s.shadow_agreement) == (10, 7, 0.7)
     assert s.error_rate == pytest.approx(2 / 22)
     assert (s.feedback_n, s.feedback_correct) == (4, 2)
+
+
+def test_shadow_agreement_just_under_the_minimum_waits_and_clearly_under_fails():
+    g = Gates(min_shadow_compared=100, min_shadow_agreement=0.8)
+    near = {r.gate: r for r in evaluate("shadow", sample(200, shadow_agree=156), sample(200), g)}
+    assert near["shadow_agreement"].verdict == "wait"  # 0.78 ± 0.029: could be 0.8
+    assert "not clearly" in near["shadow_agreement"].reason
+    far = {r.gate: r for r in evaluate("shadow", sample(200, shadow_agree=120), sample(200), g)}
+    assert far["shadow_agreement"].verdict == "fail" and far["shadow_agreement"].figures["upper"] < 0.8
+    more = {r.gate: r for r in evaluate("shadow", sample(5000, shadow_agree=3900), sample(200), g)}
+    assert more["shadow_agreement"].verdict == "fail"  # 0.78 on 5000 is clearly under 0.8
