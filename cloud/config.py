@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from cloud.store.base import DEFAULT_BUCKET_S
 from shared.config import load_config, setting
 from shared.errors import ConfigError
 from shared.topics import DEFAULT_PREFIX, Topics
@@ -60,9 +61,10 @@ class CollectorConfig:
     retention_full_s: float = setting(2 * 86400.0, "Full windows are kept this long, then only their rollups; "
                                       "older windows arriving late are rejected (too_late).",
                                       ge=60.0, le=10 * 365 * 86400.0)
-    rollup_bucket_s: int = setting(900, "Width of a rollup bucket (merged windows per device and model).",
-                                   ge=10, le=86400)
-    rollup_interval_s: float = setting(10.0, "How often new windows are merged into rollups.", ge=0.1, le=86400.0)
+    rollup_bucket_s: int = setting(DEFAULT_BUCKET_S, "Width of a rollup bucket (merged windows per device "
+                                   "and model); keep it a divisor of the drift step.", ge=10, le=86400)
+    rollup_interval_s: float = setting(5.0, "How often new windows are merged into rollups (the horizon "
+                                       "queries merge the windows newer than that one by one).", ge=0.1, le=86400.0)
     offline_after_s: float = setting(120.0, "A device not heard from for this long shows as stale.",
                                       ge=1.0, le=30 * 86400.0)
     # -- http api (served later) ------------------------------------------------------

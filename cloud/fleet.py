@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from cloud.store import Store
+from cloud.store.base import DEFAULT_BUCKET_S
 from shared.errors import ConfigError
 from shared.topics import check_device_id
 from shared.window import summarize
@@ -59,7 +60,7 @@ class Selector:
     def windows(self, store: Store, *, since=None, until=None):
         return store.windows(devices=self.devices, model=self.model, since=since, until=until)
 
-    def merged(self, store: Store, *, since=None, until=None, bucket_s: int = 900) -> dict[str, dict]:
+    def merged(self, store: Store, *, since=None, until=None, bucket_s: int = DEFAULT_BUCKET_S) -> dict[str, dict]:
         return store.merged(devices=self.devices, model=self.model, since=since, until=until, bucket_s=bucket_s)
 
 
@@ -126,7 +127,7 @@ def counts(views: list[DeviceView]) -> dict[str, int]:
 
 
 def device_detail(store: Store, device: str, *, now: float | None = None, offline_after_s: float = 120.0,
-                  horizon_s: float = 3600.0, bucket_s: int = 900, events: int = 20) -> dict | None:
+                  horizon_s: float = 3600.0, bucket_s: int = DEFAULT_BUCKET_S, events: int = 20) -> dict | None:
     """One device: its view, its reported state, recent events, and its figures per model
     over the last ``horizon_s`` (rollup buckets included, so the horizon starts at a bucket)."""
     now = time.time() if now is None else now

@@ -354,12 +354,16 @@ class Ingest:
         singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
                    + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects])
         for single in singles:
-            for r in single.windows + single.events + single.states:
+            rows = single.windows + single.events + single.states
+            for r in rows:
                 single.see(r.message["device"], r.received_t)
             try:
                 res = self.store.write(single)
             except StoreDataError as exc:
-                r = (single.windows + single.events + single.states)[0]
+                if not rows:
+                    log.error("the store refused a rejected message's record (%s); it is only logged", exc)
+                    continue
+                r = rows[0]
                 body = dumps(r.message) if r.body is None else r.body.encode()
                 res = self.store.write(Batch(rejects=[Reject.of(r.received_t, f"device:{r.message['device']}",
                                                                 "unstorable", str(exc)[:500], body)]))

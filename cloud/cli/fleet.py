@@ -80,11 +80,12 @@ def status(db_url, config_file, as_json) -> None:
 def show(device, db_url, config_file, as_json) -> None:
     """Show one device: reported state, figures over the last hour, recent events."""
     from cloud.fleet import device_detail
+    from cloud.store.base import DEFAULT_BUCKET_S
 
     store, cfg = _open(db_url, config_file)
     with store:
         detail = device_detail(store, device, offline_after_s=_offline_after_s(cfg),
-                               bucket_s=cfg.rollup_bucket_s if cfg else 900)
+                               bucket_s=cfg.rollup_bucket_s if cfg else DEFAULT_BUCKET_S)
     if detail is None:
         raise click.ClickException(f"no device {device!r} in the store; `harken fleet status` lists them")
     if as_json:

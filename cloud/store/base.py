@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from shared.errors import StoreError
 
 FLEET = "*"  # rollups.device of the fleet-wide buckets
+DEFAULT_BUCKET_S = 300  # rollup bucket width unless configured (a divisor of the drift step)
 
 
 class StoreDataError(StoreError):
@@ -33,6 +34,11 @@ def safe_url(url: str) -> str:
         return url
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def printable(text: str) -> str:
+    """Text any database stores: NUL and unpaired surrogates (from bad payloads) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Reject:
 
     @classmethod
     def of(cls, t: float, topic: str, code: str, detail: str, payload: bytes) -> "Reject":
-        return cls(t, topic, code, detail, bytes(payload[: cls.HEAD_BYTES]), len(payload))
+        return cls(t, printable(topic), code, printable(detail), bytes(payload[: cls.HEAD_BYTES]), len(payload))
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class Store(ABC):
     @abstractmethod
     def merged(self, *, devices: Sequence[str] | None = None, model: str | None = None,
                since: float | None = None, until: float | None = None,
-               bucket_s: int = 900) -> dict[str, dict]:
+               bucket_s: int = DEFAULT_BUCKET_S) -> dict[str, dict]:
         """Exact merge over a horizon, per model (``''`` = no model): rollups + unrolled windows.
 
         ``devices=None`` is the whole fleet. Rolled-up time is counted by bucket: a bucket is
@@ -154,7 +160,7 @@ class Store(ABC):
 
     @abstractmethod
     def device_buckets(self, *, devices: Sequence[str] | None = None, since: float | None = None,
-                       until: float | None = None, bucket_s: int = 900) -> Iterator[dict]:
+                       until: float | None = None, bucket_s: int = DEFAULT_BUCKET_S) -> Iterator[dict]:
         """Per-device merges over a horizon, for readers that need devices and time (drift).
 
         Rolled-up time comes as one merged body per (device, model, bucket) with ``device``,

@@ -186,7 +186,8 @@ def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str]
         for ids, flag in ((p.good, 1), (p.bad, 2)):
             for i in range(0, len(ids), IN_CHUNK):
                 part = ids[i:i + IN_CHUNK]
-                n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({','.join('?' * len(part))})",
+                marks = ",".join("?" * len(part))
+                n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({marks})",
                                 [flag, *part]).rowcount
                 if n != len(part):
                     raise _Conflict()

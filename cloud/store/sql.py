@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 from cloud.store import rollup as rollup_mod
-from cloud.store.base import FLEET, Batch, BatchResult, RollupResult, Store
+from cloud.store.base import DEFAULT_BUCKET_S, FLEET, Batch, BatchResult, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
 from cloud.store.records import RecordsMixin, dumps
 
@@ -227,7 +227,8 @@ class SqlStore(RecordsMixin, Store):
                 "SELECT DISTINCT model FROM rollups WHERE model LIKE ? ESCAPE '\\'", (like, like)).fetchall()
         return sorted({r[0] for r in rows if r[0]})
 
-    def merged(self, *, devices=None, model=None, since=None, until=None, bucket_s: int = 900) -> dict[str, dict]:
+    def merged(self, *, devices=None, model=None, since=None, until=None,
+               bucket_s: int = DEFAULT_BUCKET_S) -> dict[str, dict]:
         start = rollup_mod.bucket_start(since, bucket_s) if since is not None else None
         devices = list(devices) if devices is not None else None
         bodies: list[tuple[str, dict]] = []
@@ -248,7 +249,8 @@ class SqlStore(RecordsMixin, Store):
             rows = cur.execute(rollup_sql, rp).fetchall() + cur.execute(window_sql, wp).fetchall()
         return [(m, json.loads(b)) for m, b in rows]
 
-    def device_buckets(self, *, devices=None, since=None, until=None, bucket_s: int = 900) -> Iterator[dict]:
+    def device_buckets(self, *, devices=None, since=None, until=None,
+                       bucket_s: int = DEFAULT_BUCKET_S) -> Iterator[dict]:
         start = rollup_mod.bucket_start(since, bucket_s) if since is not None else None
         devices = list(devices) if devices is not None else None
         for group in [None] if devices is None else list(_chunks(devices)):

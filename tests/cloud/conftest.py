@@ -123,8 +123,8 @@ class Publisher:
     def __init__(self, port: int, client_id: str | None = None, *, clean: bool = True,
                  prefix: str = "harken/v1", will: tuple[str, bytes] | None = None, keepalive: int = 30):
         self.topics = Topics(prefix)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         if will is not None:

@@ -226,8 +226,8 @@ def test_online_from_retained_state_offline_from_last_will(mosquitto, collector_
         # the device hangs (no packets, socket open): the broker's keepalive fires the last will
         device.send_signal(signal.SIGSTOP)
         t0 = time.monotonic()
-        assert wait_until(lambda: c.store.device("dev-live")["online"] is False, 10)
-        assert time.monotonic() - t0 < 5.0
+        assert wait_until(lambda: c.store.device("dev-live")["online"] is False, 15)
+        assert time.monotonic() - t0 < 8.0  # 1.5 x keepalive, plus slack for a loaded test machine
         d = c.store.device("dev-live")
         assert d["state"]["models"]["active"] == MODEL_A  # the will keeps what the device ran
     finally:

@@ -247,9 +247,9 @@ def test_horizon_reads_start_at_a_bucket(store):
     store.rollup(900, 86400.0, now=T0 + 3600)
     start = T0 - T0 % 900
     in_horizon = [_strip(w) for w in ws if w["t_start"] >= start + 900]
-    got = store.merged(since=start + 1000, until=T0 + 7200)  # since is floored to start + 900
+    got = store.merged(since=start + 1000, until=T0 + 7200, bucket_s=900)  # since floors to start + 900
     assert got[MODEL_A] == merge_windows(in_horizon)
-    assert store.merged(since=T0 + 3600 * 5) == {}
+    assert store.merged(since=T0 + 3600 * 5, bucket_s=900) == {}
 
 
 def test_unmergeable_windows_are_left_out_and_reported(store):
