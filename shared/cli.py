@@ -28,7 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "model": ("cloud.cli.model:group", "Train, evaluate, inspect, verify and register model bundles."),
     "rollout": ("cloud.cli.rollout:group", "Start and steer staged model rollouts."),
     "runs": ("cloud.cli.runs:group", "List, show and compare training runs."),
-    "sim": ("cloud.cli.sim:command", "Run a simulated fleet of real agents."),
+    "sim": ("edge.sim.cli:command", "Run a simulated fleet of real agents."),
 }
 
 
