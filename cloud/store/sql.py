@@ -6,6 +6,7 @@ driver errors into ``StoreError`` (see ``_tx`` in each engine).
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
@@ -31,7 +32,8 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _chunks(seq: Sequence, n: int = IN_CHUNK) -> Iterator[Sequence]:
+def _chunks(seq: Sequence, n: int | None = None) -> Iterator[Sequence]:
+    n = n or IN_CHUNK
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
 
@@ -192,9 +194,8 @@ class SqlStore(RecordsMixin, Store):
     def window_rows(self, *, device=None, devices=None, model=None, since=None, until=None) -> Iterator[dict]:
         devices = list(devices) if devices is not None else None
         groups = [devices] if devices is None or len(devices) <= IN_CHUNK else list(_chunks(devices))
-        for group in groups:
-            where, params = self._window_filter(device, group, model, since, until)
-            yield from self._paged_windows(where, params)
+        streams = [self._paged_windows(*self._window_filter(device, g, model, since, until)) for g in groups]
+        yield from streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r["t_start"], r["id"]))
 
     def _paged_windows(self, where: list[str], params: list) -> Iterator[dict]:
         after: tuple[float, int] | None = None

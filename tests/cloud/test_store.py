@@ -321,3 +321,14 @@ def test_device_tags_map_every_known_device(store):
     store.tag("dev-2", ["eu"])
     store.tag("dev-9", ["future"])
     assert store.device_tags() == {"dev-1": [], "dev-2": ["eu"], "dev-9": ["future"]}
+
+
+def test_windows_of_many_devices_come_in_time_order(store, monkeypatch):
+    import cloud.store.sql as sql
+
+    monkeypatch.setattr(sql, "IN_CHUNK", 3)  # several device groups, merged back into one order
+    rng = random.Random(17)
+    store.insert_windows([random_window(rng, f"dev-{d}", 1, s, t_start=T0 + 10 * s + d) for d in range(8)
+                          for s in range(5)])
+    got = list(store.window_rows(devices=[f"dev-{d}" for d in range(8)]))
+    assert len(got) == 40 and [r["t_start"] for r in got] == sorted(r["t_start"] for r in got)
