@@ -11,16 +11,16 @@
   ``trend_level × high`` at the newest window — a slope that is about to cross, seen before
   two single windows do.
 
-When a drift episode starts its pattern is decided at ``j``, the first window of the short
-view that reached ``high``: **sudden** when the rise into ``j`` came in one step — the jump
-from window ``j − 1`` to ``j`` is at least ``step_share`` of the whole rise from the healthy
-baseline to window ``j`` (a linear ramp that needs more than about two windows to climb from
-baseline to threshold fails this) — or when ``j`` is the very first window (drifted from the
-start); **gradual** otherwise, and always when the long view raised the episode before any
-window crossed. The onset of a sudden episode is ``j`` (``j − 1`` when that window was already
-half-way: the step fell inside it); of a gradual one, the CUSUM change-point estimate (the
-window after the minimum of the cumulative excess over the healthy baseline plus half the gap
-to ``high``). The episode ends (``drift_detected`` false) when neither view holds.
+When a drift episode starts, its onset is the CUSUM change-point estimate: the window after
+the minimum of the cumulative excess of the severities (capped at ``high``) over an allowance
+a quarter of the way from the healthy baseline (the lowest median of blocks of 5 windows) to
+``high``. Its pattern
+is decided against ``j``, the first window of the short view that reached ``high``:
+**sudden** when the change began at most one window before ``j`` (a step, possibly falling
+inside window ``j − 1``) or ``j`` is the very first window (drifted from the start);
+**gradual** when the level was already climbing for longer (a slope), and always when the
+long view raised the episode before any window crossed. The episode ends
+(``drift_detected`` false) when neither view holds.
 
 **False-alarm rate:** if healthy windows fail their checks independently with probability
 ≤ alpha, the short view fires with probability ≤ C(short, confirm) · alpha² per window
@@ -51,7 +51,6 @@ class DetectorConfig:
     trend_t: float = 3.0
     trend_level: float = 0.8
     min_trend: int = 10
-    step_share: float = 0.5
 
 
 def _baseline(scores: Sequence[float], high: float, block: int = 5) -> float:
@@ -62,15 +61,19 @@ def _baseline(scores: Sequence[float], high: float, block: int = 5) -> float:
     return min(min(median(b) for b in blocks if b), 0.5 * high)
 
 
-def changepoint(scores: Sequence[float], high: float = 1.0) -> int:
-    """Index of the first drifted window: the CUSUM change-point estimate (0 … len − 1)."""
+def changepoint(scores: Sequence[float], high: float = 1.0, frac: float = 0.25) -> int:
+    """Index of the first drifted window: the CUSUM change-point estimate (0 … len − 1).
+
+    The allowance sits ``frac`` of the way from the healthy baseline to ``high``; each window's
+    severity is capped at ``high``, so one outlier window long ago cannot pull the onset back.
+    """
     if not scores:
         return 0
     base = _baseline(scores, high)
-    allowance = base + 0.5 * (high - base)
+    allowance = base + frac * (high - base)
     total, lowest, at = 0.0, 0.0, 0
     for i, s in enumerate(scores):
-        total += s - allowance
+        total += min(s, high) - allowance
         if total < lowest:
             lowest, at = total, i + 1
     return min(at, len(scores) - 1)
@@ -101,7 +104,7 @@ class SuddenGradualDetector:
     """
 
     def __init__(self, high: float = 1.0, short: int = 3, confirm: int = 2, long: int = 30,
-                 trend_t: float = 3.0, trend_level: float = 0.8, min_trend: int = 10, step_share: float = 0.5):
+                 trend_t: float = 3.0, trend_level: float = 0.8, min_trend: int = 10):
         if not 1 <= confirm <= short:
             raise ValueError("confirm must be between 1 and short")
         self.high = high
@@ -111,7 +114,6 @@ class SuddenGradualDetector:
         self.trend_t = trend_t
         self.trend_level = trend_level
         self.min_trend = min_trend
-        self.step_share = step_share
         self._scores: deque[float] = deque(maxlen=2 * long + short)
         self._seen = 0
         self._detected = False
@@ -173,16 +175,7 @@ class SuddenGradualDetector:
         self._detected, self._view = True, view
         j = None
         if view == "short":
-            j = next(i for i in range(len(scores) - self.short, len(scores)) if i >= 0 and scores[i] >= self.high)
-        if j is not None and (j == 0 or self._is_step(scores, j)):
-            base = _baseline(scores[:j], self.high)
-            half_way = j > 0 and scores[j - 1] >= base + 0.5 * (self.high - base)
-            self._pattern, self._onset = "sudden", first + j - (1 if half_way else 0)
-            return
-        end = len(scores) if j is None else j + 1
-        self._pattern, self._onset = "gradual", first + changepoint(scores[:end], self.high)
-
-    def _is_step(self, scores: list[float], j: int) -> bool:
-        base = _baseline(scores[:j], self.high)
-        rise = scores[j] - base
-        return rise > 0 and scores[j] - scores[j - 1] >= self.step_share * rise
+            j = next(i for i in range(max(0, len(scores) - self.short), len(scores)) if scores[i] >= self.high)
+        at = changepoint(scores if j is None else scores[:j + 1], self.high)
+        sudden = j is not None and (j == 0 or at >= j - 1)
+        self._pattern, self._onset = ("sudden" if sudden else "gradual"), first + at

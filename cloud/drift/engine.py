@@ -72,7 +72,7 @@ class DriftConfig:
     min_device_fraction: float = 0.25
     no_answer_confidence: float = 0.5
     top_k: int = 5
-    n_sims: int = 2000
+    n_sims: int = 4000
     seed: int = 0
     detector: DetectorConfig = DetectorConfig()
     policy: AlertPolicy = AlertPolicy()

@@ -1,8 +1,12 @@
 """The engine's ``WindowSource`` over the collector's store and the model registry.
 
 This is the one place that knows the store's and the registry's method names
-(``cloud.store.Store.windows/devices``, ``cloud.registry.Registry.get``); the engine and the
-report only see the three ``WindowSource`` calls.
+(``cloud.store.Store.windows/device_tags``, ``cloud.registry.Registry.get``); the engine and
+the report only see the three ``WindowSource`` calls. Drift reads full windows, for their time
+resolution: the engine's look-backs (``long_steps × step_s``, ``× concept_step_s``) must stay
+within the store's ``retention_full_s`` (defaults: 2.5 h and 30 h within 48 h). Older time is
+only in rollups (``Store.device_buckets``: one merge per device, model and 15-minute bucket),
+which a longer report could read at that resolution.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ class StoreSource:
         return self.store.windows(devices=devices, since=since_t, until=until_t)
 
     def device_tags(self) -> dict[str, set[str]]:
-        return {d["device"]: set(d.get("tags") or ()) for d in self.store.devices()}
+        return {d: set(tags) for d, tags in self.store.device_tags().items()}
 
     def profile(self, model_sha: str) -> dict | None:
         return self.profile_of(model_sha)
