@@ -112,3 +112,50 @@ def test_kill_9_under_load_loses_nothing_and_duplicates_nothing(mosquitto, tmp_p
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)
+
+
+# -- configuration and the small commands ---------------------------------------------------------
+def test_config_precedence_and_strictness(tmp_path):
+    from cloud.config import load_collector_config, resolve_db_url
+    from shared.errors import ConfigError
+
+    f = tmp_path / "collector.toml"
+    f.write_text('broker_url = "mqtt://broker:1884"\ndb_url = "sqlite:///file.db"\n[http]\nport = 9000\n')
+    cfg = load_collector_config(f, env={})
+    assert (cfg.broker_url, cfg.db_url, cfg.http_port) == ("mqtt://broker:1884", "sqlite:///file.db", 9000)
+    cfg = load_collector_config(f, env={"HARKEN_DB": "sqlite:///env.db", "HARKEN_COLLECTOR_GROUP": "g2"})
+    assert (cfg.db_url, cfg.group) == ("sqlite:///env.db", "g2")
+    cfg = load_collector_config(f, env={"HARKEN_DB": "sqlite:///env.db"}, overrides={"db_url": "sqlite:///flag.db"})
+    assert cfg.db_url == "sqlite:///flag.db"
+    assert load_collector_config(env={}).db_url == "sqlite:///./harken.db"
+    assert resolve_db_url(None, "sqlite:///file.db", env={}) == "sqlite:///file.db"
+    assert resolve_db_url(None, "sqlite:///file.db", env={"HARKEN_DB": "x.db"}) == "x.db"
+    for bad in ({"batch_max": 0}, {"broker_url": "http://x"}, {"broker_url": "mqtt://u:p@x"}, {"group": "a/b"},
+                {"retention_full_s": 100.0, "rollup_bucket_s": 300}, {"db_url": "mysql://x"},
+                {"tls_ca": "/nonexistent.pem", "broker_url": "mqtts://x"}):
+        with pytest.raises(ConfigError):
+            load_collector_config(env={}, overrides=bad)
+    f.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        load_collector_config(f, env={})
+    with pytest.raises(ConfigError, match="HARKEN_COLLECTOR_NOPE"):
+        load_collector_config(env={"HARKEN_COLLECTOR_NOPE": "1"})
+
+
+def test_rejected_and_settings_commands(sqlite_url):
+    import json
+
+    from click.testing import CliRunner
+
+    from cloud.store import Reject
+    from shared.cli import root
+
+    with open_store(sqlite_url) as s:
+        s.insert_rejected([Reject.of(1.0, "harken/v1/dev/a/stats", "not_json", "payload is not JSON", b"\x01")])
+    r = CliRunner().invoke(root, ["collector", "rejected", "--json", "--db", sqlite_url])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["counts"] == {"not_json": 1} and data["latest"][0]["head_hex"] == "01"
+    r = CliRunner().invoke(root, ["collector", "settings", "--json"])
+    rows = {row["name"]: row for row in json.loads(r.output)}
+    assert rows["password"]["secret"] and rows["batch_max"]["default"] == 500 and rows["group"]["description"]
