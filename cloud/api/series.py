@@ -7,6 +7,7 @@ model with the features kept (feature drift against that model's reference profi
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Callable, Iterable
 
@@ -90,30 +91,36 @@ def _feature_drift(merges: dict[str, dict], scorer: DriftScorer) -> dict:
 
 def time_series(windows: Iterable[dict], *, t_from: float, t_to: float, bucket_s: int,
                 scorer: DriftScorer | None = None) -> dict:
-    """Bucketed figures of ``windows`` with ``t_from <= t_start < t_to``; empty buckets are omitted.
+    """Bucketed figures of ``windows`` (or rollup bodies) in ``[t_from, t_to)``; empty buckets are omitted.
 
-    Windows that do not fit their model's histogram shapes are left out of the merge (counted
-    in ``skipped``) rather than failing the whole series.
+    Buckets sit on the absolute grid of ``bucket_s`` (``from`` moves back to it), like the
+    store's rollups. A rollup body (it carries ``bucket_s``) that straddles ``from`` counts in
+    the first bucket. Windows that do not fit their model's histogram shapes are left out of
+    the merge (counted in ``skipped``) rather than failing the whole series.
     """
     if bucket_s <= 0:
         raise ValueError("bucket_s must be positive")
-    if (t_to - t_from) / bucket_s > MAX_BUCKETS:
-        raise ValueError(f"{t_to - t_from:.0f} s in {bucket_s} s buckets is over {MAX_BUCKETS} buckets: "
+    start = math.floor(t_from / bucket_s) * bucket_s
+    if (t_to - start) / bucket_s > MAX_BUCKETS:
+        raise ValueError(f"{t_to - start:.0f} s in {bucket_s} s buckets is over {MAX_BUCKETS} buckets: "
                          "choose a wider bucket_s or a shorter range")
     buckets: dict[float, list[tuple[str, dict]]] = defaultdict(list)
     devices: dict[float, set] = defaultdict(set)
     for w in windows:
-        if t_from <= w["t_start"] < t_to:
-            start = t_from + ((w["t_start"] - t_from) // bucket_s) * bucket_s
-            buckets[start].append((w.get("model") or "", w))
-            devices[start].add(w["device"])
+        t = w["t_start"]
+        if t < start < t + w.get("bucket_s", 0):
+            t = start
+        if start <= t < t_to:
+            b = start + ((t - start) // bucket_s) * bucket_s
+            buckets[b].append((w.get("model") or "", w))
+            devices[b].add(w["device"])
     rows, skipped = [], 0
     for t in sorted(buckets):
         merges = merge_by_model(buckets[t])
-        skipped += len(buckets[t]) - sum(m.get("n_windows", 1) for m in merges.values())
+        skipped += sum(w.get("n_windows", 1) for _, w in buckets[t]) - sum(m.get("n_windows", 1) for m in merges.values())
         if merges:
             rows.append(bucket_row(t, bucket_s, merges, scorer, len(devices[t])))
     labels = sorted({k for r in rows for k in r["labels"]})
     stages = sorted({k for r in rows for k in r["latency_ms"]})
-    return {"from": t_from, "to": t_to, "bucket_s": bucket_s, "labels": labels, "stages": stages,
+    return {"from": start, "to": t_to, "bucket_s": bucket_s, "labels": labels, "stages": stages,
             "edges": EDGES, "skipped": skipped, "buckets": rows}

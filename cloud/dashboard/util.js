@@ -37,7 +37,8 @@ export const color = (i) => PALETTE[i % PALETTE.length];
 export function num(v, digits = 2) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en");
-  return Number(v).toFixed(digits).replace(/\.?0+$/, "") || "0";
+  const text = Number(v).toFixed(digits);
+  return text.includes(".") ? text.replace(/\.?0+$/, "") : text;
 }
 
 export const pct = (v, digits = 1) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(digits)} %`);

@@ -35,7 +35,8 @@ export function cohortCharts(series, only = null) {
     snr: () => lineChart({ ...base, title: "Estimated SNR", unit: "dB, p10–p90 band, median line",
       series: [{ name: "median", values: col(rows, (r) => r.snr_db.p50) }],
       bands: [{ name: "p10–p90", values: rows.map((r) => [r.t, r.snr_db.p10, r.snr_db.p90]) }] }),
-    drift: () => lineChart({ ...base, title: "Feature drift (largest feature score per model)", series: models.map((m) => (
+    drift: () => lineChart({ ...base, title: "Feature PSI", unit: "largest per model and bucket; raw, not sample-size calibrated",
+      series: models.map((m) => (
       { name: short(m), values: col(rows, (r) => r.feature_drift?.[m]?.max ?? null) })) }),
     labels: () => stackedShares({ ...base, title: "Label mix", keys: series.labels, rows: rows.map((r) => ({ t: r.t, counts: r.labels })) }),
     confidence: () => lineChart({ ...base, title: "Confidence", unit: "median, p10–p90 band", yMax: 1,
@@ -75,9 +76,9 @@ function driftReport(report) {
   const last = rows.filter((r) => report.kinds.some((k) => r[`${k}_severity`] !== null)).slice(-6).reverse();
   const cols = [{ label: "step", render: (r) => time(r.t_start).slice(11, 16) }];
   for (const k of report.kinds) {
-    cols.push({ label: `${k} n`, render: (r) => r[`${k}_n`], class: "num" },
-      { label: `${k} severity`, render: (r) => num(r[`${k}_severity`], 2), class: "num" },
-      { label: `${k} top`, render: (r) => [r[`${k}_top`] || "–", r[`${k}_flag`] ? [" ", badge(r[`${k}_flag`], "drift")] : null] });
+    cols.push({ label: k, render: (r) => (r[`${k}_severity`] === null ? "–" : [
+      h("b", {}, num(r[`${k}_severity`], 2)), ` ${r[`${k}_top`] || ""} (n ${r[`${k}_n`]})`,
+      r[`${k}_flag`] ? [" ", badge(r[`${k}_flag`], "drift")] : null]) });
   }
   return h("section", { class: "charts" }, h("h2", {}, "Drift"),
     h("div", { class: "grid" }, chart, card("Latest steps", table(cols, last, "no scores yet: too little data"))));

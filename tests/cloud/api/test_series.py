@@ -62,3 +62,12 @@ def test_drift_scorer_sees_each_model_separately(windows):
     assert fd["m" * 64] == {"max": 0.2, "top_feature": "f1", "scores": {"f0": 0.1, "f1": 0.2}}
     assert fd["n" * 64]["top_feature"] == "f0"
     assert s["buckets"][0]["n_windows"] == 4  # the cross-model figures merge both models
+
+
+def test_a_rollup_straddling_the_start_counts_in_the_first_bucket(windows):
+    from shared.window import merge_windows
+
+    rolled = dict(merge_windows(windows[:10]), device="d0", t_start=T0, bucket_s=900)
+    s = time_series([rolled], t_from=T0 + 300, t_to=T0 + 900, bucket_s=60)
+    assert [(b["t"], b["n_windows"]) for b in s["buckets"]] == [(T0 + 300, 10)]
+    assert time_series([rolled], t_from=T0 + 900, t_to=T0 + 1800, bucket_s=60)["buckets"] == []

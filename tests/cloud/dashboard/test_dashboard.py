@@ -23,6 +23,7 @@ return {
   rows: [...q('table:not(.heat) tbody')].map((t) => t.rows.length),
   heat: [...q('table.heat tbody tr')].map((tr) => [...tr.querySelectorAll('td')].map((td) => +td.textContent)),
   badges: [...q('.badge')].map((b) => b.textContent),
+  tiles: [...q('.tile .value')].map((e) => e.textContent),
   text: main.innerText,
   foreign: performance.getEntriesByType('resource').map((e) => e.name).filter((n) => !n.startsWith(location.origin)),
 };
@@ -64,7 +65,9 @@ def _loud(served):
 
 
 def check_fleet(f, served):
-    assert f["h1"] == "Fleet" and "5 / 6" in f["text"]
+    windows = sum(1 for w in served.world.fleet.windows if w["t_start"] >= served.world.now - 3600)
+    assert f["h1"] == "Fleet" and windows == 360
+    assert [f["tiles"][i] for i in (0, 1, 2, 4, 5)] == ["5 / 6", "1", "2", str(windows), "–"]
     assert f["rows"] == [2, 6]  # models in the fleet, devices
     assert f["figures"] == 3 and f["nodata"] == 0 and f["lines"] >= 6
     assert f["badges"].count("offline") == 1 and f["badges"].count("online") == 5
@@ -82,7 +85,7 @@ def check_cohort(f, served):
     assert f["figures"] == 14 and f["nodata"] == 0  # every chart has data, feature drift included
     assert f["rects"] > 200  # label-mix columns
     for title in ("Latency by stage", "Speech ratio", "Estimated SNR", "Label mix", "No-answer",
-                  "Shadow agreement", "Feedback accuracy", "Feature drift"):
+                  "Shadow agreement", "Feedback accuracy", "Feature PSI", "Drift severity by kind"):
         assert title in f["text"]
 
 
