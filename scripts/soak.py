@@ -189,11 +189,11 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float = 60.0) ->
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for pkg in ("paho-mqtt", "onnxruntime", "numpy", "webrtcvad"):
+    for pkg in ("paho-mqtt", "onnxruntime", "numpy", "webrtcvad", "webrtcvad-wheels"):
         try:
             out[pkg] = version(pkg)
         except Exception:
-            out[pkg] = None
+            continue
     mq = subprocess.run([shutil.which("mosquitto") or "mosquitto", "-h"], capture_output=True, text=True)
     out["mosquitto"] = (mq.stdout or mq.stderr).splitlines()[0] if (mq.stdout or mq.stderr) else None
     return out
@@ -224,75 +224,101 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def cpu_s(pids) -> float:
+    """User + system CPU seconds of these processes so far (/proc/PID/stat)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return round(total, 1)
+
+
+def start_collector(url: str, db: Path, env: dict, procs: list) -> subprocess.Popen:
+    collector = subprocess.Popen([sys.executable, "-m", "shared.cli", "-v", "collector", "run", "--broker", url,
+                                  "--db", f"sqlite:///{db}", "--client-id", f"soak-collector-{os.getpid()}"],
+                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs.append(collector)
+    err = StderrReader(collector.stderr, wanted="connected to")
+    err.start()
+    if not err.seen.wait(60):
+        raise RuntimeError("the collector did not connect: " + " | ".join(err.lines[-5:]))
+    time.sleep(1.0)  # its subscriptions are acknowledged right after the connection
+    return collector
+
+
+def run_sim(args, url: str, lab: tuple[str, str, str], workdir: Path, env: dict, procs: list,
+            collector: subprocess.Popen) -> tuple[dict, dict]:
+    """Run the sim for ``--minutes``, then SIGINT; returns its result and the measurements."""
+    data, model, trust_key = lab
+    cmd = [sys.executable, "-m", "edge.sim.cli", "--devices", str(args.devices), "--data", data, "--model", model,
+           "--trust-key", trust_key, "--state-root", str(workdir / "state"), "--broker", url,
+           "--speed", str(args.speed), "--processes", str(args.processes), "--window-s", str(args.window_s),
+           "--scenario", args.scenario, "--feedback-rate", str(args.feedback_rate), "--json-status",
+           "--status-interval", "5"]
+    t0 = time.monotonic()
+    sim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(sim)
+    err = StderrReader(sim.stderr)
+    err.start()
+    m: dict = {"rss_start": None, "all_up_s": None}
+    deadline = t0 + args.minutes * 60.0
+    while time.monotonic() < deadline and sim.poll() is None:
+        time.sleep(1.0)
+        if m["rss_start"] is None and err.status.get("up") == args.devices:
+            m["all_up_s"] = round(time.monotonic() - t0, 1)
+            m["rss_start"] = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid)}
+    tree = process_tree(sim.pid)
+    m.update(rss_end={"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid)}, last_status=err.status,
+             cpu_s={"sim": cpu_s(tree), "collector": cpu_s([collector.pid])}, wall_s=round(time.monotonic() - t0, 1))
+    t_stop = time.monotonic()
+    sim.send_signal(signal.SIGINT)  # the operator's Ctrl-C: every agent shuts down cleanly
+    out, _ = sim.communicate(timeout=300)
+    m["shutdown_s"] = round(time.monotonic() - t_stop, 2)
+    lines = out.decode().strip().splitlines()
+    if not lines:
+        raise RuntimeError("the sim printed no result: " + " | ".join(err.lines[-10:]))
+    return json.loads(lines[-1]), m
+
+
 def soak(args, workdir: Path, procs: list) -> dict:
     load_before = os.getloadavg()
-    data, model, trust_key = lab_or_given(args, workdir)
+    lab = lab_or_given(args, workdir)
     broker, port = start_broker(workdir)
     procs.append(broker)
     url, db = f"mqtt://127.0.0.1:{port}", workdir / "soak.db"
     env = dict(os.environ, HARKEN_COLLECTOR_HTTP_PORT="0", PYTHONPATH=str(ROOT))
     env.pop("HARKEN_DB", None)
-    collector = subprocess.Popen([sys.executable, "-m", "shared.cli", "-v", "collector", "run", "--broker", url,
-                                  "--db", f"sqlite:///{db}", "--client-id", f"soak-collector-{os.getpid()}"],
-                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    procs.append(collector)
-    col_err = StderrReader(collector.stderr, wanted="connected to")
-    col_err.start()
-    if not col_err.seen.wait(60):
-        raise RuntimeError("the collector did not connect: " + " | ".join(col_err.lines[-5:]))
-    time.sleep(1.0)  # its subscriptions are acknowledged right after the connection
-    sim_cmd = [sys.executable, "-m", "edge.sim.cli", "--devices", str(args.devices), "--data", data,
-               "--model", model, "--trust-key", trust_key, "--state-root", str(workdir / "state"),
-               "--broker", url, "--speed", str(args.speed), "--processes", str(args.processes),
-               "--window-s", str(args.window_s), "--scenario", args.scenario,
-               "--feedback-rate", str(args.feedback_rate), "--json-status", "--status-interval", "5"]
-    t0 = time.monotonic()
-    sim = subprocess.Popen(sim_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    procs.append(sim)
-    sim_err = StderrReader(sim.stderr)
-    sim_err.start()
-    rss_start = rss_end = None
-    all_up_s = None
-    deadline = t0 + args.minutes * 60.0
-    while time.monotonic() < deadline and sim.poll() is None:
-        time.sleep(1.0)
-        st = sim_err.status
-        if rss_start is None and st.get("up") == args.devices:
-            all_up_s = round(time.monotonic() - t0, 1)
-            rss_start = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid), "status": st}
-    rss_end = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid), "status": sim_err.status}
-    t_stop = time.monotonic()
-    sim.send_signal(signal.SIGINT)
-    out, _ = sim.communicate(timeout=300)
-    stop_s = round(time.monotonic() - t_stop, 2)
-    lines = out.decode().strip().splitlines()
-    if not lines:
-        raise RuntimeError("the sim printed no result: " + " | ".join(sim_err.lines[-10:]))
-    result = json.loads(lines[-1])
-    want = sum(1 for d in result["per_device"] if d.get("first_seq") is not None
-               for s in range(d["first_seq"], d["next_seq"])) - result["windows_unsent"]
-    settle_s = wait_for_store(db, want)
-    rss_collector_final = rss_mb(collector.pid)
+    collector = start_collector(url, db, env, procs)
+    result, m = run_sim(args, url, lab, workdir, env, procs, collector)
+    figures = compare(result, [])
+    settle_s = wait_for_store(db, figures["windows_delivered"])
+    rss_settled = rss_mb(collector.pid)
+    collector_cpu = cpu_s([collector.pid])
     code = stop(collector)
     figures = compare(result, stored_windows(db))
     return {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
         "versions": versions(),
-        "config": {"devices": args.devices, "minutes": args.minutes, "speed": args.speed,
-                   "processes": args.processes, "window_s": args.window_s, "scenario": args.scenario,
-                   "feedback_rate": args.feedback_rate},
-        "duration": {"wall_s": round(t_stop - t0, 1), "all_devices_up_s": all_up_s, "sim_shutdown_s": stop_s,
+        "config": {k: getattr(args, k) for k in ("devices", "minutes", "speed", "processes", "window_s",
+                                                 "scenario", "feedback_rate")},
+        "duration": {"wall_s": m["wall_s"], "all_devices_up_s": m["all_up_s"], "sim_shutdown_s": m["shutdown_s"],
                      "collector_settle_s": settle_s, "audio_s_per_device": result["audio_s_mean"],
-                     "effective_speed": round(result["audio_s_mean"] / max(t_stop - t0, 1e-9), 3)},
+                     "effective_speed": round(result["audio_s_mean"] / max(m["wall_s"], 1e-9), 3)},
         "windows": figures,
         "ok": figures["missing"] == 0 and figures["extra"] == 0 and figures["duplicates"] == 0,
         "utterances": result["utterances"], "feedback_accepted": result["feedback_accepted"],
         "device_errors": result["device_errors"], "sim_failures": result["failures"],
         "collector_rejects": reject_counts(db), "collector_exit_code": code,
-        "rss_mb": {"collector": {"start": (rss_start or {}).get("collector"), "end": rss_end["collector"],
-                                 "after_settle": rss_collector_final},
-                   "sim": {"start": (rss_start or {}).get("sim"), "end": rss_end["sim"]}},
+        "cpu_s": {"sim_at_stop": m["cpu_s"]["sim"], "collector_at_stop": m["cpu_s"]["collector"],
+                  "collector_at_end": collector_cpu},
+        "rss_mb": {"collector": {"start": (m["rss_start"] or {}).get("collector"), "end": m["rss_end"]["collector"],
+                                 "after_settle": rss_settled},
+                   "sim": {"start": (m["rss_start"] or {}).get("sim"), "end": m["rss_end"]["sim"]}},
     }
 
 

@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import resource
 import signal
 import threading
 import time
@@ -119,10 +120,20 @@ def _summary(devices: list[SimDevice], worker: int, total: int) -> dict:
     return out
 
 
+def _enough_files(devices: int) -> None:
+    """An agent holds ~6 descriptors (spool database and its WAL, socket, feedback files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 8 * devices + 64
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want) if hard != resource.RLIM_INFINITY else want,
+                                                    hard))
+
+
 def run_worker(plan: FleetPlan, indices: list[int], stop, out, worker: int = 0,
                status_interval_s: float = STATUS_INTERVAL_S) -> None:
     """Run the devices ``indices`` until their streams end or ``stop``; results go to ``out``."""
     try:
+        _enough_files(len(indices))
         pool = ClipPool.from_dataset(plan.data_dir)
         ref_level = pool.reference_level_dbfs(plan.seed)
         params = plan.scenario

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from edge.sim.cli import command
 from edge.sim.fleet import FleetPlan, run_fleet
 from edge.sim.scenarios import ScenarioParams
+from shared.codec import encode
 from shared.errors import ConfigError
 from shared.histogram import SNR_DB_EDGES, quantile
 from shared.messages import decode
@@ -31,6 +33,9 @@ def _median_snr(windows: list[dict]) -> float:
 
 def test_five_devices_send_windows_and_state_through_a_real_broker(mosquitto, tiny_lab, tmp_path):
     watcher = Watcher(mosquitto.port, ["harken/v1/dev/+/stats", "harken/v1/dev/+/state"])
+    # the cloud wants dev-0003 at full automation: a real agent obeys its retained desired state
+    watcher.publish("harken/v1/dev/dev-0003/desired", encode(
+        {"kind": "desired", "device": "dev-0003", "rev": 1, "t": time.time(), "automation": "full"}), retain=True)
     plan = _plan(tiny_lab, tmp_path, devices=5, broker_url=mosquitto.url, duration_s=40.0, processes=2,
                  speed=20.0, feedback_rate=0.5, scenario=ScenarioParams(name="sudden-noise", onset_s=20.0))
     result = run_fleet(plan)
@@ -57,6 +62,9 @@ def test_five_devices_send_windows_and_state_through_a_real_broker(mosquitto, ti
         before = [w for w in mine if w["audio_start_s"] + w["duration_s"] <= 20.0]
         after = [w for w in mine if w["audio_start_s"] >= 20.0]
         assert _median_snr(after) < _median_snr(before) - 5
+    automation = {w["device"]: {x["automation"] for x in windows if x["device"] == w["device"]} for w in windows}
+    assert automation["dev-0003"] >= {"full"} and automation["dev-0001"] == {"shadow"}
+    assert any(st.get("automation") == "full" and st["online"] for st in states("dev-0003"))
     assert result["feedback_sent"] > 0 and result["feedback_accepted"] == result["feedback_sent"]
     pairs = sum(n for w in windows for _, _, n in w["feedback"]["pairs"])
     assert pairs == result["feedback_accepted"]
