@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import logging
 import time
 
@@ -40,7 +41,7 @@ def synth_cmd(out, per_word, seed, accents, variants, workers) -> None:
     accents, variants = _csv(accents, voices.ACCENTS), _csv(variants, voices.VARIANTS)
     total = per_word * len(voices.LABELS)
     t0 = time.perf_counter()
-    with click.progressbar(length=total, label="synthesizing", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=total, label="synthesizing", file=sys.stderr) as bar:
         manifest = synth.synthesize(out, per_word=per_word, seed=seed, accents=accents,
                                     variants=variants, workers=workers, progress=bar.update)
     click.echo(f"{len(manifest['clips'])} clips, {len(accents) * len(variants)} speakers in {out} "
@@ -53,7 +54,7 @@ def synth_cmd(out, per_word, seed, accents, variants, workers) -> None:
 def check_cmd(directory, as_json) -> None:
     """Report label conflicts and quality problems; exit 1 when there are errors."""
     dataset = dataset_mod.load(directory)
-    with click.progressbar(length=len(dataset.clips), label="checking", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=len(dataset.clips), label="checking", file=sys.stderr) as bar:
         report = check_mod.check(dataset, progress=bar.update)
     if as_json:
         click.echo(json.dumps(report, indent=1))

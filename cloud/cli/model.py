@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ def group() -> None:
 
 
 def _stderr_progress(stage: str, total: int):
-    return click.progressbar(length=max(1, total), label=stage, file=click.get_text_stream("stderr"))
+    return click.progressbar(length=max(1, total), label=stage, file=sys.stderr)
 
 
 def _default_key() -> Path:

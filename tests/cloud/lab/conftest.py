@@ -1,0 +1,20 @@
+"""Session fixtures for the model lab: one tiny real dataset and one trained, signed bundle."""
+from __future__ import annotations
+
+import pytest
+
+from cloud.lab.fixtures import TinyLab, tiny_dataset_and_bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_lab(tmp_path_factory) -> TinyLab:
+    """Real espeak-ng clips (6 speakers x 12 labels x 6), the real gate, a trained bundle."""
+    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_lab):
+    from shared import keys
+    from shared.bundle import load_bundle
+
+    return load_bundle(tiny_lab.bundle_path, [keys.load_public_key(tiny_lab.public_key_path)])

@@ -1,0 +1,75 @@
+"""Splits: speaker-disjoint, stratified by label, deterministic from the seed."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from cloud.lab import dataset, splits
+from cloud.lab.dataset import Clip
+from shared.errors import DatasetError
+
+LABELS = ["a", "b", "c", "d"]
+
+
+def _clips(n_speakers=40, per_label=3, skew=False):
+    clips = []
+    for s in range(n_speakers):
+        for li, label in enumerate(LABELS):
+            n = per_label + (s % 3 if skew else 0) + (li if skew else 0)
+            clips += [Clip(f"{s}-{label}-{k}.wav", label, f"spk{s:02d}", "0" * 64) for k in range(n)]
+    return clips
+
+
+def _check_disjoint_and_complete(clips, sp):
+    seen = {}
+    for name, idx in sp.indices.items():
+        for i in idx:
+            assert i not in seen, "a clip in two splits"
+            seen[i] = name
+    assert len(seen) == len(clips)
+    owners = {}
+    for i, name in seen.items():
+        assert owners.setdefault(clips[i].speaker, name) == name, "a speaker in two splits"
+
+
+@pytest.mark.parametrize("skew", [False, True])
+def test_speaker_disjoint_and_stratified(skew):
+    clips = _clips(skew=skew)
+    sp = splits.split(clips, LABELS, seed=3)
+    _check_disjoint_and_complete(clips, sp)
+    total = Counter(c.label for c in clips)
+    for name, frac in zip(splits.SPLITS, splits.DEFAULT_FRACTIONS):
+        got = Counter(clips[i].label for i in sp.indices[name])
+        size = len(sp.indices[name])
+        assert abs(size / len(clips) - frac) < 0.05
+        for label in LABELS:  # each split mirrors the label mix of the whole set
+            assert abs(got[label] / size - total[label] / len(clips)) < 0.03
+
+
+def test_deterministic_from_seed():
+    clips = _clips()
+    assert splits.split(clips, LABELS, seed=1) == splits.split(clips, LABELS, seed=1)
+    assert splits.split(clips, LABELS, seed=1).speakers != splits.split(clips, LABELS, seed=2).speakers
+
+
+def test_every_split_gets_a_speaker_even_with_three():
+    clips = _clips(n_speakers=3)
+    sp = splits.split(clips, LABELS, seed=0)
+    assert all(len(v) == 1 for v in sp.speakers.values())
+
+
+def test_too_few_speakers_is_a_dataset_error():
+    with pytest.raises(DatasetError, match="speaker"):
+        splits.split(_clips(n_speakers=2), LABELS)
+
+
+def test_real_dataset_split_and_distribution_table(tiny_lab):
+    ds = dataset.load(tiny_lab.data_dir)
+    sp = splits.split(ds.clips, ds.labels, seed=0)
+    _check_disjoint_and_complete(ds.clips, sp)
+    rows = splits.distribution(ds.clips, ds.labels, sp)
+    assert [r["label"] for r in rows] == ds.labels
+    for r in rows:
+        assert r["all"] == r["train"] + r["dev"] + r["test"] == 6
+        assert r["test"] >= 1 and r["dev"] >= 1
