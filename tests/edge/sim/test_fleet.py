@@ -105,3 +105,29 @@ def test_cli_prints_one_json_result_and_refuses_bad_input(tiny_lab, tmp_path):
 def _write(path, obj):
     path.write_text(json.dumps(obj))
     return path
+
+
+def test_devices_log_in_with_their_own_credentials_over_tls(tiny_lab, tmp_path):
+    from cloud import broker as brokers  # test-side only: the simulator never imports cloud
+    from tests.brokers import free_port
+
+    directory = tmp_path / "broker"
+    b = brokers.init_broker(directory, devices=["dev-0001", "dev-0002"], port=free_port(),
+                            plain_port=free_port()).broker
+    brokers.start(directory)
+    try:
+        watcher = Watcher(b.settings.plain_port, ["harken/v1/dev/+/stats"], username="operator",
+                          password=b.credentials()["operator"])
+        res = CliRunner().invoke(command, [
+            "--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.bundle_path),
+            "--trust-key", str(tiny_lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "20",
+            "--speed", "40", "--processes", "1", "--window-s", "10", "--broker", b.tls_url,
+            "--credentials", str(b.paths.credentials), "--tls-ca", str(b.ca_path)])
+        assert res.exit_code == 0, res.output
+        result = json.loads(res.stdout.strip().splitlines()[-1])
+        assert result["windows"] >= 4 and result["windows_unsent"] == 0
+        watcher.wait_for(lambda msgs: len(msgs) == result["windows"], timeout=15, what="every window")
+        assert {decode(p, "window")["device"] for p in watcher.on("/stats")} == {"dev-0001", "dev-0002"}
+        watcher.close()
+    finally:
+        brokers.stop(directory)
