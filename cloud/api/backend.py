@@ -18,7 +18,7 @@ from cloud.api import evidence
 from cloud.drift import Alert, DriftConfig, StoreSource, acknowledge, drift_report, registry_profiles
 from cloud.drift.calibrate import Calibrator
 from cloud.fleet import Selector
-from cloud.store.base import Store
+from cloud.store.base import DEFAULT_BUCKET_S, Store
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,16 @@ class Services:
     ingest: Any = None
     public_metrics: bool = False
     offline_after_s: float = 120.0
-    rollup_bucket_s: int = 900
+    rollup_bucket_s: int = DEFAULT_BUCKET_S
     drift_findings: Callable[[], list] | None = None
     clock: Callable[[], float] = field(default=time.time)
+
+    @classmethod
+    def from_config(cls, config, store: Store, **parts) -> "Services":
+        """Services for a collector: token and timings from its ``CollectorConfig``, plus
+        ``parts`` (registry=, drift=, rollouts=, ingest=, drift_findings=, public_metrics=)."""
+        return cls(store=store, token=config.http_token or None, offline_after_s=config.offline_after_s,
+                   rollup_bucket_s=config.rollup_bucket_s, **parts)
 
 
 class Backend:
@@ -85,10 +92,13 @@ class Backend:
             return iter(())
         return selector.windows(self.s.store, since=since, until=until)
 
-    def bodies(self, selector: Selector, since: float, until: float) -> Iterator[dict]:
-        """Windows, and per-device rollup merges where the full windows are gone (each counted once)."""
+    def bodies(self, selector: Selector, since: float, until: float, bucket_s: int) -> Iterator[dict]:
+        """What a series of ``bucket_s`` buckets reads: per-device rollup merges (and the windows
+        not rolled up yet) when its buckets are whole rollup buckets, else the full windows."""
         if selector.devices is not None and not selector.devices:
             return iter(())
+        if bucket_s % self.s.rollup_bucket_s:
+            return self.windows(selector, since, until)
         bodies = self.s.store.device_buckets(devices=selector.devices, since=since, until=until,
                                              bucket_s=self.s.rollup_bucket_s)
         prefix = selector.model

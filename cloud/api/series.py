@@ -1,9 +1,9 @@
 """Windows → time series: bucket a cohort's windows by time and derive what the dashboard plots.
 
 Windows of different models cannot be merged as they are (their feature bins differ), but
-every other histogram is over a fixed grid. So each bucket is merged twice: once across
-models with the features stripped (load, latency, input and output figures), and once per
-model with the features kept (feature drift against that model's reference profile).
+every other histogram is over a fixed grid. So each bucket is merged once across models with
+the features stripped (load, latency, input and output figures), and the feature histograms
+are summed per model on their own (feature drift against that model's reference profile).
 """
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import math
 from collections import defaultdict
 from typing import Callable, Iterable
 
+import numpy as np
+
+from cloud.store.rollup import merge_checked
 from shared.histogram import CONFIDENCE_EDGES, LEVEL_DBFS_EDGES, SNR_DB_EDGES, quantile
-from cloud.store.rollup import merge_by_model
 from shared.window import merge_windows, summarize
 
 MAX_BUCKETS = 720
 EDGES = {"level_dbfs": LEVEL_DBFS_EDGES, "snr_db": SNR_DB_EDGES, "confidence": CONFIDENCE_EDGES}
 
-# (model sha, merged window of that model) -> {feature name: score}; None when not scorable
-DriftScorer = Callable[[str, dict], "dict[str, float] | None"]
+# (model sha, summed feature histograms of that model) -> {feature name: score}; None when not scorable
+DriftScorer = Callable[[str, list], "dict[str, float] | None"]
 
 
 def pick_bucket_s(span_s: float, target: int = 60) -> int:
@@ -47,10 +49,8 @@ def _quantiles(edges: list[float], counts: list[int]) -> dict:
     return {f"p{int(q * 100)}": quantile(edges, counts, q) for q in (0.1, 0.5, 0.9)}
 
 
-def bucket_row(t: float, bucket_s: int, merges: dict[str, dict], scorer: DriftScorer | None,
-               devices: int | None = None) -> dict:
-    """The figures of one bucket from its per-model merges (model ``''`` = no model)."""
-    merged = merge_cross_model(merges.values())
+def bucket_row(t: float, bucket_s: int, merged: dict, feature_drift: dict, devices: int | None = None) -> dict:
+    """The figures of one bucket from its cross-model merge (features stripped)."""
     s = summarize(merged)
     inp, out = merged["input"], merged["output"]
     return {
@@ -73,20 +73,46 @@ def bucket_row(t: float, bucket_s: int, merges: dict[str, dict], scorer: DriftSc
         "shadow_compared": s["shadow_compared"],
         "feedback_accuracy": s["feedback_accuracy"],
         "feedback_n": s["feedback_n"],
-        "feature_drift": _feature_drift(merges, scorer) if scorer else {},
+        "feature_drift": feature_drift,
     }
 
 
-def _feature_drift(merges: dict[str, dict], scorer: DriftScorer) -> dict:
+def _feature_sums(bodies: list[dict]) -> dict[str, list]:
+    """Per model: its feature histograms summed (the shape most of its windows have)."""
+    by_model: dict[str, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
+    for w in bodies:
+        feats = w["input"]["features"]
+        if w.get("model") and feats:
+            by_model[w["model"]][tuple(len(f) for f in feats)].append(feats)
+    out = {}
+    for sha, shapes in by_model.items():
+        same = max(shapes.values(), key=len)
+        out[sha] = np.sum(np.asarray(same, dtype=np.int64), axis=0).tolist()
+    return out
+
+
+def _feature_drift(bodies: list[dict], scorer: DriftScorer) -> dict:
     """Per model in the bucket: the largest feature score and the feature that has it."""
     out = {}
-    for sha, merged in sorted(merges.items()):
-        scores = scorer(sha, merged) if sha else None
+    for sha, counts in sorted(_feature_sums(bodies).items()):
+        scores = scorer(sha, counts)
         if not scores:
             continue
         top = max(scores, key=scores.get)
         out[sha] = {"max": scores[top], "top_feature": top, "scores": scores}
     return out
+
+
+def _bucket(t: float, bucket_s: int, bodies: list[dict], scorer: DriftScorer | None) -> tuple[dict | None, int]:
+    """(row or None, windows left out because their histograms do not fit the others')."""
+    merged, bad = merge_checked((i, _strip_features(w)) for i, w in enumerate(bodies))
+    left_out = set(bad)
+    kept = [w for i, w in enumerate(bodies) if i not in left_out]
+    skipped = sum(bodies[i].get("n_windows", 1) for i in left_out)
+    if merged is None:
+        return None, skipped
+    drift = _feature_drift(kept, scorer) if scorer else {}
+    return bucket_row(t, bucket_s, merged, drift, len({w["device"] for w in kept})), skipped
 
 
 def time_series(windows: Iterable[dict], *, t_from: float, t_to: float, bucket_s: int,
@@ -104,22 +130,19 @@ def time_series(windows: Iterable[dict], *, t_from: float, t_to: float, bucket_s
     if (t_to - start) / bucket_s > MAX_BUCKETS:
         raise ValueError(f"{t_to - start:.0f} s in {bucket_s} s buckets is over {MAX_BUCKETS} buckets: "
                          "choose a wider bucket_s or a shorter range")
-    buckets: dict[float, list[tuple[str, dict]]] = defaultdict(list)
-    devices: dict[float, set] = defaultdict(set)
+    buckets: dict[float, list[dict]] = defaultdict(list)
     for w in windows:
         t = w["t_start"]
         if t < start < t + w.get("bucket_s", 0):
             t = start
         if start <= t < t_to:
-            b = start + ((t - start) // bucket_s) * bucket_s
-            buckets[b].append((w.get("model") or "", w))
-            devices[b].add(w["device"])
+            buckets[start + ((t - start) // bucket_s) * bucket_s].append(w)
     rows, skipped = [], 0
     for t in sorted(buckets):
-        merges = merge_by_model(buckets[t])
-        skipped += sum(w.get("n_windows", 1) for _, w in buckets[t]) - sum(m.get("n_windows", 1) for m in merges.values())
-        if merges:
-            rows.append(bucket_row(t, bucket_s, merges, scorer, len(devices[t])))
+        row, left_out = _bucket(t, bucket_s, buckets[t], scorer)
+        skipped += left_out
+        if row is not None:
+            rows.append(row)
     labels = sorted({k for r in rows for k in r["labels"]})
     stages = sorted({k for r in rows for k in r["latency_ms"]})
     return {"from": start, "to": t_to, "bucket_s": bucket_s, "labels": labels, "stages": stages,

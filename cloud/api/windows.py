@@ -5,8 +5,9 @@
                        ``cloud.api.series``; a row holds load, latency p50/p99 per stage, CPU s per
                        audio s, RSS, speech ratio, level/SNR/confidence quantiles and counts, label
                        mix, no-answer rate, shadow agreement, feedback accuracy, feature drift.
-                       Past the store's full-window retention the rollups (one merge per device,
-                       model and rollup bucket) stand in for the windows.
+                       Buckets that are whole rollup buckets read the rollups (one merge per
+                       device, model and rollup bucket, kept past the full-window retention);
+                       finer buckets read the full windows.
     GET /api/summary   ?cohort=&range_s= — ``shared.window.summarize`` of the exact merge, per
                        model (``''``: no model) and over all models; ``from`` is moved back to
                        a rollup bucket's start, as the store merges whole buckets
@@ -41,11 +42,10 @@ def feature_scorer(b: Backend):
     """PSI of each watched feature against its model's reference profile (None without one)."""
     profiles: dict[str, dict | None] = {}
 
-    def score(sha: str, merged: dict) -> dict[str, float] | None:
+    def score(sha: str, feats: list) -> dict[str, float] | None:
         if sha not in profiles:
             profiles[sha] = b.reference_profile(sha)
         prof = profiles[sha]
-        feats = merged["input"]["features"]
         if not prof or len(prof["features"]["counts"]) != len(feats) or not any(sum(f) for f in feats):
             return None
         ref = prof["features"]["counts"]
@@ -65,7 +65,7 @@ def series(cohort: str = "fleet", t_from: float | None = Query(None, alias="from
     start, end = time_range(b.now(), t_from, t_to, range_s)
     width = bucket_s or pick_bucket_s(end - start)
     try:
-        out = time_series(b.bodies(c, start, end), t_from=start, t_to=end, bucket_s=width,
+        out = time_series(b.bodies(c, start, end, width), t_from=start, t_to=end, bucket_s=width,
                           scorer=feature_scorer(b))
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc

@@ -112,3 +112,17 @@ def test_the_token_never_reaches_the_logs(anon, caplog):
     anon.get("/api/nope", headers={"Authorization": f"Bearer {TOKEN}"})
     assert caplog.records, "expected the refused request to be logged at DEBUG"
     assert TOKEN not in caplog.text and "wrong-secret-123" not in caplog.text
+
+
+def test_services_from_the_collector_config_carry_its_token(world):
+    from cloud.api.backend import Services
+    from cloud.config import CollectorConfig
+
+    config = CollectorConfig(http_token="from-config-123", offline_after_s=30.0)
+    services = Services.from_config(config, world.store, registry=world.registry)
+    assert (services.token, services.offline_after_s, services.rollup_bucket_s) == (
+        "from-config-123", 30.0, config.rollup_bucket_s)
+    c = TestClient(create_app(services))
+    assert c.get("/api/fleet", headers={"Authorization": "Bearer from-config-123"}).status_code == 200
+    assert c.get("/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    assert Services.from_config(CollectorConfig(), world.store).token is None  # "" means unset: API closed

@@ -32,13 +32,19 @@ def test_buckets_start_at_from_and_empty_ones_are_left_out(windows):
     assert s["skipped"] == 0
 
 
-def test_a_window_that_does_not_fit_its_model_is_skipped_not_fatal(windows):
+def test_a_window_that_does_not_fit_is_skipped_not_fatal(windows):
     bad = copy.deepcopy(windows[1])
     bad["seq"] = 99
-    bad["input"]["features"] = bad["input"]["features"][:3]
-    s = time_series(windows[:4] + [bad], t_from=T0, t_to=T0 + 120, bucket_s=60)
+    bad["input"]["level_dbfs"] = bad["input"]["level_dbfs"][:3]
+    odd = copy.deepcopy(windows[2])
+    odd["seq"] = 98
+    odd["input"]["features"] = odd["input"]["features"][:3]  # left out of feature drift only
+    seen = []
+    s = time_series(windows[:4] + [bad, odd], t_from=T0, t_to=T0 + 120, bucket_s=60,
+                    scorer=lambda sha, feats: seen.append(len(feats)))
     assert s["skipped"] == 1
-    assert sum(b["n_windows"] for b in s["buckets"]) == 4
+    assert sum(b["n_windows"] for b in s["buckets"]) == 5
+    assert seen == [len(windows[0]["input"]["features"])] * 2
 
 
 def test_windows_outside_the_range_are_ignored_and_huge_requests_refused(windows):
@@ -52,12 +58,14 @@ def test_drift_scorer_sees_each_model_separately(windows):
     other = [dict(w, model="n" * 64, seq=w["seq"] + 100) for w in windows[:4]]
     seen = []
 
-    def scorer(sha, merged):
-        seen.append((sha, merged["n_windows"]))
+    def scorer(sha, feats):
+        seen.append((sha, feats))
         return {"f0": 0.1 if sha.startswith("m") else 0.9, "f1": 0.2}
 
     s = time_series(windows[:4] + other, t_from=T0, t_to=T0 + 120, bucket_s=60, scorer=scorer)
-    assert sorted(seen) == [("m" * 64, 2), ("m" * 64, 2), ("n" * 64, 2), ("n" * 64, 2)]
+    summed = np.sum([w["input"]["features"] for w in windows[:2]], axis=0).tolist()
+    assert sorted(x[0] for x in seen) == ["m" * 64, "m" * 64, "n" * 64, "n" * 64]
+    assert seen[0][1] == summed  # the first bucket's two windows of model m, feature by feature
     fd = s["buckets"][0]["feature_drift"]
     assert fd["m" * 64] == {"max": 0.2, "top_feature": "f1", "scores": {"f0": 0.1, "f1": 0.2}}
     assert fd["n" * 64]["top_feature"] == "f0"

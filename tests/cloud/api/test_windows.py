@@ -100,14 +100,20 @@ def test_ingest_shows_recent_rejects(api):
     assert r["recent_rejects"][0]["head_hex"] == b"\x00".hex()
 
 
-def test_past_the_retention_the_series_reads_the_rollups(fresh_world):
+def test_series_read_rollups_for_whole_buckets_and_windows_for_finer_ones(fresh_world):
     api = client_for(fresh_world.services())
-    before = api.get("/api/series", params={"range_s": 3600, "bucket_s": 900}).json()
-    result = fresh_world.store.rollup(900, 600, now=fresh_world.now)
-    assert result.deleted > 250  # most full windows are gone
-    after = api.get("/api/series", params={"range_s": 3600, "bucket_s": 900}).json()
+    rollup_s = fresh_world.services().rollup_bucket_s
+    fine = {"range_s": 3600, "bucket_s": 60}
+    coarse = {"range_s": 3600, "bucket_s": 3 * rollup_s}
+    before = {k: api.get("/api/series", params=p).json() for k, p in (("fine", fine), ("coarse", coarse))}
+    kept = fresh_world.store.rollup(rollup_s, 86400, now=fresh_world.now)  # everything rolled, nothing deleted
+    assert kept.rolled == 360 and kept.deleted == 0
+    assert api.get("/api/series", params=fine).json()["buckets"] == before["fine"]["buckets"]  # not lumped
+    gone = fresh_world.store.rollup(rollup_s, 600, now=fresh_world.now)
+    assert gone.deleted > 250  # most full windows are gone now
+    after = api.get("/api/series", params=coarse).json()
     total = lambda s, k: sum(b[k] for b in s["buckets"])  # noqa: E731
-    assert total(after, "n_windows") == total(before, "n_windows") == 360
-    assert total(after, "utterances") == total(before, "utterances")
-    assert [b["labels"] for b in after["buckets"]] == [b["labels"] for b in before["buckets"]]
-    assert len(api.get("/api/windows", params={"limit": 10000}).json()) == 360 - result.deleted
+    assert total(after, "n_windows") == total(before["coarse"], "n_windows") == 360
+    assert total(after, "utterances") == total(before["coarse"], "utterances")
+    assert [b["labels"] for b in after["buckets"]] == [b["labels"] for b in before["coarse"]["buckets"]]
+    assert len(api.get("/api/windows", params={"limit": 10000}).json()) == 360 - gone.deleted
