@@ -66,8 +66,10 @@ class Finding:
         return not self.detected and self.level is not None and self.level < policy.resolve_below
 
     def evidence(self) -> dict:
+        """Everything but what the alert keeps in its own fields (severity, pattern, onset)."""
         d = asdict(self)
-        d.pop("detected")
+        for own in ("detected", "severity", "pattern", "onset_t"):
+            d.pop(own)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 

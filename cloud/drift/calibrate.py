@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import special as _sp
@@ -175,8 +175,12 @@ class Calibrator:
         return NullFit(n=n, mean=float(scores.mean()), var=float(scores.var()), tail_u=u,
                        tail_scale=float(excess.mean()) if len(excess) else 0.0, top=top)
 
-    def check(self, signal: str, ref_counts, obs_counts, m: int, floor: float) -> SignalCheck | None:
-        """Score one histogram against its reference; None when it holds fewer than ``min_n``."""
+    def check(self, signal: str, ref_counts, obs_counts, m: int, floor: float,
+              detail: bool = True) -> SignalCheck | None:
+        """Score one histogram against its reference; None when it holds fewer than ``min_n``.
+
+        ``detail`` adds the chi-square p-value and the JS divergence (evidence only).
+        """
         ref = np.asarray(ref_counts, dtype=np.int64)
         obs = np.asarray(obs_counts, dtype=np.int64)
         n = int(obs.sum())
@@ -185,9 +189,17 @@ class Calibrator:
         score = float(STATISTICS[self.statistic](ref, obs))
         critical = self.critical(ref, n, m)
         threshold = max(critical, floor)
-        return SignalCheck(signal=signal, n=n, score=score, threshold=threshold, floor=floor,
-                           severity=score / threshold, critical=critical,
-                           p_value=chi_square(ref, obs).p_value, js=float(js_divergence(ref, obs)))
+        check = SignalCheck(signal=signal, n=n, score=score, threshold=threshold, floor=floor,
+                            severity=score / threshold, critical=critical)
+        return self.detailed(check, ref, obs) if detail else check
+
+    @staticmethod
+    def detailed(check: SignalCheck, ref_counts, obs_counts) -> SignalCheck:
+        """The check with its chi-square p-value and JS divergence filled in."""
+        if check.critical is None:  # accuracy checks carry their Fisher p-value already
+            return check
+        return replace(check, p_value=chi_square(ref_counts, obs_counts).p_value,
+                       js=float(js_divergence(ref_counts, obs_counts)))
 
     def check_accuracy(self, signal: str, ref_correct: int, ref_total: int, cur_correct: int,
                        cur_total: int, m: int, floor: float) -> SignalCheck | None:
@@ -195,11 +207,14 @@ class Calibrator:
         if cur_total < self.min_n or ref_total < self.min_n:
             return None
         drop, p = accuracy_drop(ref_correct, ref_total, cur_correct, cur_total)
-        level = self.alpha / max(m, 1)
-        significance = math.log(max(p, 1e-300)) / math.log(level)
-        severity = max(0.0, min(drop / floor, significance))
-        return SignalCheck(signal=signal, n=cur_total, score=drop, threshold=floor, floor=floor,
-                           severity=severity, p_value=p)
+        severity = float(self._accuracy_severity(np.asarray(drop), np.asarray(p), m, floor))
+        return SignalCheck(signal=signal, n=int(cur_total), score=float(drop), threshold=floor, floor=floor,
+                           severity=severity, p_value=float(p))
+
+    def _accuracy_severity(self, drop: np.ndarray, p: np.ndarray, m: int, floor: float) -> np.ndarray:
+        """min(drop / floor, log p / log(alpha / m)), at least 0: ≥ 1 iff both bars are met."""
+        significance = np.log(np.maximum(p, 1e-300)) / math.log(self.alpha / max(m, 1))
+        return np.maximum(0.0, np.minimum(drop / floor, significance))
 
     def severity_series(self, ref_counts, obs_series, m: int, floor: float) -> np.ndarray:
         """Severities of many histograms ``[T, k]`` against one reference (NaN below ``min_n``)."""
@@ -221,9 +236,12 @@ class Calibrator:
     def accuracy_series(self, ref_pair, obs_series, m: int, floor: float) -> np.ndarray:
         """Accuracy-drop severities of ``[T, 2]`` (correct, wrong) counts against one reference pair."""
         rc, rw = (int(x) for x in ref_pair)
-        out = np.full(len(obs_series), np.nan)
-        for t, (c, w) in enumerate(np.asarray(obs_series, dtype=np.int64)):
-            chk = self.check_accuracy("", rc, rc + rw, int(c), int(c + w), m, floor)
-            if chk is not None:
-                out[t] = chk.severity
+        obs = np.asarray(obs_series, dtype=np.int64).reshape(-1, 2)
+        out = np.full(len(obs), np.nan)
+        total = obs.sum(axis=1)
+        ok = total >= self.min_n
+        if rc + rw < self.min_n or not ok.any():
+            return out
+        drop, p = accuracy_drop(rc, rc + rw, obs[ok, 0], total[ok])
+        out[ok] = self._accuracy_severity(drop, p, m, floor)
         return out

@@ -7,9 +7,9 @@
   ≥ ``high``. A step therefore raises the flag on its second drifted window (at most on its
   third), which meets the requirement that sudden changes are flagged within 3 windows.
 - **long horizon** (the last ``long`` windows): drift when the least-squares slope of the
-  severities is positive with a t-statistic ≥ ``trend_t`` *and* the fitted line has reached
-  ``trend_level × high`` at the newest window — a slope that is about to cross, seen before
-  two single windows do.
+  severities (each capped at ``high``, so one wild window cannot make a trend) is positive
+  with a t-statistic ≥ ``trend_t`` *and* the fitted line has reached ``trend_level × high`` at
+  the newest window — a slope that is about to cross, seen before two single windows do.
 
 When a drift episode starts, its onset is the CUSUM change-point estimate: the window after
 the minimum of the cumulative excess of the severities (capped at ``high``) over an allowance
@@ -161,7 +161,7 @@ class SuddenGradualDetector:
         long_view = False
         window = scores[-self.long:]
         if len(window) >= self.min_trend:
-            t_stat, fitted_end = trend(window)
+            t_stat, fitted_end = trend([min(s, self.high) for s in window])
             long_view = t_stat >= self.trend_t and fitted_end >= self.trend_level * self.high
         if not (short_view or long_view):
             self._detected, self._pattern, self._onset, self._view = False, None, None, None

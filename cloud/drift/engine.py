@@ -113,7 +113,7 @@ class DriftEngine:
         self.config = config
         self.calibrator = calibrator or Calibrator(alpha=config.alpha, statistic=config.statistic,
                                                    n_sims=config.n_sims, seed=config.seed)
-        self.scorer = Scorer(self.calibrator, {k: config.floor(k) for k in KINDS})
+        self.scorer = Scorer(self.calibrator, {k: config.floor(k) for k in KINDS}, detail_k=config.top_k)
 
     # -- public ---------------------------------------------------------------------------
     def evaluate(self, now: float, open_alerts: Iterable[Alert] = ()) -> list[AlertChange]:
@@ -183,23 +183,27 @@ class DriftEngine:
                 yield f"model:{m}", None, m
 
     def _group_finding(self, snap, kind, cohort, members, model, alarming, tags) -> Finding | None:
+        """A multi-device cohort under the robust rule; evidence from the whole cohort."""
         cfg = self.config
         active = self._active(snap, kind, members, model)
         if not active:
             return None
         flagged = frozenset(alarming & active)
-        robust = self._assess(snap, kind, members, model, exclude=flagged)
+        robust = self._assess(snap, kind, members, model, exclude=flagged) if flagged else None
+        full = self._assess(snap, kind, members, model)
+        robust = robust or full
         need = max(cfg.min_devices, math.ceil(cfg.min_device_fraction * len(active)))
-        rule = None
-        if robust.detected:
-            a, rule = robust, "robust"
-        elif len(flagged) >= need:
-            a, rule = self._assess(snap, kind, members, model), "devices"
-            if not a.detected:
-                a.detected, a.horizon = True, "devices"
-                a.severity = max(a.level or 0.0, a.long.severity if a.long and a.long.severity else 0.0)
+        rule = "robust" if robust.detected else "devices" if len(flagged) >= need else None
+        if rule is None:
+            a = robust  # healthy once the devices without their own alerts are
         else:
-            a = robust
+            a = full
+            if not a.detected:  # the rule holds although the merged cohort alone does not fail
+                a.detected = True
+                a.horizon = robust.horizon if rule == "robust" else "devices"
+                a.pattern = a.pattern or robust.pattern or "sudden"
+                a.onset_step = a.onset_step if a.onset_step is not None else robust.onset_step
+                a.severity = max(a.severity, robust.severity)
         return self._to_finding(snap, kind, cohort, a, members, model, rule=rule, excluded=flagged,
                                 alarming=alarming, tags=tags)
 

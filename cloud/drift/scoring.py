@@ -46,9 +46,10 @@ class KindScore:
 class Scorer:
     """Checks signals with a calibrator, using an effect-size floor per kind."""
 
-    def __init__(self, calibrator: Calibrator, floors: dict[str, float]):
+    def __init__(self, calibrator: Calibrator, floors: dict[str, float], detail_k: int = 5):
         self.calibrator = calibrator
         self.floors = floors
+        self.detail_k = detail_k  # the most severe checks get their chi-square p-value and JS
 
     def _concept_ref(self, part: Part) -> dict[str, np.ndarray]:
         return part.ref.signals["concept"] if part.ref.concept_from_profile else (part.concept_ref or {})
@@ -65,7 +66,7 @@ class Scorer:
                 checks.append(c)
         else:
             for s, obs in part.obs.items():
-                checks.append(cal.check(s, part.ref.signals[kind][s], obs, m, floor))
+                checks.append(cal.check(s, part.ref.signals[kind][s], obs, m, floor, detail=False))
         return [c for c in checks if c is not None]
 
     def score(self, kind: str, parts: Sequence[Part]) -> KindScore:
@@ -78,6 +79,10 @@ class Scorer:
             models.append({"model": part.model, "n": n, "severity": sev})
             all_checks += [(part.model, c) for c in checks]
         all_checks.sort(key=lambda mc: -mc[1].severity)
+        by_model = {p.model: p for p in parts}
+        all_checks[:self.detail_k] = [
+            (m, self.calibrator.detailed(c, by_model[m].ref.signals[kind][c.signal], by_model[m].obs[c.signal]))
+            for m, c in all_checks[:self.detail_k]]
         return KindScore(kind, sum(m["n"] for m in models), _weighted(models), tuple(all_checks), tuple(models))
 
     def series(self, kind: str, parts: Sequence[Part]) -> np.ndarray:

@@ -92,12 +92,18 @@ class AccuracyDrop(NamedTuple):
     p_value: float  # one-sided Fisher exact: chance of a drop at least this large if nothing changed
 
 
-def accuracy_drop(ref_correct: int, ref_total: int, cur_correct: int, cur_total: int) -> AccuracyDrop:
-    """How much accuracy fell from the reference to now, and how surprising that is."""
-    if ref_total <= 0 or cur_total <= 0:
-        return AccuracyDrop(0.0, 1.0)
-    drop = ref_correct / ref_total - cur_correct / cur_total
+def accuracy_drop(ref_correct, ref_total, cur_correct, cur_total) -> AccuracyDrop:
+    """How much accuracy fell from the reference to now, and how surprising that is.
+
+    Takes numbers or arrays (element-wise); an empty side gives (0, 1).
+    """
+    rc, rt, cc, ct = (np.asarray(x, dtype=np.int64) for x in (ref_correct, ref_total, cur_correct, cur_total))
+    ok = (rt > 0) & (ct > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drop = np.where(ok, rc / np.where(ok, rt, 1) - cc / np.where(ok, ct, 1), 0.0)
     # Conditional on the margins, the current sample's correct count is hypergeometric.
-    total, correct = ref_total + cur_total, ref_correct + cur_correct
-    p = float(_st.hypergeom.cdf(cur_correct, total, correct, cur_total))
-    return AccuracyDrop(float(drop), min(max(p, 0.0), 1.0))
+    p = np.where(ok, _st.hypergeom.cdf(cc, rt + ct, rc + cc, ct), 1.0)
+    p = np.clip(p, 0.0, 1.0)
+    if drop.ndim == 0:
+        return AccuracyDrop(float(drop), float(p))
+    return AccuracyDrop(drop, p)

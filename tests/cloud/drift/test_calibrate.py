@@ -71,7 +71,9 @@ def test_a_real_shift_alarms_and_a_tiny_one_on_a_huge_sample_does_not(profile, c
     noisy = worst(Population(noise_db=6.0), 300)  # +6 dB noise, 300 utterances: plainly drifted
     assert noisy.alarm and noisy.signal == "snr_db"
     tiny = worst(Population(gain_db=1.0), 200_000)  # 1 dB louder: significant but negligible
-    assert tiny.p_value < 1e-6 and not tiny.alarm and tiny.score < tiny.floor
+    # a fixed p < 0.05 (and even our own null) calls it a difference; the effect floor does not
+    assert tiny.p_value < 1e-3 and tiny.score > tiny.critical
+    assert not tiny.alarm and tiny.score < tiny.floor
 
 
 def test_thresholds_shrink_with_n_to_the_floor_and_are_cached_and_seeded(profile):

@@ -108,6 +108,13 @@ def test_one_bad_window_is_not_drift_and_an_episode_ends():
     assert not det.drift_detected and det.pattern is None and det.onset_index is None
 
 
+def test_one_wild_window_after_a_flat_history_is_not_a_trend():
+    det = SuddenGradualDetector()
+    for s in [0.0] * 20 + [50.0]:
+        det.update(s)
+    assert not det.drift_detected
+
+
 def test_drifted_from_the_first_window_is_sudden_at_zero():
     det = SuddenGradualDetector()
     det.update(3.0).update(3.0)
