@@ -83,8 +83,12 @@ class IngestHandler:
         self.accepted: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
 
-    def add(self, batch: Batch, topic: str, payload: bytes, received_t: float) -> str | None:
-        """Add one message to ``batch``; returns the reject code, or None if it was accepted."""
+    def add(self, batch: Batch, topic: str, payload: bytes, received_t: float, retained: bool = False) -> str | None:
+        """Add one message to ``batch``; returns the reject code, or None if it was accepted.
+
+        A retained message (the broker replaying a device's last state at subscribe) says
+        nothing about when the device was last heard from, so it counts as seen at its own ``t``.
+        """
         try:
             kind, message, body = self._check(topic, payload, received_t)
         except ProtocolError as exc:
@@ -95,7 +99,7 @@ class IngestHandler:
             return exc.code
         row = Received(message, received_t, body)
         {"window": batch.windows, "state": batch.states, "event": batch.events}[kind].append(row)
-        batch.see(message["device"], received_t)
+        batch.see(message["device"], min(received_t, message.get("t", received_t)) if retained else received_t)
         self.accepted[kind] = self.accepted.get(kind, 0) + 1
         return None
 
@@ -152,6 +156,7 @@ class _Message:
     qos: int
     generation: int
     received_t: float
+    retain: bool = False
 
 
 @dataclass
@@ -247,7 +252,7 @@ class Ingest:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)[:200]
-        self._queue.put(_Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time()))
+        self._queue.put(_Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain))
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -312,7 +317,7 @@ class Ingest:
     def _process(self, items: list[_Message]) -> None:
         batch = Batch()
         for m in items:
-            self.handler.add(batch, m.topic, m.payload, m.received_t)
+            self.handler.add(batch, m.topic, m.payload, m.received_t, m.retain)
         result = self._commit(batch)
         if result is None:
             return  # stopping while the store is down: the broker redelivers later

@@ -119,6 +119,7 @@ class SqlStore(RecordsMixin, Store):
             rows.append((w["device"], w["boot"], w["seq"], w["t_start"], w["audio_start_s"], w["duration_s"],
                          w.get("model") or "", w.get("shadow_model"), w["automation"], w["agent_version"],
                          r.received_t, r.body if r.body is not None else dumps(w)))
+        rows.sort(key=lambda r: r[:3])  # one key order in every transaction: no deadlocks between replicas
         cur.executemany(
             "INSERT INTO windows (device, boot, seq, t_start, audio_start_s, duration_s, model, shadow_model,"
             " automation, agent_version, received_t, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -131,6 +132,7 @@ class SqlStore(RecordsMixin, Store):
         rows = [(e["device"], e["boot"], e["seq"], e["t"], r.received_t, e["event"], e.get("model"),
                  e.get("reason"), dumps(e["detail"]) if e.get("detail") is not None else None)
                 for r in batch.events for e in (r.message,)]
+        rows.sort(key=lambda r: r[:3])
         cur.executemany(
             "INSERT INTO events (device, boot, seq, t, received_t, event, model, reason, detail)"
             " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device, boot, seq) DO NOTHING", rows)

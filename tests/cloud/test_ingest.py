@@ -238,10 +238,12 @@ def test_online_from_retained_state_offline_from_last_will(mosquitto, collector_
 def test_state_seen_by_a_collector_started_later(mosquitto, collector_factory, publisher_factory):
     pub = publisher_factory()
     pub.state(state_message("dev-a", True, agent_version="0.3.0"))
-    pub.state(state_message("dev-b", False))
+    pub.state(state_message("dev-b", False, t=1000.0))
     c = collector_factory()
     assert wait_until(lambda: len(c.store.devices()) == 2)
     assert {d["device"]: d["online"] for d in c.store.devices()} == {"dev-a": True, "dev-b": False}
+    # a replayed retained state is not a sign of life: last seen is the state's own time
+    assert c.store.device("dev-b")["last_seen_t"] == 1000.0
 
 
 def test_a_store_outage_delays_but_loses_nothing(mosquitto, pg_schemas, collector_factory, publisher_factory):
