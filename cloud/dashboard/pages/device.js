@@ -1,11 +1,13 @@
 // One device: its reported state, key charts and its recent lifecycle events.
 import { get } from "../api.js";
-import { h, card, table, kv, short, time, ago, badge, link } from "../util.js";
+import { h, card, table, kv, num, short, time, ago, badge, link } from "../util.js";
 import { cohortCharts, fetchSeries } from "./cohort.js";
 
 export async function devicePage({ params }) {
   const id = decodeURIComponent(params[0]);
-  const [dev, series] = await Promise.all([get(`/api/devices/${encodeURIComponent(id)}`), fetchSeries(`device:${id}`, "1h")]);
+  const [dev, series, alerts] = await Promise.all([get(`/api/devices/${encodeURIComponent(id)}`),
+    fetchSeries(`device:${id}`, "1h"), get("/api/alerts", { cohort: `device:${id}` })]);
+  const live = alerts.alerts.filter((a) => a.status !== "resolved");
   const models = dev.models || {};
   return h("div", {},
     h("h1", {}, `Device ${dev.device} `, badge(dev.status), " ", badge(dev.health || "unknown")),
@@ -19,6 +21,14 @@ export async function devicePage({ params }) {
         { label: "slot", key: "slot" },
         { label: "model", render: (r) => (r.sha ? link(`#/model/${r.sha}`, short(r.sha)) : "–") },
       ], ["active", "previous", "shadow"].map((slot) => ({ slot, sha: models[slot] }))))),
+    live.length ? card("Drift alerts", table([
+      { label: "alert", render: (a) => link(`#/alert/${encodeURIComponent(a.id)}`, a.id) },
+      { label: "status", render: (a) => badge(a.status) },
+      { label: "drift", key: "kind" },
+      { label: "severity", render: (a) => num(a.severity, 2), class: "num" },
+      { label: "top signal", render: (a) => (a.top[0] || {}).signal || "–" },
+      { label: "opened", render: (a) => ago(a.opened_t, alerts.now) },
+    ], live)) : null,
     h("p", {}, link(`#/cohort/${encodeURIComponent(`device:${id}`)}`, "All charts for this device →")),
     h("div", { class: "grid" }, cohortCharts(series, ["load", "latency", "level", "noanswer"])
       .map((sec) => sec && [...sec.querySelectorAll("figure")])),

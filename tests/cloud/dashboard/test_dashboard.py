@@ -77,6 +77,7 @@ def check_fleet(f, served):
 def check_device(f, served):
     assert f["h1"].startswith("Device dev-03") and "online" in f["badges"]
     assert f["figures"] == 4 and f["nodata"] == 0
+    assert f["rows"][1] == 2 and "level_dbfs" in f["text"]  # its input (open) and output (acked) alerts
     assert f["rows"][-1] == 6 and f["badges"][-6:] == ["model_activated", "model_installed", "bundle_verified",
                                                         "bundle_received", "model_activated", "agent_started"]
 
