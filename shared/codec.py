@@ -53,7 +53,7 @@ def parse_version(v) -> tuple[int, int]:
     if not isinstance(v, str):
         raise ProtocolError("bad_version", f"schema version must be a 'major.minor' string, got {v!r}")
     major, _, minor = v.partition(".")
-    if not (major.isdigit() and minor.isdigit()):
+    if not (major.isascii() and minor.isascii() and major.isdigit() and minor.isdigit()):
         raise ProtocolError("bad_version", f"schema version {v!r} is not 'major.minor'")
     return int(major), int(minor)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -49,7 +50,7 @@ def add_counts(a: Sequence[int], b: Sequence[int]) -> list[int]:
     """Exact merge of two histograms over the same edges."""
     if len(a) != len(b):
         raise ValueError(f"cannot merge histograms of {len(a)} and {len(b)} bins: edges differ")
-    return [int(x) + int(y) for x, y in zip(a, b)]
+    return list(map(operator.add, a, b))
 
 
 def quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:

@@ -32,16 +32,21 @@ EVENTS = (
 HEALTH = ("ok", "probation", "degraded", "error")
 
 
+_INT_LIMIT = 2 ** 63  # every integer field fits a signed 64-bit database column
+
+
 def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return type(x) is int and -_INT_LIMIT < x < _INT_LIMIT
 
 
 def _nonneg_int(x) -> bool:
-    return _is_int(x) and x >= 0
+    return type(x) is int and 0 <= x < _INT_LIMIT
 
 
 def _number(x) -> bool:
-    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+    if type(x) is int:
+        return -_INT_LIMIT < x < _INT_LIMIT
+    return type(x) is float and math.isfinite(x)
 
 
 def _str(x) -> bool:
