@@ -48,7 +48,7 @@ class Finding:
     level: float | None  # short-horizon severity now; None when too little data
     severity: float  # the severity that raised it (max of the horizons that alarmed)
     n: int = 0
-    horizon: str | None = None  # short | long | devices: what raised it
+    horizon: str | None = None  # short | trend | long | devices: what raised it (see engine)
     pattern: str | None = None  # sudden | gradual
     onset_t: float | None = None
     top: tuple = ()  # top signals: dicts of SignalCheck.to_dict() plus "model"

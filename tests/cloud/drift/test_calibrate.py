@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cloud.drift.calibrate import Calibrator
+from cloud.drift.engine import DEFAULT_FLOORS
 from cloud.drift.signals import extract, reference_of
 from tests.cloud.drift.population import Population, window
 
@@ -40,7 +41,9 @@ def test_default_checks_do_not_alarm_on_healthy_streams_from_100_to_a_million(pr
     rng = np.random.default_rng(12)
     ref = reference_of(profile, "m1")
     trials = 400
-    for kind, floor in (("input", 0.2), ("output", 0.1)):
+    for kind, floor in DEFAULT_FLOORS["psi"].items():
+        if kind == "concept":
+            continue
         for n in NS:
             rate = _healthy_rate(calibrator, ref.signals[kind], n, trials, floor, rng)
             assert rate <= _bound(calibrator.alpha, trials), (kind, n, rate)
@@ -53,7 +56,7 @@ def test_a_healthy_million_from_the_population_does_not_alarm_even_without_the_f
     ref = reference_of(profile, "m1")
     obs = extract(window(profile, Population().sample(rng, 1_000_000), device="d0", seq=0, t_start=0.0), ref)
     m = len(ref.signals["input"])
-    for floor in (0.0, 0.2):
+    for floor in (0.0, DEFAULT_FLOORS["psi"]["input"]):
         checks = [calibrator.check(s, ref.signals["input"][s], obs["input"][s], m, floor) for s in obs["input"]]
         assert not any(c.alarm for c in checks), [(c.signal, c.severity) for c in checks if c.alarm]
 
@@ -65,7 +68,8 @@ def test_a_real_shift_alarms_and_a_tiny_one_on_a_huge_sample_does_not(profile, c
 
     def worst(pop, n):
         obs = extract(window(profile, pop.sample(rng, n), device="d0", seq=0, t_start=0.0), ref)["input"]
-        checks = [calibrator.check(s, ref.signals["input"][s], obs[s], m, 0.2) for s in obs]
+        checks = [calibrator.check(s, ref.signals["input"][s], obs[s], m, DEFAULT_FLOORS["psi"]["input"])
+                  for s in obs]
         return max(checks, key=lambda c: c.severity)
 
     noisy = worst(Population(noise_db=6.0), 300)  # +6 dB noise, 300 utterances: plainly drifted

@@ -9,7 +9,7 @@ from cloud.drift.scoring import Part, Scorer
 from cloud.drift.signals import extract, reference_of
 from tests.cloud.drift.population import Population, window
 
-FLOORS = {"input": 0.2, "output": 0.1, "concept": 0.1}
+FLOORS = {"input": 0.25, "output": 0.2, "concept": 0.1}
 
 
 @pytest.fixture(scope="module")

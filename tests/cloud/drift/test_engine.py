@@ -71,8 +71,12 @@ def test_a_shift_on_the_hall_devices_raises_a_fleet_alert_naming_them(profile, e
     assert ev["rule"] == "devices" and set(ev["excluded"]) == hall
     assert {d["device"] for d in ev["devices"] if d["driving"]} == hall
     assert [t["tag"] for t in ev["tags"] if t["driving"]] == ["hall"]
-    assert ev["top"][0]["signal"] == "snr_db" and ev["top"][0]["score"] >= ev["top"][0]["threshold"]
-    assert alert.pattern == "sudden" and alert.onset_t == 20 * STEP and ev["n"] > 0
+    assert ev["top"][0]["signal"] == "snr_db" and ev["n"] > 0 and ev["horizon"] == "devices"
+    assert alert.pattern == "sudden" and alert.onset_t == 20 * STEP  # as its devices' episodes
+    # the hall's own merged score fails plainly; the fleet's, diluted by the kitchen, need not
+    hall_top = opened[("tag:hall", "input")].evidence["top"][0]
+    assert hall_top["signal"] == "snr_db" and hall_top["score"] >= hall_top["threshold"]
+    assert opened[("tag:hall", "input")].pattern == "sudden"
 
 
 def test_a_fleet_wide_shift_names_every_device_and_no_single_tag(profile, engine_for):
