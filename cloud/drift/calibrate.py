@@ -11,16 +11,21 @@ finite sample and real streams are never exactly it. So a signal alarms only whe
    sample is scored against the null of its bucket's *lower* edge, which is conservative
    (smaller samples have larger null scores). The far tail (``alpha / m`` is well beyond what
    a few thousand simulations resolve) is extrapolated conservatively (see ``NullFit``).
-2. **effect size** — its score is at least ``floor`` (e.g. PSI ≥ 0.2), so a tiny true
-   difference on a huge sample does not alarm.
+2. **effect size** — its score is at least ``floor`` (the engine's defaults: PSI ≥ 0.25 for
+   input, 0.2 for output), so a tiny true difference on a huge sample does not alarm.
+
+Accuracy (concept) signals use the one-sided Fisher exact test at ``alpha / m`` instead of a
+simulated null, and an accuracy-drop floor.
 
 ``severity = score / max(critical, floor)``; a signal alarms when ``severity >= 1`` and a check
 (one kind of drift for one cohort and horizon) alarms when any of its signals does.
 
 **False-alarm rate: on a healthy stream each check alarms with probability ≤ ``alpha``**
-(Bonferroni bounds the union over signals; the floor only lowers it further). At large n the
-floor dominates and the measured rate is ~0. ``tests/cloud/drift/test_calibrate.py`` measures
-it on seeded healthy streams from n = 100 to 1,000,000.
+(default 0.001; Bonferroni bounds the union over signals; the floor only lowers it further).
+Measured with 20,000 reference-drawn checks per n (13 input signals): at alpha = 0.05 and no
+floor, 0.007 at n = 100 (a bucket edge, the least conservative point) and ≤ 0.0034 elsewhere;
+at the defaults, 0.0001 at n = 100 and 0 from n = 200 up. ``tests/cloud/drift/test_calibrate.py``
+checks it on seeded healthy streams from n = 30 to 1,000,000.
 """
 from __future__ import annotations
 

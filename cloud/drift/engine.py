@@ -159,7 +159,6 @@ class DriftEngine:
                 if f is not None:
                     own[device] = f
                     out.append(f)
-            alarming = frozenset(d for d, f in own.items() if f.detected)
             for cohort, members, model in self._groups(snap, kind, tags):
                 f = self._group_finding(snap, kind, cohort, members, model, own, tags)
                 if f is not None:
