@@ -11,14 +11,16 @@
     engine       DriftEngine.evaluate(now, open_alerts) over a WindowSource
     report       the score table over time (``harken drift report``)
     source       the WindowSource over the collector's store and registry
+    job          the collector's periodic drift job (alerts kept in the store)
 """
 from cloud.drift.alerts import Alert, AlertChange, AlertPolicy, Finding, acknowledge, reconcile
 from cloud.drift.calibrate import Calibrator, SignalCheck
 from cloud.drift.detectors import DetectorConfig, SuddenGradualDetector
 from cloud.drift.engine import DriftConfig, DriftEngine, WindowSource
+from cloud.drift.job import DriftJob
 from cloud.drift.report import drift_report
 from cloud.drift.source import StoreSource, profile_from_manifest, registry_profiles
 
 __all__ = ["Alert", "AlertChange", "AlertPolicy", "Calibrator", "DetectorConfig", "DriftConfig", "DriftEngine",
-           "Finding", "SignalCheck", "StoreSource", "SuddenGradualDetector", "WindowSource", "acknowledge",
+           "DriftJob", "Finding", "SignalCheck", "StoreSource", "SuddenGradualDetector", "WindowSource", "acknowledge",
            "drift_report", "profile_from_manifest", "reconcile", "registry_profiles"]
