@@ -139,7 +139,7 @@ def group() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include resolved alerts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(db_url, show_all, as_json) -> None:
-    """List open and acknowledged drift alerts, most recently updated first."""
+    """List open and acknowledged drift alerts (newest first)."""
     from cloud.drift.alerts import Alert
 
     store, _ = _open(db_url)
@@ -175,7 +175,7 @@ def _get_alert(store, alert_id: str):
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(alert_id, db_url, as_json) -> None:
-    """Show one alert with its evidence: top signals, driving devices and tags."""
+    """Show one alert and its evidence."""
     store, _ = _open(db_url)
     with store:
         alert = _get_alert(store, alert_id)
@@ -188,7 +188,7 @@ def show(alert_id, db_url, as_json) -> None:
 @click.option("--by", default=lambda: os.environ.get("USER", "cli"), show_default="$USER",
               help="Who acknowledges.")
 def ack(alert_id, db_url, by) -> None:
-    """Acknowledge an alert: it stays until the drift resolves, marked as seen."""
+    """Acknowledge an alert (it resolves when the drift does)."""
     from cloud.drift.alerts import acknowledge
 
     store, _ = _open(db_url)
@@ -211,7 +211,7 @@ def ack(alert_id, db_url, by) -> None:
 @click.option("--registry", "registry_dir", help=REGISTRY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
-    """Print the drift scores of a cohort over time, one row per step."""
+    """Print a cohort's drift scores over time."""
     from cloud.drift.report import drift_report
     from cloud.drift.tables import Cohort
 
