@@ -154,8 +154,10 @@ def run_worker(plan: FleetPlan, indices: list[int], stop, out, worker: int = 0,
                 out.put(("status", worker, _summary(devices, worker, len(indices))))
                 last = time.monotonic()
         parent = os.getppid()
-        while any(d.running for d in devices) and not stop.wait(status_interval_s):
-            out.put(("status", worker, _summary(devices, worker, len(indices))))
+        while any(d.running for d in devices) and not stop.wait(min(0.5, status_interval_s)):
+            if time.monotonic() - last >= status_interval_s:
+                out.put(("status", worker, _summary(devices, worker, len(indices))))
+                last = time.monotonic()
             if os.getppid() != parent:  # the parent died: shut down rather than run orphaned
                 break
         for d in devices:
