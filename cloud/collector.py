@@ -1,12 +1,14 @@
-"""The collector process, wired in one place: store, ingest, and the periodic jobs.
+"""The collector process, wired in one place: store, ingest, drift, rollouts, HTTP API.
 
     MQTT ─► Ingest (writer thread: validate, commit, acknowledge) ─► Store
-                                                        maintenance thread ─► rollups, pruning
+            maintenance thread ─► rollups, pruning, drift job ─► alerts ─► MQTT alert/{id}, webhook
+            rollout thread ─► Controller.tick (database lease: one controller acts at a time)
+                              ─► Delivery: model/{sha}, dev/{id}/desired (retained)
+            HTTP thread ─► uvicorn: /api, /metrics, the dashboard
 
-The maintenance thread wakes every ``rollup_interval_s`` and runs ``tick``: merge new
-windows into rollups, delete full windows past the retention, prune the rejected table.
-Periodic jobs that read the store (drift) go in ``tick`` too. Each thread has its own store
-connection, so a long maintenance transaction never holds the writer's lock.
+Each thread has its own store connection, so a long maintenance transaction or a slow API
+query never holds the ingest writer's lock. The MQTT publisher (bundles, desired states,
+alerts) connects lazily and reconnects on the next use when the broker was away.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typing import Callable
 
 from cloud.config import CollectorConfig
 from cloud.ingest import CommitHook, Ingest, IngestHandler
+from cloud.notify import AlertNotifier
 from cloud.store import RollupResult, Store, open_store, safe_url
+from shared import keys
 from shared.errors import HarkenError
 from shared.topics import Topics
 
@@ -32,22 +36,43 @@ class Collector:
     def __init__(self, config: CollectorConfig, *, on_commit: CommitHook | None = None,
                  jobs: list[Job] | None = None):
         self.config = config
+        self.topics = Topics(config.topic_prefix)
+        self.public_keys = [keys.load_public_key(p) for p in config.public_keys]
         self.store = open_store(config.db_url)
         self.maintenance_store = open_store(config.db_url)
-        self.handler = IngestHandler(Topics(config.topic_prefix), retention_full_s=config.retention_full_s,
+        self.handler = IngestHandler(self.topics, retention_full_s=config.retention_full_s,
                                      reject_log_interval_s=config.reject_log_interval_s)
         self.ingest = Ingest(config, self.store, self.handler, on_commit=on_commit)
-        self.jobs: list[Job] = list(jobs or [])
+        self.notifier = AlertNotifier(self.topics, self._publish_alert, config.alert_webhook_url,
+                                      config.alert_webhook_timeout_s)
+        self.drift_job = self._drift_job() if config.drift_enabled else None
+        self.jobs: list[Job] = ([self._run_drift] if self.drift_job else []) + list(jobs or [])
         self.last_rollup: RollupResult | None = None
+        self.controller = None
+        self.http_server = None
+        self._publisher = None
+        self._publisher_lock = threading.Lock()
         self._stop = threading.Event()
-        self._maintenance = threading.Thread(target=self._maintenance_loop, name="harken-maintenance",
-                                             daemon=True)
+        self._threads = [threading.Thread(target=self._maintenance_loop, name="harken-maintenance", daemon=True)]
+        if config.rollouts_enabled:
+            self._threads.append(threading.Thread(target=self._rollout_loop, name="harken-rollouts", daemon=True))
+
+    def _drift_job(self):
+        from cloud.drift.engine import DriftConfig
+        from cloud.drift.job import DriftJob
+
+        cfg = self.config
+        drift_config = DriftConfig(step_s=cfg.drift_step_s, long_steps=cfg.drift_long_steps)
+        return DriftJob(registry_dir=cfg.registry_dir, config=drift_config, every_s=cfg.drift_every_s or None)
 
     def start(self) -> None:
         log.info("collector starting: store %s (%s), broker %s, group %s", self.store.dialect,
                  safe_url(self.config.db_url), self.config.broker_url, self.config.group)
         self.ingest.start()
-        self._maintenance.start()
+        for thread in self._threads:
+            thread.start()
+        if self.config.http_port:
+            self._start_http()
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (the CLI sets it on SIGTERM / SIGINT)."""
@@ -60,13 +85,95 @@ class Collector:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.http_server is not None:
+            self.http_server.should_exit = True
         self.ingest.stop()
-        if self._maintenance.ident is not None:
-            self._maintenance.join(30)
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(30)
+        self.notifier.close()
+        if self._publisher is not None:
+            self._publisher.close()
         self.store.close()
         self.maintenance_store.close()
         log.info("collector stopped: %d messages, %d new windows, %d rejected", self.ingest.stats.messages,
                  self.ingest.stats.windows_new, self.ingest.stats.rejects)
+
+    # -- MQTT publishing (bundles, desired states, alerts) ---------------------------------
+    def publisher(self):
+        """The shared QoS-1 publisher, connected on first use (DeliveryError if unreachable)."""
+        from cloud.delivery import MqttPublisher
+
+        with self._publisher_lock:
+            if self._publisher is None:
+                cfg = self.config
+                self._publisher = MqttPublisher(cfg.broker_url, username=cfg.username or None,
+                                                password=cfg.password or None, ca_file=cfg.tls_ca or None,
+                                                client_id=f"{cfg.mqtt_client_id}-pub")
+            return self._publisher
+
+    def _publish_alert(self, topic: str, payload: bytes) -> None:
+        self.publisher().publish_all([(topic, payload, False)])
+
+    def _run_drift(self, store: Store, now: float) -> None:
+        self.notifier.notify(self.drift_job(store, now))
+
+    # -- rollouts ------------------------------------------------------------------------------
+    def _rollout_loop(self) -> None:
+        from cloud.delivery import Delivery
+        from cloud.registry import Registry
+        from cloud.rollout.controller import Controller
+        from cloud.rollout.repo import SqlDesiredRevs
+
+        store = open_store(self.config.db_url)
+        try:
+            while not self._stop.wait(self.config.rollout_tick_s):
+                try:
+                    if self.controller is None:
+                        delivery = Delivery(self.publisher(), SqlDesiredRevs(store), self.topics)
+                        self.controller = Controller(store, delivery, Registry(store, self.config.registry_dir,
+                                                                               self.public_keys))
+                    self.controller.tick()
+                except HarkenError as exc:
+                    log.warning("rollout controller: %s; retrying", exc)
+                except Exception:  # keep ingesting whatever the controller does
+                    log.exception("rollout controller crashed; retrying")
+        finally:
+            store.close()
+
+    # -- HTTP API and dashboard -------------------------------------------------------------------
+    def _start_http(self) -> None:
+        import uvicorn
+
+        from cloud.api.app import create_app
+
+        app = create_app(self.api_services(open_store(self.config.db_url)))
+        server = uvicorn.Server(uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
+                                               log_level="warning", access_log=False))
+        server.install_signal_handlers = lambda: None  # the CLI owns the signals
+        self.http_server = server
+        thread = threading.Thread(target=server.run, name="harken-http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        log.info("HTTP API and dashboard on http://%s:%d/", self.config.http_host, self.config.http_port)
+
+    def api_services(self, store: Store):
+        """What the HTTP API reads: its own store connection and the collector's parts."""
+        from cloud.api.backend import Services
+        from cloud.drift.engine import DriftEngine
+        from cloud.drift.source import StoreSource, registry_profiles
+        from cloud.registry import Registry
+        from cloud.rollout.service import RolloutService
+
+        registry = Registry(store, self.config.registry_dir, self.public_keys)
+        drift = None
+        if self.drift_job is not None:
+            drift = DriftEngine(StoreSource(store, registry_profiles(registry)), self.drift_job.config,
+                                calibrator=self.drift_job.calibrator)
+        return Services.from_config(self.config, store, registry=registry, drift=drift,
+                                    rollouts=RolloutService(store, registry), ingest=self.ingest,
+                                    public_metrics=self.config.http_public_metrics,
+                                    drift_findings=(lambda: self.drift_job.last_findings) if self.drift_job else None)
 
     # -- periodic work ---------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:

@@ -67,12 +67,27 @@ class CollectorConfig:
                                        "queries merge the windows newer than that one by one).", ge=0.1, le=86400.0)
     offline_after_s: float = setting(120.0, "A device not heard from for this long shows as stale.",
                                       ge=1.0, le=30 * 86400.0)
-    # -- http api (served later) ------------------------------------------------------
-    http_host: str = setting("127.0.0.1", "Address the operator HTTP API listens on.")
-    http_port: int = setting(8080, "Port of the operator HTTP API (0 disables it).", ge=0, le=65535)
+    # -- registry and rollouts ---------------------------------------------------------
+    registry_dir: str = setting("registry", "Directory of registered bundles (by model sha256).")
+    public_keys: list[str] = setting([], "Trusted signing.pub files: bundles signed by them can be registered.")
+    rollout_tick_s: float = setting(1.0, "How often the rollout controller steps (one controller acts at a "
+                                    "time: a database lease elects it).", ge=0.05, le=3600.0)
+    rollouts_enabled: bool = setting(True, "Run the rollout controller in this collector.")
+    # -- drift ------------------------------------------------------------------------
+    drift_enabled: bool = setting(True, "Evaluate drift and keep alerts in this collector.")
+    drift_step_s: float = setting(300.0, "Drift step: windows are merged per step; the short horizon is 3 "
+                                  "steps, the long one drift_long_steps.", ge=1.0, le=86400.0)
+    drift_long_steps: int = setting(30, "Steps in the long drift horizon (the gradual-drift detector).",
+                                    ge=4, le=10000)
+    drift_every_s: float = setting(0.0, "How often drift is evaluated (0: once per drift step).", ge=0.0, le=86400.0)
+    # -- http api ---------------------------------------------------------------------
+    http_host: str = setting("127.0.0.1", "Address the operator HTTP API and dashboard listen on.")
+    http_port: int = setting(8080, "Port of the operator HTTP API and dashboard (0 disables it).", ge=0, le=65535)
     http_token: str = setting("", "Bearer token the HTTP API requires.", secret=True)
+    http_public_metrics: bool = setting(False, "Serve /metrics without the token (for a Prometheus on loopback).")
     # -- alerts -----------------------------------------------------------------------
     alert_webhook_url: str = setting("", "URL that drift alerts are POSTed to (empty: none).")
+    alert_webhook_timeout_s: float = setting(5.0, "Timeout of one webhook POST.", ge=0.1, le=120.0)
 
     # -- named cross-field checks -------------------------------------------------------
     def check(self) -> None:

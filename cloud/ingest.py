@@ -332,6 +332,9 @@ class Ingest:
         s.states += result.states
         s.rejects += result.rejects
         s.last_commit_t = time.time()
+        # lag: from the oldest message's arrival to its commit; duplicates: redelivered windows
+        s.extra["lag_s"] = s.last_commit_t - min(m.received_t for m in items)
+        s.extra["duplicates"] = s.extra.get("duplicates", 0) + len(batch.windows) - result.windows_new
         if self._on_commit is not None:
             self._on_commit(items, result, s.last_commit_t)
 

@@ -14,63 +14,11 @@ import sys
 import click
 
 from edge.config import ENV_PREFIX, AgentConfig, load_agent_config
-from shared.config import describe, redacted
+from shared.cli_config import config_options, overrides_from_flags, reference
+from shared.config import redacted
 from shared.messages import AUTOMATION_LEVELS
 
 log = logging.getLogger(__name__)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _help(row: dict, *, reference: bool = False) -> str:
-    text = row["description"]
-    bounds = []
-    if row["ge"] is not None:
-        bounds.append(f">= {row['ge']:g}")
-    if row["le"] is not None:
-        bounds.append(f"<= {row['le']:g}")
-    if bounds:
-        text += f" [{', '.join(bounds)}]"
-    if reference:
-        return text
-    if row["default"] not in (None, "", []) and not row["secret"]:
-        text += f" (default: {row['default']})"
-    return text + f" [env {ENV_PREFIX}{row['name'].upper()}]"
-
-
-def _option(row: dict) -> tuple[list[str], dict]:
-    """(declarations, attributes) of the click option for one setting."""
-    name, kind = row["name"], row["type"]
-    attrs: dict = {"default": None, "help": _help(row)}
-    decls = [_flag(name), name]
-    if kind == "bool":
-        decls = [f"{_flag(name)}/--no-{name.replace('_', '-')}", name]
-    elif kind == "list":
-        attrs["multiple"] = True
-    elif row["choices"]:
-        attrs["type"] = click.Choice([str(c) for c in row["choices"]])
-    else:
-        attrs["type"] = {"int": click.INT, "float": click.FLOAT}.get(kind, click.STRING)
-    return decls, attrs
-
-
-def config_options(fn):
-    """Add one option per AgentConfig setting to a click command function."""
-    for row in reversed(describe(AgentConfig)):
-        decls, attrs = _option(row)
-        fn = click.option(*decls, **attrs)(fn)
-    return fn
-
-
-def overrides_from_flags(flags: dict) -> dict:
-    out = {}
-    for name, value in flags.items():
-        if value is None or value == ():
-            continue
-        out[name] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 @click.group("agent")
@@ -81,7 +29,7 @@ def group() -> None:
 @group.command("run")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="TOML config file (file < environment < flags).")
-@config_options
+@config_options(AgentConfig, ENV_PREFIX)
 def run(config_file: str | None, **flags) -> None:
     """Run the agent: listen, decide, report windows and state, follow the desired state."""
     from edge.agent import Agent  # onnxruntime and paho load only when the agent runs
@@ -159,24 +107,4 @@ def feedback(utterance: str, label: str | None, confirm: bool, path: str) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as a JSON list.")
 def config_reference(as_json: bool) -> None:
     """List every agent setting with its flag, environment variable, default and bounds."""
-    rows = describe(AgentConfig)
-    for row in rows:
-        row["flag"] = _flag(row["name"])
-        row["env"] = ENV_PREFIX + row["name"].upper()
-        row["toml"] = _toml_key(row["name"])
-    if as_json:
-        click.echo(json.dumps(rows, default=list, indent=1))
-        return
-    out = sys.stdout
-    out.write("| setting (TOML) | flag / environment | type | default | description |\n|---|---|---|---|---|\n")
-    for row in rows:
-        default = "" if row["secret"] else json.dumps(row["default"])
-        out.write(f"| `{row['toml']}` | `{row['flag']}` / `{row['env']}` | {row['type']} | {default} | "
-                  f"{_help(row, reference=True)} |\n")
-
-
-def _toml_key(name: str) -> str:
-    for section in ("vad", "capture"):
-        if name.startswith(section + "_"):
-            return f"[{section}] {name[len(section) + 1:]}"
-    return name
+    click.echo(reference(AgentConfig, ENV_PREFIX, ("vad", "capture", "tls"), as_json=as_json))

@@ -9,7 +9,9 @@ import time
 
 import click
 
-from shared.config import describe, redacted
+from cloud.config import ENV_PREFIX, CollectorConfig
+from shared.cli_config import config_options, overrides_from_flags, reference
+from shared.config import redacted
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +22,18 @@ def group() -> None:
 
 
 @group.command("run")
-@click.option("--broker", "broker_url", help="mqtt://host:port or mqtts://host:port of the broker.")
-@click.option("--db", "db_url", help="Store URL: sqlite:///PATH or postgresql://... (default $HARKEN_DB).")
+@click.option("--broker", "--broker-url", "broker_url", help="mqtt://host:port or mqtts://host:port of the broker.")
+@click.option("--db", "--db-url", "db_url", help="Store URL: sqlite:///PATH or postgresql://... (default $HARKEN_DB).")
 @click.option("--group", "group_name", help="Shared-subscription group of the collector replicas.")
-@click.option("--client-id", help="MQTT client id (keep it stable; replicas need different ids).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file.")
-def run(broker_url, db_url, group_name, client_id, config_file) -> None:
-    """Ingest windows, states and events until SIGTERM or SIGINT, then stop cleanly."""
+@config_options(CollectorConfig, ENV_PREFIX, skip=("broker_url", "db_url", "group"))
+def run(broker_url, db_url, group_name, config_file, **flags) -> None:
+    """Ingest windows, evaluate drift, step rollouts and serve the API until SIGTERM or SIGINT."""
     from cloud.collector import Collector
     from cloud.config import load_collector_config
 
-    cfg = load_collector_config(config_file, overrides={"broker_url": broker_url, "db_url": db_url,
-                                                        "group": group_name, "client_id": client_id})
+    overrides = {"broker_url": broker_url, "db_url": db_url, "group": group_name, **overrides_from_flags(flags)}
+    cfg = load_collector_config(config_file, overrides=overrides)
     log.debug("configuration: %s", redacted(cfg))
     stop = threading.Event()
 
@@ -42,8 +44,9 @@ def run(broker_url, db_url, group_name, client_id, config_file) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     collector = Collector(cfg)
-    click.echo(f"collector running: broker {cfg.broker_url}, group {cfg.group}, store {collector.store.dialect}",
-               err=True)
+    where = f", dashboard http://{cfg.http_host}:{cfg.http_port}/" if cfg.http_port else ""
+    click.echo(f"collector running: broker {cfg.broker_url}, group {cfg.group}, store {collector.store.dialect}"
+               f"{where}", err=True)
     collector.run(stop)
 
 
@@ -72,12 +75,5 @@ def rejected(db_url, limit, as_json) -> None:
 @group.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def settings(as_json) -> None:
-    """List every collector setting with its default and description."""
-    from cloud.config import CollectorConfig
-
-    rows = describe(CollectorConfig)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        click.echo(f"{r['name']:22} {str(r['default'])[:28]:28} {r['description']}")
+    """List every collector setting with its flag, environment variable, default and bounds."""
+    click.echo(reference(CollectorConfig, ENV_PREFIX, ("http", "alert", "drift", "rollout"), as_json=as_json))

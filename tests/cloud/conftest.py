@@ -175,7 +175,9 @@ def collector_config(broker_url: str, db_url: str, **overrides):
     from cloud.config import load_collector_config
 
     values = {"broker_url": broker_url, "db_url": db_url, "client_id": f"collector-{uuid.uuid4().hex[:6]}",
-              "batch_ms": 20.0, "rollup_interval_s": 3600.0, "keepalive_s": 5}
+              "batch_ms": 20.0, "rollup_interval_s": 3600.0, "keepalive_s": 5,
+              # tests that want the HTTP API, drift or rollouts turn them on with a free port
+              "http_port": 0, "drift_enabled": False, "rollouts_enabled": False}
     values.update(overrides)
     return load_collector_config(env={}, overrides=values)
 

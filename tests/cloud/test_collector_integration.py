@@ -24,7 +24,7 @@ def _start_collector(broker_url: str, db_url: str, client_id: str, log_path) -> 
     env.pop("HARKEN_DB", None)
     return subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "collector", "run", "--broker", broker_url, "--db", db_url,
-         "--group", "itest", "--client-id", client_id],
+         "--group", "itest", "--client-id", client_id, "--http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"), env=env, cwd=os.getcwd())
 
 
