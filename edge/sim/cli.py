@@ -82,6 +82,8 @@ def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Fraction of devices the scenario targets (default: all; broken-device: one).")
 @click.option("--processes", type=click.IntRange(1, 64), default=None,
               help="Worker processes (default: min(2, devices)).")
+@click.option("--chunk-samples", type=click.IntRange(160, 160000), default=16000, show_default=True,
+              help="Samples per chunk the agents read (their results do not depend on it; bigger costs less CPU).")
 @click.option("--window-s", type=click.FloatRange(1, 3600), default=None, help="Agents' statistics window.")
 @click.option("--agent-config", type=click.Path(exists=True, dir_okay=False),
               help="TOML agent config applied to every device (device id, broker and state dir are the sim's).")
@@ -90,7 +92,7 @@ def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--json-status", is_flag=True, help="Status lines as JSON objects (for scripts).")
 def command(devices, scenario, duration_s, data_dir, broker_url, model, state_root, trust_keys, speed, seed,
             credentials, tls_ca, prefix, tags, feedback_rate, onset_s, snr_db, start_snr_db, ramp_s, noise,
-            gain_db, shift, fault, affected, processes, window_s, agent_config, status_interval,
+            gain_db, shift, fault, affected, processes, chunk_samples, window_s, agent_config, status_interval,
             json_status) -> None:
     """Run a simulated fleet of real agents on synthesized speech."""
     params = ScenarioParams(name=scenario, onset_s=onset_s, snr_db=snr_db, start_snr_db=start_snr_db,
@@ -100,6 +102,7 @@ def command(devices, scenario, duration_s, data_dir, broker_url, model, state_ro
                      broker_url=broker_url, model=model, trust_keys=tuple(trust_keys),
                      credentials=_credentials(credentials), tls_ca=tls_ca, prefix=prefix, speed=speed, seed=seed,
                      duration_s=duration_s, feedback_rate=feedback_rate, tags=_tags(tags), window_s=window_s,
+                     chunk_samples=chunk_samples,
                      agent_config=agent_config or "", processes=processes)
     stop = threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
