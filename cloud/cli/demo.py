@@ -1,0 +1,58 @@
+"""`harken demo`: the whole loop on this machine, end to end."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False), default="harken-demo", show_default=True,
+              help="Where the demo keeps its broker, data, models, database and logs (data and models are reused).")
+@click.option("--duration", type=click.FloatRange(min=0), default=0.0,
+              help="Stop after this many seconds in all (default: run until Ctrl-C once the story is told).")
+@click.option("--devices", type=click.IntRange(1, 500), default=8, show_default=True, help="Simulated devices.")
+@click.option("--per-word", type=click.IntRange(5, 5000), default=120, show_default=True,
+              help="Clips per label when the dataset has to be synthesized.")
+@click.option("--speed", type=click.FloatRange(0.5, 100), default=10.0, show_default=True,
+              help="Audio seconds per wall second on each simulated device.")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of the dashboard and HTTP API.")
+@click.option("--scenario", default="sudden-noise", show_default=True,
+              help="The drift the fleet meets (see `harken sim --help`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object at the end.")
+def command(workdir, duration, devices, per_word, speed, http_port, scenario, as_json) -> None:
+    """Run the whole loop on this machine, end to end."""
+    from cloud.demo.story import Demo, DemoSettings
+
+    settings = DemoSettings(workdir=Path(workdir), devices=devices, per_word=per_word, speed=speed,
+                            http_port=http_port, scenario=scenario)
+    demo = Demo(settings, say=lambda line: click.echo(line, err=as_json))
+    deadline = time.monotonic() + duration if duration else None
+    signal.signal(signal.SIGTERM, _interrupt)
+    outcome = {}
+    try:
+        demo.prepare()
+        demo.start_collector()
+        demo.start_fleet()
+        demo.await_alert()
+        demo.canary()
+        outcome = demo.summary()
+        if deadline is None:
+            demo.step("the fleet keeps running; open the dashboard, Ctrl-C ends the demo")
+        while deadline is None or time.monotonic() < deadline:
+            demo.procs.check_alive()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        demo.step("interrupted")
+    finally:
+        demo.stop()
+    if as_json:
+        click.echo(json.dumps(outcome or {"dashboard": None, **demo.outcome}, default=str))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the demo the way Ctrl-C does: cleanly

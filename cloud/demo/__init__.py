@@ -1,0 +1,1 @@
+"""`harken demo`: the whole loop on one machine (see ``cloud.demo.story``)."""

@@ -1,0 +1,225 @@
+"""The demo's story, step by step, on this machine only (loopback):
+
+1. a secured mosquitto (`harken broker init` + `run`: TLS for devices, a loopback listener
+   for the collector), signing keys, a speech dataset and a first model (built or reused);
+2. the collector (SQLite) with drift, rollouts, the HTTP API and the dashboard;
+3. the first model registered, a simulated fleet of real agents running it on real speech;
+4. drift injected (noise from an onset) and the alert it raises shown with its evidence;
+5. a second model trained, registered and canaried to the fleet under gates, promoted or
+   rolled back by the controller with no person involved;
+6. a summary with the dashboard's address; everything stops on Ctrl-C or ``--duration``.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cloud.demo.procs import Processes, free_port, harken_argv, wait_port
+
+TERMINAL = ("completed", "rolled_back", "aborted", "failed")
+
+
+@dataclass
+class DemoSettings:
+    workdir: Path
+    devices: int = 8
+    per_word: int = 120
+    speed: float = 10.0
+    onset_s: float = 150.0  # audio seconds before the noise starts
+    scenario: str = "sudden-noise"
+    window_s: float = 10.0
+    drift_step_s: float = 10.0
+    http_port: int = 8080
+    bake: str = "20s"
+    steps: str = "25,100"
+    alert_timeout_s: float = 240.0
+    rollout_timeout_s: float = 420.0
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings, say: Callable[[str], None]):
+        self.s = settings
+        self.say = say
+        self.work = settings.workdir.resolve()
+        self.procs = Processes(self.work / "logs")
+        self.token = secrets.token_urlsafe(16)
+        self.started = time.monotonic()
+        self.db_url = f"sqlite:///{self.work / 'harken.db'}"
+        self.outcome: dict = {"alert": None, "rollout": None}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def step(self, text: str) -> None:
+        self.say(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+    def path(self, *parts: str) -> Path:
+        return self.work.joinpath(*parts)
+
+    def _fresh(self, *names: str) -> None:
+        """Per-run state starts empty; data, keys, models and runs are reused."""
+        for name in names:
+            p = self.path(name)
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    # -- 1. broker, keys, data, first model ------------------------------------------------
+    def prepare(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._fresh("broker", "registry", "devices", "logs", "harken.db", "harken.db-wal", "harken.db-shm")
+        from cloud.broker import init_broker, start
+
+        devices = [f"dev-{i:04d}" for i in range(1, self.s.devices + 1)]
+        self.tls_port, self.plain_port = free_port(), free_port()
+        result = init_broker(self.path("broker"), devices=devices, port=self.tls_port, plain_port=self.plain_port)
+        self.broker = result.broker
+        start(self.path("broker"))
+        self.step(f"broker up: {self.broker.tls_url} (TLS, per-device passwords, ACL), "
+                  f"collector listener mqtt://127.0.0.1:{self.plain_port}")
+        if not self.path("keys", "signing.key").exists():
+            from shared.keys import generate_keypair
+
+            generate_keypair(self.path("keys"))
+        self.private_key, self.public_key = self.path("keys", "signing.key"), self.path("keys", "signing.pub")
+        if not self.path("data", "manifest.json").exists():
+            self.step(f"synthesizing speech with espeak-ng ({self.s.per_word} clips per label) ...")
+            self.procs.run("data-synth", harken_argv("data", "synth", str(self.path("data")),
+                                                     "--per-word", str(self.s.per_word)))
+        self.model_v1 = self.train("1", seed=0)
+
+    def train(self, version: str, seed: int) -> Path:
+        out = self.path("models", f"kws-{version}.hkb")
+        if out.exists():
+            self.step(f"reusing model kws:{version} ({out})")
+            return out
+        self.step(f"training model kws:{version} (seed {seed}) ...")
+        self.procs.run(f"train-{version}", harken_argv(
+            "model", "train", str(self.path("data")), "--out", str(out), "--seed", str(seed), "--name", "kws",
+            "--version", version, "--key", str(self.private_key), "--runs-dir", str(self.path("runs"))))
+        return out
+
+    # -- 2. collector ------------------------------------------------------------------------
+    def start_collector(self) -> None:
+        creds = self.broker.credentials()
+        argv = harken_argv("collector", "run", "--broker", f"mqtt://127.0.0.1:{self.plain_port}",
+                           "--db", self.db_url, "--username", "collector", "--client-id", "demo-collector",
+                           "--registry-dir", str(self.path("registry")), "--public-keys", str(self.public_key),
+                           "--http-port", str(self.s.http_port), "--drift-step-s", str(self.s.drift_step_s),
+                           "--rollup-interval-s", "5")
+        env = {"HARKEN_COLLECTOR_PASSWORD": creds["collector"], "HARKEN_COLLECTOR_HTTP_TOKEN": self.token}
+        proc = self.procs.start("collector", argv, env)
+        wait_port(self.s.http_port, 60, proc)
+        self.step(f"collector up: SQLite {self.path('harken.db')}, dashboard http://127.0.0.1:{self.s.http_port}/")
+
+    def services(self):
+        from cloud.registry import Registry
+        from cloud.rollout.service import RolloutService
+        from cloud.store import open_store
+
+        store = open_store(self.db_url)
+        registry = Registry(store, self.path("registry"), [_public(self.public_key)])
+        return store, registry, RolloutService(store, registry)
+
+    # -- 3. fleet ----------------------------------------------------------------------------
+    def start_fleet(self) -> None:
+        store, registry, _ = self.services()
+        with store:
+            record, _ = registry.register(self.model_v1)
+            registry.set_alias("production", record.sha256)
+        self.step(f"registered {record.label} ({record.sha256[:12]}) as production")
+        argv = harken_argv("sim", "--devices", str(self.s.devices), "--scenario", self.s.scenario,
+                           "--onset", str(self.s.onset_s), "--data", str(self.path("data")),
+                           "--broker", self.broker.tls_url, "--credentials", str(self.broker.paths.credentials),
+                           "--tls-ca", str(self.broker.ca_path), "--model", str(self.model_v1),
+                           "--trust-key", str(self.public_key), "--state-root", str(self.path("devices")),
+                           "--speed", str(self.s.speed), "--feedback-rate", "0.3")
+        self.procs.start("fleet", argv)
+        self.step(f"fleet up: {self.s.devices} real agents on synthesized speech at {self.s.speed:g}x; "
+                  f"'{self.s.scenario}' starts at audio {self.s.onset_s:g} s")
+
+    # -- 4. drift ------------------------------------------------------------------------------
+    def await_alert(self) -> dict | None:
+        """Wait for the injected drift: a fleet-wide alert; device alerts are shown as they come."""
+        from cloud.store import open_store
+
+        self.step("waiting for the drift alert ...")
+        deadline = time.monotonic() + self.s.alert_timeout_s
+        shown: set[str] = set()
+        with open_store(self.db_url) as store:
+            while time.monotonic() < deadline:
+                self.procs.check_alive()
+                for alert in sorted(store.alerts(), key=lambda a: a["opened_t"]):
+                    if alert["id"] not in shown and alert["status"] != "resolved":
+                        shown.add(alert["id"])
+                        self.step(_describe_alert(alert))
+                    if alert["cohort"] == "fleet" and alert["status"] != "resolved":
+                        self.outcome["alert"] = alert
+                        return alert
+                time.sleep(1.0)
+        self.step(f"no fleet drift alert within {self.s.alert_timeout_s:.0f} s (see logs in {self.procs.log_dir})")
+        return None
+
+    # -- 5. canary ----------------------------------------------------------------------------
+    def canary(self) -> dict | None:
+        model_v2 = self.train("2", seed=1)
+        store, registry, rollouts = self.services()
+        with store:
+            record, _ = registry.register(model_v2)
+            registry.set_alias("candidate", record.sha256)
+            gates = {"min_inferences": 60, "min_shadow_compared": 60, "min_feedback": 15}
+            rollout = rollouts.start(record.label, cohort="fleet", strategy="canary", steps=self.s.steps,
+                                     bake=self.s.bake, gates=gates, policy={"deadline_s": 90.0})
+            self.step(f"canary of {record.label} started: rollout {rollout.id}, steps {self.s.steps} %, "
+                      f"bake {self.s.bake} each, gates on errors, latency, no-answer rate, label mix, feedback")
+            deadline = time.monotonic() + self.s.rollout_timeout_s
+            seen_log = 0
+            while time.monotonic() < deadline:
+                self.procs.check_alive()
+                current = rollouts.get(rollout.id)
+                entries = rollouts.log(rollout.id)
+                for entry in entries[seen_log:]:
+                    self.step(f"  rollout: {entry.get('from_status', '')} → {entry.get('to_status', '')} "
+                              f"{entry.get('reason', '')}".rstrip())
+                seen_log = len(entries)
+                if current.status in TERMINAL:
+                    self.outcome["rollout"] = {"id": current.id, "status": current.status, "reason": current.reason,
+                                               "model": record.label}
+                    self.step(f"rollout {current.id} {current.status}: {current.reason}")
+                    return self.outcome["rollout"]
+                time.sleep(1.0)
+        self.step(f"rollout still running after {self.s.rollout_timeout_s:.0f} s")
+        return None
+
+    # -- 6. summary and the end -----------------------------------------------------------------
+    def summary(self) -> dict:
+        url = f"http://127.0.0.1:{self.s.http_port}/#token={self.token}"
+        self.say(json.dumps({"dashboard": url, **self.outcome}, indent=1, default=str))
+        return {"dashboard": url, **self.outcome}
+
+    def stop(self) -> None:
+        self.step("stopping the fleet, the collector and the broker ...")
+        self.procs.stop("fleet", timeout_s=30)
+        self.procs.stop_all()
+        from cloud.broker import stop
+
+        stop(self.path("broker"))
+        self.step("stopped; nothing is left running")
+
+
+def _public(path: Path):
+    from shared.keys import load_public_key
+
+    return load_public_key(path)
+
+
+def _describe_alert(alert: dict) -> str:
+    evidence = alert.get("evidence") or {}
+    top = ", ".join(f"{t.get('signal')} {t.get('score', 0):.2f}" for t in (evidence.get("top") or [])[:3])
+    drivers = ", ".join(d["device"] for d in evidence.get("devices") or [] if d.get("driving"))[:80]
+    return (f"DRIFT ALERT {alert['id']}: {alert['signal']} drift on {alert['cohort']}, "
+            f"pattern {alert.get('pattern') or '?'}; top signals: {top or '-'}; devices: {drivers or '-'}")
