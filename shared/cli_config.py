@@ -80,7 +80,8 @@ def overrides_from_flags(flags: dict) -> dict:
     return out
 
 
-def reference(cls, env_prefix: str, sections: Iterable[str], *, as_json: bool = False) -> str:
+def reference(cls, env_prefix: str, sections: Iterable[str], *, as_json: bool = False,
+              with_flags: bool = True) -> str:
     """Every setting with its TOML key, flag, environment variable, default and bounds."""
     sections = tuple(sections)
     rows = describe(cls)
@@ -90,9 +91,12 @@ def reference(cls, env_prefix: str, sections: Iterable[str], *, as_json: bool = 
         row["toml"] = toml_key(row["name"], sections)
     if as_json:
         return json.dumps(rows, default=list, indent=1)
-    lines = ["| setting (TOML) | flag / environment | type | default | description |", "|---|---|---|---|---|"]
+    head = "| setting (TOML) | flag / environment | type | default | description |"
+    lines = [head if with_flags else head.replace(" flag / environment |", ""),
+             "|---|---|---|---|---|" if with_flags else "|---|---|---|---|"]
     for row in rows:
         default = "" if row["secret"] else json.dumps(row["default"], default=list)
-        lines.append(f"| `{row['toml']}` | `{row['flag']}` / `{row['env']}` | {row['type']} | {default} | "
+        where = f" `{row['flag']}` / `{row['env']}` |" if with_flags else ""
+        lines.append(f"| `{row['toml']}` |{where} {row['type']} | {default} | "
                      f"{setting_help(row, env_prefix, reference=True)} |")
     return "\n".join(lines)
