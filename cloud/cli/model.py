@@ -152,3 +152,12 @@ def verify_cmd(bundle_path, public_keys) -> None:
     b = bundle_format.load_bundle(bundle_path, trusted)
     click.echo(f"OK {b.manifest['name']} {b.manifest['version']} model sha256 {b.sha256} "
                f"(signature verified, {len(b.files)} extra file(s) match)")
+
+
+def _add_registry() -> None:
+    from cloud.cli.registry import add_registry_commands
+
+    add_registry_commands(group)
+
+
+_add_registry()  # register, list, show, alias, diff: the registry side of the model group
