@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from shared.bundle import Bundle
 from shared.errors import HarkenError, ProtocolError
 from shared.messages import decode
 
+if TYPE_CHECKING:
+    from edge.sim.fleet import FleetPlan
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +43,7 @@ def device_ids(count: int, first: int = 1) -> list[str]:
     return [f"dev-{i:0{width}d}" for i in range(first, first + count)]
 
 
-def agent_config(plan, device_id: str, password: str, state_dir: Path):
+def agent_config(plan: "FleetPlan", device_id: str, password: str, state_dir: Path):
     """The agent configuration of one simulated device (the plan's agent config file < these)."""
     overrides = {"device_id": device_id, "state_dir": str(state_dir), "decisions": "",
                  "topic_prefix": plan.prefix, "chunk_samples": plan.chunk_samples}
@@ -84,7 +88,7 @@ class SimDevice:
     """Build with everything the device needs; ``start()`` runs it in a thread until the
     stream ends or ``stop()``; ``status()`` any time, ``result()`` after ``join()``."""
 
-    def __init__(self, plan, index: int, device_id: str, *, pool: ClipPool, ref_level_dbfs: float,
+    def __init__(self, plan: "FleetPlan", index: int, device_id: str, *, pool: ClipPool, ref_level_dbfs: float,
                  held_out: set[str] | None, targeted: bool, loader: SharedModels, password: str = ""):
         self.plan, self.index, self.device_id, self.targeted = plan, index, device_id, targeted
         self.state_dir = Path(plan.state_root) / device_id
