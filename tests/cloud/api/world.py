@@ -36,7 +36,9 @@ from tests.cloud.api.bundles import make_bundle
 from tests.cloud.api.fleet_data import LABELS, Fleet
 
 TOKEN = "test-token-4f9c2a7d1e"
-DRIFT = DriftConfig(step_s=120, short_steps=3, long_steps=25, concept_step_s=600)
+# floors pinned: the world is built to raise an input and an output alert on dev-03 whatever the defaults
+DRIFT = DriftConfig(step_s=120, short_steps=3, long_steps=25, concept_step_s=600,
+                    floors={"input": 0.2, "output": 0.1, "concept": 0.1})
 GATES = {"min_inferences": 50, "min_feedback": 10, "min_shadow_compared": 50, "max_label_distance": 0.5}
 
 
