@@ -15,7 +15,6 @@ from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PER_WORD = 700
 
 
 @click.group(name="data")
@@ -29,8 +28,8 @@ def _csv(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 
 @group.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--per-word", default=DEFAULT_PER_WORD, show_default=True, type=click.IntRange(1, 100000),
-              help="Clips per label (each of the 10 words, _unknown_ and _silence_).")
+@click.option("--per-word", default=synth.DEFAULT_PER_WORD, show_default=True, type=click.IntRange(1, 100000),
+              help="Clips per word and for _silence_; _unknown_ gets twice as many.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset hash.")
 @click.option("--accents", default=None, help="Comma-separated espeak-ng languages (default: 8 English accents).")
 @click.option("--variants", default=None, help="Comma-separated espeak-ng voice variants (default: 28).")
@@ -39,7 +38,7 @@ def _csv(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 def synth_cmd(out, per_word, seed, accents, variants, workers) -> None:
     """Synthesize a speech-commands dataset with espeak-ng into OUT."""
     accents, variants = _csv(accents, voices.ACCENTS), _csv(variants, voices.VARIANTS)
-    total = per_word * len(voices.LABELS)
+    total = sum(synth.clips_per_label(per_word).values())
     t0 = time.perf_counter()
     with click.progressbar(length=total, label="synthesizing", file=sys.stderr) as bar:
         manifest = synth.synthesize(out, per_word=per_word, seed=seed, accents=accents,

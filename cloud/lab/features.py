@@ -24,6 +24,7 @@ import logging
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ EPS = 1e-6
 SEGMENTS = 16  # speech-relative segments the classifier input averages over
 FLOOR = 10.0  # nats below the loudest bin where the normalised log-mel is floored (~43 dB)
 BAND_FLOOR = 6.0  # nats below each band's loudest frame where the band-normalised one is floored
-MASK_DELTA = 4.0  # frames within this many nats of the loudest frame count as speech ...
+MASK_DELTA = 3.0  # frames within this many nats of the loudest frame count as speech ...
 MASK_SLOPE = 3.0  # ... with a sigmoid of this slope around that point
 BAND_GROUPS = 5
 N_FRAMES = 1 + (INPUT_SAMPLES - WINDOW_SAMPLES) // HOP_SAMPLES  # 98
@@ -178,15 +179,20 @@ def summary(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
     return np.concatenate([bands, mean, std, centroid, centre, spread], axis=1).astype(np.float32)
 
 
-def compute(audio: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Classifier input and feature summary for a batch of windows (processed in chunks)."""
-    audio = _check_audio(audio)
-    xs, fs = [], []
+def _compute_batches(audio: np.ndarray, batch: int, xs: list, fs: list) -> None:
     for i in range(0, len(audio), batch):
         power = mel_power(audio[i: i + batch])
         lm = np.log(power + np.float32(EPS))
         xs.append(pooled(power, lm))
         fs.append(summary(power, lm))
+
+
+def compute(audio: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier input and feature summary for a batch of windows (processed in chunks)."""
+    audio = _check_audio(audio)
+    xs, fs = [], []
+    with threadpool_limits(limits=1, user_api="blas"):  # one thread: no spinning on a busy machine
+        _compute_batches(audio, batch, xs, fs)
     if not xs:
         return (np.zeros((0, 2 * SEGMENTS * N_MELS), np.float32), np.zeros((0, len(FEATURE_NAMES)), np.float32))
     return np.concatenate(xs), np.concatenate(fs)

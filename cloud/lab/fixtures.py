@@ -33,7 +33,8 @@ class TinyLab:
 
 
 def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2) -> dict:
-    """Synthesize a tiny dataset (12 labels × ``per_word`` clips, 6 speakers) into ``out_dir``."""
+    """Synthesize a tiny dataset (``per_word`` clips per label, twice that for ``_unknown_``;
+    6 speakers) into ``out_dir``."""
     return synth.synthesize(out_dir, per_word=per_word, seed=seed, accents=TINY_ACCENTS,
                             variants=TINY_VARIANTS, workers=workers)
 

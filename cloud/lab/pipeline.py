@@ -74,6 +74,58 @@ def _stream(req, dataset, test_idx, sess, label_index) -> dict:
     return result.to_dict()
 
 
+@dataclass
+class _Fitted:
+    model: object
+    baselines: dict
+    merged: object
+    model_bytes: bytes
+    sess: object
+
+
+def _fit(req: TrainRequest, dataset, x_train, y_train, timings: dict) -> _Fitted:
+    t = time.perf_counter()
+    with req.progress("training", 3) as bar:
+        model = train.fit_main(x_train, y_train, len(dataset.labels), req.hyperparameters, req.seed)
+        bar.update(1)
+        baselines = train.fit_baselines(x_train, y_train, req.hyperparameters, req.seed)
+        bar.update(2)
+    timings["fit_s"] = time.perf_counter() - t
+    merged = graph.merge(graph.feature_model(), train.to_onnx(model, x_train.shape[1]))
+    model_bytes = merged.SerializeToString()
+    return _Fitted(model, baselines, merged, model_bytes, infer.session(model_bytes))
+
+
+def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict):
+    """Metrics of the bundle (through onnxruntime) and the dev-set outputs for the profile."""
+    outs = {k: infer.run(fitted.sess, wins[k].audio) for k in ("dev", "test")}
+    y_test, y_dev = wins["test"].labels, wins["dev"].labels
+    x_test = feats["test"][0]
+    evaluation = metrics.classification(y_test, outs["test"].label, dataset.labels)
+    t = time.perf_counter()
+    label_index = {n: i for i, n in enumerate(dataset.labels)}
+    stream_result = _stream(req, dataset, sp.indices["test"], fitted.sess, label_index)
+    timings["stream_s"] = time.perf_counter() - t
+    evaluation.update({
+        "baselines": {name: round(float(np.mean(b.predict(x_test) == y_test)), 4)
+                      for name, b in fitted.baselines.items()},
+        "dev_accuracy": round(float(np.mean(outs["dev"].label == y_dev)), 4),
+        "sklearn_agreement": round(float(np.mean(fitted.model.predict(x_test) == outs["test"].label)), 6),
+        "stream_accuracy": stream_result["accuracy"], "stream": stream_result,
+        "gate_missed_test": windows.gate_missed(wins["test"], dataset.labels),
+        "threshold": metrics.choose_threshold(y_dev, outs["dev"].label, outs["dev"].confidence),
+        "slices": _slice_rows(dataset, sp.indices["test"], outs["test"].label == y_test),
+    })
+    return evaluation, outs["dev"]
+
+
+def _lineage(req, dataset, sp, run_id: str) -> dict:
+    return {"run_id": run_id, "dataset_hash": dataset.dataset_hash,
+            "dataset_path": str(Path(req.data_dir).resolve()), "split": sp.summary(),
+            "hyperparameters": req.hyperparameters.to_dict(), "code_revision": runs.code_revision(),
+            "seed": req.seed, "parent": None}
+
+
 def run(req: TrainRequest) -> dict:
     """Train, evaluate and write a bundle; return the run record (also saved to the store)."""
     t0 = time.perf_counter()
@@ -85,48 +137,18 @@ def run(req: TrainRequest) -> dict:
     t = time.perf_counter()
     feats = {k: features.compute(w.audio) for k, w in wins.items()}
     timings["features_s"] = time.perf_counter() - t
-    x_train, y_train = feats["train"][0], wins["train"].labels
-    t = time.perf_counter()
-    with req.progress("training", 3) as bar:
-        model = train.fit_main(x_train, y_train, len(dataset.labels), req.hyperparameters, req.seed)
-        bar.update(1)
-        baselines = train.fit_baselines(x_train, y_train, req.hyperparameters, req.seed)
-        bar.update(2)
-    timings["fit_s"] = time.perf_counter() - t
-    merged = graph.merge(graph.feature_model(), train.to_onnx(model, x_train.shape[1]))
-    model_bytes = merged.SerializeToString()
-    sess = infer.session(model_bytes)
-    outs = {k: infer.run(sess, wins[k].audio) for k in ("dev", "test")}
-    y_test, y_dev = wins["test"].labels, wins["dev"].labels
-    evaluation = metrics.classification(y_test, outs["test"].label, dataset.labels)
-    sk_test = model.predict(feats["test"][0])
-    threshold = metrics.choose_threshold(y_dev, outs["dev"].label, outs["dev"].confidence)
-    t = time.perf_counter()
-    stream_result = _stream(req, dataset, sp.indices["test"], sess, {n: i for i, n in enumerate(dataset.labels)})
-    timings["stream_s"] = time.perf_counter() - t
-    evaluation.update({
-        "baselines": {name: metrics.classification(y_test, b.predict(feats["test"][0]), dataset.labels)["accuracy"]
-                      for name, b in baselines.items()},
-        "dev_accuracy": round(float(np.mean(outs["dev"].label == y_dev)), 4),
-        "sklearn_agreement": round(float(np.mean(sk_test == outs["test"].label)), 6),
-        "stream_accuracy": stream_result["accuracy"], "stream": stream_result,
-        "gate_missed_test": windows.gate_missed(wins["test"], dataset.labels),
-        "threshold": threshold,
-        "slices": _slice_rows(dataset, sp.indices["test"], outs["test"].label == y_test),
-    })
-    profile = _profile(wins["dev"], outs["dev"], dataset.labels)
-    vectors = export.pick_test_vectors(wins["test"].audio, y_test)
-    vectors_npy, vectors_entry = export.test_vectors(model_bytes, vectors)
+    fitted = _fit(req, dataset, feats["train"][0], wins["train"].labels, timings)
+    evaluation, dev_out = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
+    vectors_npy, vectors_entry = export.test_vectors(
+        fitted.model_bytes, export.pick_test_vectors(wins["test"].audio, wins["test"].labels))
     run_id, created = runs.new_run_id(), runs.now_iso()
-    lineage = {"run_id": run_id, "dataset_hash": dataset.dataset_hash,
-               "dataset_path": str(Path(req.data_dir).resolve()), "split": sp.summary(),
-               "hyperparameters": req.hyperparameters.to_dict(), "code_revision": runs.code_revision(),
-               "seed": req.seed, "parent": None}
+    lineage = _lineage(req, dataset, sp, run_id)
     manifest = export.manifest(
         name=req.name, version=req.version, created=created, labels=dataset.labels,
-        placement=dataset.placement, gate=req.gate, threshold=threshold["value"], model=merged,
-        lineage=lineage, metrics=evaluation, profile=profile, vectors_entry=vectors_entry)
-    sha = export.write(req.out, merged, manifest, req.private_key, vectors_npy)
+        placement=dataset.placement, gate=req.gate, threshold=evaluation["threshold"]["value"],
+        model=fitted.merged, lineage=lineage, metrics=evaluation,
+        profile=_profile(wins["dev"], dev_out, dataset.labels), vectors_entry=vectors_entry)
+    sha = export.write(req.out, fitted.merged, manifest, req.private_key, vectors_npy)
     timings["total_s"] = time.perf_counter() - t0
     record = {"id": run_id, "created": created, "code_revision": lineage["code_revision"],
               "dataset_hash": dataset.dataset_hash, "dataset_path": lineage["dataset_path"],

@@ -2,7 +2,9 @@
 
 Whole speakers are assigned, one at a time in a seeded order (largest first), to the split
 whose label counts fall furthest short of its target fraction of every label — a greedy
-stratified group split. No speaker ever appears in two splits.
+stratified group split. No speaker ever appears in two splits. The same shortfall is also
+counted per accent (the part of the speaker name before ``+``), so a test split does not
+end up with twice its share of one accent by chance.
 """
 from __future__ import annotations
 
@@ -51,10 +53,15 @@ def split(clips: Sequence[Clip], labels: Sequence[str], seed: int = 0,
                            "synthesize with more accents or variants")
     col = {label: j for j, label in enumerate(labels)}
     names = sorted(by_speaker)
-    vectors = {s: np.bincount([col[clips[i].label] for i in by_speaker[s]], minlength=len(labels))
-               for s in names}
+    accent_of = {s: s.split("+", 1)[0] for s in names}
+    per_accent = Counter(accent_of.values())
+    # an accent with fewer than three speakers cannot be spread over three splits: not a stratum
+    accents = sorted(a for a, n in per_accent.items() if n >= 3)
+    vectors = {s: _strata_vector([col[clips[i].label] for i in by_speaker[s]], len(labels),
+                                 accents.index(accent_of[s]) if accent_of[s] in accents else None,
+                                 len(accents)) for s in names}
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    order.sort(key=lambda s: -int(vectors[s].sum()))  # stable: ties keep the seeded order
+    order.sort(key=lambda s: -len(by_speaker[s]))  # stable: ties keep the seeded order
     total = sum(vectors.values()).astype(float)
     target = np.outer(fractions, total)  # [3, L]
     counts = np.zeros_like(target)
@@ -70,6 +77,15 @@ def split(clips: Sequence[Clip], labels: Sequence[str], seed: int = 0,
         assigned[SPLITS[k]].append(s)
     indices = {k: sorted(i for s in assigned[k] for i in by_speaker[s]) for k in SPLITS}
     return Split(seed, fractions, indices, {k: sorted(v) for k, v in assigned.items()})
+
+
+def _strata_vector(label_cols: list[int], n_labels: int, accent: int | None, n_accents: int) -> np.ndarray:
+    """Label counts, then the clip count in this speaker's accent column (if it has one)."""
+    v = np.zeros(n_labels + n_accents)
+    v[:n_labels] = np.bincount(label_cols, minlength=n_labels)
+    if accent is not None:
+        v[n_labels + accent] = len(label_cols)
+    return v
 
 
 def distribution(clips: Sequence[Clip], labels: Sequence[str], sp: Split) -> list[dict]:

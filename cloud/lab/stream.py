@@ -16,12 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cloud.lab import augment
 from shared.gate import GateConfig, VadGate, place
 
 log = logging.getLogger(__name__)
 
 GAP_MS = 600
-GAP_LEVEL_DBFS = -65.0
+GAP_LEVEL_DBFS = -70.0
 CHUNK_SAMPLES = 480
 
 
@@ -42,7 +43,7 @@ class StreamResult:
 
 
 def build_stream(clips: Sequence[np.ndarray], seed: int, sample_rate: int = 16000):
-    """(signal, [(start, end)] per clip): clips separated by quiet pink-ish noise."""
+    """(signal, [(start, end)] per clip): clips separated by GAP_MS of quiet pink noise."""
     rng = np.random.default_rng(seed)
     gap = int(GAP_MS * sample_rate / 1000)
     pieces, spans, pos = [], [], 0
@@ -57,10 +58,8 @@ def build_stream(clips: Sequence[np.ndarray], seed: int, sample_rate: int = 1600
 
 
 def _background(n: int, rng: np.random.Generator) -> np.ndarray:
-    white = rng.standard_normal(n + 1)
-    x = np.diff(np.cumsum(white) * 0.5 + white)  # tilted towards low frequencies
-    x = x / (np.sqrt(np.mean(x * x)) + 1e-12)
-    return (x * 10 ** (GAP_LEVEL_DBFS / 20.0)).astype(np.float32)
+    """Pink noise at GAP_LEVEL_DBFS: a quiet room between the clips."""
+    return (augment.noise("pink", n, rng) * 10 ** (GAP_LEVEL_DBFS / 20.0)).astype(np.float32)
 
 
 def cut(signal: np.ndarray, config: GateConfig):

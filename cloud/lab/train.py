@@ -47,9 +47,13 @@ class Hyperparameters:
 def fit_main(x: np.ndarray, y: np.ndarray, n_classes: int, hp: Hyperparameters, seed: int) -> Pipeline:
     """StandardScaler + MLPClassifier trained on ``x`` (float32 [N, D]) and class indices ``y``."""
     _require_all_classes(y, n_classes)
+    # Early stopping holds out a stratified validation set: impossible on a tiny dataset.
+    early = hp.early_stopping and len(y) * hp.validation_fraction >= 2 * n_classes
+    if early != hp.early_stopping:
+        log.warning("%d training clips are too few for early stopping; training %d epochs", len(y), hp.max_iter)
     mlp = MLPClassifier(hidden_layer_sizes=hp.hidden_layers, alpha=hp.alpha,
                         learning_rate_init=hp.learning_rate_init, batch_size=hp.batch_size,
-                        max_iter=hp.max_iter, early_stopping=hp.early_stopping,
+                        max_iter=hp.max_iter, early_stopping=early,
                         validation_fraction=hp.validation_fraction,
                         n_iter_no_change=hp.n_iter_no_change, random_state=seed)
     model = Pipeline([("scaler", StandardScaler()), ("mlp", mlp)])
@@ -64,7 +68,7 @@ def fit_baselines(x: np.ndarray, y: np.ndarray, hp: Hyperparameters, seed: int) 
     """``majority`` (most frequent class) and ``logistic`` (scaled logistic regression)."""
     majority = DummyClassifier(strategy="most_frequent").fit(x, y)
     logistic = Pipeline([("scaler", StandardScaler()),
-                         ("logreg", LogisticRegression(C=hp.linear_C, max_iter=300, random_state=seed))])
+                         ("logreg", LogisticRegression(C=hp.linear_C, max_iter=200, random_state=seed))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         logistic.fit(x, y)

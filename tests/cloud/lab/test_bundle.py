@@ -26,12 +26,12 @@ def test_manifest_has_the_contract_fields(tiny_bundle, tiny_lab):
     lin = m["lineage"]
     assert lin["dataset_hash"] == dataset.load(tiny_lab.data_dir).dataset_hash
     assert lin["run_id"] == tiny_lab.record["id"] and lin["parent"] is None and lin["seed"] == 0
-    assert lin["split"]["sizes"] == {"train": 48, "dev": 12, "test": 12}
+    assert lin["split"]["sizes"] == {"train": 52, "dev": 13, "test": 13}
     assert lin["hyperparameters"]["hidden_layers"] == [32] and lin["code_revision"]
     for key in ("accuracy", "macro_f1", "per_class", "baselines", "stream_accuracy", "confusion", "slices"):
         assert key in m["metrics"]
     assert set(m["metrics"]["baselines"]) == {"majority", "logistic"}
-    assert np.sum(m["metrics"]["confusion"]) == 12
+    assert np.sum(m["metrics"]["confusion"]) == 13
 
 
 def test_model_io_shapes_and_declared_opsets(tiny_bundle):
@@ -49,7 +49,7 @@ def test_model_io_shapes_and_declared_opsets(tiny_bundle):
 
 def test_profile_is_valid_and_counts_dev_utterances(tiny_bundle):
     p = validate_profile(tiny_bundle.manifest["profile"])
-    assert 0 < p["n"] <= 12
+    assert 0 < p["n"] <= 13
     assert p["features"]["names"] == list(F.FEATURE_NAMES)
     for edges, counts in zip(p["features"]["edges"], p["features"]["counts"]):
         assert sum(counts) == p["n"] and len(counts) == len(edges) + 1 and len(edges) <= 9

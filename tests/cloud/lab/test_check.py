@@ -47,7 +47,7 @@ def _codes(report):
 def test_clean_dataset_has_no_errors(tiny_lab):
     report = check.check(dataset.load(tiny_lab.data_dir))
     assert report["ok"] and report["errors"] == []
-    assert sum(report["labels"].values()) == report["clips"] == 72
+    assert sum(report["labels"].values()) == report["clips"] == 78
 
 
 def test_planted_problems_are_each_reported(planted):

@@ -71,5 +71,19 @@ def test_real_dataset_split_and_distribution_table(tiny_lab):
     rows = splits.distribution(ds.clips, ds.labels, sp)
     assert [r["label"] for r in rows] == ds.labels
     for r in rows:
-        assert r["all"] == r["train"] + r["dev"] + r["test"] == 6
+        assert r["all"] == r["train"] + r["dev"] + r["test"] == (12 if r["label"] == "_unknown_" else 6)
         assert r["test"] >= 1 and r["dev"] >= 1
+
+
+def test_accents_are_spread_over_the_splits():
+    accents = ["en-us", "en-gb", "en-029", "en-gb-scotland"]
+    clips = []
+    for a in accents:
+        for v in range(10):
+            clips += [Clip(f"{a}{v}{label}.wav", label, f"{a}+v{v}", "0" * 64) for label in LABELS]
+    for seed in range(3):
+        sp = splits.split(clips, LABELS, seed=seed)
+        for name in ("dev", "test"):
+            per_accent = Counter(s.split("+")[0] for s in sp.speakers[name])
+            assert set(per_accent) == set(accents), (seed, name, per_accent)  # every accent, ~1-2 each
+            assert max(per_accent.values()) <= 2
