@@ -104,3 +104,19 @@ class Room(AudioSource):
 
     def close(self) -> None:
         self._closed = True
+
+
+class Until:
+    """``channel`` up to audio sample ``end_sample``, the untouched stream after it (an episode)."""
+
+    def __init__(self, channel, end_sample: int):
+        self.channel, self.end_sample = channel, int(end_sample)
+        self.position = 0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        start, self.position = self.position, self.position + len(x)
+        out = self.channel.process(x)
+        k = max(0, self.end_sample - start)
+        if k < len(x):
+            out[k:] = x[k:]
+        return out
