@@ -35,6 +35,9 @@ class Gates:
                                             ge=0.0, le=1.0)
     max_latency_p99_ms: float = setting(500.0, "Candidate model latency p99 above this (ms) fails.", ge=0.1, le=1e6)
     max_latency_p99_ratio: float = setting(2.0, "Candidate p99 above control p99 times this fails.", ge=1.0, le=100.0)
+    latency_ratio_floor_ms: float = setting(50.0, "The ratio gate ignores a candidate p99 under this (ms): on a "
+                                                  "busy device a few ms of scheduling noise doubles a small p99.",
+                                            ge=0.0, le=1e6)
     max_label_distance: float = setting(0.25, "Jensen-Shannon distance (base 2) of the label mix against control "
                                               "above this fails.", ge=0.0, le=1.0)
     min_shadow_compared: int = setting(200, "Shadow comparisons needed before the agreement gate decides.",
@@ -211,7 +214,7 @@ def latency_gate(t: Sample, c: Sample, g: Gates, *, shadow: bool = False) -> Gat
     if p_t > g.max_latency_p99_ms and worse:  # over budget, and no better than what runs now
         return GateResult(name, "fail", f"{name} {p_t:.1f} ms is above the ceiling {g.max_latency_p99_ms} ms",
                           figures)
-    if n_c >= g.min_inferences and p_c and p_t > p_c * g.max_latency_p99_ratio:
+    if n_c >= g.min_inferences and p_c and p_t > p_c * g.max_latency_p99_ratio and p_t >= g.latency_ratio_floor_ms:
         return GateResult(name, "fail", f"{name} {p_t:.1f} ms is over {g.max_latency_p99_ratio}x the control's "
                                         f"{p_c:.1f} ms", figures)
     return GateResult(name, "pass", f"{name} {p_t:.1f} ms (control {p_c if p_c is None else round(p_c, 1)} ms)",

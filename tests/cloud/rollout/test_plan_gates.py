@@ -140,3 +140,11 @@ def test_shadow_agreement_just_under_the_minimum_waits_and_clearly_under_fails()
     assert far["shadow_agreement"].verdict == "fail" and far["shadow_agreement"].figures["upper"] < 0.8
     more = {r.gate: r for r in evaluate("shadow", sample(5000, shadow_agree=3900), sample(200), g)}
     assert more["shadow_agreement"].verdict == "fail"  # 0.78 on 5000 is clearly under 0.8
+
+
+def test_the_latency_ratio_gate_ignores_a_small_p99_doubled_by_scheduling_noise():
+    g = Gates(min_inferences=50)
+    small = {r.gate: r for r in evaluate("canary", sample(400, latency_bin=10), sample(400, latency_bin=8), g)}
+    assert small["latency_p99"].verdict == "pass"  # ~31 ms vs ~10 ms: over 2x, but under the 50 ms floor
+    large = {r.gate: r for r in evaluate("canary", sample(400, latency_bin=13), sample(400, latency_bin=11), g)}
+    assert large["latency_p99"].verdict == "fail" and "over 2.0x the control" in large["latency_p99"].reason
