@@ -79,6 +79,15 @@ def changepoint(scores: Sequence[float], high: float = 1.0, frac: float = 0.25) 
     return min(at, len(scores) - 1)
 
 
+def classify(scores: Sequence[float], high: float = 1.0) -> tuple[int, str]:
+    """(onset index, pattern) of a series that drifted somewhere: the onset is the change point;
+    the pattern is "sudden" when a window reached ``high`` at most one window after it (a step),
+    else "gradual" (a slope, or a shift no window shows on its own)."""
+    at = changepoint(scores, high)
+    j = next((i for i in range(at, len(scores)) if scores[i] >= high), None)
+    return at, "sudden" if j is not None and j <= at + 1 else "gradual"
+
+
 def trend(scores: Sequence[float]) -> tuple[float, float]:
     """(t-statistic of the least-squares slope, fitted value at the newest window)."""
     n = len(scores)

@@ -15,15 +15,18 @@ reach the same alerts.
 **Cohorts**: ``fleet``; ``tag:<t>`` for tags with ≥ 2 active devices; ``device:<id>``;
 ``model:<sha>`` when more than one model is active. **Horizons**: the look-back is
 ``long_steps`` steps of ``step_s`` (``concept_step_s`` for concept drift, feedback being
-sparse and late) ending at ``now``; per-step severities feed the sudden/gradual detector, the
-last ``short_steps`` merged are the short horizon, all steps merged the long horizon. A
+sparse and late) ending at ``now``; per-step severities feed the sudden/gradual detector (on a
+quiet cohort, whose steps hold fewer observations than a check needs, merges of the fewest
+consecutive steps that do: ``_steps_per_point``), the last ``short_steps`` merged are the short
+horizon, all steps merged the long horizon. A
 finding's ``horizon`` says what raised it: ``short`` (the detector's 2-of-3 level view),
 ``trend`` (its slope view), ``long`` (the merged long-horizon check) or ``devices`` (the
 robust rule's device count); its evidence comes from the long horizon for ``long``, else from
 the short one.
 A (cohort, kind) is **detected** when the detector flags it, or when the long horizon fails
 its check while the short horizon is still ≥ ``policy.resolve_below`` (so an old episode that
-has ended does not keep re-opening alerts). Per (cohort, kind) and evaluation the false-alarm
+has ended does not keep re-opening alerts); the long horizon's pattern and onset then come from
+the detector's points (``detectors.classify``). Per (cohort, kind) and evaluation the false-alarm
 rate is ≤ alpha (long horizon) + the detector's rate (see ``calibrate`` and ``detectors``).
 
 **Robust multi-device rule**: a fleet, tag or model cohort alarms only when (a) it still fails
@@ -35,7 +38,7 @@ drifting raises both. Alerts name the driving devices and tags (``attribution``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Protocol
 
 import numpy as np
@@ -43,7 +46,7 @@ import numpy as np
 from cloud.drift.alerts import Alert, AlertChange, AlertPolicy, Finding, reconcile
 from cloud.drift.attribution import attribute, device_contributions
 from cloud.drift.calibrate import DEFAULT_ALPHA, Calibrator
-from cloud.drift.detectors import DetectorConfig, SuddenGradualDetector, changepoint
+from cloud.drift.detectors import DetectorConfig, SuddenGradualDetector, classify
 from cloud.drift.scoring import N_SIGNAL, KindScore, Part, Scorer, cohort_parts
 from cloud.drift.signals import KINDS
 from cloud.drift.tables import Snapshot, build_snapshot
@@ -245,25 +248,44 @@ class DriftEngine:
         long = self.scorer.score(kind, [Part(p.model, p.ref, {s: c.sum(axis=0) for s, c in p.obs.items()},
                                              p.concept_ref) for p in parts])
         a = Assessment(severities, short, long, level=short.severity, concept_refs=concept_refs)
+        # the detector's points: single steps, or merges of b steps on a quiet cohort (see _points)
+        b = self._steps_per_point(kind, parts)
+        points = severities if b == 1 else self.scorer.series(kind, [
+            replace(p, obs={s: _merge_steps(c, b) for s, c in p.obs.items()}) for p in parts])
+        first = len(severities) - b * len(points)  # the step where point 0 begins
         det = SuddenGradualDetector.from_config(cfg.detector)
-        index = [t for t, s in enumerate(severities) if not np.isnan(s)]
+        index = [t for t, s in enumerate(points) if not np.isnan(s)]
         for t in index:
-            det.update(float(severities[t]))
+            det.update(float(points[t]))
         long_alarm = (long.severity or 0.0) >= 1.0 and (a.level or 0.0) >= cfg.policy.resolve_below
         if det.drift_detected:
             a.detected, a.pattern = True, det.pattern
             a.horizon = "short" if det.view == "short" else "trend"  # trend: the detector's long view
-            a.onset_step = index[det.onset_index] if det.onset_index is not None else None
+            a.onset_step = first + b * index[det.onset_index] if det.onset_index is not None else None
         elif long_alarm:
-            a.detected, a.horizon, a.pattern = True, "long", "gradual"
-            valid = [float(severities[t]) for t in index]
-            a.onset_step = index[changepoint(valid)] if valid else 0
+            valid = [float(points[t]) for t in index]
+            at, a.pattern = classify(valid, cfg.detector.high) if valid else (0, "gradual")
+            a.detected, a.horizon = True, "long"
+            a.onset_step = first + b * index[at] if valid else 0
         if a.detected:
             a.severity = max(a.level or 0.0, (long.severity or 0.0) if long_alarm else 0.0,
-                             float(severities[index[-1]]) if index else 0.0)
+                             float(points[index[-1]]) if index else 0.0)
         else:
             a.severity = a.level or 0.0
         return a
+
+    def _steps_per_point(self, kind: str, parts: list[Part]) -> int:
+        """1, or on a quiet cohort the fewest steps whose merge holds the ``min_n`` observations a
+        check needs (the median step with data decides); at most a quarter of the look-back.
+
+        Without it, steps too small to be checked leave the detector blind: a step change then
+        waits for the merged long horizon, which cannot tell when or how it began.
+        """
+        n = sum(p.obs[N_SIGNAL[kind]].sum(axis=-1) for p in parts)
+        busy = n[n > 0]
+        if not len(busy) or np.median(busy) >= self.calibrator.min_n:
+            return 1
+        return int(min(math.ceil(self.calibrator.min_n / np.median(busy)), max(1, len(n) // 4)))
 
     def _to_finding(self, snap, kind, cohort, a: Assessment, members, model, rule=None,
                     excluded=frozenset(), alarming=frozenset(), tags=None) -> Finding | None:
@@ -286,3 +308,9 @@ class DriftEngine:
                        onset_t=onset_t, top=top, devices=devices, tags=tag_rows,
                        models=tuple(score.models) if score is not None else (), rule=rule,
                        excluded=tuple(sorted(excluded)))
+
+
+def _merge_steps(counts: np.ndarray, b: int) -> np.ndarray:
+    """[T, k] per-step counts → [T // b, k] sums of b consecutive steps, the last one ending at step T."""
+    m = len(counts) // b
+    return counts[len(counts) - m * b:].reshape(m, b, *counts.shape[1:]).sum(axis=1)
