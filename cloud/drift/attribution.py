@@ -46,7 +46,9 @@ def device_contributions(snap: Snapshot, kind: str, statistic: str, members: fro
         obs = table.per_device(kind, steps)[signal]
         ref = (concept_refs or {}).get((model, signal))
         if ref is None:
-            ref = table.ref.signals[kind][signal]
+            ref = table.ref.signals[kind].get(signal)
+        if ref is None:  # a peer-referenced signal: the devices' own divergences have no reference
+            continue
         mask = table.mask(members)
         n = obs.sum(axis=1) * mask
         if n.sum() == 0:

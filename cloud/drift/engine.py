@@ -38,7 +38,7 @@ drifting raises both. Alerts name the driving devices and tags (``attribution``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 import numpy as np
@@ -242,16 +242,13 @@ class DriftEngine:
         if not parts:
             return Assessment(np.array([]), None, None)
         severities = self.scorer.series(kind, parts)
-        short = self.scorer.score(kind, [Part(p.model, p.ref, {s: c[-cfg.short_steps:].sum(axis=0)
-                                                                for s, c in p.obs.items()}, p.concept_ref)
-                                         for p in parts])
-        long = self.scorer.score(kind, [Part(p.model, p.ref, {s: c.sum(axis=0) for s, c in p.obs.items()},
-                                             p.concept_ref) for p in parts])
+        short = self.scorer.score(kind, [p.map(lambda c: c[-cfg.short_steps:].sum(axis=0)) for p in parts])
+        long = self.scorer.score(kind, [p.map(lambda c: c.sum(axis=0)) for p in parts])
         a = Assessment(severities, short, long, level=short.severity, concept_refs=concept_refs)
         # the detector's points: single steps, or merges of b steps on a quiet cohort (see _points)
         b = self._steps_per_point(kind, parts)
-        points = severities if b == 1 else self.scorer.series(kind, [
-            replace(p, obs={s: _merge_steps(c, b) for s, c in p.obs.items()}) for p in parts])
+        points = severities if b == 1 else self.scorer.series(kind, [p.map(lambda c: _merge_steps(c, b))
+                                                                     for p in parts])
         first = len(severities) - b * len(points)  # the step where point 0 begins
         det = SuddenGradualDetector.from_config(cfg.detector)
         index = [t for t, s in enumerate(points) if not np.isnan(s)]

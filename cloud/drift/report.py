@@ -62,7 +62,7 @@ def _fill(rows: list[dict], kind: str, parts: list[Part], scorer: Scorer, config
     severities = scorer.series(kind, parts) if parts else np.full(len(rows), np.nan)
     det = SuddenGradualDetector.from_config(config.detector)
     for t, row in enumerate(rows):
-        step_parts = [Part(p.model, p.ref, {s: c[t] for s, c in p.obs.items()}, p.concept_ref) for p in parts]
+        step_parts = [p.map(lambda c: c[t]) for p in parts]
         n = sum(int(p.obs[N_SIGNAL[kind]].sum()) for p in step_parts)
         sev = float(severities[t]) if len(severities) and not np.isnan(severities[t]) else None
         top, top_score = None, None

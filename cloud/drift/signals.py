@@ -8,6 +8,12 @@ adds the same histograms):
     output   labels (profile order + an "other" bin), confidence, no_answer ([answered, none])
     concept  accuracy and class:<label>: feedback pairs as [correct, wrong] per true label
 
+One signal has no reference in the profile: ``speech_frames`` (input), the window's frames as
+[unvoiced, voiced]. A cohort of some devices is compared with the *other* devices of its model
+over the same steps (``PEER_SIGNALS``): a dead microphone (silence or DC) makes the gate cut no
+utterance at all, so every profile signal is empty, but its voiced share collapses while its
+peers' does not. Whole-fleet cohorts have no peers and skip it.
+
 The reference of ``no_answer`` is the share of reference confidences below the agent's
 no-answer threshold (the bundle's ``confidence_threshold``), which must be one of the
 profile's confidence edges; otherwise the signal is left out. The reference of concept signals is
@@ -22,6 +28,7 @@ import numpy as np
 
 KINDS = ("input", "output", "concept")
 INPUT_SCALARS = ("utterance_ms", "level_dbfs", "snr_db")
+PEER_SIGNALS = {"input": ("speech_frames",), "output": (), "concept": ()}  # referenced by the cohort's peers
 OTHER_LABEL = "other"
 
 
@@ -38,7 +45,8 @@ class Reference:
     shapes: dict[str, int] = field(default_factory=dict)  # signal → number of bins
 
     def kind_signals(self, kind: str) -> list[str]:
-        return list(self.signals[kind])
+        """Every signal counted for ``kind``: the profile's, then those referenced by peers."""
+        return list(self.signals[kind]) + list(PEER_SIGNALS[kind])
 
 
 def _arr(counts) -> np.ndarray:
@@ -66,6 +74,7 @@ def reference_of(profile: dict, model: str | None, no_answer_confidence: float =
     concept, from_profile = _concept_reference(profile.get("accuracy"), labels)
     signals = {"input": inp, "output": out, "concept": concept}
     shapes = {s: len(c) for kind in signals.values() for s, c in kind.items()}
+    shapes["speech_frames"] = 2
     return Reference(model=model, n_features=len(feats["names"]), label_names=labels, signals=signals,
                      no_answer_index=na_index, concept_from_profile=from_profile, shapes=shapes)
 
@@ -112,6 +121,13 @@ def extract(window: dict, ref: Reference) -> dict[str, dict[str, np.ndarray]]:
             if len(c) != ref.shapes[s]:
                 raise ValueError(f"{kind} signal {s} has {len(c)} bins, the profile {ref.shapes[s]}")
     return obs
+
+
+def peer_counts(window: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Counts of the peer-referenced signals of one window (or merge), by kind."""
+    sw = window["software"]
+    voiced = int(sw["voiced_frames"])
+    return {"input": {"speech_frames": _arr([max(0, int(sw["frames"]) - voiced), voiced])}}
 
 
 def _concept_counts(pairs: list, ref: Reference) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from cloud.drift.signals import KINDS, Reference, extract, reference_of
+from cloud.drift.signals import KINDS, Reference, extract, peer_counts, reference_of
 from shared.errors import BundleError
 from shared.profile import validate_profile
 
@@ -96,6 +96,8 @@ def build_snapshot(windows: Iterable[dict], profile_of: Callable[[str | None], d
             continue
         try:
             obs = extract(w, ref)
+            for kind, counts in peer_counts(w).items():
+                obs[kind].update(counts)
         except (ValueError, KeyError, TypeError):
             skipped["bad_bins"] = skipped.get("bad_bins", 0) + 1
             continue
@@ -117,7 +119,7 @@ def _reference(profile_of, model, no_answer_confidence: float) -> Reference | No
 def _table(ref: Reference, per_device: dict[str, list], n_steps: int) -> ModelTable:
     devices = sorted(per_device)
     counts = {kind: {s: np.zeros((len(devices), n_steps, ref.shapes[s]), dtype=np.int64)
-                     for s in ref.signals[kind]} for kind in KINDS}
+                     for s in ref.kind_signals(kind)} for kind in KINDS}
     for i, device in enumerate(devices):
         for step, obs in per_device[device]:
             for kind in KINDS:

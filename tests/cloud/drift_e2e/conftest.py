@@ -5,12 +5,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cloud.lab import dataset as dataset_mod
 from cloud.lab import splits
 from cloud.lab.fixtures import tiny_dataset_and_bundle
-from edge.sim.audio import ClipPool, ClipRef
+from edge.sim.audio import BabbleNoise, ClipPool, ClipRef
+from edge.sim.scenarios import ScenarioParams, build_transform
 from shared import keys
 from shared.bundle import load_bundle
 from tests.cloud.drift_e2e.rig import WINDOW_S, Rig
@@ -29,6 +31,13 @@ class World:
     public_key: Path
     model_sha256: str
     t0: float  # start of drift step 0 (a recent past, within the store's retention)
+
+    def channel(self, name: str, onset_window: int, **params):
+        """The fleet simulator's channel for scenario ``name``, changing from the start of window
+        ``onset_window`` (``edge.sim.scenarios``: noise, level, band, dead microphone)."""
+        p = ScenarioParams(name=name, onset_s=onset_window * WINDOW_S, **params).check()
+        return build_transform(p, True, ref_level_dbfs=self.ref_level_dbfs, rng=np.random.default_rng(7),
+                               babble=lambda rng: BabbleNoise(self.pool, rng))
 
 
 @pytest.fixture(scope="session")

@@ -165,6 +165,14 @@ class Rig:
         self.collector.tick(now=self.t0 + step * WINDOW_S)
         return self.alerts()
 
+    def sweep(self, steps: range) -> dict[tuple[str, str], tuple[int, Alert]]:
+        """Tick through ``steps``: (cohort, kind) → (the step that opened its alert, the alert then)."""
+        seen: dict[tuple[str, str], tuple[int, Alert]] = {}
+        for k in steps:
+            for alert in self.tick(k):
+                seen.setdefault(alert.key, (k, alert))
+        return seen
+
     def alerts(self) -> list[Alert]:
         return [Alert.from_row(r) for r in self.store.alerts()]
 

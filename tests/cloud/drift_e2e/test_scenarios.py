@@ -8,31 +8,14 @@ measured delays are printed (``pytest -s``) for the report.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from edge.sim.audio import BabbleNoise
-from edge.sim.scenarios import Identity, ScenarioParams, build_transform
+from edge.sim.scenarios import Identity
 from tests.cloud.drift_e2e.rig import LONG_STEPS, WINDOW_S
 from tests.cloud.drift_e2e.rooms import Room
 
 ONSET = 6  # the first changed window
 WITHIN = 3  # sudden changes are flagged within this many changed windows
-
-
-def channel(world, name: str, onset_window: int, **params):
-    p = ScenarioParams(name=name, onset_s=onset_window * WINDOW_S, **params).check()
-    return build_transform(p, True, ref_level_dbfs=world.ref_level_dbfs, rng=np.random.default_rng(7),
-                           babble=lambda rng: BabbleNoise(world.pool, rng))
-
-
-def first_alerts(rig, steps: range) -> dict[tuple[str, str], tuple[int, object]]:
-    """(cohort, kind) → (the step whose evaluation opened it, the alert as then stored)."""
-    seen: dict[tuple[str, str], tuple[int, object]] = {}
-    for k in steps:
-        for alert in rig.tick(k):
-            seen.setdefault(alert.key, (k, alert))
-    return seen
 
 
 def test_healthy_streams_raise_no_alert_over_the_long_horizon(world, rig, tmp_path):
@@ -67,10 +50,10 @@ def test_sudden_changes_are_flagged_within_three_windows_and_called_sudden(world
         room = Room(world.pool, world.reference_voices, Identity(), n * WINDOW_S, seed=303,
                     new_voices=world.other_voices, switch_s=ONSET * WINDOW_S, shift=1.6)
     else:
-        room = Room(world.pool, world.reference_voices, channel(world, onset_window=ONSET, **SUDDEN[change]),
+        room = Room(world.pool, world.reference_voices, world.channel(onset_window=ONSET, **SUDDEN[change]),
                     n * WINDOW_S, seed=303)
     rig.play({"dev-a": room}, tmp_path / "agents")
-    seen = first_alerts(rig, range(1, n + 1))
+    seen = rig.sweep(range(1, n + 1))
     assert ("device:dev-a", "input") in seen, f"{change} was not flagged; alerts {sorted(seen)}"
     step, alert = seen[("device:dev-a", "input")]
     delay = step - ONSET
@@ -87,10 +70,10 @@ def test_a_gradual_change_is_flagged_and_called_gradual(world, rig, tmp_path):
     onset, ramp = 3, 12  # babble noise from 40 dB below the speech level down to 0 dB over 12 windows
     n = onset + ramp
     room = Room(world.pool, world.reference_voices,
-                channel(world, name="gradual-noise", onset_window=onset, noise="babble", start_snr_db=40.0,
-                        snr_db=0.0, ramp_s=ramp * WINDOW_S), n * WINDOW_S, seed=404)
+                world.channel("gradual-noise", onset, noise="babble", start_snr_db=40.0, snr_db=0.0,
+                              ramp_s=ramp * WINDOW_S), n * WINDOW_S, seed=404)
     rig.play({"dev-a": room}, tmp_path / "agents")
-    seen = first_alerts(rig, range(1, n + 1))
+    seen = rig.sweep(range(1, n + 1))
     assert ("device:dev-a", "input") in seen, f"the ramp was not flagged; alerts {sorted(seen)}"
     step, alert = seen[("device:dev-a", "input")]
     onset_step = (alert.onset_t - world.t0) / WINDOW_S
