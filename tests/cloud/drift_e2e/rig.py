@@ -48,14 +48,14 @@ class AudioClock:
 
 
 def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, state_root: Path,
-               t0: float) -> dict[str, Agent]:
+               t0: float, window_s: float = WINDOW_S) -> dict[str, Agent]:
     """Run one real agent per room (device id → Room) to the end of its audio, in parallel."""
     agents, errors = {}, {}
     for device, room in rooms.items():
         clock = AudioClock(t0)
         config = load_agent_config(env={}, overrides={
             "device_id": device, "broker_url": broker_url, "state_dir": str(state_root / device),
-            "bundle": str(bundle), "trust_keys": [str(public_key)], "window_s": WINDOW_S, "decisions": "",
+            "bundle": str(bundle), "trust_keys": [str(public_key)], "window_s": window_s, "decisions": "",
             "keepalive_s": 5, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5})
         clock.agent = agents[device] = Agent(config, source=room, clock=clock)
 
@@ -120,6 +120,8 @@ class Rig:
     bundle: Path
     public_key: Path
     t0: float
+    window_s: float = WINDOW_S  # audio per window = one drift step
+    long_steps: int = LONG_STEPS
     collector: Collector | None = None
     webhook: Webhook = field(default_factory=Webhook)
     watcher: Watcher | None = None
@@ -134,7 +136,7 @@ class Rig:
 
     def config(self):
         return collector_config(self.broker_url, self.db_url, client_id=f"collector-{uuid.uuid4().hex[:6]}",
-                                drift_enabled=True, drift_step_s=WINDOW_S, drift_long_steps=LONG_STEPS,
+                                drift_enabled=True, drift_step_s=self.window_s, drift_long_steps=self.long_steps,
                                 registry_dir=str(self.root / "registry"), public_keys=[str(self.public_key)],
                                 alert_webhook_url=self.webhook.url, alert_webhook_timeout_s=2.0)
 
@@ -150,7 +152,7 @@ class Rig:
         """Run the devices' agents over their rooms; wait until the store holds all their windows."""
         t = time.perf_counter()
         agents = run_agents(rooms, broker_url=self.broker_url, bundle=self.bundle, public_key=self.public_key,
-                            state_root=state_root, t0=self.t0)
+                            state_root=state_root, t0=self.t0, window_s=self.window_s)
         self.timings["agents_s"] = round(time.perf_counter() - t, 2)
         sent = sum(a.windows_out for a in agents.values())
         assert wait_until(lambda: len(self.windows()) >= sent, timeout_s=30), \
@@ -162,7 +164,7 @@ class Rig:
 
     def tick(self, step: int) -> list[Alert]:
         """The collector's maintenance at the end of drift step ``step`` - 1; all alerts after it."""
-        self.collector.tick(now=self.t0 + step * WINDOW_S)
+        self.collector.tick(now=self.t0 + step * self.window_s)
         return self.alerts()
 
     def sweep(self, steps: range) -> dict[tuple[str, str], tuple[int, Alert]]:

@@ -8,10 +8,11 @@ measured delays are printed (``pytest -s``) for the report.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from edge.sim.scenarios import Identity
-from tests.cloud.drift_e2e.rig import LONG_STEPS, WINDOW_S
+from edge.sim.scenarios import Identity, ScenarioParams, build_transform
+from tests.cloud.drift_e2e.rig import LONG_STEPS, WINDOW_S, Rig
 from tests.cloud.drift_e2e.rooms import Room
 
 ONSET = 6  # the first changed window
@@ -81,3 +82,26 @@ def test_a_gradual_change_is_flagged_and_called_gradual(world, rig, tmp_path):
           f"{onset_step:.0f} (true {onset}), top {alert.evidence['top'][0]['signal']}, timings {rig.timings}")
     assert alert.pattern == "gradual"
     assert step > onset and onset - 1 <= onset_step < step
+
+
+def test_a_step_on_a_quiet_device_is_flagged_soon_and_called_sudden(world, mosquitto, tmp_path):
+    # 30 s windows hold ~18 utterances, fewer than a check needs: the detector reads merged steps.
+    # (It was flagged 20 steps late, "gradual", its onset at the start of the look-back.)
+    window_s, onset, n = 30.0, 20, 30
+    rig = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path / "rig", bundle=world.bundle,
+              public_key=world.public_key, t0=world.t0, window_s=window_s, long_steps=30)
+    try:
+        p = ScenarioParams(name="level-drop", onset_s=onset * window_s, gain_db=-12.0).check()
+        drop = build_transform(p, True, ref_level_dbfs=world.ref_level_dbfs, rng=np.random.default_rng(7))
+        rig.play({"dev-a": Room(world.pool, world.reference_voices, drop, n * window_s, seed=707)},
+                 tmp_path / "agents")
+        assert max(w["software"]["utterances"] for w in rig.windows()) < 30
+        seen = rig.sweep(range(1, n + 1))
+        assert ("device:dev-a", "input") in seen, f"the quiet step was not flagged; alerts {sorted(seen)}"
+        step, alert = seen[("device:dev-a", "input")]
+        onset_step = (alert.onset_t - world.t0) / window_s
+        print(f"\nquiet 12 dB step: flagged after {step - onset} changed window(s), pattern {alert.pattern}, "
+              f"onset step {onset_step:.0f} (true {onset}), timings {rig.timings}")
+        assert step - onset <= 6 and alert.pattern == "sudden" and onset - 1 <= onset_step <= onset
+    finally:
+        rig.close()
