@@ -9,19 +9,17 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from cloud.store.base import DEFAULT_BUCKET_S
-from shared.config import load_config, setting
+from shared.config import check_broker_url, check_tls_files, load_config, setting
 from shared.errors import ConfigError
 from shared.topics import DEFAULT_PREFIX, Topics
 
 ENV_PREFIX = "HARKEN_COLLECTOR_"
 DB_ENV = "HARKEN_DB"
 DEFAULT_DB_URL = "sqlite:///./harken.db"
-SCHEMES = ("mqtt", "mqtts")
 
 
 def _default_client_id() -> str:
@@ -96,25 +94,10 @@ class CollectorConfig:
             rule()
 
     def _check_broker(self) -> None:
-        parts = urlsplit(self.broker_url)
-        if parts.scheme not in SCHEMES or not parts.hostname:
-            raise ConfigError(f"broker_url {self.broker_url!r} must look like mqtt://host:port or mqtts://host:port")
-        try:
-            parts.port
-        except ValueError:
-            raise ConfigError(f"broker_url {self.broker_url!r} has a bad port number") from None
-        if parts.username or parts.password:
-            raise ConfigError("broker_url must not carry credentials: set username and password instead")
+        check_broker_url(self.broker_url)
 
     def _check_tls(self) -> None:
-        tls_files = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(self, f)]
-        if tls_files and not self.broker_url.startswith("mqtts://"):
-            raise ConfigError(f"{', '.join(tls_files)} set but broker_url is not mqtts://; use mqtts:// for TLS")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("tls_cert and tls_key go together: set both for mutual TLS, or neither")
-        for name in tls_files:
-            if not Path(getattr(self, name)).expanduser().is_file():
-                raise ConfigError(f"{name} {getattr(self, name)!r} is not a readable file")
+        check_tls_files(self.broker_url, self.tls_ca, self.tls_cert, self.tls_key)
 
     def _check_prefix(self) -> None:
         try:

@@ -8,16 +8,17 @@ Pure numpy: this module runs on the device.
 from __future__ import annotations
 
 import logging
+import io
 import math
 import os
 import struct
-import tempfile
 import wave
 from pathlib import Path
 
 import numpy as np
 
 from shared.errors import AudioError, ConfigError
+from shared.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +154,13 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = S
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     pcm = to_int16(samples)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with wave.open(fh, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(sample_rate)
-                w.writeframes(pcm.astype("<i2").tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    atomic_write(path, buf.getvalue())
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:

@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 from shared.errors import (BundleError, BundleTamperedError, BundleTruncatedError, BundleVersionError,
                            NotABundleError, OpsetUnsupportedError, SignatureError)
 from shared import keys as keyring
+from shared.files import atomic_write  # noqa: F401  (re-exported: the bundle store writes with it)
 
 FORMAT = "harken-bundle/1"
 MANIFEST, SIGNATURE, MODEL = "manifest.json", "manifest.sig", "model.onnx"
@@ -111,22 +111,6 @@ def build_bundle(model_bytes: bytes, manifest: dict, private_key, extra_files: d
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))  # fixed: same inputs, same bytes
             zf.writestr(info, data)
     return buf.getvalue()
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_bundle(path, model_bytes: bytes, manifest: dict, private_key, extra_files: dict[str, bytes] | None = None) -> str:

@@ -176,3 +176,35 @@ def redacted(cfg) -> dict:
 
 def path_or_none(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+# -- named checks shared by the agent's and the collector's configuration -------------------
+MQTT_SCHEMES = ("mqtt", "mqtts")
+
+
+def check_broker_url(url: str) -> None:
+    """``mqtt://host:port`` or ``mqtts://host:port``, with no credentials in it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+        raise ConfigError(f"broker_url {url!r} must look like mqtt://host:port or mqtts://host:port")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"broker_url {url!r} has a bad port number") from None
+    if parts.username or parts.password:
+        raise ConfigError("broker_url must not carry credentials: set username and password instead")
+
+
+def check_tls_files(broker_url: str, tls_ca: str, tls_cert: str, tls_key: str) -> None:
+    """TLS files need mqtts://, a client certificate needs its key, and every file must exist."""
+    given = {name: value for name, value in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key))
+             if value}
+    if given and not broker_url.startswith("mqtts://"):
+        raise ConfigError(f"{', '.join(given)} set but broker_url is not mqtts://; use mqtts:// for TLS")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both for mutual TLS, or neither")
+    for name, value in given.items():
+        if not Path(value).expanduser().is_file():
+            raise ConfigError(f"{name} {value!r} is not a readable file")
