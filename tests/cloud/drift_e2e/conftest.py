@@ -50,6 +50,7 @@ def world(tmp_path_factory) -> World:
     pool = ClipPool.from_dataset(lab.data_dir)
     reference = [c for c in pool.clips if c.speaker in dev]
     others = [c for c in pool.clips if c.speaker not in dev]
+    assert len(reference) == bundle.manifest["lineage"]["split"]["sizes"]["dev"]  # the lab's own split
     profile = device_profile([pool.audio(c) for c in reference], bundle)
     path = root / "tiny-kws-device-profile.hkb"
     sha = reprofiled_bundle(bundle, profile, lab.private_key_path, path)

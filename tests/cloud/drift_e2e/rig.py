@@ -56,7 +56,8 @@ def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, 
         config = load_agent_config(env={}, overrides={
             "device_id": device, "broker_url": broker_url, "state_dir": str(state_root / device),
             "bundle": str(bundle), "trust_keys": [str(public_key)], "window_s": window_s, "decisions": "",
-            "keepalive_s": 5, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5})
+            "keepalive_s": 5, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5,
+            "latency_budget_ms": 60000.0})  # a busy shared machine must not fail the probation
         clock.agent = agents[device] = Agent(config, source=room, clock=clock)
 
     def run(device: str) -> None:
