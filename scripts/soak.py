@@ -208,6 +208,7 @@ def main() -> None:
     ap.add_argument("--window-s", type=float, default=10.0)
     ap.add_argument("--scenario", default="healthy")
     ap.add_argument("--feedback-rate", type=float, default=0.1)
+    ap.add_argument("--sample-s", type=float, default=60.0, help="Seconds between RSS samples of the series.")
     ap.add_argument("--data"), ap.add_argument("--model"), ap.add_argument("--trust-key")
     ap.add_argument("--workdir", help="Keep everything here (default: a temporary directory, removed).")
     args = ap.parse_args()
@@ -264,13 +265,18 @@ def run_sim(args, url: str, lab: tuple[str, str, str], workdir: Path, env: dict,
     procs.append(sim)
     err = StderrReader(sim.stderr)
     err.start()
-    m: dict = {"rss_start": None, "all_up_s": None}
-    deadline = t0 + args.minutes * 60.0
+    m: dict = {"rss_start": None, "all_up_s": None, "series": []}
+    deadline, next_sample = t0 + args.minutes * 60.0, t0
     while time.monotonic() < deadline and sim.poll() is None:
         time.sleep(1.0)
+        now = time.monotonic()
         if m["rss_start"] is None and err.status.get("up") == args.devices:
-            m["all_up_s"] = round(time.monotonic() - t0, 1)
+            m["all_up_s"] = round(now - t0, 1)
             m["rss_start"] = {"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid)}
+        if now >= next_sample:  # a series tells warm-up (levels off) from a leak (keeps growing)
+            m["series"].append([round(now - t0), rss_mb(collector.pid), round(sum(tree_rss(sim.pid).values()), 1),
+                                err.status.get("windows")])
+            next_sample += args.sample_s
     tree = process_tree(sim.pid)
     m.update(rss_end={"collector": rss_mb(collector.pid), "sim": tree_rss(sim.pid)}, last_status=err.status,
              cpu_s={"sim": cpu_s(tree), "collector": cpu_s([collector.pid])}, wall_s=round(time.monotonic() - t0, 1))
@@ -319,7 +325,8 @@ def soak(args, workdir: Path, procs: list) -> dict:
                   "collector_at_end": collector_cpu},
         "rss_mb": {"collector": {"start": (m["rss_start"] or {}).get("collector"), "end": m["rss_end"]["collector"],
                                  "after_settle": rss_settled},
-                   "sim": {"start": (m["rss_start"] or {}).get("sim"), "end": m["rss_end"]["sim"]}},
+                   "sim": {"start": (m["rss_start"] or {}).get("sim"), "end": m["rss_end"]["sim"]},
+                   "series": {"columns": ["t_s", "collector_mb", "sim_total_mb", "windows"], "rows": m["series"]}},
     }
 
 
