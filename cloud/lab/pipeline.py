@@ -3,7 +3,6 @@ ONNX bundle → evaluation (clip-level, stream, baselines) → profile → signe
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -97,7 +96,7 @@ def _fit(req: TrainRequest, dataset, x_train, y_train, timings: dict) -> _Fitted
 
 
 def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict):
-    """Metrics of the bundle (through onnxruntime) and the dev-set outputs for the profile."""
+    """Metrics of the bundle (through onnxruntime): clip-level, stream, baselines, slices."""
     outs = {k: infer.run(fitted.sess, wins[k].audio) for k in ("dev", "test")}
     y_test, y_dev = wins["test"].labels, wins["dev"].labels
     x_test = feats["test"][0]
@@ -116,7 +115,7 @@ def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict):
         "threshold": metrics.choose_threshold(y_dev, outs["dev"].label, outs["dev"].confidence),
         "slices": _slice_rows(dataset, sp.indices["test"], outs["test"].label == y_test),
     })
-    return evaluation, outs["dev"]
+    return evaluation
 
 
 def _lineage(req, dataset, sp, run_id: str) -> dict:
@@ -138,7 +137,7 @@ def run(req: TrainRequest) -> dict:
     feats = {k: features.compute(w.audio) for k, w in wins.items()}
     timings["features_s"] = time.perf_counter() - t
     fitted = _fit(req, dataset, feats["train"][0], wins["train"].labels, timings)
-    evaluation, dev_out = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
+    evaluation = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
     vectors_npy, vectors_entry = export.test_vectors(
         fitted.model_bytes, export.pick_test_vectors(wins["test"].audio, wins["test"].labels))
     run_id, created = runs.new_run_id(), runs.now_iso()
@@ -147,7 +146,7 @@ def run(req: TrainRequest) -> dict:
         name=req.name, version=req.version, created=created, labels=dataset.labels,
         placement=dataset.placement, gate=req.gate, threshold=evaluation["threshold"]["value"],
         model=fitted.merged, lineage=lineage, metrics=evaluation,
-        profile=_profile(wins["dev"], dev_out, dataset.labels), vectors_entry=vectors_entry)
+        profile=_profile(req, dataset, sp.indices["dev"], fitted.sess), vectors_entry=vectors_entry)
     sha = export.write(req.out, fitted.merged, manifest, req.private_key, vectors_npy)
     timings["total_s"] = time.perf_counter() - t0
     record = {"id": run_id, "created": created, "code_revision": lineage["code_revision"],
@@ -163,10 +162,26 @@ def run(req: TrainRequest) -> dict:
     return record
 
 
-def _profile(wins: windows.Windows, out: infer.Outputs, labels: list[str]) -> dict:
-    """Reference profile on the dev utterances the gate actually cut (what the device sees)."""
-    keep = wins.gated
-    return build_profile(out.features[keep], features.FEATURE_NAMES,
-                         utterance_ms=wins.utterance_ms[keep], level_dbfs=wins.level_dbfs[keep],
-                         snr_db=wins.snr_db[keep], confidence=out.confidence[keep],
-                         labels=out.label[keep], label_names=labels)
+def _profile(req, dataset, dev_idx, sess) -> dict:
+    """Reference profile of the dev clips played as one stream through the device's gate.
+
+    A device's gate runs continuously and cuts utterances out of a stream, which come out
+    longer (the hangover and pre-roll reach into the room around a word) than clips cut
+    one at a time; a profile built from single clips made every healthy fleet alarm on
+    utterance length at its first window.
+    """
+    from shared.audio import read_wav
+    from shared.gate import place
+    from shared.levels import level_dbfs, snr_db
+
+    order = np.random.default_rng(req.seed).permutation(len(dev_idx))
+    clips = [read_wav(dataset.path_of(dataset.clips[dev_idx[i]])) for i in order]
+    signal, _ = stream.build_stream(clips, req.seed)
+    utts = stream.cut(signal, req.gate)
+    placed = np.stack([place(u.samples, features.INPUT_SAMPLES, dataset.placement) for u in utts])
+    out = infer.run(sess, placed)
+    return build_profile(out.features, features.FEATURE_NAMES,
+                         utterance_ms=np.array([u.duration_ms for u in utts]),
+                         level_dbfs=np.array([level_dbfs(u.samples) for u in utts]),
+                         snr_db=np.array([snr_db(u.samples) for u in utts]),
+                         confidence=out.confidence, labels=out.label, label_names=dataset.labels)
