@@ -3,7 +3,7 @@
 Everything but the microphone is the device's own code: the agent's config checks, model
 lifecycle (install, verify, smoke test, probation, rollback), desired state, spool, flusher,
 MQTT link, pipeline and feedback reader. The simulator adds three things: the audio source
-(``SimSource`` paced by the agent's ``RealtimePacer``), a person answering some decisions
+(``SimSource`` paced by ``FleetPacer``), a person answering some decisions
 (``Person``, a decision sink), and ``SharedModels``, a loader that lets many agents in one
 process share one onnxruntime session per bundle (each agent still verifies and smoke-tests
 every bundle it installs; only the session's weights are shared).
@@ -22,11 +22,12 @@ from edge.agent import Agent
 from edge.config import load_agent_config
 from edge.model import LoadedModel
 from edge.sim.audio import BabbleNoise, ClipPool, SimSource, Timeline, device_stream
+from edge.sim.pacing import FleetPacer
 from edge.sim.person import Person
 from edge.sim.scenarios import ScenarioParams, build_transform
-from edge.sources import RealtimePacer
 from edge.spool import Spool
 from edge.store import SlotsFile
+from shared.audio import SAMPLE_RATE
 from shared.bundle import Bundle
 from shared.errors import HarkenError, ProtocolError
 from shared.messages import decode
@@ -107,11 +108,17 @@ class SimDevice:
         if plan.feedback_rate > 0:
             self.person = Person(self.timeline, self.state_dir / "feedback.jsonl", plan.feedback_rate,
                                  np.random.default_rng([plan.seed, index, 2]), labels=pool.labels)
-        self.agent = Agent(self.config, source=RealtimePacer(self.source, plan.speed), loader=loader)
+        self.pacer = FleetPacer(self.source, plan.speed, consumed_s=self._consumed_s,
+                                max_ahead_s=2.0 * self.config.chunk_samples / SAMPLE_RATE)
+        self.agent = Agent(self.config, source=self.pacer, loader=loader)
         self.first_seq = None
         self.error = ""
         self.thread: threading.Thread | None = None
         self.started_t = self.ended_t = 0.0
+
+    def _consumed_s(self) -> float:
+        pipeline = self.agent.pipeline
+        return pipeline.position_s if pipeline is not None else 0.0
 
     # -- running ---------------------------------------------------------------------------
     def start(self) -> None:
