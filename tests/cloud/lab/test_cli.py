@@ -16,10 +16,10 @@ from shared.cli import main
 def test_data_synth_then_split_prints_side_by_side_distribution(tmp_path):
     out = tmp_path / "d"
     runner = CliRunner()
-    res = runner.invoke(data_group, ["synth", str(out), "--per-word", "1", "--seed", "3",
+    res = runner.invoke(data_group, ["synth", str(out), "--per-word", "3", "--seed", "3",
                                      "--accents", "en-us", "--variants", "m1,m3,f2"])
     assert res.exit_code == 0, res.output
-    assert "13 clips, 3 speakers" in res.stdout
+    assert "39 clips, 3 speakers" in res.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dataset_hash"] in res.stdout and manifest["seed"] == 3
     split = runner.invoke(data_group, ["split", str(out)])
