@@ -29,7 +29,7 @@ def test_data_synth_then_split_prints_side_by_side_distribution(tmp_path):
     assert any(line.startswith("_unknown_") for line in lines)
     assert "speakers: train 1, dev 1, test 1 (disjoint)" in split.stdout
     as_json = json.loads(runner.invoke(data_group, ["split", str(out), "--json"]).stdout)
-    assert sum(as_json["split"]["sizes"].values()) == 13
+    assert sum(as_json["split"]["sizes"].values()) == 39
 
 
 def test_inspect_shows_identity_and_says_it_is_signed(tiny_lab):
