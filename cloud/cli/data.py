@@ -32,7 +32,7 @@ def _csv(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
               help="Clips per word and for _silence_; _unknown_ gets twice as many.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset hash.")
 @click.option("--accents", default=None, help="Comma-separated espeak-ng languages (default: 8 English accents).")
-@click.option("--variants", default=None, help="Comma-separated espeak-ng voice variants (default: 28).")
+@click.option("--variants", default=None, help="Comma-separated espeak-ng voice variants (default: 31).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Parallel synthesis processes.")
 def synth_cmd(out, per_word, seed, accents, variants, workers) -> None:

@@ -6,7 +6,7 @@ share every number. All arithmetic is float32 like the graph's.
 
     audio [N, 16000] → frames [N, 98, 400] (25 ms Hann, 10 ms hop) → |DFT|² [N, 98, 257]
     (512-point) → mel power [N, 98, 40] → log(power + 1e-6) = log-mel
-    log-mel → pooled [N, 2 * SEGMENTS * 40]   (classifier input, below)
+    log-mel → pooled [N, POOLED_SIZE = 1520]   (classifier input, below)
     mel power, log-mel → summary [N, 10]  (drift monitor's feature vector, FEATURE_NAMES)
 
 The classifier input is made gain-, channel- and tempo-invariant. Two normalised log-mels:
@@ -15,8 +15,11 @@ to its own loudest frame, floored BAND_FLOOR below (this lifts weak high-band co
 flattens coloured noise). Each is averaged in SEGMENTS overlapping triangular windows spaced
 evenly along the *speech* in the window, not along the clock: a soft speech mask (sigmoid of
 frame energy against the loudest frame) is accumulated into a 0..1 position, so a slow and
-a fast "left" land in the same segments. Everything is smooth or piecewise linear (no hard
-thresholds), so the float32 graph tracks numpy closely.
+a fast "left" land in the same segments. That nucleus leaves out weak consonants, so six
+more windows (0-150 ms before the speech position reaches 3 % and after it passes 97 %) pool
+the band-normalised log-mel of onsets and codas: without them "up" and "off" were the most
+confused pair. Everything is smooth or piecewise linear (no hard thresholds), so the float32
+graph tracks numpy closely.
 """
 from __future__ import annotations
 
@@ -42,6 +45,11 @@ FLOOR = 10.0  # nats below the loudest bin where the normalised log-mel is floor
 BAND_FLOOR = 6.0  # nats below each band's loudest frame where the band-normalised one is floored
 MASK_DELTA = 3.0  # frames within this many nats of the loudest frame count as speech ...
 MASK_SLOPE = 3.0  # ... with a sigmoid of this slope around that point
+CONTEXT_EDGE = 0.97  # speech position where the nucleus is taken to start / end
+CONTEXT_SHARPNESS = 200.0  # slope of the soft step at that position
+CONTEXT_CENTRES = (2.5, 7.5, 12.5)  # context windows, in frames from the edge (0-150 ms)
+CONTEXT_HALF_WIDTH = 5.0  # frames
+POOLED_SIZE = (2 * SEGMENTS + 2 * len(CONTEXT_CENTRES)) * N_MELS
 BAND_GROUPS = 5
 N_FRAMES = 1 + (INPUT_SAMPLES - WINDOW_SAMPLES) // HOP_SAMPLES  # 98
 FRAME_S = HOP_SAMPLES / SAMPLE_RATE
@@ -99,6 +107,12 @@ def segment_centres() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def context_centres() -> np.ndarray:
+    """[len(CONTEXT_CENTRES), 1] centres of the context windows, in frames from the edge."""
+    return np.array(CONTEXT_CENTRES, dtype=np.float32)[:, None]
+
+
+@lru_cache(maxsize=1)
 def band_matrix() -> np.ndarray:
     """[N_MELS, BAND_GROUPS] averaging weights over contiguous groups of mel bands."""
     groups = np.array_split(np.arange(N_MELS), BAND_GROUPS)
@@ -143,23 +157,56 @@ def band_normalised(logmel: np.ndarray) -> np.ndarray:
     return np.maximum(logmel - peak, np.float32(-BAND_FLOOR))
 
 
-def speech_weights(power: np.ndarray) -> np.ndarray:
-    """[N, SEGMENTS, N_FRAMES] pooling weights spaced along the speech, each row summing to 1."""
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp overflows to inf for x << 0: the sigmoid is then 0
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+def speech_mask(power: np.ndarray) -> np.ndarray:
+    """[N, N_FRAMES] soft speech mask: ~1 within MASK_DELTA nats of the loudest frame."""
     energy = np.log(power.mean(axis=2) + np.float32(EPS))  # [N, T]
-    x = np.float32(MASK_SLOPE) * (energy - energy.max(axis=1, keepdims=True) + np.float32(MASK_DELTA))
-    mask = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
-    position = np.cumsum(mask, axis=1) / mask.sum(axis=1, keepdims=True)  # [N, T] in (0, 1]
-    dist = np.abs(position[:, None, :] - segment_centres()[None, :, :]) * np.float32(SEGMENTS)
-    w = mask[:, None, :] * np.maximum(np.float32(1.0) - dist, np.float32(0.0))
+    return _sigmoid(np.float32(MASK_SLOPE) * (energy - energy.max(axis=1, keepdims=True) + np.float32(MASK_DELTA)))
+
+
+def _normalise_rows(w: np.ndarray) -> np.ndarray:
     return w / (w.sum(axis=2, keepdims=True) + np.float32(EPS))
 
 
+def speech_weights(mask: np.ndarray) -> np.ndarray:
+    """[N, SEGMENTS, N_FRAMES] pooling weights spaced along the speech, each row summing to 1."""
+    position = np.cumsum(mask, axis=1) / mask.sum(axis=1, keepdims=True)  # [N, T] in (0, 1]
+    dist = np.abs(position[:, None, :] - segment_centres()[None, :, :]) * np.float32(SEGMENTS)
+    return _normalise_rows(mask[:, None, :] * np.maximum(np.float32(1.0) - dist, np.float32(0.0)))
+
+
+def _edge_windows(position: np.ndarray, reverse: bool) -> np.ndarray:
+    """[N, len(CONTEXT_CENTRES), T] windows counted in frames from where ``position`` passes
+    CONTEXT_EDGE (a soft step), forwards or, with ``reverse``, backwards."""
+    step = _sigmoid(np.float32(CONTEXT_SHARPNESS) * (position - np.float32(CONTEXT_EDGE)))
+    frames = np.cumsum(step[:, ::-1], axis=1)[:, ::-1] if reverse else np.cumsum(step, axis=1)
+    dist = np.abs(frames[:, None, :] - context_centres()[None, :, :]) / np.float32(CONTEXT_HALF_WIDTH)
+    return step[:, None, :] * np.maximum(np.float32(1.0) - dist, np.float32(0.0))
+
+
+def context_weights(mask: np.ndarray) -> np.ndarray:
+    """[N, 2 * len(CONTEXT_CENTRES), N_FRAMES]: windows just before the speech nucleus (onset
+    consonants) then just after it (codas: the p of "up", the f of "off"), each row summing to 1."""
+    total = mask.sum(axis=1, keepdims=True)
+    after = np.cumsum(mask, axis=1) / total
+    before = np.cumsum(mask[:, ::-1], axis=1)[:, ::-1] / total
+    return _normalise_rows(np.concatenate([_edge_windows(before, True), _edge_windows(after, False)], axis=1))
+
+
 def pooled(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
-    """[N, 2 * SEGMENTS * N_MELS] classifier input: both normalisations, pooled along the speech."""
-    w = speech_weights(power)
+    """[N, POOLED_SIZE] classifier input: the log-mel normalised both ways and pooled along the
+    speech, then the band-normalised log-mel around the nucleus."""
+    mask = speech_mask(power)
+    w = speech_weights(mask)
+    band = band_normalised(logmel)
     n = len(logmel)
     return np.concatenate([np.matmul(w, normalised(logmel)).reshape(n, -1),
-                           np.matmul(w, band_normalised(logmel)).reshape(n, -1)], axis=1)
+                           np.matmul(w, band).reshape(n, -1),
+                           np.matmul(context_weights(mask), band).reshape(n, -1)], axis=1)
 
 
 def summary(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
@@ -194,5 +241,5 @@ def compute(audio: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray
     with threadpool_limits(limits=1, user_api="blas"):  # one thread: no spinning on a busy machine
         _compute_batches(audio, batch, xs, fs)
     if not xs:
-        return (np.zeros((0, 2 * SEGMENTS * N_MELS), np.float32), np.zeros((0, len(FEATURE_NAMES)), np.float32))
+        return (np.zeros((0, POOLED_SIZE), np.float32), np.zeros((0, len(FEATURE_NAMES)), np.float32))
     return np.concatenate(xs), np.concatenate(fs)

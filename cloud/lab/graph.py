@@ -43,6 +43,11 @@ def _initializers() -> list[onnx.TensorProto]:
         _const("fe_centres", F.segment_centres()),
         _const("fe_segments", np.array(F.SEGMENTS, dtype=np.float32)),
         _const("fe_one", np.array(1.0, dtype=np.float32)),
+        _const("fe_ctx_edge", np.array(F.CONTEXT_EDGE, dtype=np.float32)),
+        _const("fe_ctx_sharp", np.array(F.CONTEXT_SHARPNESS, dtype=np.float32)),
+        _const("fe_ctx_centres", F.context_centres()),
+        _const("fe_ctx_half_width", np.array(F.CONTEXT_HALF_WIDTH, dtype=np.float32)),
+        _const("fe_ctx_shape", np.array([0, 2 * len(F.CONTEXT_CENTRES) * F.N_MELS], dtype=np.int64)),
         _const("fe_axis1", np.array(1, dtype=np.int64)),
         _const("fe_pooled_shape", np.array([0, F.SEGMENTS * F.N_MELS], dtype=np.int64)),
         _const("fe_bands", F.band_matrix()),
@@ -88,7 +93,44 @@ def _pooling_nodes() -> list[onnx.NodeProto]:
         n("Max", ["fe_band_rel", "fe_band_floor"], ["fe_band_norm"]),
         n("MatMul", ["fe_w", "fe_band_norm"], ["fe_pooled_b3"]),
         n("Reshape", ["fe_pooled_b3", "fe_pooled_shape"], ["fe_pooled_b"]),
-        n("Concat", ["fe_pooled_g", "fe_pooled_b"], [POOLED], axis=1),
+        *_context_nodes(),
+        n("Concat", ["fe_pooled_g", "fe_pooled_b", "fe_pooled_c"], [POOLED], axis=1),
+    ]
+
+
+def _edge_window_nodes(position: str, reverse: int, p: str) -> list[onnx.NodeProto]:
+    """features._edge_windows: soft step at the edge, frames counted from it, windows."""
+    n = helper.make_node
+    return [
+        n("Sub", [position, "fe_ctx_edge"], [f"{p}_x0"]),
+        n("Mul", ["fe_ctx_sharp", f"{p}_x0"], [f"{p}_x"]),
+        n("Sigmoid", [f"{p}_x"], [f"{p}_step"]),
+        n("CumSum", [f"{p}_step", "fe_axis1"], [f"{p}_frames"], reverse=reverse),
+        n("Unsqueeze", [f"{p}_frames", "fe_ax1"], [f"{p}_frames3"]),
+        n("Sub", [f"{p}_frames3", "fe_ctx_centres"], [f"{p}_off"]),
+        n("Abs", [f"{p}_off"], [f"{p}_abs"]),
+        n("Div", [f"{p}_abs", "fe_ctx_half_width"], [f"{p}_dist"]),
+        n("Sub", ["fe_one", f"{p}_dist"], [f"{p}_tri0"]),
+        n("Relu", [f"{p}_tri0"], [f"{p}_tri"]),
+        n("Unsqueeze", [f"{p}_step", "fe_ax1"], [f"{p}_step3"]),
+        n("Mul", [f"{p}_step3", f"{p}_tri"], [f"{p}_w"]),
+    ]
+
+
+def _context_nodes() -> list[onnx.NodeProto]:
+    """features.context_weights applied to the band-normalised log-mel → ``fe_pooled_c``."""
+    n = helper.make_node
+    return [
+        n("CumSum", ["fe_mask", "fe_axis1"], ["fe_mask_rcum"], reverse=1),
+        n("Div", ["fe_mask_rcum", "fe_mask_total"], ["fe_position_rev"]),
+        *_edge_window_nodes("fe_position_rev", 1, "fe_before"),
+        *_edge_window_nodes("fe_position", 0, "fe_after"),
+        n("Concat", ["fe_before_w", "fe_after_w"], ["fe_ctx_w0"], axis=1),
+        n("ReduceSum", ["fe_ctx_w0", "fe_ax2"], ["fe_ctx_wsum"], keepdims=1),
+        n("Add", ["fe_ctx_wsum", "fe_eps"], ["fe_ctx_wsum_eps"]),
+        n("Div", ["fe_ctx_w0", "fe_ctx_wsum_eps"], ["fe_ctx_w"]),
+        n("MatMul", ["fe_ctx_w", "fe_band_norm"], ["fe_pooled_c3"]),
+        n("Reshape", ["fe_pooled_c3", "fe_ctx_shape"], ["fe_pooled_c"]),
     ]
 
 
@@ -143,7 +185,7 @@ def feature_model() -> onnx.ModelProto:
     graph = helper.make_graph(
         _nodes(), "harken_features",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", F.INPUT_SAMPLES])],
-        [helper.make_tensor_value_info(POOLED, TensorProto.FLOAT, ["N", 2 * F.SEGMENTS * F.N_MELS]),
+        [helper.make_tensor_value_info(POOLED, TensorProto.FLOAT, ["N", F.POOLED_SIZE]),
          helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", len(F.FEATURE_NAMES)])],
         initializer=_initializers(),
     )

@@ -37,7 +37,7 @@ SILENCE_LEVELS_DBFS = (-70, -60, -50, -40, -30)
 UNKNOWN_FACTOR = 2
 FLOOR_LEVELS_DBFS = (-75, -70, -65)  # self-noise of the "microphone", under every clip
 # Default clips per word: trains to the accuracy target with synthesis + training in ~5 min on 2 cores.
-DEFAULT_PER_WORD = 800
+DEFAULT_PER_WORD = 900
 
 
 @dataclass(frozen=True)

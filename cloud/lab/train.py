@@ -34,7 +34,7 @@ class Hyperparameters:
     max_iter: int = 200
     early_stopping: bool = True
     validation_fraction: float = 0.1
-    n_iter_no_change: int = 12
+    n_iter_no_change: int = 20
     linear_C: float = 0.1
 
     def to_dict(self) -> dict:
@@ -52,7 +52,7 @@ def fit_main(x: np.ndarray, y: np.ndarray, n_classes: int, hp: Hyperparameters, 
     if early != hp.early_stopping:
         log.warning("%d training clips are too few for early stopping; training %d epochs", len(y), hp.max_iter)
     mlp = MLPClassifier(hidden_layer_sizes=hp.hidden_layers, alpha=hp.alpha,
-                        learning_rate_init=hp.learning_rate_init, batch_size=hp.batch_size,
+                        learning_rate_init=hp.learning_rate_init, batch_size=min(hp.batch_size, len(y)),
                         max_iter=hp.max_iter, early_stopping=early,
                         validation_fraction=hp.validation_fraction,
                         n_iter_no_change=hp.n_iter_no_change, random_state=seed)

@@ -35,6 +35,7 @@ ACCENTS = (
 VARIANTS = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
     "klatt", "klatt2", "klatt3", "klatt4", "adam", "benjamin", "edward", "john", "max",
+    "Michael", "Mike", "david", "paul", "robert", "travis", "victor", "Alicia", "aunty",
 )
 SPEEDS_WPM = (120, 140, 160, 180, 200)
 PITCHES = (25, 40, 50, 60, 75)
