@@ -28,7 +28,7 @@ from typing import Callable
 from edge.sim.audio import ClipPool, held_out_speakers
 from edge.sim.device import SharedModels, SimDevice, agent_config, device_ids, start_device
 from edge.sim.scenarios import ScenarioParams
-from shared.bundle import atomic_write
+from shared.files import atomic_write
 from shared.errors import ConfigError, HarkenError
 from shared.topics import DEFAULT_PREFIX
 
