@@ -5,7 +5,7 @@ Errors (the dataset should not be trained on as is):
 - ``wrong_sample_rate``: not 16 kHz;
 - ``hash_mismatch``: the file's sha256 is not the manifest's (edited after synthesis);
 - ``conflicting_labels``: identical audio under different labels;
-- ``near_silent`` / ``clipped``: a word clip quieter than ``SILENT_DBFS`` or with more than
+- ``near_silent`` / ``clipped``: a word clip whose loudest 30 ms frame is below ``SILENT_DBFS``, or with more than
   ``CLIPPED_FRACTION`` of its samples at full scale.
 Warnings: identical audio twice under one label, clips that are not 1 s or not mono, label
 counts out of balance, and a stored dataset hash that does not match the clips.
@@ -28,9 +28,17 @@ from shared.levels import clipped_fraction, level_dbfs
 
 log = logging.getLogger(__name__)
 
-SILENT_DBFS = -55.0
+SILENT_DBFS = -55.0  # a word clip whose loudest 30 ms frame is quieter than this is near-silent
+FRAME_SAMPLES = 480
 CLIPPED_FRACTION = 0.001
 IMBALANCE_RATIO = 0.5
+
+
+def loudest_frame_dbfs(samples: np.ndarray, frame: int = FRAME_SAMPLES) -> float:
+    """Level of the loudest 30 ms frame: a short word in a long clip is not 'quiet'."""
+    n = max(1, len(samples) // frame)
+    frames = samples[: n * frame].reshape(n, -1) if len(samples) >= frame else samples[None, :]
+    return max(level_dbfs(f) for f in frames)
 
 
 def _issue(code: str, path: str, detail: str) -> dict:
@@ -77,9 +85,10 @@ def _check_clip(dataset: Dataset, clip, report: dict, audio_owner: dict) -> None
         report["warnings"].append(_issue("length", clip.path, f"{len(samples)} samples, expected {SAMPLE_RATE}"))
     audio_owner[hashlib.sha256(samples.tobytes()).hexdigest()].append(clip)
     if clip.label != SILENCE_LABEL:
-        level = level_dbfs(samples)
+        level = loudest_frame_dbfs(samples)
         if level < SILENT_DBFS:
-            report["errors"].append(_issue("near_silent", clip.path, f"labelled {clip.label!r} but {level:.1f} dBFS"))
+            report["errors"].append(_issue("near_silent", clip.path,
+                                           f"labelled {clip.label!r} but its loudest 30 ms is {level:.1f} dBFS"))
         clipped = clipped_fraction(samples)
         if clipped > CLIPPED_FRACTION:
             report["errors"].append(_issue("clipped", clip.path, f"{clipped:.2%} of samples at full scale"))

@@ -215,6 +215,9 @@ def merge(feature: onnx.ModelProto, classifier: onnx.ModelProto) -> onnx.ModelPr
     merged = compose.merge_models(_pin_opsets(feature), _pin_opsets(classifier),
                                   io_map=[(POOLED, clf_input)], outputs=[LABEL, PROBABILITIES, FEATURES],
                                   producer_name="harken-lab", producer_version="1")
+    # skl2onnx names its graph with a random uuid, which merge_models copies: keep builds reproducible
+    merged.graph.name = "harken_kws"
+    merged.graph.doc_string = "log-mel features (harken_features) + scikit-learn classifier (skl2onnx)"
     outputs = {o.name: o for o in merged.graph.output}
     ordered = [onnx.ValueInfoProto.FromString(outputs[k].SerializeToString())
                for k in (LABEL, PROBABILITIES, FEATURES)]

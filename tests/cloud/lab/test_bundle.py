@@ -87,6 +87,8 @@ def test_bundle_agrees_with_the_sklearn_pipeline(tiny_lab):
     hp = train.Hyperparameters(hidden_layers=(24,), max_iter=40, early_stopping=False, batch_size=16)
     model = train.fit_main(x[tr], wins.labels[tr], len(ds.labels), hp, seed=1)
     merged = graph.merge(graph.feature_model(), train.to_onnx(model, x.shape[1]))
+    again = graph.merge(graph.feature_model(), train.to_onnx(model, x.shape[1]))
+    assert merged.SerializeToString() == again.SerializeToString()  # same model, same sha256
     out = infer.run(infer.session(merged.SerializeToString()), wins.audio)
     agree = np.mean(out.label == model.predict(x))
     assert agree >= 0.999
