@@ -14,6 +14,7 @@ import numpy as np
 from cloud.lab import dataset as ds_mod
 from cloud.lab import export, features, graph, infer, metrics, runs, slices, splits, stream, train, windows
 from cloud.lab.voices import SILENCE_LABEL
+from shared.errors import ModelError
 from shared.gate import GateConfig
 from shared.profile import build_profile
 
@@ -178,6 +179,9 @@ def _profile(req, dataset, dev_idx, sess) -> dict:
     clips = [read_wav(dataset.path_of(dataset.clips[dev_idx[i]])) for i in order]
     signal, _ = stream.build_stream(clips, req.seed)
     utts = stream.cut(signal, req.gate)
+    if not utts:
+        raise ModelError("the gate cut no utterance from the dev split, so there is no reference "
+                         "profile; check the dataset with `harken data check`")
     placed = np.stack([place(u.samples, features.INPUT_SAMPLES, dataset.placement) for u in utts])
     out = infer.run(sess, placed)
     return build_profile(out.features, features.FEATURE_NAMES,
