@@ -73,9 +73,10 @@ def root(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def main(argv: list[str] | None = None) -> int:
+def invoke(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
+    """Run a click command the Harken way: HarkenError → one line and exit 1, usage → 2."""
     try:
-        root.main(args=argv, prog_name="harken", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("interrupted", err=True)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return invoke(root, argv, "harken")
 
 
 def run() -> None:

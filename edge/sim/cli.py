@@ -16,7 +16,7 @@ import click
 
 from edge.sim.fleet import FleetPlan, run_fleet, status_line
 from edge.sim.scenarios import FAULTS, NOISE_KINDS, SCENARIOS, ScenarioParams
-from shared.errors import ConfigError, HarkenError
+from shared.errors import ConfigError
 from shared.topics import DEFAULT_PREFIX
 
 
@@ -122,20 +122,9 @@ def command(devices, scenario, duration_s, data_dir, broker_url, model, state_ro
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m edge.sim.cli ...``: the command with the root CLI's error handling."""
-    try:
-        command.main(args=argv, prog_name="harken sim", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:
-        exc.show()
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return 1
-    except HarkenError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 1
-    return 0
+    from shared.cli import invoke
+
+    return invoke(command, argv, "harken sim")
 
 
 if __name__ == "__main__":  # until the root CLI maps `harken sim` here
