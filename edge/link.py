@@ -85,6 +85,7 @@ class Link:
         self._early: dict[int, tuple[bool, str]] = {}  # PUBACKs that beat the publish() return
         self._filters: set[str] = set()
         self._attempt = 0
+        self._stopping = False  # set by stop(): our own disconnect is not a lost broker
         self.connected = threading.Event()
         self.connects = 0
         self._client = self._build_client(will_topic, will_message)
@@ -129,6 +130,7 @@ class Link:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
+        self._stopping = True
         if self.connected.is_set():
             self._client.disconnect()
         self._client.loop_stop()
@@ -198,8 +200,11 @@ class Link:
         self.connected.clear()
         client.reconnect_delay_set(*self._next_delay())
         if was:
-            log.warning("disconnected from %s:%d (%s); reconnecting with backoff",
-                        self.settings.host, self.settings.port, reason_code)
+            if self._stopping:
+                log.info("disconnected from %s:%d", self.settings.host, self.settings.port)
+            else:
+                log.warning("disconnected from %s:%d (%s); reconnecting with backoff",
+                            self.settings.host, self.settings.port, reason_code)
             if self._on_disconnected is not None:
                 self._on_disconnected()
 
