@@ -2,13 +2,20 @@
 
 A dataset directory (``harken data synth`` output) holds ``manifest.json`` listing every clip
 with its label and speaker; the simulator reads that JSON itself (edge code never imports the
-lab). A device's stream is clips played one after another with gaps of 0.3-1.5 s, over a
-continuous low background hiss, chosen by a generator seeded with ``(seed, device)``: the same
-seed gives every device the same audio on every run. The stream remembers where each clip
-sits (``Timeline``) so a simulated person can later tell what was really said.
+lab). A device's stream is its household's clips (households.py) separated by gaps its traffic
+draws (traffic.py), over a continuous low background hiss, all chosen by generators seeded
+with ``(seed, device)``: the same seed gives every device the same audio on every run and in
+any chunking. The stream remembers where each clip sits (``Timeline``) so a simulated person
+can later tell what was really said.
+
+Cheap by design (a fleet renders days of audio per device): gaps are not materialised, each
+chunk is the hiss plus the clips that overlap it; the hiss is read from one table of Gaussian
+noise shared by a process's devices, each at its own offset, instead of drawn per sample; clips
+are decoded (and resampled when shifted) once into an LRU cache.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -20,7 +27,9 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from edge.sim.households import Casting
 from edge.sim.scenarios import ScenarioParams, active_level_dbfs
+from edge.sim.traffic import ConstantTraffic, Traffic
 from edge.sources import AudioSource
 from shared.audio import SAMPLE_RATE, read_wav, resample
 from shared.errors import AudioError, ConfigError, DatasetError
@@ -28,10 +37,10 @@ from shared.errors import AudioError, ConfigError, DatasetError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-GAP_S = (0.3, 1.5)
 FLOOR_DBFS = (-68.0, -58.0)  # the background hiss of a device, chosen per device
 SILENCE_LABEL = "_silence_"
-CACHE_CLIPS = 256
+CACHE_CLIPS = 1024  # 1 s clips: 64 MB at most
+HISS_TABLE_SAMPLES = 1 << 22  # 262 s of noise
 TIMELINE_KEEP_S = 300.0
 BABBLE_TALKERS = 6
 REF_LEVEL_SAMPLE = 60  # speech clips measured for the reference level
@@ -96,6 +105,18 @@ class ClipPool:
                 self._cache.popitem(last=False)
         return x
 
+    def speech_of(self, speakers) -> list[ClipRef]:
+        """The word and ``_unknown_`` clips of ``speakers``."""
+        chosen = set(speakers)
+        return [c for c in self.clips if c.is_speech and c.speaker in chosen]
+
+    def silence_of(self, speakers) -> tuple[list[ClipRef], float]:
+        """The ``_silence_`` clips of ``speakers`` (and of no one), and their share of those speakers' clips."""
+        chosen = set(speakers)
+        mine = [c for c in self.clips if c.speaker in chosen or not c.speaker]
+        silence = [c for c in mine if not c.is_speech]
+        return silence, (len(silence) / len(mine) if mine else 0.0)
+
     def reference_level_dbfs(self, seed: int = 0) -> float:
         """Median active level of (a seeded sample of) the speech clips: what SNR is relative to."""
         speech = [c for c in self.clips if c.is_speech]
@@ -104,15 +125,6 @@ class ClipPool:
         rng = np.random.default_rng([seed, 104729])
         picks = rng.choice(len(speech), size=min(REF_LEVEL_SAMPLE, len(speech)), replace=False)
         return float(np.median([active_level_dbfs(self.audio(speech[i])) for i in picks]))
-
-
-def held_out_speakers(speakers: list[str], fraction: float, seed: int) -> set[str]:
-    """The speakers kept back until a new-speakers onset: a seeded share, at least one, never all."""
-    if len(speakers) < 2:
-        raise DatasetError(f"new-speakers needs at least two speakers in the dataset, it has {len(speakers)}")
-    n = min(len(speakers) - 1, max(1, round(fraction * len(speakers))))
-    order = np.random.default_rng([seed, 15485863]).permutation(len(speakers))
-    return {speakers[i] for i in order[:n]}
 
 
 class Span(NamedTuple):
@@ -153,59 +165,94 @@ class Timeline:
         return best
 
 
-class DeviceStream:
-    """The endless speech stream of one device: ``take(n)`` returns the next n samples.
+@functools.lru_cache(maxsize=1)
+def hiss_table() -> np.ndarray:
+    """Unit-RMS Gaussian noise every device reads at its own offset (read-only; a process's one copy)."""
+    x = np.random.default_rng(2718281828).standard_normal(HISS_TABLE_SAMPLES, dtype=np.float32)
+    x.setflags(write=False)
+    return x
 
-    After ``switch_sample`` (a new-speakers onset) clips come only from ``held_out`` speakers,
-    played ``shift`` times faster; before it, never from them.
+
+class DeviceStream:
+    """The endless stream of one device: ``take(n)`` returns the next n samples.
+
+    Each utterance slot plays a ``silence`` clip with probability ``silence_share``, else a
+    ``speech`` clip (by default: every clip of the dataset, in its proportions); ``traffic``
+    draws the gaps (default: constant). From ``switch_sample`` on (a new-speakers onset), speech
+    comes from ``speech_after``, played ``shift`` times faster.
     """
 
-    def __init__(self, pool: ClipPool, seed: int, device_index: int, *, held_out: set[str] | None = None,
-                 switch_sample: int | None = None, shift: float = 1.0, timeline: Timeline | None = None):
+    def __init__(self, pool: ClipPool, seed: int, device_index: int, *, speech: list[ClipRef] | None = None,
+                 silence: list[ClipRef] | None = None, silence_share: float | None = None,
+                 speech_after: list[ClipRef] | None = None, switch_sample: int | None = None, shift: float = 1.0,
+                 traffic: Traffic | None = None, timeline: Timeline | None = None):
         self.pool = pool
         self.rng = np.random.default_rng([seed, device_index])  # what plays: gaps and clips
-        self._hiss = np.random.default_rng([seed, device_index, 3])  # apart, so chunking cannot change the schedule
-        self.floor_rms = 10.0 ** (self.rng.uniform(*FLOOR_DBFS) / 20.0)
+        self.floor_rms = np.float32(10.0 ** (self.rng.uniform(*FLOOR_DBFS) / 20.0))
+        self._hiss_at = int(np.random.default_rng([seed, device_index, 3]).integers(HISS_TABLE_SAMPLES))
         self.timeline = timeline or Timeline()
-        held_out = held_out or set()
-        self._before = [c for c in pool.clips if c.speaker not in held_out or not c.is_speech]
-        self._after = [c for c in pool.clips if c.speaker in held_out or not c.is_speech]
+        self.traffic = traffic or ConstantTraffic()
+        self.speech = speech if speech is not None else [c for c in pool.clips if c.is_speech]
+        if silence is None:
+            silence, silence_share = pool.silence_of({c.speaker for c in pool.clips})
+        self.silence, self.silence_share = silence, float(silence_share or 0.0)
+        if not self.speech:
+            raise DatasetError("a simulated device has no speech clips to play; check the dataset's speakers")
+        self.speech_after = speech_after or self.speech
         self.switch_sample, self.shift = switch_sample, shift
         self.position = 0  # samples handed out
         self._end = 0  # samples scheduled (clips and gaps)
-        self._pending: deque[np.ndarray] = deque()
+        self._pending: deque[tuple[int, np.ndarray]] = deque()  # (start sample, audio) of clips not yet over
         self.clips_played = 0
 
     def _schedule(self) -> None:
-        gap = int(self.rng.uniform(*GAP_S) * SAMPLE_RATE)
-        self._pending.append(np.zeros(gap, dtype=np.float32))
-        self._end += gap
-        switched = self.switch_sample is not None and self._end >= self.switch_sample
-        choices = self._after if switched else self._before
-        clip = choices[int(self.rng.integers(len(choices)))]
-        x = self.pool.audio(clip, self.shift if switched else 1.0)
-        self._pending.append(x)
-        self.timeline.add(self._end, self._end + len(x), clip.label, clip.speaker)
-        self._end += len(x)
+        gap_s = self.traffic.gap_s(self._end / SAMPLE_RATE, self.rng)
+        start = self._end + int(gap_s * SAMPLE_RATE)
+        switched = self.switch_sample is not None and start >= self.switch_sample
+        if self.silence and self.rng.random() < self.silence_share:
+            clip = self.silence[int(self.rng.integers(len(self.silence)))]
+        else:
+            choices = self.speech_after if switched else self.speech
+            clip = choices[int(self.rng.integers(len(choices)))]
+        x = self.pool.audio(clip, self.shift if (switched and clip.is_speech) else 1.0)
+        self._pending.append((start, x))
+        self.timeline.add(start, start + len(x), clip.label, clip.speaker)
+        self._end = start + len(x)
         self.clips_played += 1
 
-    def take(self, n: int) -> np.ndarray:
-        while self._end - self.position < n:
-            self._schedule()
+    def _hiss(self, start: int, n: int) -> np.ndarray:
+        table = hiss_table()
         out = np.empty(n, dtype=np.float32)
-        filled = 0
-        while filled < n:
-            head = self._pending[0]
-            k = min(n - filled, len(head))
-            out[filled:filled + k] = head[:k]
-            filled += k
-            if k == len(head):
-                self._pending.popleft()
-            else:
-                self._pending[0] = head[k:]
-        self.position += n
-        out += (self._hiss.standard_normal(n) * self.floor_rms).astype(np.float32)
+        i, p = 0, (start + self._hiss_at) % len(table)
+        while i < n:
+            k = min(n - i, len(table) - p)
+            np.multiply(table[p:p + k], self.floor_rms, out=out[i:i + k])
+            i, p = i + k, 0
         return out
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` samples: the hiss plus every clip overlapping them."""
+        a, b = self.position, self.position + n
+        out = self._hiss(a, n)
+        for start, x in self._advance(b):
+            lo, hi = max(start, a), min(start + len(x), b)
+            if lo < hi:
+                out[lo - a:hi - a] += x[lo - start:hi - start]
+        return out
+
+    def skip(self, n: int) -> None:
+        """Move ``n`` samples on without rendering them (the schedule and timeline advance alike)."""
+        self._advance(self.position + n)
+
+    def _advance(self, b: int) -> list[tuple[int, np.ndarray]]:
+        """Schedule up to sample ``b``; returns the clips that may overlap [position, b); position = b."""
+        while self._end < b:
+            self._schedule()
+        overlapping = list(self._pending)
+        while self._pending and self._pending[0][0] + len(self._pending[0][1]) <= b:
+            self._pending.popleft()
+        self.position = b
+        return overlapping
 
 
 class BabbleNoise:
@@ -264,10 +311,13 @@ class SimSource(AudioSource):
         self._closed.set()
 
 
-def device_stream(pool: ClipPool, params: ScenarioParams, *, seed: int, device_index: int, targeted: bool,
-                  held_out: set[str] | None, timeline: Timeline | None = None) -> DeviceStream:
-    """A device's stream under a scenario: held-out speakers stay out of every stream, and play
-    (shifted) after the onset on targeted devices in the new-speakers scenario."""
+def device_stream(pool: ClipPool, params: ScenarioParams, casting: Casting, *, seed: int, device_index: int,
+                  targeted: bool, traffic: Traffic | None = None, timeline: Timeline | None = None) -> DeviceStream:
+    """A device's stream: its household over the pool's background; after a new-speakers onset
+    on a targeted device, its new household, shifted (see households.py)."""
     switch = params.onset_sample if (targeted and params.name == "new-speakers") else None
-    return DeviceStream(pool, seed, device_index, held_out=held_out, switch_sample=switch,
-                        shift=params.shift if switch is not None else 1.0, timeline=timeline)
+    silence, share = pool.silence_of(casting.pool)
+    after = pool.speech_of(casting.new_household(device_index)) if switch is not None else None
+    return DeviceStream(pool, seed, device_index, speech=pool.speech_of(casting.household(device_index)),
+                        silence=silence, silence_share=share, speech_after=after, switch_sample=switch,
+                        shift=params.shift if switch is not None else 1.0, traffic=traffic, timeline=timeline)

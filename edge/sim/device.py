@@ -21,10 +21,10 @@ import numpy as np
 from edge.agent import Agent
 from edge.config import load_agent_config
 from edge.model import LoadedModel
-from edge.sim.audio import BabbleNoise, ClipPool, SimSource, Timeline, device_stream
+from edge.sim.audio import SimSource, Timeline
 from edge.sim.pacing import FleetPacer
-from edge.sim.person import Person
-from edge.sim.scenarios import ScenarioParams, build_transform
+from edge.sim.person import FeedbackFileWriter, Person
+from edge.sim.world import World
 from edge.spool import Spool
 from edge.store import SlotsFile
 from shared.audio import SAMPLE_RATE
@@ -53,7 +53,7 @@ def agent_config(plan: "FleetPlan", device_id: str, password: str, state_dir: Pa
                          password=password, tls_ca=plan.tls_ca)
     if plan.trust_keys:
         overrides["trust_keys"] = list(plan.trust_keys)
-    if plan.feedback_rate > 0:
+    if plan.answers:
         overrides["feedback_path"] = str(state_dir / "feedback.jsonl")
     if plan.window_s:
         overrides["window_s"] = plan.window_s
@@ -89,25 +89,23 @@ class SimDevice:
     """Build with everything the device needs; ``start()`` runs it in a thread until the
     stream ends or ``stop()``; ``status()`` any time, ``result()`` after ``join()``."""
 
-    def __init__(self, plan: "FleetPlan", index: int, device_id: str, *, pool: ClipPool, ref_level_dbfs: float,
-                 held_out: set[str] | None, targeted: bool, loader: SharedModels, password: str = ""):
-        self.plan, self.index, self.device_id, self.targeted = plan, index, device_id, targeted
+    def __init__(self, plan: "FleetPlan", index: int, device_id: str, *, world: World, loader: SharedModels,
+                 password: str = ""):
+        self.plan, self.index, self.device_id = plan, index, device_id
+        self.targeted = index in world.targets
+        self.speakers = world.speakers(index)
         self.state_dir = Path(plan.state_root) / device_id
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config = agent_config(plan, device_id, password, self.state_dir)
-        params: ScenarioParams = plan.scenario
         self.timeline = Timeline()
-        stream = device_stream(pool, params, seed=plan.seed, device_index=index, targeted=targeted,
-                               held_out=held_out, timeline=self.timeline)
-        channel = build_transform(params, targeted, ref_level_dbfs=ref_level_dbfs,
-                                  rng=np.random.default_rng([plan.seed, index, 1]),
-                                  babble=lambda rng: BabbleNoise(pool, rng))
+        stream, channel = world.device(index, self.timeline)
         self.source = SimSource(stream, channel, chunk_samples=self.config.chunk_samples,
                                 duration_s=plan.duration_s, name=f"sim:{device_id}")
         self.person = None
-        if plan.feedback_rate > 0:
-            self.person = Person(self.timeline, self.state_dir / "feedback.jsonl", plan.feedback_rate,
-                                 np.random.default_rng([plan.seed, index, 2]), labels=pool.labels)
+        if plan.answers:
+            self.person = Person(self.timeline, FeedbackFileWriter(self.state_dir / "feedback.jsonl"),
+                                 plan.feedback_rate, np.random.default_rng([plan.seed, index, 2]),
+                                 labels=world.pool.labels, audit_rate=plan.audit_answer_rate)
         self.pacer = FleetPacer(self.source, plan.speed, consumed_s=self._consumed_s,
                                 max_ahead_s=2.0 * self.config.chunk_samples / SAMPLE_RATE)
         self.agent = Agent(self.config, source=self.pacer, loader=loader)
@@ -169,6 +167,7 @@ class SimDevice:
         pipeline = self.agent.pipeline
         stats = pipeline.stats if pipeline else {}
         out = {"device": self.device_id, "boot": self.agent.lifecycle.boot, "targeted": self.targeted,
+               "speakers": self.speakers,
                "first_seq": self.first_seq, "next_seq": pipeline.seq if pipeline else None,
                "windows": self.agent.windows_out, "unsent_seqs": self.unsent_seqs(),
                "audio_s": round(pipeline.position_s, 3) if pipeline else 0.0,

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edge.sim.audio import ClipPool, held_out_speakers
 from edge.sim.device import SharedModels, SimDevice, agent_config, device_ids, start_device
 from edge.sim.scenarios import ScenarioParams
+from edge.sim.world import Audience, World
 from shared.files import atomic_write
 from shared.errors import ConfigError, HarkenError
 from shared.topics import DEFAULT_PREFIX
@@ -56,11 +56,32 @@ class FleetPlan:
     seed: int = 0
     duration_s: float | None = None
     feedback_rate: float = 0.0
+    audit_answer_rate: float = 1.0
     tags: tuple[str, ...] = ()
     chunk_samples: int = 16000  # the pipeline's results do not depend on it; bigger chunks cost less CPU
     window_s: float | None = None
     agent_config: str = ""
     processes: int | None = None
+    speakers_per_device: tuple[int, int] | None = None  # None: every device hears every speaker
+    speaker_split: str = "all"
+    traffic: str = "constant"
+    talk_fraction: float = 0.3
+    day_start_h: float = 8.0  # local hour at audio second 0 (diurnal traffic)
+
+    @property
+    def answers(self) -> bool:
+        """Whether a simulated person answers decisions (at random, or when they are audited)."""
+        return self.feedback_rate > 0 or self.audit_answer_rate > 0
+
+    @property
+    def audience(self) -> Audience:
+        return Audience(self.speakers_per_device, self.speaker_split, self.traffic, self.talk_fraction,
+                        self.day_start_h * 3600.0)
+
+    def world(self) -> World:
+        """What this plan's devices hear (loads the dataset; one per worker)."""
+        return World.load(self.data_dir, params=self.scenario, devices=self.devices, seed=self.seed,
+                          audience=self.audience, bundle=self.model)
 
     @property
     def ids(self) -> list[str]:
@@ -77,8 +98,9 @@ class FleetPlan:
             raise ConfigError("--devices must be at least 1")
         if self.speed <= 0:
             raise ConfigError(f"--speed must be positive (1 = real time), got {self.speed}")
-        if not 0.0 <= self.feedback_rate <= 1.0:
-            raise ConfigError(f"--feedback-rate must be a fraction in [0, 1], got {self.feedback_rate}")
+        for name in ("feedback_rate", "audit_answer_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {getattr(self, name)}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError("--duration must be positive audio seconds")
         if self.credentials:
@@ -90,7 +112,7 @@ class FleetPlan:
             raise ConfigError(f"--model {self.model!r} is not a file; give a bundle made by `harken model train`")
         first = self.ids[0]
         agent_config(self, first, self.credentials.get(first, ""), Path(self.state_root) / first)
-        ClipPool.from_dataset(self.data_dir)
+        self.world()
         return self
 
     def shares(self) -> list[list[int]]:
@@ -134,20 +156,14 @@ def run_worker(plan: FleetPlan, indices: list[int], stop, out, worker: int = 0,
     """Run the devices ``indices`` until their streams end or ``stop``; results go to ``out``."""
     try:
         _enough_files(len(indices))
-        pool = ClipPool.from_dataset(plan.data_dir)
-        ref_level = pool.reference_level_dbfs(plan.seed)
-        params = plan.scenario
-        held_out = (held_out_speakers(pool.speakers, params.held_out_fraction, plan.seed)
-                    if params.name == "new-speakers" else None)
-        targets = set(params.targets(plan.devices, plan.seed))
+        world = plan.world()
         loader, ids = SharedModels(), plan.ids
         devices: list[SimDevice] = []
         last = time.monotonic()
         for i in indices:
             if stop.is_set():
                 break
-            dev = SimDevice(plan, i, ids[i], pool=pool, ref_level_dbfs=ref_level, held_out=held_out,
-                            targeted=i in targets, loader=loader, password=plan.credentials.get(ids[i], ""))
+            dev = SimDevice(plan, i, ids[i], world=world, loader=loader, password=plan.credentials.get(ids[i], ""))
             devices.append(dev)
             start_device(dev)
             if time.monotonic() - last >= status_interval_s:
