@@ -15,7 +15,9 @@ from pathlib import Path
 import click
 
 from edge.sim.fleet import FleetPlan, run_fleet, status_line
+from edge.sim.households import SPEAKER_SPLITS
 from edge.sim.scenarios import FAULTS, NOISE_KINDS, SCENARIOS, ScenarioParams
+from edge.sim.traffic import TALK_FRACTION, TRAFFIC_KINDS
 from shared.errors import ConfigError
 from shared.topics import DEFAULT_PREFIX
 
@@ -36,6 +38,20 @@ def _credentials(path: str | None) -> dict:
 
 def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(t.strip() for v in values for t in v.split(",") if t.strip())
+
+
+def _speakers_per_device(ctx, param, value: str) -> tuple[int, int] | None:
+    """``all`` (None), ``N`` or ``LO-HI``."""
+    if value == "all":
+        return None
+    try:
+        lo, _, hi = value.partition("-")
+        out = (int(lo), int(hi or lo))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not 'all', N or LO-HI (e.g. 1-3)") from None
+    if not 1 <= out[0] <= out[1]:
+        raise click.BadParameter(f"{value!r}: need 1 <= LO <= HI (e.g. 1-3)")
+    return out
 
 
 @click.command("sim")
@@ -65,6 +81,20 @@ def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
                                              "STATE_ROOT/fleet.json for `harken fleet tag`).")
 @click.option("--feedback-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fraction of decisions a simulated person confirms or corrects with the clip's true label.")
+@click.option("--audit-answer-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Fraction of the decisions the agent flags for audit that the person answers.")
+@click.option("--speakers-per-device", default="all", show_default=True, callback=_speakers_per_device,
+              help="Speakers in each device's household: LO-HI (e.g. 1-3, seeded per device) or 'all'.")
+@click.option("--speaker-split", type=click.Choice(SPEAKER_SPLITS), default="all", show_default=True,
+              help="Where households come from: 'test' = the test split recorded in --model (voices the "
+                   "reference never heard), 'all' = every speaker, 'auto' = test when the bundle records it.")
+@click.option("--traffic", type=click.Choice(TRAFFIC_KINDS), default="constant", show_default=True,
+              help="Gaps between utterances: constant 0.3-1.5 s, or diurnal (busy morning and evening, quiet "
+                   "night, in talking sessions).")
+@click.option("--talk-fraction", type=click.FloatRange(0, 1, min_open=True), default=TALK_FRACTION,
+              show_default=True, help="diurnal: share of 10-minute slots in which the household talks.")
+@click.option("--day-start-h", type=click.FloatRange(0, 24, max_open=True), default=8.0, show_default=True,
+              help="diurnal: local hour of day at audio second 0.")
 @click.option("--onset", "onset_s", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Audio second at which the scenario starts.")
 @click.option("--snr-db", type=float, default=5.0, show_default=True,
@@ -91,9 +121,9 @@ def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Seconds between status lines.")
 @click.option("--json-status", is_flag=True, help="Status lines as JSON objects (for scripts).")
 def command(devices, scenario, duration_s, data_dir, broker_url, model, state_root, trust_keys, speed, seed,
-            credentials, tls_ca, prefix, tags, feedback_rate, onset_s, snr_db, start_snr_db, ramp_s, noise,
-            gain_db, shift, fault, affected, processes, chunk_samples, window_s, agent_config, status_interval,
-            json_status) -> None:
+            credentials, tls_ca, prefix, tags, feedback_rate, audit_answer_rate, speakers_per_device, speaker_split,
+            traffic, talk_fraction, day_start_h, onset_s, snr_db, start_snr_db, ramp_s, noise, gain_db, shift, fault,
+            affected, processes, chunk_samples, window_s, agent_config, status_interval, json_status) -> None:
     """Run a simulated fleet of real agents on synthesized speech."""
     params = ScenarioParams(name=scenario, onset_s=onset_s, snr_db=snr_db, start_snr_db=start_snr_db,
                             ramp_s=ramp_s, noise=noise, gain_db=gain_db, shift=shift, fault=fault,
@@ -101,9 +131,11 @@ def command(devices, scenario, duration_s, data_dir, broker_url, model, state_ro
     plan = FleetPlan(devices=devices, data_dir=data_dir, state_root=state_root, scenario=params,
                      broker_url=broker_url, model=model, trust_keys=tuple(trust_keys),
                      credentials=_credentials(credentials), tls_ca=tls_ca, prefix=prefix, speed=speed, seed=seed,
-                     duration_s=duration_s, feedback_rate=feedback_rate, tags=_tags(tags), window_s=window_s,
-                     chunk_samples=chunk_samples,
-                     agent_config=agent_config or "", processes=processes)
+                     duration_s=duration_s, feedback_rate=feedback_rate, audit_answer_rate=audit_answer_rate,
+                     tags=_tags(tags), window_s=window_s, chunk_samples=chunk_samples,
+                     agent_config=agent_config or "", processes=processes, speakers_per_device=speakers_per_device,
+                     speaker_split=speaker_split, traffic=traffic, talk_fraction=talk_fraction,
+                     day_start_h=day_start_h)
     stop = threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
 

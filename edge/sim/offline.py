@@ -286,7 +286,8 @@ def summarize(plan: OfflinePlan, results: dict, wall_s: float) -> dict:
     cpu_s = sum(r["cpu_s"] for r in results.values())
     return {
         "kind": "sim_offline_result", "devices": plan.devices, "processes": plan.n_processes, "seed": plan.seed,
-        "hours": plan.hours, "epoch": plan.epoch, "window_s": plan.window_s, "audio_hours": round(audio_s / 3600, 4),
+        "hours": plan.hours, "epoch": plan.epoch, "window_s": plan.window_s, "audio_s": round(audio_s, 3),
+        "audio_hours": round(audio_s / 3600, 6),
         "utterances": total("utterances"), "decisions": total("decisions"), "windows": total("windows"),
         "windows_per_device": {d["device"]: d["windows"] for d in devices},
         "feedback_sent": total("feedback_sent"), "feedback_accepted": total("feedback_accepted"),

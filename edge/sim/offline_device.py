@@ -2,7 +2,9 @@
 
 ``OfflineDevice`` is the agent's own pipeline (``edge.pipeline.Pipeline`` with the real VAD
 gate and the verified, smoke-tested model) fed by the device's stream and channel
-(world.py), with ``clock = epoch + audio seconds``. A simulated person answers its decisions
+(world.py), with ``clock = epoch + audio seconds``. At the end of its audio it stops like a
+device that keeps listening: an utterance in progress is not cut short into an extra,
+empty window; only a last partial window (``hours`` not a multiple of ``window_s``) is flushed. A simulated person answers its decisions
 through ``Pipeline.feedback`` when each answer falls due in audio time: at the next decision
 or chunk past its due time.
 
@@ -14,6 +16,7 @@ sorted by ``(t_start, device, seq)``.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Iterator
 
@@ -49,6 +52,7 @@ class OfflineDevice:
         self.index, self.device_id, self.epoch = index, device_id, float(plan.epoch)
         self.chunk_samples = plan.chunk_samples
         self.total = int(round(plan.hours * 3600.0 * SAMPLE_RATE))
+        self.window_samples = int(round(plan.window_s * SAMPLE_RATE))
         self.targeted = index in world.targets
         self.speakers = world.speakers(index)
         self.timeline = Timeline()
@@ -71,18 +75,32 @@ class OfflineDevice:
         return self.epoch + self.pipeline.position_s
 
     def advance(self, until_sample: int) -> list[dict]:
-        """Play audio up to ``until_sample`` (the stream's end at most); returns the windows emitted."""
+        """Play audio up to ``until_sample`` (the stream's end at most); returns the windows emitted.
+
+        A chunk ends where the person's next answer falls due, so each answer reaches the
+        pipeline at the same audio sample whatever ``chunk_samples`` is.
+        """
         until = min(until_sample, self.total)
-        stream, pipeline, person = self.stream, self.pipeline, self.person
+        stream, pipeline = self.stream, self.pipeline
         while stream.position < until:
-            if person is not None:
-                person.deliver_due(stream.position / SAMPLE_RATE)
-            pipeline.feed(self.channel.process(stream.take(min(self.chunk_samples, until - stream.position))))
+            n = min(self.chunk_samples, until - stream.position, self._deliver_answers())
+            pipeline.feed(self.channel.process(stream.take(n)))
         if until == self.total and not self.finished:
-            pipeline.flush()
             self.finished = True
+            if self.total % self.window_samples:  # the last window is partial: emit it
+                pipeline.flush()
         out, self._windows[:] = list(self._windows), []
         return out
+
+    def _deliver_answers(self) -> int:
+        """Hand over the answers due by now; returns the samples until the next one falls due."""
+        person, position = self.person, self.stream.position
+        while person is not None and person.next_due_s is not None:
+            due = math.ceil(person.next_due_s * SAMPLE_RATE)
+            if due > position:
+                return due - position
+            person.deliver_next()
+        return self.total
 
     def result(self) -> dict:
         stats = self.pipeline.stats

@@ -10,8 +10,9 @@ background noise) is answered ``_silence_`` when the model knows that label, els
 Where answers go is the caller's: ``FeedbackFileWriter`` appends JSON lines to the agent's
 feedback file (the input ``harken agent feedback`` writes to, so they go through the agent's
 own reader; an audited answer carries ``"audit": true``), ``PipelineFeedback`` hands them to
-``Pipeline.feedback`` directly (the offline harness). Answers fall due at the next decision or
-``deliver_due(now_s)`` call past their due time, never earlier.
+``Pipeline.feedback`` directly (the offline harness). An answer is handed over at the first
+decision past its due time, or when the caller asks (``deliver_due``, ``deliver_next``), never
+earlier.
 """
 from __future__ import annotations
 
@@ -108,8 +109,17 @@ class Person(DecisionSink):
     def deliver_due(self, now_s: float) -> None:
         """Hand over every answer due at or before audio second ``now_s``."""
         while self._due and self._due[0][0] <= now_s:
-            self.answer(heapq.heappop(self._due)[2])
-            self.answered += 1
+            self.deliver_next()
+
+    def deliver_next(self) -> None:
+        """Hand over the answer that falls due first."""
+        self.answer(heapq.heappop(self._due)[2])
+        self.answered += 1
+
+    @property
+    def next_due_s(self) -> float | None:
+        """Audio second at which the next answer falls due (None: nothing waiting)."""
+        return self._due[0][0] if self._due else None
 
     @property
     def waiting(self) -> int:

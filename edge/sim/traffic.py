@@ -16,7 +16,8 @@ A gap is ``0.3 s + Exp(mean - 0.3 s)`` with the mean read where the gap starts.
 Sessions (``talk_fraction``): the day is cut into ``SESSION_S`` (10-minute) slots, and each
 slot is a talking slot with probability ``talk_fraction`` (seeded per device and slot, so the
 schedule does not depend on how the audio is read); in the other slots nobody speaks (out,
-asleep, busy) and the device hears only its background. Over a day this scales the count and
+asleep, busy) and the device hears only its background: a gap that would end in one is
+dropped and drawn again from the start of the next talking slot. Over a day this scales the count and
 keeps the profile's shape: ``expected_utterances_per_day()`` gives ~8,500 at
 ``talk_fraction`` 1 and ~2,600 at the default 0.3.
 
@@ -121,13 +122,18 @@ class DiurnalTraffic:
         return self._slots[slot]
 
     def gap_s(self, t_s: float, rng: np.random.Generator) -> float:
-        start, slot = t_s, int(self.local_s(t_s) // SESSION_S)
-        if not self._talking_slot(slot):  # a silent slot: wait for the next talking one
-            while not self._talking_slot(slot):
-                slot += 1
-            t_s = slot * SESSION_S - self._origin_s
-        mean = self.activity * float(mean_gap_s(self.local_hour(t_s)))
-        return (t_s - start) + MIN_GAP_S + float(rng.exponential(max(mean - MIN_GAP_S, 1e-3)))
+        start = t_s
+        while True:
+            slot = int(self.local_s(t_s) // SESSION_S)
+            if not self._talking_slot(slot):  # a silent slot: wait for the next talking one
+                while not self._talking_slot(slot):
+                    slot += 1
+                t_s = slot * SESSION_S - self._origin_s
+            mean = self.activity * float(mean_gap_s(self.local_hour(t_s)))
+            end = t_s + MIN_GAP_S + float(rng.exponential(max(mean - MIN_GAP_S, 1e-3)))
+            if self._talking_slot(int(self.local_s(end) // SESSION_S)):
+                return end - start
+            t_s = (slot + 1) * SESSION_S - self._origin_s  # it would land in a silent slot: nobody speaks there
 
 
 def make_traffic(kind: str, seed: int, device_index: int, *, start_tod_s: float = 0.0,

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from edge.decisions import Decision
-from edge.sim.audio import (GAP_S, BabbleNoise, ClipPool, DeviceStream, SimSource, Timeline, device_stream,
-                            held_out_speakers)
-from edge.sim.person import Person
+from edge.sim.audio import BabbleNoise, ClipPool, DeviceStream, SimSource, Timeline, device_stream
+from edge.sim.households import cast, held_out_speakers
+from edge.sim.person import Answer, FeedbackFileWriter, Person, PipelineFeedback
+from edge.sim.traffic import GAP_S
 from edge.sim.scenarios import ScenarioParams, active_level_dbfs
 from shared.audio import SAMPLE_RATE as SR
 from shared.errors import DatasetError
@@ -53,7 +55,10 @@ def test_new_speakers_switch_to_held_out_voices_shifted_after_the_onset(pool):
     held = held_out_speakers(pool.speakers, 0.34, seed=0)
     assert 1 <= len(held) < len(pool.speakers) and held == held_out_speakers(pool.speakers, 0.34, seed=0)
     params = ScenarioParams(name="new-speakers", onset_s=40.0, shift=1.25)
-    s = device_stream(pool, params, seed=0, device_index=0, targeted=True, held_out=held)
+    casting = cast(pool.speakers, speaker_split="all", split_names=None, speakers_per_device=None, params=params,
+                   seed=0)
+    assert set(casting.new_voices) == held and not held & set(casting.pool)
+    s = device_stream(pool, params, casting, seed=0, device_index=0, targeted=True)
     s.take(100 * SR)
     spans = s.timeline.spans()
     speech = [sp for sp in spans if sp.label != "_silence_"]
@@ -64,7 +69,7 @@ def test_new_speakers_switch_to_held_out_voices_shifted_after_the_onset(pool):
     assert all(sp.speaker in held for sp in after)
     assert {sp.end - sp.start for sp in before} == {SR}
     assert {sp.end - sp.start for sp in after} == {int(np.ceil(SR / 1.25))}  # played 1.25x faster
-    untargeted = device_stream(pool, params, seed=0, device_index=1, targeted=False, held_out=held)
+    untargeted = device_stream(pool, params, casting, seed=0, device_index=1, targeted=False)
     untargeted.take(100 * SR)
     assert not any(sp.speaker in held for sp in untargeted.timeline.spans() if sp.label != "_silence_")
 
@@ -115,8 +120,8 @@ def test_the_person_confirms_right_answers_and_corrects_wrong_ones_later(tmp_pat
     tl.add(1 * SR, 2 * SR, "yes", "a")
     tl.add(3 * SR, 4 * SR, "no", "a")
     path = tmp_path / "feedback.jsonl"
-    person = Person(tl, path, rate=1.0, rng=np.random.default_rng(0), labels=["yes", "no", "_silence_"],
-                    delay_s=(2.0, 2.0))
+    person = Person(tl, FeedbackFileWriter(path), rate=1.0, rng=np.random.default_rng(0),
+                    labels=["yes", "no", "_silence_"], delay_s=(2.0, 2.0))
 
     def decide(uid, start, end, label):
         person.emit(Decision(utterance=uid, audio_start_s=start, audio_end_s=end, label=label, confidence=0.9,
@@ -137,7 +142,8 @@ def test_the_person_confirms_right_answers_and_corrects_wrong_ones_later(tmp_pat
 def test_the_person_answers_about_the_given_fraction(tmp_path):
     tl = Timeline()
     tl.add(0, 10_000 * SR, "yes")
-    person = Person(tl, tmp_path / "f.jsonl", rate=0.3, rng=np.random.default_rng(1), delay_s=(0.0, 0.0))
+    person = Person(tl, FeedbackFileWriter(tmp_path / "f.jsonl"), rate=0.3, rng=np.random.default_rng(1),
+                    delay_s=(0.0, 0.0))
     for i in range(1000):
         person.emit(Decision(utterance=f"1-{i}", audio_start_s=i, audio_end_s=i + 0.5, label="yes",
                              confidence=0.9, action="log", automation="shadow", model="m"))
@@ -148,3 +154,51 @@ def test_the_person_answers_about_the_given_fraction(tmp_path):
 class _Passthrough:
     def process(self, x):
         return x
+
+
+@dataclass(frozen=True)
+class _AuditedDecision(Decision):  # the audit flag the agent adds to a random sample of decisions
+    audit: bool = False
+
+
+def test_the_person_answers_audited_decisions_at_the_audit_rate_and_says_so(tmp_path):
+    tl = Timeline()
+    tl.add(0, 10_000 * SR, "yes")
+    path = tmp_path / "f.jsonl"
+    person = Person(tl, FeedbackFileWriter(path), rate=0.0, rng=np.random.default_rng(1), delay_s=(0.0, 0.0),
+                    audit_rate=1.0)
+    for i in range(200):
+        person.emit(_AuditedDecision(utterance=f"1-{i}", audio_start_s=i, audio_end_s=i + 0.5, label="yes",
+                                     confidence=0.9, action="act", automation="partial", model="m", audit=i % 2 == 0))
+    person.deliver_due(1e9)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [{"utterance": f"1-{i}", "confirm": True, "audit": True} for i in range(0, 200, 2)]
+    assert person.audited == person.answered == 100
+    person.close()
+    never = Person(tl, lambda a: pytest.fail("answered"), rate=0.0, rng=np.random.default_rng(1), audit_rate=0.0)
+    never.emit(_AuditedDecision(utterance="1-1", audio_start_s=1, audio_end_s=1.5, label="no", confidence=0.9,
+                                action="act", automation="partial", model="m", audit=True))
+    never.deliver_due(1e9)
+
+
+def test_pipeline_feedback_passes_the_audit_flag_when_the_pipeline_takes_it():
+    class Old:
+        def __init__(self):
+            self.calls = []
+
+        def feedback(self, utterance_id, true_label=None, confirm=False):
+            self.calls.append((utterance_id, true_label, confirm))
+            return True
+
+    class New(Old):
+        def feedback(self, utterance_id, true_label=None, confirm=False, audit=False):
+            self.calls.append((utterance_id, true_label, confirm, audit))
+            return utterance_id != "1-9"
+
+    old, new = Old(), New()
+    for target in (old, new):
+        answer = PipelineFeedback(target)
+        answer(Answer("1-1", None, True))
+        answer(Answer("1-9", "no", False))
+    assert old.calls == [("1-1", None, True), ("1-9", "no", False)]
+    assert new.calls == [("1-1", None, True, True), ("1-9", "no", False, False)]

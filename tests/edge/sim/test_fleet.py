@@ -141,3 +141,21 @@ def test_the_simulator_is_edge_code_it_never_imports_cloud_or_training_packages(
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cloud', 'sklearn', 'skl2onnx', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_households_come_from_the_bundles_test_split_and_bad_ranges_are_usage_errors(split_lab, tmp_path):
+    lab = split_lab.lab
+    args = ["--devices", "3", "--data", str(lab.data_dir), "--model", str(split_lab.bundle_path),
+            "--trust-key", str(lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "12",
+            "--speed", "50", "--processes", "1", "--speakers-per-device", "1-2", "--speaker-split", "test",
+            "--traffic", "diurnal", "--talk-fraction", "1", "--day-start-h", "18.5", "--status-interval", "0.5"]
+    res = CliRunner().invoke(command, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["failures"] == {} and result["device_errors"] == {}
+    for row in result["per_device"]:
+        assert 1 <= len(row["speakers"]["household"]) <= 2
+        assert set(row["speakers"]["household"]) <= set(split_lab.names["test"])
+    assert result["utterances"] > 0  # the evening is busy and this household always talks
+    bad = CliRunner().invoke(command, args + ["--speakers-per-device", "3-1"])
+    assert bad.exit_code == 2 and "1 <= LO <= HI" in bad.output
