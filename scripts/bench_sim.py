@@ -4,8 +4,9 @@
         [--devices 20] [--hours 24] [--processes 2] [--traffic diurnal]
 
 Prints one JSON object:
-  run        the harness: devices x hours of audio, wall seconds, CPU seconds of the workers,
-             audio seconds per CPU second and per wall second, windows, utterances
+  run        the harness: devices x hours of audio, wall seconds, CPU seconds of the workers and of
+             the parent (merging), audio seconds per worker CPU second and per wall second,
+             windows, utterances
   baselines  measured in the same run, on one device's first ``--sample-hours`` of the same audio:
              ``audio``: the simulator alone (stream + channel, no pipeline), audio s per CPU s;
              ``pipeline``: the agent's pipeline alone on that audio, already rendered;
@@ -101,7 +102,7 @@ def main() -> int:
         print(json.dumps({"error": f"{windows} windows (summary {s['windows']}, ordered {ordered}), "
                                    f"expected {expected}: no figures"}))
         return 1
-    keys = ("devices", "processes", "hours", "audio_hours", "wall_s", "cpu_s", "audio_s_per_cpu_s",
+    keys = ("devices", "processes", "hours", "audio_hours", "wall_s", "cpu_s", "parent_cpu_s", "audio_s_per_cpu_s",
             "audio_s_per_wall_s", "windows", "utterances", "decisions", "feedback_accepted", "speaker_split",
             "traffic")
     out = {"run": {k: s[k] for k in keys}, "baselines": baselines, "machine": machine,

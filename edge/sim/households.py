@@ -123,8 +123,11 @@ def cast(speakers: list[str], *, speaker_split: str, split_names: dict[str, list
         held = held_out_speakers(speakers, params.held_out_fraction, seed) if new else set()
         pool = tuple(s for s in speakers if s not in held)
         return Casting("all", pool, tuple(sorted(held)), per_device, seed)
+    if split_names is None and not bundle:
+        raise ConfigError("speaker_split 'test' plays the test split of the devices' bundle: give the bundle "
+                          "(--model), or use speaker_split 'all'")
     if split_names is None:
-        raise ConfigError(f"the bundle {bundle or '(none given)'} does not record its split's speakers "
+        raise ConfigError(f"the bundle {bundle} does not record its split's speakers "
                           "(manifest lineage.split.speaker_names): retrain it with the current "
                           "`harken model train` to play test-split voices, or use speaker_split 'all'")
     known = set(speakers)

@@ -220,7 +220,8 @@ class OfflineRun:
 
     devices, processes, hours, audio_hours (all devices), utterances, decisions, windows,
     windows_per_device, feedback_sent/feedback_accepted, wall_s, cpu_s (the workers' CPU
-    seconds), audio_s_per_cpu_s, audio_s_per_wall_s, speaker_split (as resolved), traffic,
+    seconds), parent_cpu_s (this process's, the caller's own work in the loop included),
+    audio_s_per_cpu_s (over cpu_s), audio_s_per_wall_s, speaker_split (as resolved), traffic,
     scenario, onset_s, targets, per_device (device, speakers {household, after_onset},
     audio_s, clips, utterances, decisions, windows, feedback ...).
 
@@ -253,6 +254,7 @@ class OfflineRun:
     def _windows(self) -> Iterator[dict]:
         plan, results = self.plan, {}
         t0 = last = time.monotonic()
+        cpu0 = time.process_time()
         spawned = _Spawned(plan) if plan.n_processes > 1 else None
         streams = ([_flatten(spawned.stream(w, results)) for w in range(plan.n_processes)] if spawned
                    else [_flatten(_local(plan, results))])
@@ -268,7 +270,8 @@ class OfflineRun:
         finally:
             if spawned is not None:
                 spawned.close()
-        self.summary = summarize(plan, results, time.monotonic() - t0)
+        parent_cpu_s = time.process_time() - cpu0 - (results[0]["cpu_s"] if spawned is None else 0.0)
+        self.summary = summarize(plan, results, time.monotonic() - t0, parent_cpu_s)
         if self.progress is not None:
             self.progress({"audio_s": plan.hours * 3600.0, "hours": plan.hours, "windows": count,
                            "wall_s": self.summary["wall_s"]})
@@ -279,7 +282,7 @@ def run_offline(plan: OfflinePlan, progress: Callable[[dict], None] | None = Non
     return OfflineRun(plan, progress)
 
 
-def summarize(plan: OfflinePlan, results: dict, wall_s: float) -> dict:
+def summarize(plan: OfflinePlan, results: dict, wall_s: float, parent_cpu_s: float) -> dict:
     devices = sorted((d for r in results.values() for d in r["devices"]), key=lambda d: d["index"])
     total = lambda key: sum(d.get(key, 0) for d in devices)  # noqa: E731
     audio_s = total("audio_s")
@@ -291,10 +294,11 @@ def summarize(plan: OfflinePlan, results: dict, wall_s: float) -> dict:
         "utterances": total("utterances"), "decisions": total("decisions"), "windows": total("windows"),
         "windows_per_device": {d["device"]: d["windows"] for d in devices},
         "feedback_sent": total("feedback_sent"), "feedback_accepted": total("feedback_accepted"),
-        "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
+        "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "parent_cpu_s": round(parent_cpu_s, 2),
         "audio_s_per_cpu_s": round(audio_s / cpu_s, 1) if cpu_s > 0 else None,
         "audio_s_per_wall_s": round(audio_s / wall_s, 1) if wall_s > 0 else None,
-        "speaker_split": next((r["speaker_split"] for r in results.values()), None), "speakers_per_device": plan.speakers_per_device,
+        "speaker_split": next((r["speaker_split"] for r in results.values()), None),
+        "speakers_per_device": plan.speakers_per_device,
         "traffic": plan.traffic, "talk_fraction": plan.talk_fraction, "scenario": plan.scenario.name,
         "onset_s": plan.scenario.onset_s, "tags": list(plan.tags),
         "targets": [plan.ids[i] for i in plan.scenario.targets(plan.devices, plan.seed)],

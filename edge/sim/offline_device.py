@@ -2,11 +2,11 @@
 
 ``OfflineDevice`` is the agent's own pipeline (``edge.pipeline.Pipeline`` with the real VAD
 gate and the verified, smoke-tested model) fed by the device's stream and channel
-(world.py), with ``clock = epoch + audio seconds``. At the end of its audio it stops like a
-device that keeps listening: an utterance in progress is not cut short into an extra,
-empty window; only a last partial window (``hours`` not a multiple of ``window_s``) is flushed. A simulated person answers its decisions
-through ``Pipeline.feedback`` when each answer falls due in audio time: at the next decision
-or chunk past its due time.
+(world.py), with ``clock = epoch + audio seconds``. A simulated person answers its decisions
+through ``Pipeline.feedback`` at the audio sample each answer falls due (a chunk ends there),
+so the windows are the same for any chunk size. At the end of its audio the device stops like
+one that keeps listening: an utterance in progress is not cut short into an extra, empty
+window; only a last partial window (``hours`` not a multiple of ``window_s``) is flushed.
 
 ``OfflineWorker`` loads the bundle the way a device does (signature against the trust keys,
 one onnxruntime session per process through ``SharedModels``, smoke test on the manifest's

@@ -57,6 +57,9 @@ def test_new_speakers_under_the_test_split_come_from_the_train_split_outside_eve
 
 def test_the_split_must_be_in_the_bundle_when_test_voices_are_asked_for():
     with pytest.raises(ConfigError, match="retrain it with the current `harken model train`"):
+        cast(["a", "b"], speaker_split="test", split_names=None, speakers_per_device=(1, 3), params=HEALTHY, seed=0,
+             bundle="old.hkb")
+    with pytest.raises(ConfigError, match="give the bundle"):
         cast(["a", "b"], speaker_split="test", split_names=None, speakers_per_device=(1, 3), params=HEALTHY, seed=0)
     auto = cast(["a", "b"], speaker_split="auto", split_names=None, speakers_per_device=(1, 3), params=HEALTHY, seed=0)
     assert auto.split == "all" and auto.pool == ("a", "b")

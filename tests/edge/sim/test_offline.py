@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 
 import pytest
 
@@ -129,3 +130,14 @@ def test_bad_plans_are_refused_before_any_worker_starts(split_lab, tmp_path):
         run_offline(_plan(split_lab, automation="sometimes"))
     with pytest.raises(ConfigError, match="not a file"):
         run_offline(_plan(split_lab, bundle="nope.hkb"))
+
+
+def test_a_partial_last_window_is_flushed_and_closing_early_stops_the_workers(split_lab):
+    windows, _ = _run(_plan(split_lab, devices=1, hours=245 / 3600))
+    assert len(windows) == 25 and windows[-1]["duration_s"] == 5.0 and windows[-1]["t_start"] == EPOCH + 240.0
+    run = run_offline(_plan(split_lab, hours=1.0, processes=2))
+    first = next(run)
+    assert multiprocessing.active_children()
+    run.close()
+    assert first["t_start"] == EPOCH and run.summary is None
+    assert multiprocessing.active_children() == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.sim.audio import DeviceStream, Timeline
+from edge.sim.audio import DeviceStream, Timeline, device_stream
+from edge.sim.households import cast
+from edge.sim.scenarios import ScenarioParams
 from edge.sim.traffic import (BUSY_HOURS, QUIET_HOURS, DiurnalTraffic, expected_utterances_per_day, make_traffic,
                               mean_gap_s, rate_factor)
 from shared.audio import SAMPLE_RATE as SR
@@ -60,10 +62,14 @@ def test_devices_differ_in_phase_and_activity_and_the_seed_fixes_both():
     assert (again.phase_s, again.activity) == (devices[7].phase_s, devices[7].activity)
 
 
-def test_diurnal_streams_are_the_same_in_any_chunking_and_when_skipped(pool):
+def test_household_streams_with_diurnal_traffic_are_the_same_in_any_chunking_and_when_skipped(pool):
+    casting = cast(pool.speakers, speaker_split="all", split_names=None, speakers_per_device=(1, 3),
+                   params=ScenarioParams(), seed=9)
+
     def stream():
-        return DeviceStream(pool, 9, 2, traffic=make_traffic("diurnal", 9, 2, start_tod_s=18 * 3600.0,
-                                                             talk_fraction=1.0))
+        traffic = make_traffic("diurnal", 9, 2, start_tod_s=18 * 3600.0, talk_fraction=1.0)
+        return device_stream(pool, ScenarioParams(), casting, seed=9, device_index=2, targeted=False,
+                             traffic=traffic)
 
     total = 400 * SR
     a = np.concatenate([stream().take(total)])
@@ -74,6 +80,7 @@ def test_diurnal_streams_are_the_same_in_any_chunking_and_when_skipped(pool):
     c.skip(123_457)
     np.testing.assert_array_equal(c.take(total - 123_457), a[123_457:])
     assert np.abs(a).max() > 0.05  # there is speech in it (evening, always talking)
+    assert {sp.speaker for sp in s.timeline.spans() if sp.label != "_silence_"} <= set(casting.household(2))
 
 
 def test_bad_traffic_settings_are_refused_with_the_fix():
