@@ -137,7 +137,7 @@ def test_devices_log_in_with_their_own_credentials_over_tls(tiny_lab, tmp_path):
 
 
 def test_the_simulator_is_edge_code_it_never_imports_cloud_or_training_packages():
-    code = ("import sys, edge.sim.cli, edge.sim.fleet, edge.sim.device; "
+    code = ("import sys, edge.sim.cli, edge.sim.fleet, edge.sim.device, edge.sim.offline; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cloud', 'sklearn', 'skl2onnx', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
