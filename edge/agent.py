@@ -7,8 +7,9 @@
 Threads: the caller's thread runs the pipeline; a reader thread pulls audio (so ``stop``
 is prompt even when stdin or a microphone blocks); paho's network thread only queues
 incoming messages and handles acknowledgements; a control thread installs and activates
-bundles; the flusher sends spooled messages. ``boot`` is counted in the slots file at each
-start, and window ``seq`` continues from the spool, so ``(device, boot, seq)`` is unique.
+bundles; the flusher sends spooled messages. ``boot`` is a random 63-bit id drawn at each
+start (a reflashed device with its state wiped never repeats one), and window ``seq``
+continues from the spool, so ``(device, boot, seq)`` is unique.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ models, or None), which the pipeline reads at each utterance.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -30,6 +31,12 @@ from edge.store import ModelStore, Probation, Slots, SlotsFile
 log = logging.getLogger(__name__)
 
 Report = Callable[..., None]  # report(event, *, model=None, reason=None, detail=None)
+BOOT_ID_LIMIT = 2 ** 63  # boot ids fit the wire's non-negative integers and a signed 64-bit column
+
+
+def new_boot_id() -> int:
+    """A random boot id in [1, 2^63): a reflashed device (state wiped) never repeats an old one."""
+    return secrets.randbelow(BOOT_ID_LIMIT - 1) + 1
 
 
 @dataclass(frozen=True)
@@ -106,17 +113,17 @@ class Lifecycle:
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> Slots:
-        """Count this boot, detect a crash loop, load the active (else previous) and shadow models."""
+        """Draw this boot's id, detect a crash loop, load the active (else previous) and shadow models."""
         with self._lock:
             self._sweep_temp_files()
             s = self.slots_file.read()
-            s.boot += 1
+            s.boot = new_boot_id()
             crash_loop = False
             if s.probation is not None and s.probation.sha256 == s.active:
                 s.probation.boots += 1
                 crash_loop = s.probation.boots >= self.policy.crash_boots
             self._slots = s
-            self._write()  # the boot number is durable before any window carries it
+            self._write()  # the boot id is durable before any window carries it
             if crash_loop:
                 self.rollback(f"crash_loop: the agent restarted {s.probation.boots} times while "
                               f"{s.active[:12]} was on probation")

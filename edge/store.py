@@ -3,7 +3,7 @@
     state_dir/models/{sha256}/bundle.hkb   immutable; named by the model's sha256 (``Bundle.sha256``,
                                            the name a bundle has on the wire and in the registry)
     state_dir/slots.json                   which bundle is active, previous, shadow; the
-                                           probation in progress; boot counter; desired rev
+                                           probation in progress; boot id; desired rev
 
 Both are written the same way: a temp file in the same directory, fsync, rename over the
 target, fsync the directory. A crash at any instant leaves the old file or the new one,

@@ -127,7 +127,7 @@ def test_windows_arrive_complete_and_seq_continues_across_restarts(mosquitto_fac
     assert n == full_windows(samples) + 1  # the partial last window is flushed at the end
     watcher.wait_for(lambda m: len(windows_of(watcher)) >= n, what=f"{n} windows")
     got = windows_of(watcher)
-    assert sorted(got) == [("dev1", 1, s) for s in range(n)]
+    assert sorted(got) == [("dev1", agent.lifecycle.boot, s) for s in range(n)]
     model = bundles[0].sha256
     assert all(w["model"] == model and w["agent_version"] == agent.version for w in got.values())
     assert sum(w["duration_s"] for w in got.values()) == pytest.approx(len(samples) / SAMPLE_RATE)
@@ -144,14 +144,17 @@ def test_windows_arrive_complete_and_seq_continues_across_restarts(mosquitto_fac
     assert names[:4] == ["agent_started", "bundle_verified", "model_installed", "model_activated"]
     watcher.wait_for(lambda m: decode(watcher.on("/state")[-1])["online"] is False, what="the offline state")
     state = decode(watcher.on("/state")[-1], "state")
-    assert state["models"]["active"] == model and state["boot"] == 1 and state["health"] == "probation"
+    assert state["models"]["active"] == model and state["health"] == "probation"
+    assert state["boot"] == agent.lifecycle.boot
     assert len(agent.spool) == 0  # everything acknowledged, nothing left behind
 
     again = Agent(config(broker.port), source=ScriptedSource(samples[: 5 * CHUNK]), drain_s=15)
     again.run()
-    watcher.wait_for(lambda m: any(k[1] == 2 for k in windows_of(watcher)), what="a window of boot 2")
-    second = [k for k in windows_of(watcher) if k[1] == 2]
-    assert second == [("dev1", 2, n)]  # seq continues from the spool, boot counted in the slots file
+    boot2 = again.lifecycle.boot
+    assert boot2 != agent.lifecycle.boot  # a new random boot id
+    watcher.wait_for(lambda m: any(k[1] == boot2 for k in windows_of(watcher)), what="a window of the second boot")
+    second = [k for k in windows_of(watcher) if k[1] == boot2]
+    assert second == [("dev1", boot2, n)]  # seq continues from the spool
     watcher.close()
 
 
@@ -177,7 +180,7 @@ def test_broker_restart_mid_stream_every_window_exactly_once(mosquitto_factory, 
     run.join()
     n = agent.windows_out
     watcher.wait_for(lambda m: len(windows_of(watcher)) >= n, what=f"all {n} windows")
-    assert sorted(windows_of(watcher)) == [("dev1", 1, s) for s in range(n)]  # no gap, no loss
+    assert sorted(windows_of(watcher)) == [("dev1", agent.lifecycle.boot, s) for s in range(n)]  # no gap, no loss
     assert len(agent.spool) == 0
     assert agent.link.connects >= 2
     watcher.close()
@@ -202,7 +205,7 @@ def test_agent_works_with_the_broker_down_from_the_start(tmp_path, config, speec
     run.join()
     n = agent.windows_out
     watcher.wait_for(lambda m: len(windows_of(watcher)) >= n, what=f"{n} windows")
-    assert sorted(windows_of(watcher)) == [("dev1", 1, s) for s in range(n)]
+    assert sorted(windows_of(watcher)) == [("dev1", agent.lifecycle.boot, s) for s in range(n)]
     assert [e["event"] for e in events_of(watcher)][:2] == ["agent_started", "bundle_verified"]
     watcher.close()
     broker.stop()

@@ -59,7 +59,7 @@ def test_install_activate_and_restart(make, blobs):
     events = Events()
     lc = make(events=events)
     lc.start()
-    assert lc.active is None and lc.boot == 1 and lc.health() == "ok"
+    assert lc.active is None and lc.boot > 0 and lc.health() == "ok"
     a = lc.install(blobs[0])
     assert a == sha(blobs[0]) and lc.store.has(a)
     assert events.names() == ["bundle_verified", "model_installed"]
@@ -72,7 +72,7 @@ def test_install_activate_and_restart(make, blobs):
     assert (lc.slots.active, lc.slots.previous) == (b, a)  # a had not passed probation, but ran
     again = make()
     again.start()
-    assert again.boot == 2 and again.slots.active == b and again.active is not None
+    assert again.boot not in (0, lc.boot) and again.slots.active == b and again.active is not None
     assert again.slots.probation.boots == 1  # the restart is counted against b's probation
 
 

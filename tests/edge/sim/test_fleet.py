@@ -55,7 +55,7 @@ def test_five_devices_send_windows_and_state_through_a_real_broker(mosquitto, ti
     for row in result["per_device"]:
         mine = [w for w in windows if w["device"] == row["device"]]
         assert [w["seq"] for w in mine] == list(range(row["first_seq"], row["next_seq"]))  # consecutive, once each
-        assert {w["boot"] for w in mine} == {1}
+        assert {w["boot"] for w in mine} == {row["boot"]}
         assert sum(w["duration_s"] for w in mine) == pytest.approx(40.0)
         assert sum(sum(w["output"]["labels"].values()) for w in mine) == row["utterances"] > 0
         first = states(row["device"])[0]
@@ -78,7 +78,7 @@ def test_a_second_run_is_a_reboot_that_keeps_the_model_and_continues_the_seqs(ti
     first = run_fleet(_plan(tiny_lab, tmp_path))
     second = run_fleet(_plan(tiny_lab, tmp_path, model=""))  # no bundle given: the stored one runs
     for a, b in zip(first["per_device"], second["per_device"]):
-        assert (a["boot"], b["boot"]) == (1, 2)
+        assert a["boot"] != b["boot"]  # each start draws a new random boot id
         assert b["first_seq"] == a["next_seq"] and b["next_seq"] > b["first_seq"]
         assert b["model"] == a["model"] is not None
         assert b["utterances"] == a["utterances"]  # the same seeded audio, the same model

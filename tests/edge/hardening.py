@@ -1,0 +1,74 @@
+"""Helpers for the hardening tests (issue 10, "lose nothing"): a real agent process, a real
+collector process, and the agent's config on an anonymous test broker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge.config import load_agent_config
+from shared.topics import Topics
+
+T = Topics()
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def agent_values(port: int | None, state_dir, trust_key, **changes) -> dict:
+    """Config values of a test agent on an anonymous broker: fast reconnects, long probation."""
+    values = dict(device_id="dev1", trust_keys=[str(trust_key)], state_dir=str(state_dir), window_s=2.0,
+                  reconnect_min_s=0.05, reconnect_max_s=0.3, flush_rate=500, keepalive_s=5,
+                  probation_utterances=1000, probation_s=3600)
+    if port is not None:
+        values["broker_url"] = f"mqtt://127.0.0.1:{port}"
+    return {**values, **changes}
+
+
+def agent_config(port: int | None, state_dir, trust_key, **changes):
+    return load_agent_config(env={}, overrides=agent_values(port, state_dir, trust_key, **changes))
+
+
+def start_agent_process(values: dict, log_path, audio_path) -> subprocess.Popen:
+    """``harken agent run`` as its own process (own session, so a test can kill its whole group)."""
+    config = Path(str(log_path) + ".toml")
+    config.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
+    env = {**os.environ, "HARKEN_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "shared.cli", "agent", "run", "--config", str(config),
+                             "--source", str(audio_path), "--realtime"],
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"), env=env, cwd=ROOT,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (its session)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(10)
+
+
+def start_collector(broker_url: str, db_url: str, log_path) -> subprocess.Popen:
+    env = {**os.environ, "HARKEN_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
+    env.pop("HARKEN_DB", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "collector", "run", "--broker", broker_url, "--db", db_url,
+         "--group", "hardening", "--client-id", "hardening-collector", "--http-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"), env=env, cwd=ROOT, start_new_session=True)
+
+
+def until(predicate, timeout_s: float = 30.0, what: str = "condition", interval_s: float = 0.05):
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    value = predicate()
+    assert value, f"timed out after {timeout_s} s waiting for {what}"
+    return value
