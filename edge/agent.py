@@ -13,6 +13,7 @@ continues from the spool, so ``(device, boot, seq)`` is unique.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sys
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _END = object()
 SHUTDOWN_DRAIN_S = 5.0
+HELD_WINDOWS = 1000  # windows kept in memory while the spool cannot take them (a full disk)
+HELD_RETRY_S = 1.0
 
 
 def agent_version() -> str:
@@ -66,6 +69,9 @@ class Agent:
         self._event_lock = threading.Lock()
         self._event_seq = 0
         self.windows_out = 0
+        self._held: collections.deque = collections.deque()  # (topic, payload, seq) the spool refused
+        self._held_dropped = 0
+        self._held_retry_t = 0.0
         state = config.state_path
         state.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(state / "spool.db", config.spool_max_bytes)
@@ -196,6 +202,10 @@ class Agent:
             self._feedback.close()
         if self.pipeline is not None and self.pipeline.sink is not None:
             self.pipeline.sink.close()
+        if self._held:
+            self._spool_held()
+        if self._held:
+            log.error("%d window(s) the spool could not take (is the disk full?) are lost at shutdown", len(self._held))
         self.spool.close()
         log.info("agent stopped: %d windows, spool backlog %d", self.windows_out, len(self.spool))
 
@@ -223,6 +233,8 @@ class Agent:
         if self._feedback is not None:
             self._feedback.pump(self.pipeline.feedback)
         self.lifecycle.tick()
+        if self._held and time.monotonic() >= self._held_retry_t:
+            self._spool_held()
 
     # -- outputs -------------------------------------------------------------------------
     def _make_sink(self):
@@ -240,17 +252,49 @@ class Agent:
 
     def _on_window(self, message: dict) -> None:
         self.lifecycle.tick()
-        try:
-            message["software"]["spool_dropped_windows"] = self.spool.take_dropped()
-            if self.link is None:
+        message["software"]["spool_dropped_windows"] = self._take_dropped()
+        if self.link is None:
+            try:
                 self.spool.set_meta("last_seq", message["seq"])
-            else:
-                self.spool.put(self.topics.stats(self.config.device_id), encode(message),
-                               meta={"last_seq": message["seq"]})
-                self.flusher.notify()
-        except HarkenError as exc:
-            log.error("window %d could not be spooled: %s", message["seq"], exc)
+            except HarkenError as exc:
+                log.error("window %d: cannot record its seq: %s", message["seq"], exc)
+        else:
+            if len(self._held) >= HELD_WINDOWS:
+                self._held.popleft()
+                self._held_dropped += 1
+            self._held.append((self.topics.stats(self.config.device_id), encode(message), message["seq"]))
+            self._spool_held()
         self.windows_out += 1
+
+    def _take_dropped(self) -> int:
+        """Windows dropped since the last window: by the spool's bound, or from memory while it was full."""
+        held, self._held_dropped = self._held_dropped, 0
+        try:
+            return held + self.spool.take_dropped()
+        except HarkenError:  # the spool keeps its count: reported with a later window
+            return held
+
+    def _spool_held(self) -> None:
+        """Move windows waiting in memory into the spool, oldest first; on failure keep them and retry."""
+        moved = 0
+        while self._held:
+            topic, payload, seq = self._held[0]
+            try:
+                self.spool.put(topic, payload, meta={"last_seq": seq})
+            except HarkenError as exc:
+                if self._held_retry_t == 0.0:
+                    log.error("window %d could not be spooled: %s; %d window(s) wait in memory (at most %d) and "
+                              "are retried every %.0f s", seq, exc, len(self._held), HELD_WINDOWS, HELD_RETRY_S)
+                self._held_retry_t = time.monotonic() + HELD_RETRY_S
+                break
+            self._held.popleft()
+            moved += 1
+        else:
+            if self._held_retry_t:
+                log.info("the spool takes windows again")
+            self._held_retry_t = 0.0
+        if moved and self.flusher is not None:
+            self.flusher.notify()
 
     def _report(self, event: str, *, model: str | None = None, reason: str | None = None,
                 detail: dict | None = None) -> None:

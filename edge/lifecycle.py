@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from shared.bundle import Bundle, load_bundle, sha256_hex
-from shared.errors import BundleError, BundleTamperedError, HarkenError, ModelError
+from shared.errors import BundleError, BundleTamperedError, HarkenError, ModelError, StoreError
 from edge.store import ModelStore, Probation, Slots, SlotsFile
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ def _default_loader(bundle: Bundle):
 class Lifecycle:
     """Owns ``slots.json`` and the model store; holds the running models."""
 
+    _unsaved = ""  # why the last slots write failed ("" once saved): retried at each tick
+
     def __init__(self, state_dir: str | Path, public_keys: list, policy: ProbationPolicy = ProbationPolicy(), *,
                  report: Report | None = None, loader: Callable[[Bundle], object] = _default_loader,
                  clock: Callable[[], float] = time.time):
@@ -97,7 +99,7 @@ class Lifecycle:
             s = self._slots
             if s.probation is not None:
                 return "probation"
-            if s.last_error:
+            if s.last_error or self._unsaved:
                 return "error" if self.active is None else "degraded"
             return "ok"
 
@@ -107,8 +109,8 @@ class Lifecycle:
             s = self._slots
             out = {"models": {"active": s.active, "previous": s.previous, "shadow": s.shadow},
                    "health": self.health(), "desired_rev": s.desired_rev, "boot": s.boot}
-            if s.last_error:
-                out["last_error"] = s.last_error[:300]
+            if s.last_error or self._unsaved:
+                out["last_error"] = (s.last_error or self._unsaved)[:300]
             return out
 
     # -- start ---------------------------------------------------------------------------
@@ -291,8 +293,10 @@ class Lifecycle:
         self._act_on(verdict)
 
     def tick(self) -> None:
-        """Let time pass the probation (call it now and then, e.g. at each window)."""
+        """Let time pass the probation (call it now and then, e.g. at each window); retry a failed save."""
         with self._lock:
+            if self._unsaved:
+                self._write()
             p = self._slots.probation
             verdict = self._judge(p, self._clock()) if p is not None else None
         self._act_on(verdict)
@@ -361,7 +365,18 @@ class Lifecycle:
             raise
 
     def _write(self) -> None:
-        self.slots_file.write(self._slots)
+        """Save the slots. A failure (a full disk) is logged, shown in health and retried at each tick:
+        the models keep running, and a crash before the retry restarts on the last saved slots."""
+        try:
+            self.slots_file.write(self._slots)
+        except StoreError as exc:
+            if not self._unsaved:
+                log.error("%s; the agent runs on and retries", exc)
+            self._unsaved = f"slots not saved: {exc}"
+            return
+        if self._unsaved:
+            log.info("slots saved again")
+            self._unsaved = ""
 
 
 def _code(exc: Exception) -> str:

@@ -8,10 +8,13 @@
 - every publish can carry an ``on_ack`` callback, called from the network thread when the
   broker's PUBACK arrives (or with ``ok=False`` when the broker refuses the message);
 - incoming messages are handed to ``on_message(topic, payload)`` from the network thread:
-  the receiver must only queue them.
+  the receiver must only queue them;
+- no exception escapes a paho callback (paho would end its network thread and the device
+  would go silent for good); a watchdog restarts the network thread should it end anyway.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import ssl
@@ -24,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.watchdog import Watchdog
 from shared.codec import encode
 from shared.errors import ConfigError
 from shared.topics import QOS
@@ -67,8 +71,24 @@ def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> floa
     return ceiling / 2.0 + rng.uniform(0.0, ceiling / 2.0)
 
 
+def _never_raises(handler):
+    """Wrap a paho callback: an exception that escaped into paho would end its network thread."""
+    @functools.wraps(handler)
+    def guarded(self, *args, **kwargs) -> None:
+        try:
+            handler(self, *args, **kwargs)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("%s failed; the link carries on", handler.__name__)
+    return guarded
+
+
 class Link:
     """One MQTT connection for one device."""
+
+    watchdog_s = 5.0  # how often the watchdog checks paho's network thread
+    callback_errors = 0  # exceptions caught in paho callbacks
+    _watchdog: Watchdog | None = None
 
     def __init__(self, settings: LinkSettings, *, will_topic: str, will_message: dict,
                  on_message: Callable[[str, bytes], None],
@@ -127,10 +147,14 @@ class Link:
         props.SessionExpiryInterval = s.session_expiry_s
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
         self._client.loop_start()
+        self._watchdog = Watchdog("the MQTT network thread", self.network_alive, self.restart_network,
+                                  self.watchdog_s).start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self.connected.is_set():
             self._client.disconnect()
         self._client.loop_stop()
@@ -138,6 +162,29 @@ class Link:
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self.connected.wait(timeout_s)
+
+    # -- the watchdog's view ---------------------------------------------------------------
+    @property
+    def restarts(self) -> int:
+        """Times the watchdog found the network thread dead and restarted it."""
+        return self._watchdog.restarts if self._watchdog is not None else 0
+
+    def network_alive(self) -> bool:
+        """paho's network thread runs (or we are stopping)."""
+        # paho has no public liveness check: loop_start() keeps its thread in ``_thread`` and the
+        # thread clears it when the loop ends (tests/edge/test_link_watchdog.py holds this).
+        thread = getattr(self._client, "_thread", None)
+        return self._stopping or (thread is not None and thread.is_alive())
+
+    def restart_network(self) -> None:
+        """Reconnect (paho re-sends what was in flight) and start a new network thread."""
+        self.connected.clear()
+        try:
+            self._client.reconnect()
+        except OSError as exc:  # the new loop keeps retrying with backoff
+            log.warning("reconnecting to %s:%d after a network-thread restart failed: %s", self.settings.host,
+                        self.settings.port, exc)
+        self._client.loop_start()
 
     # -- outgoing ------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, on_ack: OnAck | None = None) -> int:
@@ -170,6 +217,7 @@ class Link:
             self._client.unsubscribe(gone)
 
     # -- paho callbacks (network thread) -------------------------------------------------
+    @_never_raises
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("broker %s:%d refused the connection: %s; check username, password and ACL",
@@ -187,6 +235,7 @@ class Link:
         if self._on_connected is not None:
             self._on_connected(flags.session_present)
 
+    @_never_raises
     def _handle_connect_fail(self, client, userdata) -> None:
         first = self._attempt <= 1  # the first failure of a streak is worth a warning
         delay, _ = self._next_delay()
@@ -195,6 +244,7 @@ class Link:
                 "settings and that the broker runs)", self.settings.host, self.settings.port, delay)
         client.reconnect_delay_set(delay, delay)
 
+    @_never_raises
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
         self.connected.clear()
@@ -208,6 +258,7 @@ class Link:
             if self._on_disconnected is not None:
                 self._on_disconnected()
 
+    @_never_raises
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         ok = not reason_code.is_failure
         reason = "" if ok else str(reason_code)
@@ -221,6 +272,7 @@ class Link:
         if callback is not None:
             callback(ok, reason)
 
+    @_never_raises
     def _handle_message(self, client, userdata, message) -> None:
         try:
             self._on_message(message.topic, bytes(message.payload))

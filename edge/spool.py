@@ -146,7 +146,15 @@ class Spool:
 
     # -- internals -----------------------------------------------------------------------
     def _transaction(self):
-        return _Transaction(self._db, self.path)
+        return _Transaction(self._db, self.path, on_rollback=self._recount)
+
+    def _recount(self) -> None:
+        """After a rollback the counters a transaction changed in memory are wrong: read them back."""
+        try:
+            self._bytes, self._count = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM spool").fetchone()
+        except sqlite3.Error as exc:
+            log.error("spool %s: cannot recount after a failed write: %s", self.path, exc)
 
     def _get_meta(self, key: str, default: int = 0) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -158,10 +166,14 @@ class Spool:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, sqlite errors translated."""
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error, sqlite errors translated.
 
-    def __init__(self, db: sqlite3.Connection, path: Path):
-        self.db, self.path = db, path
+    A COMMIT that fails (a full disk: SQLITE_FULL) may leave the transaction open; it is rolled
+    back explicitly, as SQLite advises, or every later BEGIN would fail even once space returns.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path, on_rollback: Callable[[], None] = lambda: None):
+        self.db, self.path, self.on_rollback = db, path, on_rollback
 
     def __enter__(self):
         try:
@@ -171,12 +183,24 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        except sqlite3.Error as err:
-            raise StoreError(f"spool {self.path}: {err}; check the disk (full or read-only?)") from err
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                self._rollback()
+                raise StoreError(f"spool {self.path}: {err}; check the disk (full or read-only?)") from err
+        self._rollback()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"spool {self.path}: {exc}; check the disk (full or read-only?)") from exc
+
+    def _rollback(self) -> None:
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error as err:  # SQLite may have rolled back by itself already
+            log.debug("spool %s: rollback: %s", self.path, err)
+        self.on_rollback()
 
 
 Publish = Callable[..., int]  # publish(topic, payload, on_ack=callback) -> mid
@@ -189,12 +213,14 @@ class SpoolFlusher:
     ``1 / rate_per_s`` seconds with ±50 % jitter, and the first send after a reconnect waits
     a random fraction of that interval, so a fleet coming back does not hit the broker in
     lockstep. A message unacknowledged for ``ack_timeout_s`` of connected time is sent again
-    (the collector stores each window once, however often it arrives).
+    (the collector stores each window once, however often it arrives). A message whose
+    deletion fails after its PUBACK (a full disk) is kept out of the sends and its deletion
+    retried every ``retry_delete_s``; ``_acked`` never raises (it runs in paho's thread).
     """
 
     def __init__(self, spool: Spool, publish: Publish, connected: threading.Event, *, rate_per_s: float,
                  max_inflight: int, ack_timeout_s: float = 60.0, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, retry_delete_s: float = 1.0):
         self.spool = spool
         self.rate_per_s = float(rate_per_s)
         self.max_inflight = int(max_inflight)
@@ -205,6 +231,9 @@ class SpoolFlusher:
         self._clock = clock
         self._cond = threading.Condition()
         self._inflight: dict[int, float] = {}  # spool id → when it was sent
+        self._undeleted: set[int] = set()  # acknowledged, but the deletion failed: retried, never re-sent
+        self.retry_delete_s = float(retry_delete_s)
+        self._next_delete_retry = 0.0
         self._connected_since = clock()
         self._next_send = 0.0
         self._stop = threading.Event()
@@ -239,6 +268,12 @@ class SpoolFlusher:
         with self._cond:
             return len(self._inflight)
 
+    @property
+    def undeleted(self) -> int:
+        """Messages the broker acknowledged whose deletion from the spool failed (retried)."""
+        with self._cond:
+            return len(self._undeleted)
+
     def wait_drained(self, timeout_s: float) -> bool:
         """Block until the spool is empty (every message acknowledged) or the timeout."""
         deadline = time.monotonic() + timeout_s
@@ -270,13 +305,14 @@ class SpoolFlusher:
         with self._cond:
             now = self._clock()
             self._expire(now)
+            self._retry_deletes(now)
             if not self._connected.is_set() or len(self._inflight) >= self.max_inflight:
                 self._cond.wait(0.2)
                 return None
             if now < self._next_send:
                 self._cond.wait(self._next_send - now)
                 return None
-            rows = self.spool.peek(1, exclude=set(self._inflight))
+            rows = self.spool.peek(1, exclude=set(self._inflight) | self._undeleted)
             if not rows:
                 self._cond.wait(min(1.0, self.ack_timeout_s / 2) if self._inflight else 1.0)
                 return None
@@ -294,11 +330,34 @@ class SpoolFlusher:
             log.warning("%d spooled message(s) unacknowledged for %.0f s; sending them again",
                         len(stale), self.ack_timeout_s)
 
+    def _retry_deletes(self, now: float) -> None:
+        if not self._undeleted or now < self._next_delete_retry:
+            return
+        self._next_delete_retry = now + self.retry_delete_s
+        for row_id in sorted(self._undeleted):
+            if not self._delete(row_id):
+                return  # still failing: try again later
+            self._undeleted.discard(row_id)
+        log.info("spool: acknowledged messages deleted after all")
+
+    def _delete(self, row_id: int) -> bool:
+        try:
+            self.spool.ack(row_id)
+            return True
+        except Exception as exc:  # StoreError from a full disk, or anything else: never lose the thread
+            first = not self._undeleted
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "spool: cannot delete acknowledged message %d (%s); retrying every %.0f s", row_id, exc,
+                    self.retry_delete_s)
+            return False
+
     def _acked(self, row_id: int, ok: bool, reason: str) -> None:
         # Runs in the network thread: a refused message would be refused again, so it goes too.
-        self.spool.ack(row_id)
+        deleted = self._delete(row_id)
         with self._cond:
             self._inflight.pop(row_id, None)
+            if not deleted:
+                self._undeleted.add(row_id)
             if ok:
                 self.acked += 1
             else:

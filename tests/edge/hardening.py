@@ -2,6 +2,7 @@
 collector process, and the agent's config on an anonymous test broker."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -72,3 +73,40 @@ def until(predicate, timeout_s: float = 30.0, what: str = "condition", interval_
     value = predicate()
     assert value, f"timed out after {timeout_s} s waiting for {what}"
     return value
+
+
+class SmallDisk:
+    """A real, small filesystem (tmpfs) mounted for one test; ``fill`` makes writes fail with ENOSPC."""
+
+    def __init__(self, mountpoint: Path, size: str = "8m"):
+        self.path = Path(mountpoint)
+        self.size = size
+        self._filler = self.path / "filler"
+
+    def __enter__(self) -> "SmallDisk":
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "harken-test", str(self.path)],
+                       check=True, capture_output=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["umount", "--lazy", str(self.path)], check=True, capture_output=True)
+
+    @property
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self) -> None:
+        """Write a filler file until the disk refuses another byte."""
+        with open(self._filler, "ab", buffering=0) as f:
+            for block in (1 << 16, 1 << 12, 1 << 9, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * block)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+        assert self.free_bytes == 0
+
+    def free(self) -> None:
+        self._filler.unlink()
