@@ -26,6 +26,7 @@ import numpy as np
 
 from shared.bundle import Bundle, load_bundle, sha256_hex
 from shared.errors import BundleError, BundleTamperedError, HarkenError, ModelError, StoreError
+from edge.recovery import rebuild_slots
 from edge.store import ModelStore, Probation, Slots, SlotsFile
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Lifecycle:
         """Draw this boot's id, detect a crash loop, load the active (else previous) and shadow models."""
         with self._lock:
             self._sweep_temp_files()
-            s = self.slots_file.read()
+            s, clean = self._read_slots()
             s.boot = new_boot_id()
             crash_loop = False
             if s.probation is not None and s.probation.sha256 == s.active:
@@ -132,10 +133,31 @@ class Lifecycle:
             else:
                 self._load_active_at_start()
             self._load_shadow_at_start()
-            gone = self.prune()  # at start nothing is mid-install: unnamed bundles are leftovers
-            if gone:
-                log.info("removed %d stored bundle(s) no slot names", len(gone))
+            if clean:  # at start nothing is mid-install: unnamed bundles are leftovers
+                gone = self.prune()
+                if gone:
+                    log.info("removed %d stored bundle(s) no slot names", len(gone))
+            else:  # slots that were recovered may not name every bundle that matters: keep them all
+                log.warning("slots were recovered (%s): no stored bundle is removed at this start",
+                            self.slots_file.problem)
             return self.slots
+
+    def _read_slots(self) -> tuple[Slots, bool]:
+        """slots.json, else its previous version, else slots rebuilt from the verified store.
+
+        True when slots.json itself was read (or a new device has neither file nor bundles):
+        only then may unnamed bundles be pruned.
+        """
+        s = self.slots_file.read()
+        source = self.slots_file.source
+        if source == "slots" or (source == "new" and not self.store.list()):
+            return s, True
+        if source == "previous":
+            s.last_error = self.slots_file.problem[:300]
+            return s, False
+        problem = self.slots_file.problem or f"{self.slots_file.path.name} missing"
+        return rebuild_slots(self.store, self.public_keys, problem, self._clock(),
+                             probation_utterances=self.policy.utterances, probation_s=self.policy.seconds), False
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files a crash left behind mid-write (never the files they were to replace)."""

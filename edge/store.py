@@ -4,15 +4,19 @@
                                            the name a bundle has on the wire and in the registry)
     state_dir/slots.json                   which bundle is active, previous, shadow; the
                                            probation in progress; boot id; desired rev
+    state_dir/slots.prev.json              the slots file as it was before the last write
 
 Both are written the same way: a temp file in the same directory, fsync, rename over the
 target, fsync the directory. A crash at any instant leaves the old file or the new one,
 never a mix. A stored bundle is re-verified (hash and signature) every time it is loaded,
-so a damaged file is refused rather than run.
+so a damaged file is refused rather than run. The slots file carries a sha256 of its own
+content (``check``); a file that fails it, or does not parse, is read from its previous
+version instead (``SlotsFile.source`` says which was used).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -122,12 +126,18 @@ class Slots:
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)
         d["version"] = SLOTS_VERSION
+        d["check"] = _content_sha256(d)
         return json.dumps(d, sort_keys=True, indent=1).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Slots":
         d = json.loads(raw)
-        if not isinstance(d, dict) or d.pop("version", None) != SLOTS_VERSION:
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        check = d.pop("check", None)  # files written before the check existed have none
+        if check is not None and check != _content_sha256(d):
+            raise ValueError("its content does not match its check sum (damaged on disk)")
+        if d.pop("version", None) != SLOTS_VERSION:
             raise ValueError("not a version-1 slots file")
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
@@ -136,25 +146,63 @@ class Slots:
         return cls(**d)
 
 
+def _content_sha256(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 class SlotsFile:
-    """``slots.json``: read it whole, write it whole, atomically and durably."""
+    """``slots.json``: read it whole, write it whole, atomically and durably; keep the version before.
+
+    ``read`` sets ``source``: ``"slots"`` (slots.json was good), ``"new"`` (neither file exists),
+    ``"previous"`` (slots.json missing or damaged: slots.prev.json was used) or ``"none"``
+    (neither is readable: the caller rebuilds from the store); ``problem`` says what was wrong.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.previous_path = self.path.with_name(f"{self.path.stem}.prev{self.path.suffix}")
+        self.source = "new"
+        self.problem = ""
+        self._last_written: bytes | None = None  # what slots.json holds, once read or written
 
     def read(self) -> Slots:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        slots, problem = self._read_one(self.path)
+        if slots is not None:
+            self.source, self.problem = "slots", ""
+            return slots
+        backup, backup_problem = self._read_one(self.previous_path)
+        if problem == "missing" and backup_problem == "missing":
+            self.source, self.problem = "new", ""
             return Slots()
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if backup is not None:
+            self.source, self.problem = "previous", f"{self.path.name} {problem}; used {self.previous_path.name}"
+        else:
+            self.source = "none"
+            self.problem = f"{self.path.name} {problem} and {self.previous_path.name} {backup_problem}"
+        log.error("slots: %s", self.problem)
+        return backup or Slots()
+
+    def _read_one(self, path: Path) -> tuple[Slots | None, str]:
         try:
-            return Slots.from_json(raw)
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None, "missing"
+        except OSError as exc:
+            return None, f"unreadable ({exc.strerror or exc})"
+        try:
+            slots = Slots.from_json(raw)
         except (ValueError, TypeError) as exc:
-            # Only a disk fault gets here (writes are atomic); start from the store instead.
-            log.error("slots file %s is unreadable (%s); starting with no active model", self.path, exc)
-            return Slots(last_error=f"slots file unreadable: {exc}")
+            return None, f"damaged ({exc})"
+        if path == self.path:
+            self._last_written = raw
+        return slots, ""
 
     def write(self, slots: Slots) -> None:
-        durable_write(self.path, slots.to_json())
+        """Keep what slots.json holds as slots.prev.json, then replace slots.json (both durably)."""
+        data = slots.to_json()
+        if data == self._last_written:
+            return
+        if self._last_written is not None:
+            durable_write(self.previous_path, self._last_written)
+        durable_write(self.path, data)
+        self._last_written = data
