@@ -85,7 +85,7 @@ class Agent:
         self.pipeline: Pipeline | None = None
         self.desired = DesiredState(self.lifecycle, device_id=config.device_id, request_bundle=self._want_bundle,
                                     release_bundle=self._drop_bundle, set_automation=self._set_automation,
-                                    report=self._report)
+                                    report=self._report, fetch_timeout_s=config.fetch_timeout_s)
         self._feedback: FeedbackFile | None = None
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -353,23 +353,43 @@ class Agent:
         self.link.unsubscribe(self.topics.model(sha), self.topics.model(sha) + "/+")
 
     def _control_loop(self) -> None:
+        was_connected = False
         while not self._stop.is_set():
+            applied = self.lifecycle.slots.desired_rev
+            was_connected = self._check_fetch_deadlines(was_connected)
             try:
                 topic, payload = self._control.get(timeout=0.5)
+                self._handle_control(topic, payload)
             except queue.Empty:
-                continue
-            try:
-                parsed = self.topics.parse(topic)
-                if parsed.kind == "desired":
-                    self.desired.on_desired(payload)
-                elif parsed.kind == "model":
-                    self.desired.on_model(parsed.sha256, payload)
-                elif parsed.kind == "chunk":
-                    self.desired.on_chunk(parsed.sha256, parsed.chunk, payload)
-            except ProtocolError as exc:
-                log.warning("ignoring a message on %s: %s", topic, exc)
-            except Exception:  # keep the device running; the event log says what failed
-                log.exception("handling %s failed", topic)
+                pass
+            if self.lifecycle.slots.desired_rev != applied:
+                self._publish_state()  # the cloud sees at once which desired state was applied
+
+    def _handle_control(self, topic: str, payload: bytes) -> None:
+        try:
+            parsed = self.topics.parse(topic)
+            if parsed.kind == "desired":
+                self.desired.on_desired(payload)
+            elif parsed.kind == "model":
+                self.desired.on_model(parsed.sha256, payload)
+            elif parsed.kind == "chunk":
+                self.desired.on_chunk(parsed.sha256, parsed.chunk, payload)
+        except ProtocolError as exc:
+            log.warning("ignoring a message on %s: %s", topic, exc)
+        except Exception:  # keep the device running; the event log says what failed
+            log.exception("handling %s failed", topic)
+
+    def _check_fetch_deadlines(self, was_connected: bool) -> bool:
+        """Stalled bundle downloads fail (connected time only); returns whether the link is up."""
+        connected = self.link is not None and self.link.connected.is_set()
+        try:
+            if connected and not was_connected:
+                self.desired.restart_deadlines()  # time offline is not a stalled download
+            if connected:
+                self.desired.tick()
+        except Exception:  # keep the control thread alive; the event log says what failed
+            log.exception("checking bundle downloads failed")
+        return connected
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -77,6 +77,8 @@ class AgentConfig:
     latency_budget_ms: float = setting(500.0, "Model latency (90th percentile) above this fails probation.",
                                        ge=1, le=600000)
     max_error_rate: float = setting(0.05, "Inference error rate above this fails probation.", ge=0.0, le=1.0)
+    fetch_timeout_s: float = setting(120.0, "A bundle download with no progress for this long (connected) is "
+                                     "given up and reported (bundle_rejected, fetch_timeout).", ge=0.1, le=86400)
     # -- outputs -----------------------------------------------------------------------
     decisions: str = setting("", "Where decisions go: '-' stdout (JSON lines), a file path, or empty for nowhere.")
     feedback_path: str = setting("", "JSON-lines file of human feedback the agent follows (harken agent feedback).")

@@ -6,21 +6,26 @@ one applied is ignored, so a retained message delivered again changes nothing. B
 in the store are fetched from ``model/{sha}`` (whole, or a header plus chunks), installed
 (verified, smoke-tested, stored) and only then activated. A bundle that fails is reported
 and skipped; the rest of the desired state is still applied and the rev recorded, so a
-device never loops on a bad bundle (a newer rev may name it again).
+device never loops on a bad bundle (a newer rev may name it again). A fetch that makes no
+progress for ``fetch_timeout_s`` of connected time (a chunk missing from the broker) fails
+the same way, as ``bundle_rejected`` with reason ``fetch_timeout``: ``tick`` checks it.
 
 Runs on the agent's control thread only.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
-from shared.errors import BundleError, HarkenError, ProtocolError
+from shared.errors import BundleError, BundleTruncatedError, HarkenError, ProtocolError
 from shared.messages import decode
 from edge.fetch import BundleFetch
 from edge.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 120.0
 
 
 class DesiredState:
@@ -28,7 +33,8 @@ class DesiredState:
 
     def __init__(self, lifecycle: Lifecycle, *, device_id: str, request_bundle: Callable[[str], None],
                  release_bundle: Callable[[str], None], set_automation: Callable[[str], None],
-                 report: Callable[..., None]):
+                 report: Callable[..., None], fetch_timeout_s: float = FETCH_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.lifecycle = lifecycle
         self.device_id = device_id
         self._request = request_bundle
@@ -38,6 +44,9 @@ class DesiredState:
         self._pending: dict | None = None
         self._fetches: dict[str, BundleFetch] = {}
         self._failed: dict[str, str] = {}  # sha → error code, for the pending rev
+        self.fetch_timeout_s = float(fetch_timeout_s)
+        self._clock = clock
+        self._progress_t: dict[str, float] = {}  # sha → when its fetch last moved
 
     @property
     def pending(self) -> dict | None:
@@ -87,6 +96,7 @@ class DesiredState:
             self._fail(sha, exc.code, exc)
             self._reconcile()
             return
+        self._progress_t[sha] = self._clock()
         if not fetch.complete:
             return
         self._drop_fetch(sha)
@@ -112,6 +122,7 @@ class DesiredState:
             if sha not in self._fetches:
                 log.info("fetching bundle %s", sha[:12])
                 self._fetches[sha] = BundleFetch(sha)
+                self._progress_t[sha] = self._clock()
                 self._request(sha)
         if missing:
             return
@@ -141,8 +152,31 @@ class DesiredState:
         self._failed = {}
 
     def _drop_fetch(self, sha: str) -> None:
+        self._progress_t.pop(sha, None)
         if self._fetches.pop(sha, None) is not None:
             self._release(sha)
+
+    # -- deadlines -------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Give up fetches that made no progress for ``fetch_timeout_s``; apply the rest. Call it
+        only while connected (and ``restart_deadlines`` on reconnecting): offline time is no stall."""
+        now = self._clock()
+        stalled = [sha for sha, t in self._progress_t.items() if now - t >= self.fetch_timeout_s]
+        for sha in stalled:
+            got, expected = self._fetches[sha].progress
+            self._drop_fetch(sha)
+            self._fail(sha, "fetch_timeout", BundleTruncatedError(
+                f"bundle {sha[:12]}: no progress for {self.fetch_timeout_s:.0f} s with {got} of "
+                f"{expected or '?'} chunk(s) received; the broker does not hold all of it: publish the bundle "
+                "again (start the rollout again) or raise fetch_timeout_s for a slow link"))
+        if stalled:
+            self._reconcile()
+
+    def restart_deadlines(self) -> None:
+        """The link is back: every fetch gets a full ``fetch_timeout_s`` again."""
+        now = self._clock()
+        for sha in self._progress_t:
+            self._progress_t[sha] = now
 
     def _fail(self, sha: str, code: str, exc: Exception) -> None:
         log.error("bundle %s refused: %s", sha[:12], exc)
