@@ -68,7 +68,7 @@ class AgentConfig:
     vad_max_utterance_ms: int | None = setting(None, "Longer utterances are split.", ge=10, le=600000)
     vad_energy_floor_dbfs: float | None = setting(None, "Frames quieter than this are unvoiced.", ge=-120, le=0)
     # -- model lifecycle ---------------------------------------------------------------
-    state_dir: str = setting("harken-agent", "Directory of the model store, slots file, spool and boot counter.")
+    state_dir: str = setting("harken-agent", "Directory of the model store, slots file and spool.")
     trust_keys: list[str] = setting([], "Public keys (signing.pub paths) whose bundles this device runs.")
     bundle: str = setting("", "A bundle file to install and activate at start (devices without a broker).")
     probation_utterances: int = setting(50, "A new model passes probation after this many utterances ...",

@@ -96,7 +96,8 @@ def test_run_offline_on_a_wav_flag_beats_env_and_secrets_stay_out_of_logs(tmp_pa
     assert not (tmp_path / "from-env.jsonl").exists()
     decisions = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(decisions) >= 5 and all(d["action"] == "act" and d["automation"] == "full" for d in decisions)
-    assert [d["utterance"] for d in decisions][:2] == ["1-1", "1-2"]
+    boot = decisions[0]["utterance"].split("-")[0]  # ids are {boot}-{n}; boot is a random 63-bit id
+    assert [d["utterance"] for d in decisions][:2] == [f"{boot}-1", f"{boot}-2"] and 0 < int(boot) < 2 ** 63
     log = result.stderr.decode()
     assert "s3cret-pw" not in log and "'password': '***'" in log
     assert "model loaded" in log and "agent stopped" in log
