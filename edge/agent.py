@@ -30,6 +30,7 @@ from edge.feedback import FeedbackFile
 from edge.lifecycle import Lifecycle, ProbationPolicy
 from edge.link import Link, LinkSettings
 from edge.pipeline import Pipeline
+from edge.sandbox import SmokeLimits
 from edge.sources import AudioSource, RealtimePacer, open_source
 from edge.spool import Spool, SpoolFlusher
 from shared import keys as keyring
@@ -79,7 +80,9 @@ class Agent:
                                  latency_budget_ms=config.latency_budget_ms, max_error_rate=config.max_error_rate)
         trusted = [keyring.load_public_key(p) for p in config.trust_keys]
         extra = {"loader": loader} if loader is not None else {}
-        self.lifecycle = Lifecycle(state, trusted, policy, report=self._report, clock=clock, **extra)
+        smoke = SmokeLimits(memory_mb=config.smoke_memory_mb, timeout_s=config.smoke_timeout_s)
+        self.lifecycle = Lifecycle(state, trusted, policy, report=self._report, clock=clock, smoke_limits=smoke,
+                                   **extra)
         self.link: Link | None = None
         self.flusher: SpoolFlusher | None = None
         self.pipeline: Pipeline | None = None

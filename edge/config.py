@@ -77,6 +77,10 @@ class AgentConfig:
     latency_budget_ms: float = setting(500.0, "Model latency (90th percentile) above this fails probation.",
                                        ge=1, le=600000)
     max_error_rate: float = setting(0.05, "Inference error rate above this fails probation.", ge=0.0, le=1.0)
+    smoke_memory_mb: int = setting(1024, "Address space the install-time smoke test (a child process) may use; "
+                                   "a model needing more is refused.", ge=256, le=1 << 20)
+    smoke_timeout_s: float = setting(60.0, "Time the install-time smoke test may take; a model that runs longer "
+                                     "is refused.", ge=1, le=3600)
     fetch_timeout_s: float = setting(120.0, "A bundle download with no progress for this long (connected) is "
                                      "given up and reported (bundle_rejected, fetch_timeout).", ge=0.1, le=86400)
     # -- outputs -----------------------------------------------------------------------

@@ -102,7 +102,7 @@ class DesiredState:
         self._drop_fetch(sha)
         self._report("bundle_received", model=sha, detail={"bytes": len(fetch.data)})
         try:
-            self.lifecycle.install(fetch.data, expect_sha=sha)  # reports verified/rejected/installed
+            self.lifecycle.install(fetch.data, expect_sha=sha, rev=self._pending_rev)  # reports each step
         except HarkenError as exc:
             self._failed[sha] = getattr(exc, "code", "smoke_test_failed")
         self._reconcile()
@@ -113,6 +113,9 @@ class DesiredState:
         if msg is None:
             return
         wanted = {sha for sha in (msg.get("active"), msg.get("shadow")) if sha}
+        for sha in wanted:  # the agent died bringing it in for this rev: no fetch, no second try
+            if self.lifecycle.install_crashed(sha, msg["rev"]):
+                self._failed.setdefault(sha, "install_crashed")
         for sha in list(self._fetches):
             if sha not in wanted:
                 self._drop_fetch(sha)
@@ -143,13 +146,17 @@ class DesiredState:
             if sha in self._failed:
                 continue
             try:
-                step(sha)
+                step(sha, rev=msg["rev"])
             except HarkenError as exc:
                 log.error("cannot make %s the %s model: %s", (sha or "none")[:12], role, exc)
                 errors.append(f"{role} {(sha or 'none')[:12]}: {exc}")
         lc.mark_desired(msg["rev"], automation=level, error="; ".join(errors))
         self._pending = None
         self._failed = {}
+
+    @property
+    def _pending_rev(self) -> int:
+        return self._pending["rev"] if self._pending is not None else 0
 
     def _drop_fetch(self, sha: str) -> None:
         self._progress_t.pop(sha, None)

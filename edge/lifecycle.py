@@ -1,7 +1,11 @@
 """The on-device model lifecycle: install, activate, probation, rollback, restart.
 
-Install = verify (sha256, Ed25519 signature, member hashes, opset) → load → smoke test on
-the bundle's test vectors → store (atomic) → report. Nothing that fails a check ever runs.
+Install = verify (sha256, Ed25519 signature, member hashes, opset) → smoke test on the
+bundle's test vectors in a child process with memory and time limits (``edge.sandbox``) →
+store (atomic) → report. Nothing that fails a check ever runs. Bringing a new model in
+(install, activation, shadow start) happens under a marker file (``edge.marker``); found at
+start, it names the model the agent died with: that model is refused for that desired rev
+and reported (``bundle_rejected``, reason ``install_crashed``), so a crash cannot loop.
 Activation names the bundle in the slots file (atomically, durably) and starts a probation:
 ``utterances`` inferences or ``seconds``, whichever comes first. Too many errors, latency
 over budget or a crash loop (``crash_boots`` starts while the same model was on probation)
@@ -25,8 +29,11 @@ from typing import Callable
 import numpy as np
 
 from shared.bundle import Bundle, load_bundle, sha256_hex
-from shared.errors import BundleError, BundleTamperedError, HarkenError, ModelError, StoreError
+from shared.errors import (BundleError, BundleTamperedError, HarkenError, InstallCrashedError, ModelError,
+                           StoreError)
+from edge.marker import MARKER_NAME, InstallMarker
 from edge.recovery import rebuild_slots
+from edge.sandbox import SmokeLimits, smoke_test_in_child
 from edge.store import ModelStore, Probation, Slots, SlotsFile
 
 log = logging.getLogger(__name__)
@@ -70,12 +77,15 @@ class Lifecycle:
 
     def __init__(self, state_dir: str | Path, public_keys: list, policy: ProbationPolicy = ProbationPolicy(), *,
                  report: Report | None = None, loader: Callable[[Bundle], object] = _default_loader,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 smoke_limits: SmokeLimits = SmokeLimits()):
         self.state_dir = Path(state_dir)
         self.public_keys = list(public_keys)
         self.policy = policy
         self.store = ModelStore(self.state_dir)
         self.slots_file = SlotsFile(self.state_dir / "slots.json")
+        self.marker = InstallMarker(self.state_dir / MARKER_NAME)
+        self.smoke_limits = smoke_limits
         self._report = report or (lambda *a, **k: None)
         self._loader = loader
         self._clock = clock
@@ -126,7 +136,9 @@ class Lifecycle:
                 s.probation.boots += 1
                 crash_loop = s.probation.boots >= self.policy.crash_boots
             self._slots = s
+            self._refuse_crashed_install()
             self._write()  # the boot id is durable before any window carries it
+            self.marker.end()
             if crash_loop:
                 self.rollback(f"crash_loop: the agent restarted {s.probation.boots} times while "
                               f"{s.active[:12]} was on probation")
@@ -158,6 +170,35 @@ class Lifecycle:
         problem = self.slots_file.problem or f"{self.slots_file.path.name} missing"
         return rebuild_slots(self.store, self.public_keys, problem, self._clock(),
                              probation_utterances=self.policy.utterances, probation_s=self.policy.seconds), False
+
+    def _refuse_crashed_install(self) -> None:
+        """The last run died bringing a model in (the marker says which): refuse it until a newer rev."""
+        found = self.marker.found()
+        if found is None:
+            return
+        sha, rev, stage = found["sha256"], found["rev"], found["stage"]
+        why = f"install_crashed: the agent stopped during the {stage} of {sha[:12]} (a crash, a kill or a power cut)"
+        log.error("%s; refusing it for desired rev %d and older", why, rev)
+        s = self._slots
+        s.failed[sha] = why
+        s.install_crashed[sha] = rev
+        s.last_error = why
+        self._report("bundle_rejected", model=sha, reason="install_crashed", detail={"stage": stage, "rev": rev})
+
+    def install_crashed(self, sha: str, rev: int) -> bool:
+        """The agent died bringing ``sha`` in for desired rev ``rev`` or a newer one: do not try again."""
+        with self._lock:
+            crashed = self._slots.install_crashed.get(sha)
+        return crashed is not None and rev <= crashed
+
+    def _begin_new_model(self, sha: str, rev: int, stage: str) -> None:
+        """Refuse a model that crashed the agent before; else mark that we are bringing it in."""
+        if self.install_crashed(sha, rev):
+            exc = InstallCrashedError(f"bundle {sha[:12]} crashed the agent during an earlier {stage}; it is "
+                                      "refused until a newer desired state names it again")
+            self._refuse(sha, exc.code, exc)
+            raise exc
+        self.marker.begin(sha, rev, stage)
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files a crash left behind mid-write (never the files they were to replace)."""
@@ -200,8 +241,19 @@ class Lifecycle:
             self._write()
 
     # -- install -------------------------------------------------------------------------
-    def install(self, data: bytes, *, expect_sha: str | None = None) -> str:
-        """Verify, smoke-test and store bundle bytes; report each step. Returns the model sha256."""
+    def install(self, data: bytes, *, expect_sha: str | None = None, rev: int = 0) -> str:
+        """Verify, smoke-test (in a limited child) and store bundle bytes; report each step.
+
+        ``rev`` is the desired rev that asked for it (0: the configured bundle). Returns the model sha256.
+        """
+        try:
+            if expect_sha is not None:
+                self._begin_new_model(expect_sha, rev, "install")
+            return self._install(data, expect_sha, rev)
+        finally:
+            self.marker.end()
+
+    def _install(self, data: bytes, expect_sha: str | None, rev: int) -> str:
         try:
             bundle = load_bundle(data, self.public_keys, name=f"bundle {(expect_sha or '')[:12]}".strip())
             if expect_sha is not None and bundle.sha256 != expect_sha:
@@ -210,11 +262,12 @@ class Lifecycle:
             self._refuse(expect_sha, exc.code, exc, data)
             raise
         sha = bundle.sha256
+        if expect_sha is None:
+            self._begin_new_model(sha, rev, "install")
         try:
-            model = self._loader(bundle)
-            model.smoke_test()
+            smoke_test_in_child(data, self.smoke_limits, name=f"bundle {sha[:12]}")
         except ModelError as exc:
-            self._refuse(sha, "smoke_test_failed", exc, data)
+            self._refuse(sha, getattr(exc, "code", "smoke_test_failed"), exc, data)
             raise
         self._report("bundle_verified", model=sha, detail={"name": bundle.manifest.get("name"),
                                                            "version": bundle.manifest.get("version")})
@@ -240,12 +293,12 @@ class Lifecycle:
         self._report("bundle_rejected", model=sha, reason=code, detail=detail)
 
     # -- activation, shadow, rollback ----------------------------------------------------
-    def activate(self, sha: str) -> None:
+    def activate(self, sha: str, *, rev: int = 0) -> None:
         """Make a stored bundle the active model and put it on probation."""
         with self._lock:
             if self._slots.active == sha and self.active is not None:
                 return
-        model = self._load_checked(sha)  # verified again from disk: what runs after a restart
+        model = self._load_new(sha, rev, "activation")  # verified again from disk: what runs after a restart
         with self._lock:
             s = self._slots
             # During another probation, keep the last proven model (if any) as the fallback.
@@ -256,6 +309,7 @@ class Lifecycle:
                                     max_s=self.policy.seconds)
             s.last_error = ""
             s.failed.pop(sha, None)
+            s.install_crashed.pop(sha, None)
             self._latencies = []
             self._write()
             self.active = model
@@ -263,12 +317,12 @@ class Lifecycle:
                  (s.previous or "none")[:12], self.policy.utterances, self.policy.seconds)
         self._report("model_activated", model=sha, detail={"previous": s.previous})
 
-    def set_shadow(self, sha: str | None) -> None:
+    def set_shadow(self, sha: str | None, *, rev: int = 0) -> None:
         with self._lock:
             old = self._slots.shadow
             if old == sha:
                 return
-        model = self._load_checked(sha) if sha is not None else None
+        model = self._load_new(sha, rev, "shadow start") if sha is not None else None
         with self._lock:
             self._slots.shadow = sha
             self._write()
@@ -377,6 +431,14 @@ class Lifecycle:
         model = self._loader(bundle)
         model.smoke_test()
         return model
+
+    def _load_new(self, sha: str, rev: int, stage: str):
+        """``_load_checked`` for a model not running yet, under the install marker."""
+        self._begin_new_model(sha, rev, stage)
+        try:
+            return self._load_checked(sha)
+        finally:
+            self.marker.end()
 
     def _load_checked(self, sha: str):
         """``_load_stored``, reporting a refusal (a damaged or missing stored bundle)."""

@@ -122,6 +122,7 @@ class Slots:
     automation: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # sha → why it was rolled back or refused
     last_error: str = ""
+    install_crashed: dict[str, int] = field(default_factory=dict)  # sha → desired rev whose install killed us
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)

@@ -5,6 +5,7 @@
     ├── AudioError              an audio file or stream cannot be read (names the file)
     ├── ProtocolError           a wire message cannot be decoded; carries ``code``
     ├── BundleError             a model bundle cannot be used; carries ``code``
+    │   ├── InstallCrashedError     the agent died while installing it (refused until a newer rev)
     │   ├── NotABundleError         not a bundle at all
     │   ├── BundleTruncatedError    cut short (a partial download)
     │   ├── BundleTamperedError     model bytes do not match the manifest's sha256
@@ -12,6 +13,7 @@
     │   ├── BundleVersionError      bundle format version this code does not know
     │   └── OpsetUnsupportedError   model needs a newer onnxruntime than installed
     ├── ModelError              a verified model failed to load or to run
+    │   └── SmokeTestError          the install-time smoke test refused it; carries ``code``
     ├── StoreError              the collector's store failed (translated from the driver)
     └── DatasetError            a dataset directory or manifest is unusable
 
@@ -76,8 +78,25 @@ class OpsetUnsupportedError(BundleError):
     code = "opset_unsupported"
 
 
+class InstallCrashedError(BundleError):
+    code = "install_crashed"
+
+
 class ModelError(HarkenError):
     """A verified model failed to load, warm up or run."""
+
+
+class SmokeTestError(ModelError):
+    """The smoke test (in a limited child process) refused the model.
+
+    ``code``: ``smoke_test_failed``, ``smoke_test_memory``, ``smoke_test_timeout`` or
+    ``smoke_test_crashed``.
+    """
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
 
 
 class StoreError(HarkenError):

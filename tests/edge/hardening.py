@@ -32,15 +32,15 @@ def agent_config(port: int | None, state_dir, trust_key, **changes):
     return load_agent_config(env={}, overrides=agent_values(port, state_dir, trust_key, **changes))
 
 
-def start_agent_process(values: dict, log_path, audio_path) -> subprocess.Popen:
-    """``harken agent run`` as its own process (own session, so a test can kill its whole group)."""
+def start_agent_process(values: dict, log_path) -> subprocess.Popen:
+    """``harken agent run`` as its own process, listening to a silent stdin that stays open (own
+    session, so a test can kill its whole group)."""
     config = Path(str(log_path) + ".toml")
     config.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n")
     env = {**os.environ, "HARKEN_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "shared.cli", "agent", "run", "--config", str(config),
-                             "--source", str(audio_path), "--realtime"],
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"), env=env, cwd=ROOT,
-                            start_new_session=True)
+                             "--source", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=open(log_path, "ab"), env=env, cwd=ROOT, start_new_session=True)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -110,3 +110,52 @@ class SmallDisk:
 
     def free(self) -> None:
         self._filler.unlink()
+
+
+def burdened(data: bytes, private_key, kind: str, hog_mb: int = 1500) -> bytes:
+    """A validly signed copy of a bundle whose model also (``kind``) "hog"s ``hog_mb`` of memory
+    or "hang"s in a 2^62-step loop, on every inference; its labels and probabilities are unchanged.
+
+    The extra branch adds ``0 × (its result)`` to the feature output, so onnxruntime must run it.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from shared.bundle import MODEL
+    from tests.edge import bundles as variants
+
+    parts = variants.members(data)
+    model = onnx.load_from_string(parts[MODEL])
+    g, n = model.graph, helper.make_node
+    g.initializer.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), "burden_zero"))
+    if kind == "hog":
+        rows = hog_mb * 1024 * 1024 // (4 * 16000)
+        g.initializer.append(numpy_helper.from_array(np.array([1, rows, 16000], dtype=np.int64), "burden_shape"))
+        g.node.extend([n("Expand", ["audio", "burden_shape"], ["burden_big"]),
+                       n("ReduceSum", ["burden_big"], ["burden_result"], keepdims=0)])
+    elif kind == "hang":
+        g.initializer.append(numpy_helper.from_array(np.array(2 ** 62, dtype=np.int64), "burden_trips"))
+        g.initializer.append(numpy_helper.from_array(np.array(True), "burden_cond"))
+        body = helper.make_graph(
+            [n("Identity", ["cond_in"], ["cond_out"]), n("Add", ["v_in", "v_in"], ["v_out"])], "burden_body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])])
+        g.node.extend([n("ReduceSum", ["audio"], ["burden_v0"], keepdims=0),
+                       n("Loop", ["burden_trips", "burden_cond", "burden_v0"], ["burden_result"], body=body)])
+    else:
+        raise ValueError(kind)
+    g.node.extend([n("Mul", ["burden_result", "burden_zero"], ["burden_nothing"]),
+                   n("Add", ["features", "burden_nothing"], ["features_burdened"])])
+    features = next(o for o in g.output if o.name == "features")
+    features.name = "features_burdened"
+    onnx.checker.check_model(model)
+    manifest = json.loads(parts["manifest.json"])
+    manifest["io"]["features"] = "features_burdened"
+    manifest["name"] = f"{manifest['name']}-{kind}"
+    extras = {k: v for k, v in parts.items() if k not in ("manifest.json", "manifest.sig", MODEL)}
+    from shared.bundle import build_bundle
+    return build_bundle(model.SerializeToString(), manifest, private_key, extras)

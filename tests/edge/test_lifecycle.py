@@ -15,7 +15,8 @@ from edge.fetch import BundleFetch
 from edge.lifecycle import Lifecycle, ProbationPolicy
 from shared import keys
 from shared.codec import encode
-from shared.errors import BundleTamperedError, BundleTruncatedError, ModelError, NotABundleError, SignatureError
+from shared.errors import (BundleTamperedError, BundleTruncatedError, InstallCrashedError, ModelError,
+                           NotABundleError, SignatureError)
 from tests.edge import bundles as variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -202,7 +203,10 @@ CRASH_SCRIPT = textwrap.dedent("""
     if point == "after_download":
         edge.lifecycle.load_bundle = die
     elif point == "mid_store_write":
+        whole = edge.store.atomic_write
         def half(path, data):
+            if not str(path).endswith("bundle.hkb"):
+                return whole(path, data)
             with open(str(path.parent / ".bundle.hkb.x.tmp"), "wb") as f:
                 f.write(data[: len(data) // 2])
             die()
@@ -229,12 +233,12 @@ CRASH_SCRIPT = textwrap.dedent("""
 """).replace("ROOT", repr(ROOT))
 
 
-@pytest.mark.parametrize("point, expect_new", [
-    ("after_download", False), ("mid_store_write", False), ("after_store_write", False),
-    ("mid_slots_write", False), ("after_slots_write", True),
+@pytest.mark.parametrize("point, expect_new, refused", [
+    ("after_download", False, False), ("mid_store_write", False, True), ("after_store_write", False, True),
+    ("mid_slots_write", False, False), ("after_slots_write", True, False),
 ])
 def test_kill_9_during_install_restarts_on_a_verified_model(make, blobs, bundle_paths, signing, tmp_path,
-                                                            point, expect_new):
+                                                            point, expect_new, refused):
     lc = make()
     lc.start()
     a = lc.install(blobs[0])
@@ -248,9 +252,16 @@ def test_kill_9_during_install_restarts_on_a_verified_model(make, blobs, bundle_
     want = sha(blobs[1]) if expect_new else a
     assert after.slots.active == want and after.active is not None
     assert after.active.sha256 == after.store.load(want, after.public_keys).sha256  # verified again
-    assert "bundle_rejected" not in events.names()
     assert not list((tmp_path / "state").rglob(".*.tmp"))  # crash leftovers swept
-    if not expect_new:  # the interrupted install simply happens again
+    if refused:  # the agent died installing it: reported, refused for that desired rev (no crash loop)
+        rejected = events.last("bundle_rejected")
+        assert (rejected["model"], rejected["reason"]) == (sha(blobs[1]), "install_crashed")
+        with pytest.raises(InstallCrashedError):
+            after.install(blobs[1])
+        assert after.install(blobs[1], rev=1) == sha(blobs[1])  # a newer desired rev tries again
+    else:
+        assert "bundle_rejected" not in events.names()
+    if not expect_new and not refused:  # the interrupted install simply happens again
         assert after.install(blobs[1]) == sha(blobs[1])
 
 

@@ -43,7 +43,7 @@ def test_a_damaged_slots_file_is_read_from_its_previous_version_and_nothing_is_p
     path = state / "slots.json"
     raw = path.read_bytes()
     path.write_bytes({"garbage": b"\x00\xff not json", "truncated": raw[: len(raw) // 2], "empty": b"",
-                      "bit_flip_in_a_sha": raw.replace(b.encode(), b[:-1].encode() + b"0")}[damage])
+                      "bit_flip_in_a_sha": raw.replace(b.encode(), (b[:-1] + ("1" if b[-1] == "0" else "0")).encode())}[damage])
     lc, _ = _restart(state, signing)
     assert sorted(lc.store.list()) == sorted([a, b])  # every stored model is still there
     assert lc.slots_file.source == "previous"
