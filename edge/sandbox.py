@@ -27,17 +27,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import SmokeTestError
+from shared.errors import HarkenError, SmokeTestError
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMORY_WORDS = ("failed to allocate", "bad_alloc", "memoryerror", "cannot allocate memory")
+MEMORY_WORDS = ("failed to allocate", "bad_alloc", "memoryerror", "cannot allocate memory",
+                "failed to map segment")
 
 
 @dataclass(frozen=True)
 class SmokeLimits:
-    memory_mb: int = 1024  # address space of the child (python, numpy and onnxruntime take ~400 MB)
+    memory_mb: int = 1024  # address space of the child (python, numpy and onnxruntime alone take ~250 MB)
     timeout_s: float = 60.0
 
 
@@ -101,16 +102,15 @@ def _child(memory_mb: int, timeout_s: float) -> dict:
     _limit(memory_mb, timeout_s)
     data = sys.stdin.buffer.read()
     try:
-        from edge.model import LoadedModel
+        from edge.model import LoadedModel  # numpy and onnxruntime load under the limits too
         from shared.bundle import load_bundle
-        from shared.errors import HarkenError
 
         bundle = load_bundle(data, None, require_signature=False)  # the parent verified it
         vectors = LoadedModel.from_bundle(bundle).smoke_test()
     except MemoryError:
         return {"ok": False, "code": "smoke_test_memory", "error": "MemoryError"}
-    except HarkenError as exc:
-        text = str(exc)
+    except (HarkenError, ImportError, OSError) as exc:
+        text = str(exc) if isinstance(exc, HarkenError) else f"{type(exc).__name__}: {exc}"
         memory = any(word in text.lower() for word in MEMORY_WORDS)
         return {"ok": False, "code": "smoke_test_memory" if memory else "smoke_test_failed", "error": text[:500]}
     return {"ok": True, "vectors": vectors}
