@@ -262,12 +262,20 @@ class Agent:
             except HarkenError as exc:
                 log.error("window %d: cannot record its seq: %s", message["seq"], exc)
         else:
-            if len(self._held) >= HELD_WINDOWS:
-                self._held.popleft()
-                self._held_dropped += 1
-            self._held.append((self.topics.stats(self.config.device_id), encode(message), message["seq"]))
+            self._hold((self.topics.stats(self.config.device_id), encode(message), message["seq"]))
             self._spool_held()
         self.windows_out += 1
+
+    def _hold(self, item: tuple[str, bytes, int]) -> None:
+        """Queue a window for the spool; memory holds at most HELD_WINDOWS (the oldest go, counted)."""
+        if not self.spool.fits(item[0], item[1]):
+            log.error("window %d (%d bytes) can never fit the spool; raise spool_max_bytes", item[2], len(item[1]))
+            self._held_dropped += 1
+            return
+        if len(self._held) >= HELD_WINDOWS:
+            self._held.popleft()
+            self._held_dropped += 1
+        self._held.append(item)
 
     def _take_dropped(self) -> int:
         """Windows dropped since the last window: by the spool's bound, or from memory while it was full."""

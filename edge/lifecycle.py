@@ -19,7 +19,6 @@ models, or None), which the pipeline reads at each utterance.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -32,19 +31,13 @@ from shared.bundle import Bundle, load_bundle, sha256_hex
 from shared.errors import (BundleError, BundleTamperedError, HarkenError, InstallCrashedError, ModelError,
                            StoreError)
 from edge.marker import MARKER_NAME, InstallMarker
-from edge.recovery import rebuild_slots
+from edge.recovery import note_crashed_install, read_slots
 from edge.sandbox import SmokeLimits, smoke_test_in_child
-from edge.store import ModelStore, Probation, Slots, SlotsFile
+from edge.store import ModelStore, Probation, Slots, SlotsFile, new_boot_id
 
 log = logging.getLogger(__name__)
 
 Report = Callable[..., None]  # report(event, *, model=None, reason=None, detail=None)
-BOOT_ID_LIMIT = 2 ** 63  # boot ids fit the wire's non-negative integers and a signed 64-bit column
-
-
-def new_boot_id() -> int:
-    """A random boot id in [1, 2^63): a reflashed device (state wiped) never repeats an old one."""
-    return secrets.randbelow(BOOT_ID_LIMIT - 1) + 1
 
 
 @dataclass(frozen=True)
@@ -129,14 +122,16 @@ class Lifecycle:
         """Draw this boot's id, detect a crash loop, load the active (else previous) and shadow models."""
         with self._lock:
             self._sweep_temp_files()
-            s, clean = self._read_slots()
+            s, clean = read_slots(self.slots_file, self.store, self.public_keys, self._clock(), self.policy)
             s.boot = new_boot_id()
             crash_loop = False
             if s.probation is not None and s.probation.sha256 == s.active:
                 s.probation.boots += 1
                 crash_loop = s.probation.boots >= self.policy.crash_boots
             self._slots = s
-            self._refuse_crashed_install()
+            crashed = note_crashed_install(self.marker, s)  # the last run died bringing this model in
+            if crashed is not None:
+                self._report("bundle_rejected", **crashed)
             self._write()  # the boot id is durable before any window carries it
             self.marker.end()
             if crash_loop:
@@ -153,37 +148,6 @@ class Lifecycle:
                 log.warning("slots were recovered (%s): no stored bundle is removed at this start",
                             self.slots_file.problem)
             return self.slots
-
-    def _read_slots(self) -> tuple[Slots, bool]:
-        """slots.json, else its previous version, else slots rebuilt from the verified store.
-
-        True when slots.json itself was read (or a new device has neither file nor bundles):
-        only then may unnamed bundles be pruned.
-        """
-        s = self.slots_file.read()
-        source = self.slots_file.source
-        if source == "slots" or (source == "new" and not self.store.list()):
-            return s, True
-        if source == "previous":
-            s.last_error = self.slots_file.problem[:300]
-            return s, False
-        problem = self.slots_file.problem or f"{self.slots_file.path.name} missing"
-        return rebuild_slots(self.store, self.public_keys, problem, self._clock(),
-                             probation_utterances=self.policy.utterances, probation_s=self.policy.seconds), False
-
-    def _refuse_crashed_install(self) -> None:
-        """The last run died bringing a model in (the marker says which): refuse it until a newer rev."""
-        found = self.marker.found()
-        if found is None:
-            return
-        sha, rev, stage = found["sha256"], found["rev"], found["stage"]
-        why = f"install_crashed: the agent stopped during the {stage} of {sha[:12]} (a crash, a kill or a power cut)"
-        log.error("%s; refusing it for desired rev %d and older", why, rev)
-        s = self._slots
-        s.failed[sha] = why
-        s.install_crashed[sha] = rev
-        s.last_error = why
-        self._report("bundle_rejected", model=sha, reason="install_crashed", detail={"stage": stage, "rev": rev})
 
     def install_crashed(self, sha: str, rev: int) -> bool:
         """The agent died bringing ``sha`` in for desired rev ``rev`` or a newer one: do not try again."""
@@ -242,10 +206,8 @@ class Lifecycle:
 
     # -- install -------------------------------------------------------------------------
     def install(self, data: bytes, *, expect_sha: str | None = None, rev: int = 0) -> str:
-        """Verify, smoke-test (in a limited child) and store bundle bytes; report each step.
-
-        ``rev`` is the desired rev that asked for it (0: the configured bundle). Returns the model sha256.
-        """
+        """Verify, smoke-test (in a limited child), store; report each step. ``rev``: the desired rev
+        that asked for it (0: the configured bundle). Returns the model sha256."""
         try:
             if expect_sha is not None:
                 self._begin_new_model(expect_sha, rev, "install")
@@ -449,8 +411,7 @@ class Lifecycle:
             raise
 
     def _write(self) -> None:
-        """Save the slots. A failure (a full disk) is logged, shown in health and retried at each tick:
-        the models keep running, and a crash before the retry restarts on the last saved slots."""
+        """Save the slots; a failure (a full disk) shows in health and is retried at each tick."""
         try:
             self.slots_file.write(self._slots)
         except StoreError as exc:

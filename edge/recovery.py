@@ -1,17 +1,22 @@
-"""Slots rebuilt from the model store when neither slots file can be read.
+"""Starting after something went wrong: damaged slots, a crash while bringing a model in.
 
-The bundles are the device's real assets; the slots file only names them. When it is lost
+``read_slots``: slots.json, else its previous version, else slots rebuilt from the model
+store. The bundles are the device's real assets; the slots file only names them. When it is lost
 (and its previous version too), every stored bundle is verified again (sha256 and
 signature), nothing is removed, and the newest verified bundle becomes the active one, on
 probation (it may have been a candidate), with the next newest as its fallback. The retained
 desired state then says which model the fleet wants; the device applies it without a
 download, because the bundles are still there.
+
+``note_crashed_install``: the install marker left by a run that died bringing a model in
+(``edge.marker``) marks that model failed for that desired rev; the caller reports it.
 """
 from __future__ import annotations
 
 import logging
 
-from edge.store import ModelStore, Probation, Slots
+from edge.marker import InstallMarker
+from edge.store import ModelStore, Probation, Slots, SlotsFile
 from shared.errors import HarkenError
 
 log = logging.getLogger(__name__)
@@ -42,3 +47,35 @@ def rebuild_slots(store: ModelStore, public_keys: list, problem: str, now: float
           f"{(active or 'none')[:12]})"
     log.error("slots: %s", why)
     return Slots(active=active, previous=previous, probation=probation, last_error=why[:300])
+
+
+def read_slots(slots_file: SlotsFile, store: ModelStore, public_keys: list, now: float, policy) -> tuple[Slots, bool]:
+    """slots.json, else its previous version, else slots rebuilt from the verified store.
+
+    The flag is True when slots.json itself was read (or a new device has neither file nor
+    bundles): only then may unnamed bundles be pruned.
+    """
+    s = slots_file.read()
+    if slots_file.source == "slots" or (slots_file.source == "new" and not store.list()):
+        return s, True
+    if slots_file.source == "previous":
+        s.last_error = slots_file.problem[:300]
+        return s, False
+    problem = slots_file.problem or f"{slots_file.path.name} missing"
+    return rebuild_slots(store, public_keys, problem, now, probation_utterances=policy.utterances,
+                         probation_s=policy.seconds), False
+
+
+def note_crashed_install(marker: InstallMarker, slots: Slots) -> dict | None:
+    """Mark the model the last run died bringing in as failed for its desired rev (in ``slots``);
+    returns the ``bundle_rejected`` event's fields, or None if the last run did not die so."""
+    found = marker.found()
+    if found is None:
+        return None
+    sha, rev, stage = found["sha256"], found["rev"], found["stage"]
+    why = f"install_crashed: the agent stopped during the {stage} of {sha[:12]} (a crash, a kill or a power cut)"
+    log.error("%s; refusing it for desired rev %d and older", why, rev)
+    slots.failed[sha] = why
+    slots.install_crashed[sha] = rev
+    slots.last_error = why
+    return {"model": sha, "reason": "install_crashed", "detail": {"stage": stage, "rev": rev}}

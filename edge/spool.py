@@ -62,6 +62,10 @@ class Spool:
                              "(unsent windows are lost)") from exc
 
     # -- writing -------------------------------------------------------------------------
+    def fits(self, topic: str, payload: bytes) -> bool:
+        """Whether a message of this size can ever be spooled (``put`` refuses it otherwise)."""
+        return _row_size(topic, payload) <= self.max_bytes
+
     def put(self, topic: str, payload: bytes, *, meta: dict[str, int] | None = None) -> int:
         """Append one message (and set ``meta`` counters atomically with it); returns its id."""
         size = _row_size(topic, payload)

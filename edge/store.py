@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "bundle.hkb"
 SLOTS_VERSION = 1
+BOOT_ID_LIMIT = 2 ** 63  # boot ids fit the wire's non-negative integers and a signed 64-bit column
+
+
+def new_boot_id() -> int:
+    """A random boot id in [1, 2^63): a reflashed device (state wiped) never repeats an old one."""
+    return secrets.randbelow(BOOT_ID_LIMIT - 1) + 1
 
 
 def fsync_dir(path: Path) -> None:

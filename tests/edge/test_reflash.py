@@ -8,7 +8,8 @@ import time
 
 from cloud.store import open_store
 from edge.agent import Agent
-from edge.lifecycle import BOOT_ID_LIMIT, Lifecycle
+from edge.lifecycle import Lifecycle
+from edge.store import BOOT_ID_LIMIT
 from tests.cloud.conftest import Publisher, random_window
 from tests.edge.hardening import agent_config, kill_group, start_collector, until
 from tests.edge.test_agent_integration import CHUNK, ScriptedSource
