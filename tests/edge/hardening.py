@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from edge.config import load_agent_config
 from shared.topics import Topics
+from tests.cloud.conftest import wait_until
 
 T = Topics()
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -64,13 +64,7 @@ def start_collector(broker_url: str, db_url: str, log_path) -> subprocess.Popen:
 
 def until(predicate, timeout_s: float = 30.0, what: str = "condition", interval_s: float = 0.05):
     """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    value = predicate()
+    value = wait_until(predicate, timeout_s, interval_s)
     assert value, f"timed out after {timeout_s} s waiting for {what}"
     return value
 

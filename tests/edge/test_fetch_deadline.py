@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from edge.agent import Agent
-from shared import keys
 from shared.codec import encode
 from shared.messages import decode
 from tests.edge import bundles as variants
