@@ -86,6 +86,9 @@ class AgentConfig:
     # -- outputs -----------------------------------------------------------------------
     decisions: str = setting("", "Where decisions go: '-' stdout (JSON lines), a file path, or empty for nowhere.")
     feedback_path: str = setting("", "JSON-lines file of human feedback the agent follows (harken agent feedback).")
+    audit_rate: float = setting(0.02, "Share of decisions flagged at random (whatever the confidence) for a person "
+                                "to label: the audit sample. Flags travel on decisions, so none at human_only.",
+                                ge=0.0, le=1.0)
     capture_dir: str = setting("", "Opt-in: keep low-confidence utterances as WAV + JSON here (empty = never).")
     capture_max_per_hour: float = setting(12.0, "Sustained rate limit of captured utterances.", ge=0.001, le=3600)
     capture_burst: int = setting(3, "Captures allowed back to back.", ge=1, le=1000)

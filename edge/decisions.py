@@ -6,6 +6,13 @@
     partial     "act" when confidence >= threshold, else "defer" to a person
     full        "act" always
 
+Audit sample: ``AuditSampler`` flags a seeded-random share of decisions (``audit_rate``,
+independent of confidence) with ``Decision.audit = True``: a request for a person to label
+that utterance whatever the model said, so feedback is not only the corrections people
+bother to make. The flag travels with the decision, so at ``human_only`` (no decision is
+emitted) nothing is requested and the window's ``audit_requested`` stays 0; at every other
+level the flagged decision reaches the sink whatever its action.
+
 A sink is the one swappable part: ``DecisionSink.emit(decision)``. ``JsonLinesSink`` writes
 one JSON object per line to a stream or file, ``CallbackSink`` hands it to a function,
 ``ListSink`` keeps it in memory (replay, tests).
@@ -13,6 +20,7 @@ one JSON object per line to a stream or file, ``CallbackSink`` hands it to a fun
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import os
 import threading
@@ -23,6 +31,7 @@ from shared.errors import ConfigError
 from shared.messages import AUTOMATION_LEVELS
 
 ACTIONS = ("none", "log", "suggest", "act", "defer", "no_answer")
+DEFAULT_AUDIT_RATE = 0.02
 
 
 def check_level(level: str) -> str:
@@ -61,9 +70,34 @@ class Decision:
     shadow_label: str | None = None
     shadow_confidence: float | None = None
     t: float = 0.0  # wall clock when decided
+    audit: bool = False  # flagged for a person to label (the audit sample)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class AuditSampler:
+    """Flags a share ``rate`` of keys, pseudo-randomly but reproducibly from ``seed``.
+
+    ``flag(key)`` hashes (seed, key), so the same utterance id always gets the same answer,
+    whatever the chunking, the model or the order of calls; different seeds (devices) flag
+    different utterances.
+    """
+
+    def __init__(self, rate: float = DEFAULT_AUDIT_RATE, seed: str | int = 0):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"audit_rate must be a share in [0, 1], got {rate!r}; {DEFAULT_AUDIT_RATE} is the default")
+        self.rate = float(rate)
+        self.seed = seed
+        self._key = hashlib.blake2b(str(seed).encode(), digest_size=16).digest()
+
+    def uniform(self, key: str) -> float:
+        """The draw in [0, 1) behind ``flag(key)``."""
+        digest = hashlib.blake2b(key.encode(), digest_size=8, key=self._key).digest()
+        return int.from_bytes(digest, "big") / 2.0 ** 64
+
+    def flag(self, key: str) -> bool:
+        return self.rate > 0.0 and self.uniform(key) < self.rate
 
 
 class DecisionSink(abc.ABC):

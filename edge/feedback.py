@@ -29,7 +29,8 @@ MAX_LINE_BYTES = 4096
 class Remembered(NamedTuple):
     label: str
     labels: tuple[str, ...]
-    model: str
+    model: str  # sha256 of the model that made the prediction: feedback is credited to it
+    audit: bool = False  # the decision was flagged for the audit sample
 
 
 class PredictionMemory:
@@ -39,8 +40,9 @@ class PredictionMemory:
         self.size = size
         self._items: OrderedDict[str, Remembered] = OrderedDict()
 
-    def update(self, utterance: str, label: str, labels: tuple[str, ...], model: str) -> "PredictionMemory":
-        self._items[utterance] = Remembered(label, labels, model)
+    def update(self, utterance: str, label: str, labels: tuple[str, ...], model: str,
+               audit: bool = False) -> "PredictionMemory":
+        self._items[utterance] = Remembered(label, labels, model, bool(audit))
         if len(self._items) > self.size:
             self._items.popitem(last=False)
         return self

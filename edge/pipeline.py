@@ -7,6 +7,12 @@ are read from a ``ModelProvider`` at each utterance, so a swap takes effect at t
 utterance; when the (active, shadow) pair changes, the window is closed early at that point
 so a window never mixes two models' feature bins.
 
+Feedback is credited to the model that made the prediction (the memory keeps its sha256):
+after a swap, a late label for the old model's prediction goes to the open window's
+``feedback.by_model``, never to the new model's ``pairs``. A seeded share ``audit_rate`` of the
+emitted decisions, drawn independently of confidence, carries ``audit=True`` (a request for a
+person to label it); feedback on those also counts in ``feedback.audit``.
+
 Thread safety: ``feed``/``flush`` run on the audio thread; ``feedback`` and
 ``set_automation`` may be called from any thread (one lock guards the state).
 """
@@ -20,10 +26,10 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edge.capture import Capture, CaptureConfig
-from edge.decisions import Decision, DecisionSink, action_for, check_level
+from edge.decisions import DEFAULT_AUDIT_RATE, AuditSampler, Decision, DecisionSink, action_for, check_level
 from edge.feedback import DEFAULT_MEMORY, PredictionMemory
 from edge.model import LoadedModel
-from edge.windows import WindowAccumulator, process_cpu_s, process_rss_mb
+from edge.windows import FeedbackKey, WindowAccumulator, process_cpu_s, process_rss_mb
 from shared.audio import SAMPLE_RATE
 from shared.errors import ConfigError
 from shared.gate import GateConfig, Utterance, VadGate
@@ -55,7 +61,7 @@ def _sha(model: LoadedModel | None) -> str | None:
 
 STAT_NAMES = ("utterances", "inferences", "errors", "shadow_errors", "decisions", "acted", "suggested",
               "deferred", "no_answer", "captured", "sink_errors", "windows", "feedback_accepted",
-              "feedback_unknown_utterance", "feedback_unknown_label")
+              "feedback_unknown_utterance", "feedback_unknown_label", "audit_requested", "feedback_audit")
 
 
 class Pipeline:
@@ -66,7 +72,8 @@ class Pipeline:
                  on_window: Callable[[dict], None], on_inference: OnInference | None = None,
                  start_seq: int = 0, clock: Callable[[], float] = time.time,
                  capture: CaptureConfig | None = None, on_feedback: Callable[[dict], None] | None = None,
-                 memory_size: int = DEFAULT_MEMORY):
+                 memory_size: int = DEFAULT_MEMORY, audit_rate: float = DEFAULT_AUDIT_RATE,
+                 audit_seed: str | None = None):
         if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 1.0 <= window_s <= 3600.0:
             raise ConfigError(f"window_s must be a number of seconds in [1, 3600], got {window_s!r}; 10 is the default")
         self.device, self.boot, self.agent_version = device, boot, agent_version
@@ -79,13 +86,14 @@ class Pipeline:
         self._level = check_level(automation)
         self._capture = Capture(capture, clock) if capture is not None else None
         self._memory = PredictionMemory(memory_size)
+        self._audit = AuditSampler(audit_rate, device if audit_seed is None else audit_seed)
         self._lock = threading.RLock()
         self._seq = start_seq
         self._pos = 0  # samples fed since the pipeline started
         self._n = 0  # utterances since the pipeline started (ids are {boot}-{n})
         self._acc: WindowAccumulator | None = None
         self._acc_key: tuple[str | None, str | None] = (None, None)
-        self._pending_pairs: list[tuple[str, str]] = []
+        self._pending_feedback: list[FeedbackKey] = []
         self._dropped = 0
         self._gate_base = (0, 0, 0)
         self._cpu_base = process_cpu_s()
@@ -145,7 +153,7 @@ class Pipeline:
             for u in utterances:
                 self._on_utterance(u, t1)
             acc = self._acc
-            if close_window and acc is not None and (self._pos > acc.audio_start_sample or acc.pairs
+            if close_window and acc is not None and (self._pos > acc.audio_start_sample or acc.has_feedback
                                                      or acc.counters["utterances"]):
                 self._close_window()
 
@@ -169,8 +177,7 @@ class Pipeline:
             if self._pos > self._acc.audio_start_sample or self._acc.counters["utterances"]:
                 self._close_window()
             else:  # nothing counted yet: just relabel, keeping any feedback already landed
-                self._pending_pairs.extend(
-                    pair for pair, n in self._acc.pairs.items() for _ in range(n))
+                self._pending_feedback.extend(self._acc.feedback_items())
                 self._acc = None
         if self._acc is None:
             self._open_window(active, shadow, key)
@@ -182,9 +189,9 @@ class Pipeline:
             model=key[0], profile=None if active is None else active.profile,
             shadow_model=key[1], shadow_profile=None if shadow is None else shadow.profile)
         self._acc_key = key
-        for t, p in self._pending_pairs:
-            self._acc.update_feedback(t, p)
-        self._pending_pairs.clear()
+        for item in self._pending_feedback:
+            self._acc.update_feedback(item.true_label, item.predicted, item.model, item.audit)
+        self._pending_feedback.clear()
 
     def _close_window(self) -> None:
         acc, self._acc = self._acc, None
@@ -234,13 +241,18 @@ class Pipeline:
         action = action_for(level, pred.no_answer)
         acc.update_action(action)
         self._count_action(action)
-        self._memory.update(uid, pred.label, active.labels, active.sha256)
+        # an audit request exists only where a decision reaches the sink (never at human_only)
+        audit = level != "human_only" and self._audit.flag(uid)
+        if audit:
+            acc.update_audit_request()
+            self._stats["audit_requested"] += 1
+        self._memory.update(uid, pred.label, active.labels, active.sha256, audit)
         if level != "human_only":
             self._emit(Decision(
                 utterance=uid, audio_start_s=u.start_sample / SAMPLE_RATE, audio_end_s=u.end_sample / SAMPLE_RATE,
                 label=pred.label, confidence=pred.confidence, action=action, automation=level,
                 model=active.sha256, shadow_label=None if spred is None else spred.label,
-                shadow_confidence=None if spred is None else spred.confidence, t=self.clock()))
+                shadow_confidence=None if spred is None else spred.confidence, t=self.clock(), audit=audit))
 
     def _infer(self, model: LoadedModel, x: np.ndarray, acc: WindowAccumulator):
         t0 = time.perf_counter()
@@ -302,12 +314,15 @@ class Pipeline:
             if label not in seen.labels:
                 self._stats["feedback_unknown_label"] += 1
                 return False
+            # credited to the model that made the prediction, whichever window is open now
+            item = FeedbackKey(seen.model, label, seen.label, seen.audit)
             if self._acc is not None:
-                self._acc.update_feedback(label, seen.label)
+                self._acc.update_feedback(label, seen.label, seen.model, seen.audit)
             else:
-                self._pending_pairs.append((label, seen.label))
+                self._pending_feedback.append(item)
             self._stats["feedback_accepted"] += 1
+            self._stats["feedback_audit"] += int(seen.audit)
             if self.on_feedback is not None:
                 self.on_feedback({"utterance": utterance_id, "label": label, "predicted": seen.label,
-                                  "model": seen.model, "confirm": bool(confirm)})
+                                  "model": seen.model, "confirm": bool(confirm), "audit": seen.audit})
             return True

@@ -7,6 +7,11 @@ over the edges of the active bundle's reference profile (the fixed grids of
 accumulator; ``to_message`` builds the validated ``window`` dict. No I/O inside: the
 pipeline reads the process CPU time and RSS (``process_cpu_s``, ``process_rss_mb``) and
 passes them in.
+
+Feedback is credited to the model that made the prediction: ``update_feedback`` names that
+model, and feedback on another model's prediction (the previous active model, after a swap)
+goes to ``feedback.by_model`` instead of ``feedback.pairs``; audited predictions also count in
+``feedback.audit`` / ``audit_by_model``.
 """
 from __future__ import annotations
 
@@ -14,11 +19,11 @@ import bisect
 import os
 import resource
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from shared.histogram import (CONFIDENCE_EDGES, LATENCY_MS_EDGES, LEVEL_DBFS_EDGES, SNR_DB_EDGES,
                               UTTERANCE_MS_EDGES)
-from shared.messages import LATENCY_STAGES, validate
+from shared.messages import LATENCY_STAGES, WINDOW_VERSION, validate
 
 CLIPPED_FRACTION = 0.001  # an utterance with >= 0.1 % of its samples at full scale is clipped
 
@@ -57,6 +62,17 @@ def _profile_edges(profile: dict | None, signal: str, default: Sequence[float]) 
     return default
 
 
+class FeedbackKey(NamedTuple):
+    model: str | None  # the model that made the prediction
+    true_label: str
+    predicted: str
+    audit: bool  # the prediction was flagged for the audit sample
+
+
+def _pairs(counts: dict[tuple[str, str], int]) -> list[list]:
+    return [[t, p, n] for (t, p), n in sorted(counts.items())]
+
+
 class WindowAccumulator:
     """The statistics of one window; one accumulator per window, for one (active, shadow) pair.
 
@@ -75,16 +91,18 @@ class WindowAccumulator:
         self.sample_rate = sample_rate
         self.counters = dict.fromkeys(("frames", "voiced_frames", "dropped_frames", "invalid_frames",
                                        "utterances", "inferences", "errors"), 0)
-        self.outputs = dict.fromkeys(("no_answer", "deferred", "acted", "suggested", "capture"), 0)
+        self.outputs = dict.fromkeys(("no_answer", "deferred", "acted", "suggested", "capture",
+                                      "audit_requested"), 0)
         self.clipped_utterances = 0
         self.latency = {stage: _Hist(LATENCY_MS_EDGES) for stage in LATENCY_STAGES}
         self.utterance_ms = _Hist(_profile_edges(profile, "utterance_ms", UTTERANCE_MS_EDGES))
         self.level_dbfs = _Hist(_profile_edges(profile, "level_dbfs", LEVEL_DBFS_EDGES))
         self.snr_db = _Hist(_profile_edges(profile, "snr_db", SNR_DB_EDGES))
         self.confidence = _Hist(_profile_edges(profile, "confidence", CONFIDENCE_EDGES))
+        self.confidence_by_label: dict[str, _Hist] = {}
         self.features = [_Hist(e) for e in (profile["features"]["edges"] if profile else [])]
         self.labels: dict[str, int] = {}
-        self.pairs: dict[tuple[str, str], int] = {}
+        self.feedback: dict[FeedbackKey, int] = {}
         self.shadow_compared = self.shadow_agree = self.shadow_errors = 0
         self.shadow_confidence = _Hist(_profile_edges(shadow_profile, "confidence", CONFIDENCE_EDGES))
         self.shadow_labels: dict[str, int] = {}
@@ -116,6 +134,10 @@ class WindowAccumulator:
         self.counters["inferences"] += 1
         self.labels[label] = self.labels.get(label, 0) + 1
         self.confidence.add(confidence)
+        by_label = self.confidence_by_label.get(label)
+        if by_label is None:
+            by_label = self.confidence_by_label[label] = _Hist(self.confidence.edges)
+        by_label.add(confidence)
         self.outputs["no_answer"] += int(bool(no_answer))
         for hist, x in zip(self.features, features):
             hist.add(x)
@@ -142,10 +164,25 @@ class WindowAccumulator:
         self.shadow_labels[label] = self.shadow_labels.get(label, 0) + 1
         return self
 
-    def update_feedback(self, true_label: str, predicted: str) -> "WindowAccumulator":
-        key = (true_label, predicted)
-        self.pairs[key] = self.pairs.get(key, 0) + 1
+    def update_audit_request(self) -> "WindowAccumulator":
+        """A decision was flagged for a person to label (the audit sample)."""
+        self.outputs["audit_requested"] += 1
         return self
+
+    def update_feedback(self, true_label: str, predicted: str, model: str | None = None,
+                        audit: bool = False) -> "WindowAccumulator":
+        """A person's label for a prediction ``model`` made (None: this window's model)."""
+        key = FeedbackKey(self.model if model is None else model, true_label, predicted, bool(audit))
+        self.feedback[key] = self.feedback.get(key, 0) + 1
+        return self
+
+    @property
+    def has_feedback(self) -> bool:
+        return bool(self.feedback)
+
+    def feedback_items(self) -> list["FeedbackKey"]:
+        """Every feedback counted here, one item per count (to carry it into another window)."""
+        return [key for key, n in self.feedback.items() for _ in range(n)]
 
     def update_capture(self) -> "WindowAccumulator":
         self.outputs["capture"] += 1
@@ -159,7 +196,7 @@ class WindowAccumulator:
                         latency_ms={s: h.counts for s, h in self.latency.items() if any(h.counts)},
                         **(extra_software or {}))
         out = {
-            "kind": "window", "device": self.device, "boot": self.boot, "seq": self.seq,
+            "kind": "window", "v": WINDOW_VERSION, "device": self.device, "boot": self.boot, "seq": self.seq,
             "t_start": round(self.t_start, 3),
             "duration_s": (end_sample - self.audio_start_sample) / self.sample_rate,
             "audio_start_s": self.audio_start_sample / self.sample_rate,
@@ -169,8 +206,9 @@ class WindowAccumulator:
             "input": {"utterance_ms": self.utterance_ms.counts, "level_dbfs": self.level_dbfs.counts,
                       "snr_db": self.snr_db.counts, "clipped_utterances": self.clipped_utterances,
                       "features": [h.counts for h in self.features]},
-            "output": dict(self.outputs, labels=dict(self.labels), confidence=self.confidence.counts),
-            "feedback": {"pairs": [[t, p, n] for (t, p), n in sorted(self.pairs.items())]},
+            "output": dict(self.outputs, labels=dict(self.labels), confidence=self.confidence.counts,
+                           confidence_by_label={k: h.counts for k, h in self.confidence_by_label.items()}),
+            "feedback": self._feedback_section(),
         }
         if self.shadow_model is not None:
             out["shadow_model"] = self.shadow_model
@@ -178,3 +216,18 @@ class WindowAccumulator:
                              "errors": self.shadow_errors, "confidence": self.shadow_confidence.counts,
                              "labels": dict(self.shadow_labels)}
         return validate(out, "window")
+
+    def _feedback_section(self) -> dict:
+        """pairs / audit for this window's model; by_model / audit_by_model for the others'."""
+        own: dict[str, dict] = {"pairs": {}, "audit": {}}
+        other: dict[str, dict] = {"by_model": {}, "audit_by_model": {}}
+        for key, n in self.feedback.items():
+            pair = (key.true_label, key.predicted)
+            targets = [("pairs", "by_model")] + ([("audit", "audit_by_model")] if key.audit else [])
+            for own_name, other_name in targets:
+                counts = own[own_name] if key.model == self.model else \
+                    other[other_name].setdefault(key.model, {})
+                counts[pair] = counts.get(pair, 0) + n
+        section = {name: _pairs(c) for name, c in own.items()}
+        section.update({name: {m: _pairs(c) for m, c in sorted(by.items())} for name, by in other.items()})
+        return section

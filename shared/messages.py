@@ -8,6 +8,8 @@ Kinds and their required fields (units in the names):
 
     window   device, boot, seq, t_start, duration_s, audio_start_s, agent_version,
              model, automation, software, input, output, feedback   (shadow optional)
+             1.1 adds (optional, absent in 1.0 = empty): output.confidence_by_label,
+             output.audit_requested, feedback.by_model, feedback.audit, feedback.audit_by_model
     state    device, online, t           (everything else optional; the last will is minimal)
     event    device, boot, seq, t, event (model, reason, detail optional)
     desired  device, rev, t              (active, shadow, automation, config, probation)
@@ -30,6 +32,7 @@ EVENTS = (
     "shadow_stopped", "automation_changed", "desired_rejected", "feedback", "capture",
 )
 HEALTH = ("ok", "probation", "degraded", "error")
+WINDOW_VERSION = "1.1"  # the window schema the agent writes (readers accept every 1.x)
 
 
 _INT_LIMIT = 2 ** 63  # every integer field fits a signed 64-bit database column
@@ -105,6 +108,14 @@ def _pairs(x) -> bool:
     )
 
 
+def _pairs_by_model(x) -> bool:
+    return isinstance(x, dict) and len(x) <= 64 and all(_str(k) and _pairs(v) for k, v in x.items())
+
+
+def _hist_map(x) -> bool:
+    return isinstance(x, dict) and len(x) <= 1024 and all(_str(k) and _counts(v) for k, v in x.items())
+
+
 def _validate_window(m: dict) -> None:
     _check_fields(m, "window", {
         "device": _device, "boot": _nonneg_int, "seq": _nonneg_int, "t_start": _number,
@@ -123,8 +134,13 @@ def _validate_window(m: dict) -> None:
     _check_fields(m.get("output"), "window.output", {
         "labels": _count_map, "confidence": _counts, "no_answer": _nonneg_int,
         "deferred": _nonneg_int, "acted": _nonneg_int, "suggested": _nonneg_int,
+    }, {"confidence_by_label": _hist_map, "audit_requested": _nonneg_int})
+    by_label = m["output"].get("confidence_by_label") or {}
+    if any(len(c) != len(m["output"]["confidence"]) for c in by_label.values()):
+        raise ProtocolError("bad_field", "window.output.confidence_by_label must use the bins of output.confidence")
+    _check_fields(m.get("feedback"), "window.feedback", {"pairs": _pairs}, {
+        "by_model": _pairs_by_model, "audit": _pairs, "audit_by_model": _pairs_by_model,
     })
-    _check_fields(m.get("feedback"), "window.feedback", {"pairs": _pairs})
     if m.get("shadow") is not None:
         _check_fields(m["shadow"], "window.shadow", {
             "compared": _nonneg_int, "agree": _nonneg_int, "confidence": _counts, "labels": _count_map,

@@ -4,6 +4,17 @@ A window's histograms are over pre-agreed edges (``shared.histogram`` grids, and
 active bundle's reference profile for features), so any set of windows of the same model
 merges exactly by adding counts. ``merge_windows`` does that; ``summarize`` derives the rates
 and quantiles that gates, drift and the dashboard read.
+
+Schema 1.1 fields a 1.0 window lacks are read as empty (no counts), so 1.0 and 1.1 windows
+merge together; a merge always carries the 1.1 fields:
+
+    output.confidence_by_label  {predicted label: confidence counts}; sums to output.confidence
+    output.audit_requested      decisions flagged for a person to label (the audit sample)
+    feedback.pairs / audit      [[true, predicted, n]] on predictions of the window's own model
+                                (audit: the audited subset)
+    feedback.by_model / audit_by_model
+                                {model sha256: [[true, predicted, n]]} on predictions another
+                                model made (the previous active model, after a swap)
 """
 from __future__ import annotations
 
@@ -17,6 +28,9 @@ COUNTER_SECTIONS = {
     "input": ("clipped_utterances",),
     "output": ("no_answer", "deferred", "acted", "suggested"),
 }
+OPTIONAL_COUNTERS = {"output": ("audit_requested",)}  # 1.1: absent in 1.0 windows
+FEEDBACK_LISTS = ("pairs", "audit")
+FEEDBACK_MAPS = ("by_model", "audit_by_model")
 HIST_SECTIONS = {"input": ("utterance_ms", "level_dbfs", "snr_db"), "output": ("confidence",)}
 
 
@@ -41,12 +55,27 @@ def _merge_pairs(a: list, b: list) -> list:
     return [[t, p, n] for (t, p), n in sorted(acc.items())]
 
 
+def _merge_pair_maps(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for model, pairs in b.items():
+        out[model] = _merge_pairs(out.get(model, []), pairs)
+    return {m: out[m] for m in sorted(out)}
+
+
+def _merge_feedback(a: dict, b: dict) -> dict:
+    out = {k: _merge_pairs(a.get(k) or [], b.get(k) or []) for k in FEEDBACK_LISTS}
+    out.update({k: _merge_pair_maps(a.get(k) or {}, b.get(k) or {}) for k in FEEDBACK_MAPS})
+    return out
+
+
 def _merge_two(a: dict, b: dict) -> dict:
     out = {"n_windows": a.get("n_windows", 1) + b.get("n_windows", 1),
            "duration_s": a["duration_s"] + b["duration_s"],
            "model": a.get("model")}
     for section, names in COUNTER_SECTIONS.items():
         out[section] = {n: a[section][n] + b[section][n] for n in names}
+    for section, names in OPTIONAL_COUNTERS.items():
+        out[section].update({n: a[section].get(n, 0) + b[section].get(n, 0) for n in names})
     sw_a, sw_b = a["software"], b["software"]
     out["software"].update(
         cpu_s=sw_a["cpu_s"] + sw_b["cpu_s"],
@@ -61,7 +90,9 @@ def _merge_two(a: dict, b: dict) -> dict:
         raise ValueError("windows disagree on the feature count: merge windows of one model only")
     out["input"]["features"] = [add_counts(x, y) for x, y in zip(fa, fb)]
     out["output"]["labels"] = _add_map(a["output"]["labels"], b["output"]["labels"])
-    out["feedback"] = {"pairs": _merge_pairs(a["feedback"]["pairs"], b["feedback"]["pairs"])}
+    out["output"]["confidence_by_label"] = _add_hist_map(a["output"].get("confidence_by_label") or {},
+                                                         b["output"].get("confidence_by_label") or {})
+    out["feedback"] = _merge_feedback(a["feedback"], b["feedback"])
     sa, sb = a.get("shadow"), b.get("shadow")
     if sa and sb:
         out["shadow"] = {"compared": sa["compared"] + sb["compared"], "agree": sa["agree"] + sb["agree"],
@@ -91,13 +122,16 @@ def _zero_like(w: dict) -> dict:
     zero = {"n_windows": 0, "duration_s": 0.0, "model": w.get("model")}
     for section, names in COUNTER_SECTIONS.items():
         zero[section] = {n: 0 for n in names}
+    for section, names in OPTIONAL_COUNTERS.items():
+        zero[section].update({n: 0 for n in names})
     zero["software"].update(cpu_s=0.0, rss_mb=0.0, latency_ms={})
     for section, names in HIST_SECTIONS.items():
         for n in names:
             zero[section][n] = [0] * len(w[section][n])
     zero["input"]["features"] = [[0] * len(f) for f in w["input"]["features"]]
     zero["output"]["labels"] = {}
-    zero["feedback"] = {"pairs": []}
+    zero["output"]["confidence_by_label"] = {}
+    zero["feedback"] = {**{k: [] for k in FEEDBACK_LISTS}, **{k: {} for k in FEEDBACK_MAPS}}
     zero["shadow"] = None
     return zero
 
@@ -110,8 +144,8 @@ def summarize(w: dict) -> dict:
     """Derived figures of a window or a merge: rates, latency quantiles, feedback accuracy."""
     sw, out, fb = w["software"], w["output"], w["feedback"]
     inferences = sw["inferences"]
-    fb_total = sum(n for _, _, n in fb["pairs"])
-    fb_correct = sum(n for t, p, n in fb["pairs"] if t == p)
+    fb_total, fb_correct = _tally(fb["pairs"])
+    audit_total, audit_correct = _tally(fb.get("audit") or [])
     latency = {
         stage: {"p50": quantile(LATENCY_MS_EDGES, c, 0.5), "p99": quantile(LATENCY_MS_EDGES, c, 0.99)}
         for stage, c in sw["latency_ms"].items()
@@ -133,4 +167,12 @@ def summarize(w: dict) -> dict:
         "shadow_compared": shadow.get("compared", 0),
         "feedback_n": fb_total,
         "feedback_accuracy": _ratio(fb_correct, fb_total),
+        "audit_requested": out.get("audit_requested", 0),
+        "audit_n": audit_total,
+        "audit_accuracy": _ratio(audit_correct, audit_total),
     }
+
+
+def _tally(pairs: list) -> tuple[int, int]:
+    """(total, correct) of [[true, predicted, n]] pairs."""
+    return sum(n for _, _, n in pairs), sum(n for t, p, n in pairs if t == p)

@@ -180,7 +180,7 @@ def test_feedback_lands_in_the_window_being_accumulated(speech, models):
     counted = (stats["feedback_accepted"], stats["feedback_unknown_utterance"], stats["feedback_unknown_label"])
     assert counted == (2, 2, 1)
     assert events[0] == {"utterance": last.utterance, "label": other, "predicted": last.label,
-                         "model": models[0].sha256, "confirm": False}
+                         "model": models[0].sha256, "confirm": False, "audit": False}
 
 
 def test_feedback_file_and_fifo_are_tailed(speech, models, tmp_path):
