@@ -136,6 +136,15 @@ def _zero_like(w: dict) -> dict:
     return zero
 
 
+def credited_feedback(w: dict, model: str, audit: bool = False) -> list:
+    """[[true, predicted, n]] on predictions ``model`` made, from a window (or a merge of one
+    model's windows) of any model: its own pairs, or what it credits to ``model`` by model."""
+    fb = w["feedback"]
+    if w.get("model") == model:
+        return fb.get("audit") or [] if audit else fb["pairs"]
+    return (fb.get("audit_by_model" if audit else "by_model") or {}).get(model, [])
+
+
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 

@@ -15,6 +15,7 @@ from shared import bundle as bundle_format
 from shared.audio import to_float32, to_int16
 from shared.gate import GateConfig
 from shared.levels import level_dbfs
+from shared.profile import validate_profile
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def test_vectors(model_bytes: bytes, vectors: np.ndarray) -> tuple[bytes, dict]:
 def manifest(*, name: str, version: str, created: str, labels: list[str], placement: str,
              gate: GateConfig, threshold: float, model: onnx.ModelProto, lineage: dict,
              metrics: dict, profile: dict, vectors_entry: dict) -> dict:
+    validate_profile(profile)  # never sign a profile a device or the collector would refuse
     return {
         "name": name, "version": version, "created": created, "labels": list(labels),
         "sample_rate": F.SAMPLE_RATE, "input_samples": F.INPUT_SAMPLES, "placement": placement,

@@ -16,7 +16,7 @@ from cloud.lab import export, features, graph, infer, metrics, runs, slices, spl
 from cloud.lab.voices import SILENCE_LABEL
 from shared.errors import ModelError
 from shared.gate import GateConfig
-from shared.profile import build_profile
+from shared.profile import BACKGROUND_CHUNK, accuracy_table, build_profile, calibration_table
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,22 @@ def _slice_rows(dataset, idx, correct) -> list[dict]:
             for row in slices.slice_table(tags, correct, min_count=5)[:40]]
 
 
-def _stream(req, dataset, test_idx, sess, label_index) -> dict:
+def _play(req, dataset, idx: list[int], sess) -> stream.StreamPass:
+    """The clips ``idx`` played as one stream through the device's gate and the bundle."""
     from shared.audio import read_wav
 
-    clips = [read_wav(dataset.path_of(dataset.clips[i])) for i in test_idx]
-    labels = np.array([label_index[dataset.clips[i].label] for i in test_idx])
-    result = stream.stream_accuracy(
-        clips, labels, label_index.get(SILENCE_LABEL), lambda w: infer.run(sess, w).label,
-        req.gate, dataset.placement, features.INPUT_SAMPLES, seed=req.seed)
-    return result.to_dict()
+    clips = [read_wav(dataset.path_of(dataset.clips[i])) for i in idx]
+    return stream.play(clips, lambda w: infer.run(sess, w), req.gate, dataset.placement,
+                       features.INPUT_SAMPLES, seed=req.seed)
+
+
+def _concept_reference(test_pass: stream.StreamPass, labels: np.ndarray, label_names) -> dict:
+    """Accuracy per true label and the calibration table of the test stream's credited utterances."""
+    mask = test_pass.credited
+    true = labels[test_pass.owner[mask]]
+    predicted, confidence = test_pass.outputs.label[mask], test_pass.outputs.confidence[mask]
+    return {"accuracy": accuracy_table(true, predicted, label_names),
+            "calibration": calibration_table(predicted, confidence, predicted == true, label_names)}
 
 
 @dataclass
@@ -96,15 +103,20 @@ def _fit(req: TrainRequest, dataset, x_train, y_train, timings: dict) -> _Fitted
     return _Fitted(model, baselines, merged, model_bytes, infer.session(model_bytes))
 
 
-def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict):
-    """Metrics of the bundle (through onnxruntime): clip-level, stream, baselines, slices."""
+def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict) -> tuple[dict, dict]:
+    """Metrics of the bundle (through onnxruntime): clip-level, stream, baselines, slices; and
+    the profile's concept reference (accuracy, calibration) from the same test-stream pass."""
     outs = {k: infer.run(fitted.sess, wins[k].audio) for k in ("dev", "test")}
     y_test, y_dev = wins["test"].labels, wins["dev"].labels
     x_test = feats["test"][0]
     evaluation = metrics.classification(y_test, outs["test"].label, dataset.labels)
     t = time.perf_counter()
+    test_pass = _play(req, dataset, sp.indices["test"], fitted.sess)
     label_index = {n: i for i, n in enumerate(dataset.labels)}
-    stream_result = _stream(req, dataset, sp.indices["test"], fitted.sess, label_index)
+    test_labels = np.array([label_index[dataset.clips[i].label] for i in sp.indices["test"]], dtype=np.int64)
+    silence = label_index.get(SILENCE_LABEL)
+    stream_result = stream.score(test_pass, test_labels, silence, test_pass.outputs.label).to_dict()
+    concept = _concept_reference(test_pass, test_labels, dataset.labels)
     timings["stream_s"] = time.perf_counter() - t
     evaluation.update({
         "baselines": {name: round(float(np.mean(b.predict(x_test) == y_test)), 4)
@@ -116,7 +128,7 @@ def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict):
         "threshold": metrics.choose_threshold(y_dev, outs["dev"].label, outs["dev"].confidence),
         "slices": _slice_rows(dataset, sp.indices["test"], outs["test"].label == y_test),
     })
-    return evaluation
+    return evaluation, concept
 
 
 def _lineage(req, dataset, sp, run_id: str) -> dict:
@@ -138,7 +150,7 @@ def run(req: TrainRequest) -> dict:
     feats = {k: features.compute(w.audio) for k, w in wins.items()}
     timings["features_s"] = time.perf_counter() - t
     fitted = _fit(req, dataset, feats["train"][0], wins["train"].labels, timings)
-    evaluation = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
+    evaluation, concept = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
     vectors_npy, vectors_entry = export.test_vectors(
         fitted.model_bytes, export.pick_test_vectors(wins["test"].audio, wins["test"].labels))
     run_id, created = runs.new_run_id(), runs.now_iso()
@@ -147,7 +159,7 @@ def run(req: TrainRequest) -> dict:
         name=req.name, version=req.version, created=created, labels=dataset.labels,
         placement=dataset.placement, gate=req.gate, threshold=evaluation["threshold"]["value"],
         model=fitted.merged, lineage=lineage, metrics=evaluation,
-        profile=_profile(req, dataset, sp.indices["dev"], fitted.sess), vectors_entry=vectors_entry)
+        profile={**_profile(req, dataset, sp.indices["dev"], fitted.sess), **concept}, vectors_entry=vectors_entry)
     sha = export.write(req.out, fitted.merged, manifest, req.private_key, vectors_npy)
     timings["total_s"] = time.perf_counter() - t0
     record = {"id": run_id, "created": created, "code_revision": lineage["code_revision"],
@@ -164,28 +176,25 @@ def run(req: TrainRequest) -> dict:
 
 
 def _profile(req, dataset, dev_idx, sess) -> dict:
-    """Reference profile of the dev clips played as one stream through the device's gate.
+    """Reference profile of the dev clips played as one stream through the device's gate,
+    in chunks by speaker (the speaker of the clip each utterance overlaps most).
 
     A device's gate runs continuously and cuts utterances out of a stream, which come out
     longer (the hangover and pre-roll reach into the room around a word) than clips cut
     one at a time; a profile built from single clips made every healthy fleet alarm on
     utterance length at its first window.
     """
-    from shared.audio import read_wav
-    from shared.gate import place
     from shared.levels import level_dbfs, snr_db
 
-    order = np.random.default_rng(req.seed).permutation(len(dev_idx))
-    clips = [read_wav(dataset.path_of(dataset.clips[dev_idx[i]])) for i in order]
-    signal, _ = stream.build_stream(clips, req.seed)
-    utts = stream.cut(signal, req.gate)
+    dev = _play(req, dataset, dev_idx, sess)
+    utts, out = dev.utterances, dev.outputs
     if not utts:
         raise ModelError("the gate cut no utterance from the dev split, so there is no reference "
                          "profile; check the dataset with `harken data check`")
-    placed = np.stack([place(u.samples, features.INPUT_SAMPLES, dataset.placement) for u in utts])
-    out = infer.run(sess, placed)
+    speakers = [BACKGROUND_CHUNK if k < 0 else dataset.clips[dev_idx[k]].speaker for k in dev.owner]
     return build_profile(out.features, features.FEATURE_NAMES,
                          utterance_ms=np.array([u.duration_ms for u in utts]),
                          level_dbfs=np.array([level_dbfs(u.samples) for u in utts]),
                          snr_db=np.array([snr_db(u.samples) for u in utts]),
-                         confidence=out.confidence, labels=out.label, label_names=dataset.labels)
+                         confidence=out.confidence, labels=out.label, label_names=dataset.labels,
+                         chunks=speakers, chunk_by="speaker")

@@ -32,10 +32,11 @@ class Split:
     speakers: dict[str, list[str]]  # split name → speakers, sorted
 
     def summary(self) -> dict:
-        """Sizes, speakers and seed: what a bundle's lineage records."""
+        """Sizes, speakers (counts and sorted names) and seed: what a bundle's lineage records."""
         return {"seed": self.seed, "fractions": list(self.fractions),
                 "sizes": {k: len(v) for k, v in self.indices.items()},
                 "speakers": {k: len(v) for k, v in self.speakers.items()},
+                "speaker_names": {k: list(v) for k, v in self.speakers.items()},
                 "method": "greedy stratified speaker-disjoint"}
 
 

@@ -7,6 +7,10 @@ right when:
 - a word or ``_unknown_`` clip: its longest utterance is predicted as its label (no utterance
   at all — a gate miss — is wrong);
 - a ``_silence_`` clip: every utterance credited to it (usually none) is predicted ``_silence_``.
+
+``play`` makes one pass (gate, crediting, model outputs); ``score`` reads the clip-level
+accuracy from it, and the model lab reads the per-utterance concept reference (accuracy per
+true label, calibration) from the same pass, so the test stream is cut only once.
 """
 from __future__ import annotations
 
@@ -70,42 +74,75 @@ def cut(signal: np.ndarray, config: GateConfig):
     return utts + gate.flush()
 
 
-def stream_accuracy(clips: Sequence[np.ndarray], labels: np.ndarray, silence_label: int | None,
-                    predict: Callable[[np.ndarray], np.ndarray], config: GateConfig,
-                    placement: str, input_samples: int, seed: int = 0) -> StreamResult:
-    """Gate the clips as one stream; ``predict`` maps windows [K, input_samples] to labels."""
+@dataclass(frozen=True)
+class StreamPass:
+    """One play of clips as a stream: what the gate cut, whom it is credited to, what the model said."""
+
+    order: np.ndarray  # stream position → index into the clips given
+    utterances: list  # shared.gate.Utterance, in stream order
+    owner: np.ndarray  # per utterance: index of the clip it overlaps most, -1 for none (a gap)
+    outputs: object  # what ``run`` returned for the utterances' windows
+
+    @property
+    def credited(self) -> np.ndarray:
+        """Boolean mask of the utterances credited to a clip."""
+        return self.owner >= 0
+
+
+def play(clips: Sequence[np.ndarray], run: Callable[[np.ndarray], object], config: GateConfig,
+         placement: str, input_samples: int, seed: int = 0) -> StreamPass:
+    """Lay the clips (in a seeded order) as one stream, gate it, place and ``run`` every utterance."""
     order = np.random.default_rng(seed).permutation(len(clips))
     signal, spans = build_stream([clips[i] for i in order], seed)
     utts = cut(signal, config)
     windows = np.stack([place(u.samples, input_samples, placement) for u in utts]) if utts \
         else np.zeros((0, input_samples), np.float32)
-    predicted = predict(windows) if len(windows) else np.zeros(0, np.int64)
+    position = credit(utts, spans)
+    owner = np.where(position >= 0, order[np.maximum(position, 0)], -1) if len(position) else position
+    return StreamPass(order, utts, owner, run(windows))
+
+
+def credit(utts, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Per utterance, the stream position of the clip it overlaps most (-1: overlaps none)."""
     starts = np.array([s for s, _ in spans])
-    owner: dict[int, list[int]] = {}
-    unmatched = 0
+    owner = np.full(len(utts), -1, dtype=np.int64)
     for k, u in enumerate(utts):
         j = int(np.searchsorted(starts, u.start_sample, side="right")) - 1
-        best, best_overlap = None, 0
+        best_overlap = 0
         for c in (j, j + 1):
             if 0 <= c < len(spans):
                 overlap = min(u.end_sample, spans[c][1]) - max(u.start_sample, spans[c][0])
                 if overlap > best_overlap:
-                    best, best_overlap = c, overlap
-        if best is None:
-            unmatched += 1
-        else:
-            owner.setdefault(best, []).append(k)
+                    owner[k], best_overlap = c, overlap
+    return owner
+
+
+def score(p: StreamPass, labels: np.ndarray, silence_label: int | None, predicted: np.ndarray) -> StreamResult:
+    """Clip-level stream accuracy (rules in the module docstring) of a pass's predictions."""
+    mine: dict[int, list[int]] = {}
+    for k, clip_index in enumerate(p.owner):
+        if clip_index >= 0:
+            mine.setdefault(int(clip_index), []).append(k)
     right = missed = extra = 0
-    for pos, clip_index in enumerate(order):
-        truth, mine = int(labels[clip_index]), owner.get(pos, [])
+    for clip_index in p.order:
+        truth, credited = int(labels[clip_index]), mine.get(int(clip_index), [])
         if silence_label is not None and truth == silence_label:
-            right += all(predicted[k] == truth for k in mine)
-            extra += len(mine)
+            right += all(predicted[k] == truth for k in credited)
+            extra += len(credited)
             continue
-        if not mine:
+        if not credited:
             missed += 1
             continue
-        longest = max(mine, key=lambda k: len(utts[k].samples))
+        longest = max(credited, key=lambda k: len(p.utterances[k].samples))
         right += int(predicted[longest] == truth)
-        extra += len(mine) - 1
-    return StreamResult(right / max(1, len(clips)), len(clips), len(utts), missed, extra, unmatched)
+        extra += len(credited) - 1
+    n = len(p.order)
+    return StreamResult(right / max(1, n), n, len(p.utterances), missed, extra, int(np.sum(p.owner < 0)))
+
+
+def stream_accuracy(clips: Sequence[np.ndarray], labels: np.ndarray, silence_label: int | None,
+                    predict: Callable[[np.ndarray], np.ndarray], config: GateConfig,
+                    placement: str, input_samples: int, seed: int = 0) -> StreamResult:
+    """Gate the clips as one stream; ``predict`` maps windows [K, input_samples] to labels."""
+    p = play(clips, predict, config, placement, input_samples, seed)
+    return score(p, labels, silence_label, p.outputs)

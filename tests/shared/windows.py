@@ -31,3 +31,20 @@ def make_window(device: str = "dev-1", boot: int = 1, seq: int = 0, *, n_feature
         "feedback": {"pairs": [["yes", "yes", 1 * scale], ["no", "yes", 1]]},
         "shadow": None,
     }
+
+
+def make_window_v11(device: str = "dev-1", seq: int = 0, *, model: str = "a" * 64, other: str = "b" * 64,
+                    scale: int = 1, **kwargs) -> dict:
+    """A schema 1.1 window: ``make_window`` plus confidence by label, the audit sample and
+    feedback credited to ``other`` (the model active before a swap)."""
+    w = make_window(device, seq=seq, model=model, scale=scale, **kwargs)
+    w["v"] = "1.1"
+    conf = w["output"]["confidence"]
+    first = next(i for i, c in enumerate(conf) if c)
+    yes = [0] * len(conf)
+    yes[first] = conf[first]  # one bin to "yes", the rest to "no"
+    w["output"]["confidence_by_label"] = {"yes": yes, "no": [c - y for c, y in zip(conf, yes)]}
+    w["output"]["audit_requested"] = scale
+    w["feedback"].update(audit=[["yes", "yes", scale]], by_model={other: [["no", "no", seq + 1], ["yes", "no", 1]]},
+                         audit_by_model={other: [["no", "no", 1]]})
+    return w
