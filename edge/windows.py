@@ -218,7 +218,9 @@ class WindowAccumulator:
         return validate(out, "window")
 
     def _feedback_section(self) -> dict:
-        """pairs / audit for this window's model; by_model / audit_by_model for the others'."""
+        """pairs / audit for this window's model; by_model / audit_by_model for the others'.
+
+        Empty 1.1 sections are left out (readers take absent as empty) to keep windows small."""
         own: dict[str, dict] = {"pairs": {}, "audit": {}}
         other: dict[str, dict] = {"by_model": {}, "audit_by_model": {}}
         for key, n in self.feedback.items():
@@ -228,6 +230,6 @@ class WindowAccumulator:
                 counts = own[own_name] if key.model == self.model else \
                     other[other_name].setdefault(key.model, {})
                 counts[pair] = counts.get(pair, 0) + n
-        section = {name: _pairs(c) for name, c in own.items()}
-        section.update({name: {m: _pairs(c) for m, c in sorted(by.items())} for name, by in other.items()})
+        section = {name: _pairs(c) for name, c in own.items() if c or name == "pairs"}
+        section.update({name: {m: _pairs(c) for m, c in sorted(by.items())} for name, by in other.items() if by})
         return section

@@ -32,18 +32,20 @@ class TinyLab:
     record: dict
 
 
-def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2) -> dict:
+def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2,
+                 variants: tuple[str, ...] = TINY_VARIANTS) -> dict:
     """Synthesize a tiny dataset (``per_word`` clips per label, twice that for ``_unknown_``;
-    6 speakers) into ``out_dir``."""
+    3 accents x ``variants`` speakers, 6 by default) into ``out_dir``."""
     return synth.synthesize(out_dir, per_word=per_word, seed=seed, accents=TINY_ACCENTS,
-                            variants=TINY_VARIANTS, workers=workers)
+                            variants=variants, workers=workers)
 
 
-def tiny_dataset_and_bundle(tmp_dir: str | Path, per_word: int = 6, seed: int = 0) -> TinyLab:
+def tiny_dataset_and_bundle(tmp_dir: str | Path, per_word: int = 6, seed: int = 0,
+                            variants: tuple[str, ...] = TINY_VARIANTS) -> TinyLab:
     """Dataset, key pair, trained bundle and run record under ``tmp_dir``."""
     tmp = Path(tmp_dir)
     data_dir, key_dir, runs_dir = tmp / "data", tmp / "keys", tmp / "runs"
-    tiny_dataset(data_dir, per_word=per_word, seed=seed)
+    tiny_dataset(data_dir, per_word=per_word, seed=seed, variants=variants)
     private_path, public_path = keys.generate_keypair(key_dir)
     bundle_path = tmp / "tiny.hkb"
     record = pipeline.run(pipeline.TrainRequest(

@@ -92,14 +92,20 @@ class StreamPass:
 def play(clips: Sequence[np.ndarray], run: Callable[[np.ndarray], object], config: GateConfig,
          placement: str, input_samples: int, seed: int = 0) -> StreamPass:
     """Lay the clips (in a seeded order) as one stream, gate it, place and ``run`` every utterance."""
-    order = np.random.default_rng(seed).permutation(len(clips))
-    signal, spans = build_stream([clips[i] for i in order], seed)
+    order, signal, spans = layout(clips, seed)
     utts = cut(signal, config)
     windows = np.stack([place(u.samples, input_samples, placement) for u in utts]) if utts \
         else np.zeros((0, input_samples), np.float32)
     position = credit(utts, spans)
     owner = np.where(position >= 0, order[np.maximum(position, 0)], -1) if len(position) else position
     return StreamPass(order, utts, owner, run(windows))
+
+
+def layout(clips: Sequence[np.ndarray], seed: int = 0):
+    """(order, signal, spans): the clips in a seeded order, laid out as one stream."""
+    order = np.random.default_rng(seed).permutation(len(clips))
+    signal, spans = build_stream([clips[i] for i in order], seed)
+    return order, signal, spans
 
 
 def credit(utts, spans: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -218,6 +218,18 @@ def models(bundles):
     return [LoadedModel.from_bundle(b) for b in bundles]
 
 
+@pytest.fixture(scope="session")
+def lab_model(tmp_path_factory):
+    """The model lab's real trained bundle (tiny espeak-ng dataset, 12 labels x 4), loaded the
+    way the agent loads it. Tests may import ``cloud``; the agent's code may not."""
+    from cloud.lab.fixtures import tiny_dataset_and_bundle
+    from edge.model import LoadedModel
+    from shared.bundle import load_bundle
+
+    lab = tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"), per_word=4)
+    return LoadedModel.from_bundle(load_bundle(lab.bundle_path, [keys.load_public_key(lab.public_key_path)]))
+
+
 def run_pipeline(x: np.ndarray, chunk: int, provider, *, automation: str = "partial", flush: bool = True,
                  clock=lambda: 1000.0, sink=None, **kwargs):
     """Feed ``x`` in chunks of ``chunk`` samples; returns (decisions, windows, pipeline).

@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 
-from edge.decisions import CallbackSink, Decision, JsonLinesSink, action_for, check_level
+from edge.decisions import (DEFAULT_AUDIT_RATE, AuditSampler, CallbackSink, Decision, JsonLinesSink, action_for,
+                            check_level)
 from edge.pipeline import StaticModels
 from shared.errors import ConfigError
 from shared.messages import AUTOMATION_LEVELS
@@ -121,3 +123,34 @@ def test_a_failing_sink_is_counted_and_the_stream_goes_on(speech, models):
     stats = pipeline.stats
     assert stats["sink_errors"] == stats["decisions"] == stats["inferences"] > 10
     assert sum(w["output"]["acted"] for w in windows) == stats["inferences"]
+
+
+def test_audit_sampler_flags_its_rate_and_tells_it_from_twice_the_rate():
+    """20,000 utterance ids at the default 2 %: 400 expected (sd 19.8); the bounds are 4 sd wide,
+    and twice the rate (800) is far outside them."""
+    sampler = AuditSampler(seed="kitchen-01")
+    assert sampler.rate == DEFAULT_AUDIT_RATE == 0.02
+    keys = [f"{boot}-{n}" for boot in range(1, 5) for n in range(1, 5001)]
+    flagged = [k for k in keys if sampler.flag(k)]
+    assert 320 <= len(flagged) <= 480
+    assert flagged == [k for k in keys if AuditSampler(0.02, "kitchen-01").flag(k)]  # seeded: reproducible
+    other = {k for k in keys if AuditSampler(0.02, "hall-02").flag(k)}
+    assert len(other & set(flagged)) < 40  # another device audits other utterances (expected overlap 8)
+    draws = np.array([sampler.uniform(k) for k in keys])
+    assert np.histogram(draws, bins=10, range=(0, 1))[0].min() > 1800  # uniform: 2,000 per decile
+    assert not any(AuditSampler(0.0, "x").flag(k) for k in keys[:1000])
+    assert all(AuditSampler(1.0, "x").flag(k) for k in keys[:1000])
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, True, "0.1"])
+def test_audit_rate_is_checked(rate):
+    with pytest.raises(ConfigError, match="audit_rate"):
+        AuditSampler(rate)
+
+
+def test_the_audit_flag_is_written_with_the_decision():
+    stream = io.StringIO()
+    JsonLinesSink(stream).emit(Decision(utterance="1-1", audio_start_s=0.0, audio_end_s=0.5, label="yes",
+                                        confidence=0.9, action="act", automation="full", model="ab" * 32, audit=True))
+    assert json.loads(stream.getvalue())["audit"] is True
+    assert _decision(1).audit is False

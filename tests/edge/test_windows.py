@@ -117,3 +117,28 @@ def test_process_figures_are_plausible():
     before = process_cpu_s()
     sum(i * i for i in range(200000))
     assert process_cpu_s() > before
+
+
+def test_feedback_is_credited_to_the_model_that_predicted():
+    acc = _acc(None, model="a" * 64)
+    acc.update_feedback("yes", "no").update_feedback("yes", "no", "a" * 64, audit=True)
+    acc.update_feedback("up", "up", "b" * 64).update_feedback("up", "down", "b" * 64, audit=True)
+    fb = acc.to_message(end_sample=160000 + 480, cpu_s=0.0, rss_mb=1.0)["feedback"]
+    assert fb == {"pairs": [["yes", "no", 2]], "audit": [["yes", "no", 1]],
+                  "by_model": {"b" * 64: [["up", "down", 1], ["up", "up", 1]]},
+                  "audit_by_model": {"b" * 64: [["up", "down", 1]]}}
+    assert sorted(acc.feedback_items()) == sorted([("a" * 64, "yes", "no", False), ("a" * 64, "yes", "no", True),
+                                                   ("b" * 64, "up", "up", False), ("b" * 64, "up", "down", True)])
+
+
+def test_a_busy_window_with_every_1_1_field_encodes_within_1_kb(models):
+    """The busy window plus audit requests, audited labels and labels for the previous model."""
+    w = busy_window(models)
+    assert w["v"] == "1.1" and len(w["output"]["confidence_by_label"]) == 12
+    assert [sum(c) for c in zip(*w["output"]["confidence_by_label"].values())] == w["output"]["confidence"]
+    w["output"]["audit_requested"] = 1
+    w["feedback"]["audit"] = [["yes", "no", 1]]
+    w["feedback"]["by_model"] = {"c" * 64: [["up", "up", 2], ["go", "no", 1]]}
+    w["feedback"]["audit_by_model"] = {"c" * 64: [["go", "no", 1]]}
+    size = len(encode(decode(encode(w), "window")))
+    assert size <= 1024, f"a busy 1.1 window encodes to {size} bytes"

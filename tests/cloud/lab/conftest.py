@@ -18,3 +18,10 @@ def tiny_bundle(tiny_lab):
     from shared.bundle import load_bundle
 
     return load_bundle(tiny_lab.bundle_path, [keys.load_public_key(tiny_lab.public_key_path)])
+
+
+@pytest.fixture(scope="session")
+def voices_lab(tmp_path_factory) -> TinyLab:
+    """Like ``tiny_lab`` with 18 voices (3 accents x 6 variants): dev and test hold 3 voices each."""
+    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("voices-lab"), per_word=8,
+                                   variants=("m3", "f2", "m1", "f4", "m2", "f1"))
