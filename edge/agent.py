@@ -112,7 +112,8 @@ class Agent:
             window_s=cfg.window_s, automation=automation, models=self.lifecycle, sink=self._make_sink(),
             on_window=self._on_window, on_inference=self.lifecycle.record_inference,
             start_seq=self.spool.meta("last_seq", -1) + 1, clock=self.clock, capture=self._capture_config(),
-            audit_rate=cfg.audit_rate, on_feedback=lambda fb: self._report("feedback", model=fb.get("model") or "", detail=fb))
+            audit_rate=cfg.audit_rate,
+            on_feedback=lambda fb: self._report("feedback", model=fb.get("model") or "", detail=fb))
         self._feedback = FeedbackFile(cfg.feedback_path) if cfg.feedback_path else None
         if cfg.broker_url:
             self._start_link()

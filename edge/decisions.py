@@ -86,7 +86,8 @@ class AuditSampler:
 
     def __init__(self, rate: float = DEFAULT_AUDIT_RATE, seed: str | int = 0):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-            raise ConfigError(f"audit_rate must be a share in [0, 1], got {rate!r}; {DEFAULT_AUDIT_RATE} is the default")
+            raise ConfigError(f"audit_rate must be a share in [0, 1], got {rate!r}; "
+                              f"{DEFAULT_AUDIT_RATE} is the default")
         self.rate = float(rate)
         self.seed = seed
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=16).digest()

@@ -78,8 +78,9 @@ def test_accuracy_is_per_true_label_and_calibration_per_predicted_label_and_bin(
     assert acc == {"names": LABELS, "correct": [1, 1, 1], "total": [1, 2, 2]}
     cal = calibration_table([0, 1, 2, 2, 0], [0.95, 0.55, 0.35, 0.97, 0.1], [True, True, False, True, False], LABELS)
     assert cal["edges"] == CONFIDENCE_EDGES and cal["labels"] == LABELS
-    assert cal["n"][0] == counts_of(CONFIDENCE_EDGES, [0.95, 0.1]) and cal["correct"][0] == counts_of(CONFIDENCE_EDGES, [0.95])
-    assert cal["n"][2] == counts_of(CONFIDENCE_EDGES, [0.35, 0.97]) and cal["correct"][2] == counts_of(CONFIDENCE_EDGES, [0.97])
+    hist = lambda *conf: counts_of(CONFIDENCE_EDGES, conf)  # noqa: E731
+    assert cal["n"][0] == hist(0.95, 0.1) and cal["correct"][0] == hist(0.95)
+    assert cal["n"][2] == hist(0.35, 0.97) and cal["correct"][2] == hist(0.97)
     assert sum(map(sum, cal["n"])) == 5 and sum(map(sum, cal["correct"])) == sum(acc["correct"])
 
 
