@@ -315,11 +315,10 @@ class Pipeline:
                 self._stats["feedback_unknown_label"] += 1
                 return False
             # credited to the model that made the prediction, whichever window is open now
-            item = FeedbackKey(seen.model, label, seen.label, seen.audit)
             if self._acc is not None:
                 self._acc.update_feedback(label, seen.label, seen.model, seen.audit)
-            else:
-                self._pending_feedback.append(item)
+            else:  # between windows: the next window counts it
+                self._pending_feedback.append(FeedbackKey(seen.model, label, seen.label, seen.audit))
             self._stats["feedback_accepted"] += 1
             self._stats["feedback_audit"] += int(seen.audit)
             if self.on_feedback is not None:
