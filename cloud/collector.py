@@ -7,8 +7,11 @@
             HTTP thread ─► uvicorn: /api, /metrics, the dashboard
 
 Each thread has its own store connection, so a long maintenance transaction or a slow API
-query never holds the ingest writer's lock. The MQTT publisher (bundles, desired states,
-alerts) connects lazily and reconnects on the next use when the broker was away.
+query never holds the ingest writer's lock. Bundles, desired states and alerts go out over
+the ingest connection (``Ingest.publisher``): one session and one broker identity per
+replica, so no second connection of the same user can take the session over. The
+maintenance thread also clears retained stats/events from the broker every
+``retained_sweep_s`` (``cloud.retained``).
 """
 from __future__ import annotations
 
@@ -38,10 +41,9 @@ class Collector:
         self.config = config
         self.topics = Topics(config.topic_prefix)
         self.public_keys = [keys.load_public_key(p) for p in config.public_keys]
-        self.store = open_store(config.db_url)
-        self.maintenance_store = open_store(config.db_url)
-        self.handler = IngestHandler(self.topics, retention_full_s=config.retention_full_s,
-                                     reject_log_interval_s=config.reject_log_interval_s)
+        self.store = self._open_store()
+        self.maintenance_store = self._open_store()
+        self.handler = IngestHandler(self.topics, reject_log_interval_s=config.reject_log_interval_s)
         self.ingest = Ingest(config, self.store, self.handler, on_commit=on_commit)
         self.notifier = AlertNotifier(self.topics, self._publish_alert, config.alert_webhook_url,
                                       config.alert_webhook_timeout_s)
@@ -50,12 +52,14 @@ class Collector:
         self.last_rollup: RollupResult | None = None
         self.controller = None
         self.http_server = None
-        self._publisher = None
-        self._publisher_lock = threading.Lock()
+        self._last_sweep = time.monotonic()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._maintenance_loop, name="harken-maintenance", daemon=True)]
         if config.rollouts_enabled:
             self._threads.append(threading.Thread(target=self._rollout_loop, name="harken-rollouts", daemon=True))
+
+    def _open_store(self) -> Store:
+        return open_store(self.config.db_url, timeout_s=self.config.db_timeout_s)
 
     def _drift_job(self):
         from cloud.drift.engine import DriftConfig
@@ -92,8 +96,6 @@ class Collector:
             if thread.ident is not None:
                 thread.join(30)
         self.notifier.close()
-        if self._publisher is not None:
-            self._publisher.close()
         self.store.close()
         self.maintenance_store.close()
         log.info("collector stopped: %d messages, %d new windows, %d rejected", self.ingest.stats.messages,
@@ -101,16 +103,12 @@ class Collector:
 
     # -- MQTT publishing (bundles, desired states, alerts) ---------------------------------
     def publisher(self):
-        """The shared QoS-1 publisher, connected on first use (DeliveryError if unreachable)."""
-        from cloud.delivery import MqttPublisher
+        """The QoS-1 publisher over the ingest connection (DeliveryError while it is down)."""
+        return self.ingest.publisher()
 
-        with self._publisher_lock:
-            if self._publisher is None:
-                cfg = self.config
-                self._publisher = MqttPublisher(cfg.broker_url, username=cfg.username or None,
-                                                password=cfg.password or None, ca_file=cfg.tls_ca or None,
-                                                client_id=f"{cfg.mqtt_client_id}-pub")
-            return self._publisher
+    def readiness(self) -> list[str]:
+        """Why this collector does not get messages into the store now (empty: it does)."""
+        return self.ingest.readiness()
 
     def _publish_alert(self, topic: str, payload: bytes) -> None:
         self.publisher().publish_all([(topic, payload, False)])
@@ -125,7 +123,7 @@ class Collector:
         from cloud.rollout.controller import Controller
         from cloud.rollout.repo import SqlDesiredRevs
 
-        store = open_store(self.config.db_url)
+        store = self._open_store()
         try:
             while not self._stop.wait(self.config.rollout_tick_s):
                 try:
@@ -147,7 +145,7 @@ class Collector:
 
         from cloud.api.app import create_app
 
-        app = create_app(self.api_services(open_store(self.config.db_url)))
+        app = create_app(self.api_services(self._open_store()))
         server = uvicorn.Server(uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
                                                log_level="warning", access_log=False))
         server.install_signal_handlers = lambda: None  # the CLI owns the signals
@@ -172,7 +170,7 @@ class Collector:
                                 calibrator=self.drift_job.calibrator)
         return Services.from_config(self.config, store, registry=registry, drift=drift,
                                     rollouts=RolloutService(store, registry), ingest=self.ingest,
-                                    public_metrics=self.config.http_public_metrics,
+                                    readiness=self.readiness, public_metrics=self.config.http_public_metrics,
                                     drift_findings=(lambda: self.drift_job.last_findings) if self.drift_job else None)
 
     # -- periodic work ---------------------------------------------------------------------
@@ -187,6 +185,10 @@ class Collector:
         self.maintenance_store.prune_rejected(cfg.rejected_keep)
         for job in self.jobs:
             job(self.maintenance_store, now)
+        every = cfg.retained_sweep_s
+        if every and time.monotonic() - self._last_sweep >= every and self.ingest.connected.is_set():
+            self._last_sweep = time.monotonic()
+            self.ingest.sweep.start()
 
     def _maintenance_loop(self) -> None:
         while not self._stop.wait(self.config.rollup_interval_s):

@@ -13,8 +13,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from cloud.store.base import DEFAULT_BUCKET_S
-from shared.config import check_broker_url, check_tls_files, load_config, setting
+from shared.config import check_broker_url, check_tls_files, load_config, secret_file, setting
 from shared.errors import ConfigError
+from shared.mqtt import MAX_PACKET_BYTES, MqttSettings
 from shared.topics import DEFAULT_PREFIX, Topics
 
 ENV_PREFIX = "HARKEN_COLLECTOR_"
@@ -32,7 +33,9 @@ class CollectorConfig:
     # -- broker -----------------------------------------------------------------------
     broker_url: str = setting("mqtt://127.0.0.1:1883", "mqtt://host:port or mqtts://host:port of the broker.")
     username: str = setting("", "MQTT user name of the collector.")
-    password: str = setting("", "MQTT password; prefer the environment variable to a flag.", secret=True)
+    password: str = setting("", "MQTT password; prefer password_file or the environment variable to a flag.",
+                            secret=True)
+    password_file: str = secret_file("password", "MQTT password")
     tls_ca: str = setting("", "CA certificate (PEM) that signed the broker's certificate (mqtts).")
     tls_cert: str = setting("", "Client certificate (PEM) for mutual TLS; needs tls_key.")
     tls_key: str = setting("", "Client private key (PEM) for mutual TLS; needs tls_cert.", secret=True)
@@ -40,13 +43,22 @@ class CollectorConfig:
     topic_prefix: str = setting(DEFAULT_PREFIX, "Prefix of every Harken topic.")
     group: str = setting("harken", "Shared-subscription group: collector replicas in one group split the load.")
     client_id: str = setting("", "MQTT client id; keep it stable so the broker keeps the session (default: "
-                                 "harken-collector-HOSTNAME). Replicas need different ids.")
+                                 "harken-collector-HOSTNAME). Replicas need different ids (and, on a broker "
+                                 "that uses the user name as client id, different users).")
     keepalive_s: int = setting(30, "MQTT keep-alive interval.", ge=5, le=3600)
     session_expiry_s: int = setting(7 * 86400, "How long the broker queues windows for a stopped collector.",
                                     ge=0, le=4294967295)
     receive_maximum: int = setting(2000, "Unacknowledged messages the broker may have in flight to us.",
                                    ge=1, le=65535)
+    retained_sweep_s: float = setting(600.0, "How often retained stats/event messages are cleared from the "
+                                      "broker (also after every connect); 0: only after connecting.",
+                                      ge=0.0, le=86400.0)
     # -- ingest -----------------------------------------------------------------------
+    ingest_queue_max: int = setting(10000, "Messages waiting for the writer, at most. QoS 1 messages are bounded "
+                                    "by receive_maximum; QoS 0 messages beyond ingest_queue_max - receive_maximum "
+                                    "(or ingest_queue_bytes) are shed and counted.", ge=2, le=10_000_000)
+    ingest_queue_bytes: int = setting(64 * 1024 * 1024, "Payload bytes waiting for the writer beyond which QoS 0 "
+                                      "messages are shed.", ge=1024, le=1 << 40)
     batch_max: int = setting(500, "Messages committed (then acknowledged) together, at most.", ge=1, le=65535)
     batch_ms: float = setting(50.0, "Longest wait to fill a batch before committing it.", ge=0.0, le=10000.0)
     reject_log_interval_s: float = setting(60.0, "Rejected messages are logged once per code per interval.",
@@ -56,8 +68,11 @@ class CollectorConfig:
     # -- store ------------------------------------------------------------------------
     db_url: str = setting("", "Store: sqlite:///PATH (default sqlite:///./harken.db, or $HARKEN_DB) or "
                               "postgresql://user@host/db.")
-    retention_full_s: float = setting(2 * 86400.0, "Full windows are kept this long, then only their rollups; "
-                                      "older windows arriving late are rejected (too_late).",
+    db_timeout_s: float = setting(30.0, "PostgreSQL: longest statement (statement_timeout); a connection silent "
+                                  "5 s past it is cut and reopened.", ge=1.0, le=3600.0)
+    retention_full_s: float = setting(2 * 86400.0, "Full windows are kept this long after they were received, then "
+                                      "only their rollups; a redelivered window whose boot's full windows were "
+                                      "deleted up to its seq is rejected (too_late).",
                                       ge=60.0, le=10 * 365 * 86400.0)
     rollup_bucket_s: int = setting(DEFAULT_BUCKET_S, "Width of a rollup bucket (merged windows per device "
                                    "and model); keep it a divisor of the drift step.", ge=10, le=86400)
@@ -81,7 +96,11 @@ class CollectorConfig:
     # -- http api ---------------------------------------------------------------------
     http_host: str = setting("127.0.0.1", "Address the operator HTTP API and dashboard listen on.")
     http_port: int = setting(8080, "Port of the operator HTTP API and dashboard (0 disables it).", ge=0, le=65535)
-    http_token: str = setting("", "Bearer token the HTTP API requires.", secret=True)
+    http_token: str = setting("", "Bearer token the HTTP API requires (role operate, name 'operator'); prefer "
+                                  "http_token_file or http_tokens_file.", secret=True)
+    http_token_file: str = secret_file("http_token", "HTTP API bearer token")
+    http_tokens_file: str = setting("", "File of named API tokens with roles, one per line: NAME ROLE TOKEN (ROLE "
+                                        "read or operate; '#' starts a comment). The audit log names the token.")
     http_public_metrics: bool = setting(False, "Serve /metrics without the token (for a Prometheus on loopback).")
     # -- alerts -----------------------------------------------------------------------
     alert_webhook_url: str = setting("", "URL that drift alerts are POSTed to (empty: none).")
@@ -90,7 +109,7 @@ class CollectorConfig:
     # -- named cross-field checks -------------------------------------------------------
     def check(self) -> None:
         for rule in (self._check_broker, self._check_tls, self._check_prefix, self._check_group,
-                     self._check_db, self._check_rollup, self._check_webhook):
+                     self._check_db, self._check_rollup, self._check_webhook, self._check_queue):
             rule()
 
     def _check_broker(self) -> None:
@@ -123,6 +142,11 @@ class CollectorConfig:
         if self.alert_webhook_url and urlsplit(self.alert_webhook_url).scheme not in ("http", "https"):
             raise ConfigError(f"alert_webhook_url {self.alert_webhook_url!r} must be an http(s) URL")
 
+    def _check_queue(self) -> None:
+        if self.ingest_queue_max <= self.receive_maximum:
+            raise ConfigError(f"ingest_queue_max ({self.ingest_queue_max}) must exceed receive_maximum "
+                              f"({self.receive_maximum}): the broker may have that many QoS 1 messages in flight")
+
     # -- derived values ---------------------------------------------------------------
     @property
     def broker_host_port(self) -> tuple[str, int, bool]:
@@ -133,6 +157,12 @@ class CollectorConfig:
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or _default_client_id()
+
+    def mqtt_settings(self) -> MqttSettings:
+        """The collector's one connection: ingest and publishing (bundles, desired states, alerts)."""
+        return MqttSettings.from_config(self, self.mqtt_client_id, session_expiry_s=self.session_expiry_s,
+                                        receive_maximum=self.receive_maximum, max_packet_bytes=MAX_PACKET_BYTES,
+                                        max_inflight=100)
 
 
 def resolve_db_url(flag: str | None = None, file_value: str = "", env: Mapping[str, str] | None = None) -> str:

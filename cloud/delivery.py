@@ -19,17 +19,18 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Iterable, Protocol
-from urllib.parse import urlparse
 
 from shared.bundle import Bundle
 from shared.codec import encode
 from shared.errors import ConfigError, HarkenError
 from shared.messages import AUTOMATION_LEVELS, validate
+from shared.mqtt import CHUNK_BYTES, MqttSettings, build_client
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 256 * 1024
+DEFAULT_CHUNK_BYTES = CHUNK_BYTES  # the broker's max_packet_size is set just above it
+MAX_REV = 2 ** 53 - 1  # the largest rev every JSON reader keeps exact; a device reporting more is clamped
 Publication = tuple[str, bytes, bool]  # topic, payload, retained
 
 
@@ -57,8 +58,9 @@ class DesiredRevs(Protocol):
 
 def bundle_messages(topics: Topics, sha: str, data: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Publication]:
     """The retained messages that carry one bundle: raw bytes, or chunks then a header."""
-    if chunk_bytes <= 0:
-        raise ConfigError(f"chunk size must be positive, got {chunk_bytes}")
+    if not 0 < chunk_bytes <= CHUNK_BYTES:
+        raise ConfigError(f"chunk size {chunk_bytes} must be 1..{CHUNK_BYTES} bytes: the broker refuses larger "
+                          "packets (max_packet_size)")
     if len(data) <= chunk_bytes:
         return [(topics.model(sha), data, True)]
     chunks = [data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
@@ -98,6 +100,17 @@ class DesiredTarget:
         return {"active": self.active, "shadow": self.shadow, "automation": self.automation}
 
 
+def clamp_floor(reported) -> int:
+    """A device's reported rev as a floor: an integer in ``0 .. MAX_REV - 1``."""
+    try:
+        rev = int(reported)
+    except (TypeError, ValueError):
+        return 0
+    if rev >= MAX_REV:
+        log.warning("a device reports desired rev %d, past the largest rev (%d): clamped", rev, MAX_REV)
+    return min(max(rev, 0), MAX_REV - 1)
+
+
 class Delivery:
     """Publishes bundles and desired states through one publisher and one rev store."""
 
@@ -125,9 +138,11 @@ class Delivery:
                       config: dict | None = None, floors: dict[str, int] | None = None) -> dict[str, dict]:
         """Persist the next rev for every device, then publish all retained; returns the messages.
 
-        ``floors``: the rev each device reports it applied; a new rev is always above it.
+        ``floors``: the rev each device reports it applied; a new rev is always above it. A
+        device reports what it likes, so a floor is clamped to ``MAX_REV - 1``: one device
+        claiming rev 2^63-1 cannot overflow the rev column and fail every other device's write.
         """
-        floors = floors or {}
+        floors = {d: clamp_floor(f) for d, f in (floors or {}).items()}
         builds = {}
         for device, target in targets.items():
             def build(rev: int, device=device, target=target) -> dict:
@@ -142,50 +157,22 @@ class Delivery:
         return messages
 
 
-class MqttPublisher:
-    """A paho-mqtt 2.x MQTTv5 client that publishes QoS 1 and waits for every PUBACK."""
+class ClientPublisher:
+    """Publishes QoS 1 over a running paho client and waits for every PUBACK.
 
-    def __init__(self, url: str, *, username: str | None = None, password: str | None = None,
-                 client_id: str | None = None, timeout_s: float = 30.0, max_inflight: int = 200,
-                 ca_file: str | None = None):
-        import paho.mqtt.client as mqtt
+    The collector publishes over its ingest connection (one session, one identity per replica);
+    ``connected`` says whether that connection is up. Nothing is queued while it is down:
+    a publish then fails at once, and the caller (the controller's next tick) tries again.
+    """
 
-        parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ConfigError(f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+    def __init__(self, client, connected: threading.Event, timeout_s: float = 30.0):
+        self._client = client
+        self._connected = connected
         self.timeout_s = timeout_s
-        self._connected = threading.Event()
-        self._reason: str | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                   client_id=client_id or f"harken-delivery-{uuid.uuid4().hex[:8]}")
-        self._client.max_inflight_messages_set(max_inflight)
-        self._client.max_queued_messages_set(0)
-        if username:
-            self._client.username_pw_set(username, password)
-        if parsed.scheme == "mqtts":
-            self._client.tls_set(ca_certs=ca_file)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        try:
-            self._client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883))
-        except OSError as exc:
-            raise DeliveryError(f"cannot reach the broker at {url}: {exc}; is it running?") from exc
-        self._client.loop_start()
-        if not self._connected.wait(timeout_s) or self._reason:
-            self.close()
-            raise DeliveryError(f"broker at {url} refused the connection ({self._reason or 'timeout'}); "
-                                "check the URL and the credentials")
-        log.info("delivery connected to %s", url)
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._reason = None if not reason_code.is_failure else str(reason_code)
-        self._connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.warning("delivery disconnected from the broker: %s", reason_code)
 
     def publish_all(self, messages: Iterable[Publication]) -> int:
+        if not self._connected.is_set():
+            raise DeliveryError("not connected to the broker; the messages will be sent once it is back")
         infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in messages]
         deadline = time.monotonic() + self.timeout_s
         for info in infos:
@@ -197,6 +184,45 @@ class MqttPublisher:
                 raise DeliveryError(f"the broker did not acknowledge {len(infos)} messages within "
                                     f"{self.timeout_s:.0f} s; is it overloaded or gone?")
         return len(infos)
+
+    def close(self) -> None:
+        """The connection belongs to its owner; nothing to close here."""
+
+
+class MqttPublisher(ClientPublisher):
+    """A publisher with a connection of its own (tools, tests, benchmarks): a clean session."""
+
+    def __init__(self, broker: str | MqttSettings, *, username: str | None = None, password: str | None = None,
+                 client_id: str | None = None, timeout_s: float = 30.0, max_inflight: int = 200,
+                 ca_file: str | None = None):
+        settings = broker if isinstance(broker, MqttSettings) else MqttSettings.from_url(
+            broker, client_id or f"harken-delivery-{uuid.uuid4().hex[:8]}", username=username or "",
+            password=password or "", tls_ca=ca_file or "", max_inflight=max_inflight)
+        where = f"{settings.host}:{settings.port}"
+        self._reason: str | None = None
+        client = build_client(settings)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        super().__init__(client, threading.Event(), timeout_s)
+        try:
+            client.connect(*settings.address, **settings.connect_kwargs())
+        except OSError as exc:
+            raise DeliveryError(f"cannot reach the broker at {where}: {exc}; is it running?") from exc
+        client.loop_start()
+        if not self._connected.wait(timeout_s) or self._reason:
+            self.close()
+            raise DeliveryError(f"broker at {where} refused the connection ({self._reason or 'timeout'}); "
+                                "check the URL, the credentials and the client certificate")
+        log.info("delivery connected to %s as %s", where, settings.username or settings.client_id)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._reason = None if not reason_code.is_failure else str(reason_code)
+        self._connected.set()  # a refusal wakes the constructor too: it reads the reason
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("delivery disconnected from the broker: %s", reason_code)
 
     def close(self) -> None:
         self._client.disconnect()

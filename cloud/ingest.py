@@ -1,15 +1,21 @@
 """Ingest: MQTT messages in, validated batches committed, then acknowledged.
 
-``IngestHandler`` turns one (topic, payload) into a row of a ``Batch`` or a ``Reject``; it is
-pure and fast, so the fuzz tests drive it without a broker. ``Ingest`` owns the MQTT client
-(paho 2, MQTT v5, persistent session, manual acknowledgement) and one writer thread that
-commits batches of up to ``batch_max`` messages or ``batch_ms`` and only then sends the
-PUBACKs: a message is acknowledged once it is stored (or rejected and recorded), so a crash
-at any instant loses nothing and the unique key makes redeliveries harmless.
+``IngestHandler`` (``cloud.ingest_handler``) turns one (topic, payload) into a row of a
+``Batch`` or a ``Reject``. ``Ingest`` owns the collector's one MQTT connection (paho 2,
+MQTT v5, persistent session, manual acknowledgement; built by ``shared.mqtt``) and one
+writer thread that commits batches of up to ``batch_max`` messages or ``batch_ms`` and only
+then sends the PUBACKs: a message is acknowledged once it is stored (or rejected and
+recorded), so a crash at any instant loses nothing and the unique key makes redeliveries
+harmless. The same connection publishes (``publisher()``): bundles, desired states and
+alerts, so a replica has one session and one identity on the broker.
 
 Windows and events arrive through a shared subscription (replicas split them). Device
 state does not: the broker never sends retained messages to a shared subscription, so each
 collector subscribes to ``state`` directly and gets every device's retained state at connect.
+
+What waits for the writer is bounded (``IngestQueue``): QoS 1 messages by the receive
+maximum the broker honours, QoS 0 ones (which no receive maximum limits) are shed past
+their share and counted. ``readiness()`` says whether messages reach the store now.
 """
 from __future__ import annotations
 
@@ -17,129 +23,29 @@ import logging
 import queue
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.config import CollectorConfig
-from cloud.store import Batch, BatchResult, Received, Reject, Store, StoreDataError
+from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
+from cloud.retained import SWEEP_ID, RetainedSweep
+from cloud.store import Batch, BatchResult, Store, StoreDataError
 from shared.codec import dumps
-from shared.errors import ConfigError, ProtocolError, StoreError
-from shared.messages import decode
-from shared.topics import QOS, Topics
+from shared.errors import StoreError
+from shared.mqtt import build_client
+from shared.topics import QOS
 
 log = logging.getLogger(__name__)
 
-KIND_OF_TOPIC = {"stats": "window", "state": "state", "event": "event"}
-TEXT_FIELDS = {"window": ("model", "shadow_model", "agent_version"), "event": ("model", "reason"),
-               "state": ()}
+__all__ = ["KIND_OF_TOPIC", "CommitHook", "Ingest", "IngestHandler", "IngestQueue", "IngestStats", "RejectLog"]
+
 RETRY_MAX_S = 10.0
-
-
-class RejectLog:
-    """Logs rejected messages at WARNING once per code per interval, with how many there were."""
-
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic):
-        self.interval_s = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, int] = {}
-
-    def note(self, reject: Reject) -> None:
-        code = reject.code
-        self._pending[code] = self._pending.get(code, 0) + 1
-        now = self._clock()
-        if code in self._last and now - self._last[code] < self.interval_s:
-            return
-        n, self._pending[code] = self._pending[code], 0
-        self._last[code] = now
-        log.warning("rejected %d message(s) with code %s; latest on %s: %s; first bytes %s", n, code,
-                    reject.topic, reject.detail, reject.head[:32].hex())
-
-
-def _text_ok(value) -> bool:
-    if value is None:
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
-
-
-class IngestHandler:
-    """Topic + payload → a validated row in a ``Batch``, or a ``Reject`` in it."""
-
-    def __init__(self, topics: Topics, *, retention_full_s: float, reject_log_interval_s: float = 60.0):
-        self.topics = topics
-        self.retention_full_s = retention_full_s
-        self.reject_log = RejectLog(reject_log_interval_s)
-        self.accepted: dict[str, int] = {}
-        self.rejected: dict[str, int] = {}
-
-    def add(self, batch: Batch, topic: str, payload: bytes, received_t: float, retained: bool = False) -> str | None:
-        """Add one message to ``batch``; returns the reject code, or None if it was accepted.
-
-        A retained message (the broker replaying a device's last state at subscribe) says
-        nothing about when the device was last heard from, so it counts as seen at its own ``t``.
-        """
-        try:
-            kind, message, body = self._check(topic, payload, received_t)
-        except ProtocolError as exc:
-            reject = Reject.of(received_t, topic, exc.code, exc.detail, payload)
-            batch.rejects.append(reject)
-            self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
-            self.reject_log.note(reject)
-            return exc.code
-        row = Received(message, received_t, body)
-        {"window": batch.windows, "state": batch.states, "event": batch.events}[kind].append(row)
-        batch.see(message["device"], min(received_t, message.get("t", received_t)) if retained else received_t)
-        self.accepted[kind] = self.accepted.get(kind, 0) + 1
-        return None
-
-    def _check(self, topic: str, payload: bytes, received_t: float) -> tuple[str, dict, str | None]:
-        parsed = self.topics.parse(topic)
-        kind = KIND_OF_TOPIC.get(parsed.kind)
-        if kind is None:
-            raise ProtocolError("unexpected_topic", f"the collector does not read {parsed.kind!r} topics")
-        try:
-            message = decode(payload, expect=kind)
-        except ProtocolError:
-            raise
-        except Exception as exc:  # a decoder bug must not stop ingest: keep the message, say so
-            raise ProtocolError("decoder_error", f"the decoder failed ({exc.__class__.__name__}: {exc}); "
-                                "this is a Harken bug: report it with the rejected bytes") from exc
-        if message["device"] != parsed.device:
-            raise ProtocolError("device_mismatch", f"payload says device {message['device']!r} but the topic is "
-                                f"{parsed.device!r}; a device publishes only under its own dev/{{id}}/")
-        for name in TEXT_FIELDS[kind]:
-            if not _text_ok(message.get(name)):
-                raise ProtocolError("bad_text", f"{kind}.{name} holds a NUL or an unpaired surrogate")
-        if kind == "window" and message["t_start"] < received_t - self.retention_full_s:
-            raise ProtocolError("too_late", f"window starts {received_t - message['t_start']:.0f} s ago, past "
-                                f"the full-detail retention ({self.retention_full_s:.0f} s); it cannot be "
-                                "checked against duplicates any more")
-        return kind, message, self._body(kind, payload, message)
-
-    @staticmethod
-    def _body(kind: str, payload: bytes, message: dict) -> str | None:
-        """The message as stored JSON text: the sender's own text when it is plain UTF-8 JSON."""
-        raw = zlib.decompress(payload) if payload[:1] == b"\x78" else payload
-        suspicious = b"NaN" in raw or b"Infinity" in raw
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            suspicious, text = True, None
-        if suspicious:
-            try:
-                text = dumps(message).decode()
-            except ValueError:
-                raise ProtocolError("not_finite", f"{kind} holds NaN or Infinity; send finite numbers") from None
-        return text if kind == "window" else None
+INGEST_ID = 1  # MQTT v5 subscription identifier of the ingest subscriptions
+STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
 
 
 @dataclass
@@ -170,8 +76,58 @@ class IngestStats:
 CommitHook = Callable[[list[_Message], BatchResult, float], None]
 
 
+class IngestQueue:
+    """The messages waiting for the writer, bounded.
+
+    QoS 1 messages always get in (the broker sends at most ``receive_maximum`` of them
+    unacknowledged; a broker that ignores it is slowed down, not lost: ``put`` blocks the
+    network thread). A QoS 0 message gets in only while fewer than ``qos0_max`` messages and
+    ``max_bytes`` bytes wait; otherwise it is shed and counted, since it can never come again.
+    """
+
+    def __init__(self, max_messages: int, reserved_qos1: int, max_bytes: int):
+        self.qos0_max = max_messages - reserved_qos1
+        self.max_bytes = max_bytes
+        self._queue: queue.Queue[_Message] = queue.Queue(max_messages)
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.peak = 0
+        self.shed = 0
+        self.shed_bytes = 0
+
+    def offer(self, m: _Message) -> bool:
+        """Queue ``m``; False when it was shed (QoS 0 only)."""
+        size = len(m.payload)
+        if m.qos == 0:
+            with self._lock:
+                if self._queue.qsize() >= self.qos0_max or self.bytes + size > self.max_bytes:
+                    self.shed += 1
+                    self.shed_bytes += size
+                    return False
+                self.bytes += size
+            self._queue.put_nowait(m)
+        else:
+            with self._lock:
+                self.bytes += size
+            self._queue.put(m)
+        self.peak = max(self.peak, self._queue.qsize())
+        return True
+
+    def get(self, timeout: float | None = None) -> _Message:
+        m = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get_nowait()
+        with self._lock:
+            self.bytes -= len(m.payload)
+        return m
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+
 class Ingest:
-    """The collector's MQTT side: subscribe, batch, commit, acknowledge."""
+    """The collector's MQTT side: subscribe, batch, commit, acknowledge; and publish."""
 
     def __init__(self, config: CollectorConfig, store: Store, handler: IngestHandler, *,
                  on_commit: CommitHook | None = None):
@@ -181,36 +137,37 @@ class Ingest:
         self.topics = handler.topics
         self.stats = IngestStats()
         self._on_commit = on_commit
-        self._queue: queue.Queue[_Message] = queue.Queue()
+        self.queue = IngestQueue(config.ingest_queue_max, config.receive_maximum, config.ingest_queue_bytes)
         self._accepting = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
+        self._commit_since: float | None = None  # monotonic start of the commit under way
+        self._store_error: str | None = None  # why the last commit failed (None: it worked)
         self.connected = threading.Event()
+        self.settings = config.mqtt_settings()
         self._client = self._build_client()
+        self.sweep = RetainedSweep(self._client, self.topics)
         self._writer = threading.Thread(target=self._write_loop, name="harken-ingest-writer", daemon=True)
 
     # -- MQTT -------------------------------------------------------------------------------
-    def _build_client(self) -> mqtt.Client:
-        cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=True)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password or None)
-        if cfg.broker_host_port[2]:
-            import ssl
-
-            try:
-                client.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None,
-                               keyfile=cfg.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"cannot set up TLS with the given tls_ca/tls_cert/tls_key: {exc}") from exc
-            client.tls_insecure_set(cfg.tls_insecure)
-        client.reconnect_delay_set(0.5, 30)
+    def _build_client(self):
+        client = build_client(self.settings, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         return client
+
+    @property
+    def client(self):
+        return self._client
+
+    def publisher(self):
+        """A QoS-1 publisher over this connection (``cloud.delivery.ClientPublisher``)."""
+        from cloud.delivery import ClientPublisher
+
+        return ClientPublisher(self._client, self.connected)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -220,44 +177,62 @@ class Ingest:
         self._generation += 1
         self.stats.connects += 1
         log.info("connected to %s as %s (session present: %s)", self.config.broker_url,
-                 self.config.mqtt_client_id, flags.session_present)
+                 self.settings.username or self.settings.client_id, flags.session_present)
         group = self.config.group
-        client.subscribe([(self.topics.shared_filter(group, "stats"), QOS),
-                          (self.topics.shared_filter(group, "event"), QOS),
-                          (self.topics.filter("state"), QOS)])
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.SubscriptionIdentifier = INGEST_ID
+        options = SubscribeOptions(qos=QOS)
+        client.subscribe([(self.topics.shared_filter(group, "stats"), options),
+                          (self.topics.shared_filter(group, "event"), options),
+                          (self.topics.filter("state"), options)], properties=props)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if self.sweep.owns(mid):
+            self.sweep.on_subscribed(mid, reason_codes)
+            return
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
         if failed:
             log.error("broker refused subscriptions (%s): check the collector's ACL on %s/dev/+/...",
                       ", ".join(failed), self.topics.prefix)
             return
         self.connected.set()
+        self.sweep.start()  # retained stats/events left by a device: clear them
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.sweep.on_unsubscribed(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.sweep.abandon()
         if not self._stop.is_set():
             log.warning("lost the broker %s (%s); reconnecting", self.config.broker_url, reason_code)
 
     def _on_message(self, client, userdata, msg) -> None:
-        if not self._accepting.is_set():
-            return  # shutting down: not acknowledged, so the broker sends it again after restart
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)[:200]
-        self._queue.put(_Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain))
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None) or []
+        if SWEEP_ID in ids or (msg.retain and not topic.endswith("/state")):
+            self.sweep.on_message(msg)  # a copy for the sweep (or a retained stats/event): never stored
+            if INGEST_ID not in ids:
+                return
+        if not msg.payload and not topic.endswith("/state"):
+            if msg.qos > 0:  # the echo of a retained stats/event being cleared: nothing to store
+                client.ack(msg.mid, msg.qos)
+            return
+        if not self._accepting.is_set():
+            return  # shutting down: not acknowledged, so the broker sends it again after restart
+        message = _Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain)
+        if not self.queue.offer(message) and self.queue.shed % 1000 == 1:
+            log.warning("ingest queue full: shed %d QoS 0 message(s) so far (latest on %s); devices must "
+                        "publish at QoS 1", self.queue.shed, topic)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        host, port, _ = self.config.broker_host_port
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
         self._accepting.set()
         self._writer.start()
-        self._client.connect_async(host, port, keepalive=self.config.keepalive_s, clean_start=False,
-                                   properties=props)
+        self._client.connect_async(*self.settings.address, **self.settings.connect_kwargs())
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -275,17 +250,29 @@ class Ingest:
         self._client.loop_stop()
         self.connected.clear()
 
+    def readiness(self) -> list[str]:
+        """Why messages do not reach the store now (empty: they do)."""
+        reasons = []
+        if not self.connected.is_set():
+            reasons.append(f"not connected to the broker {self.config.broker_url}")
+        since = self._commit_since
+        if since is not None and time.monotonic() - since > STALL_S:
+            reasons.append(f"a commit has waited {time.monotonic() - since:.0f} s for the store")
+        if self._store_error is not None:
+            reasons.append(f"the last commit failed: {self._store_error}")
+        return reasons
+
     # -- the writer ------------------------------------------------------------------------------
     def _next_batch(self) -> list[_Message]:
         try:
-            first = self._queue.get(timeout=0.1)
+            first = self.queue.get(timeout=0.1)
         except queue.Empty:
             return []
         items = [first]
         deadline = time.monotonic() + self.config.batch_ms / 1000.0
         while len(items) < self.config.batch_max:
             try:
-                items.append(self._queue.get_nowait())
+                items.append(self.queue.get())
                 continue
             except queue.Empty:
                 pass
@@ -293,13 +280,13 @@ class Ingest:
             if remaining <= 0:
                 break
             try:
-                items.append(self._queue.get(timeout=remaining))
+                items.append(self.queue.get(timeout=remaining))
             except queue.Empty:
                 break
         return items
 
     def _write_loop(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
+        while not (self._stop.is_set() and self.queue.empty()):
             items = self._next_batch()
             if not items:
                 continue
@@ -312,12 +299,19 @@ class Ingest:
         batch = Batch()
         for m in items:
             self.handler.add(batch, m.topic, m.payload, m.received_t, m.retain)
-        result = self._commit(batch)
+        self._commit_since = time.monotonic()
+        try:
+            result = self._commit(batch)
+        finally:
+            self._commit_since = None
         if result is None:
             return  # stopping while the store is down: the broker redelivers later
         for m in items:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
+        self._count(items, batch, result)
+
+    def _count(self, items: list[_Message], batch: Batch, result: BatchResult) -> None:
         s = self.stats
         s.messages += len(items)
         s.batches += 1
@@ -337,12 +331,15 @@ class Ingest:
         while True:
             try:
                 try:
-                    return self.store.write(batch)
+                    result = self.store.write(batch)
                 except StoreDataError as exc:
                     log.warning("the store refused a batch (%s); storing its messages one by one", exc)
-                    return self._commit_one_by_one(batch)
+                    result = self._commit_one_by_one(batch)
+                self._store_error = None
+                return result
             except StoreError as exc:
                 self.stats.store_failures += 1
+                self._store_error = str(exc)[:300]
                 if self._stop.is_set() and delay >= RETRY_MAX_S:
                     log.error("giving up on a batch at shutdown: %s", exc)
                     return None
@@ -352,6 +349,8 @@ class Ingest:
 
     def _commit_one_by_one(self, batch: Batch) -> BatchResult:
         """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
+        from cloud.store import Reject
+
         totals = [0, 0, 0, 0]
         singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
                    + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects])
@@ -372,3 +371,4 @@ class Ingest:
             for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects)):
                 totals[i] += v
         return BatchResult(*totals)
+

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from shared.config import check_broker_url, check_tls_files, load_config, setting
+from shared.config import check_broker_url, check_tls_files, load_config, secret_file, setting
 from shared.errors import ConfigError
 from shared.gate import GateConfig
 from shared.messages import AUTOMATION_LEVELS
@@ -30,7 +30,9 @@ class AgentConfig:
     # -- broker ----------------------------------------------------------------------
     broker_url: str = setting("", "mqtt://host:port or mqtts://host:port; empty runs offline (no broker).")
     username: str = setting("", "MQTT user name (per-device credentials).")
-    password: str = setting("", "MQTT password; prefer the environment variable to a flag.", secret=True)
+    password: str = setting("", "MQTT password; prefer password_file or the environment variable to a flag.",
+                            secret=True)
+    password_file: str = secret_file("password", "MQTT password")
     tls_ca: str = setting("", "CA certificate (PEM) that signed the broker's certificate (mqtts).")
     tls_cert: str = setting("", "Client certificate (PEM) for mutual TLS; needs tls_key.")
     tls_key: str = setting("", "Client private key (PEM) for mutual TLS; needs tls_cert.", secret=True)

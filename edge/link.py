@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import ssl
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -29,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.watchdog import Watchdog
 from shared.codec import encode
-from shared.errors import ConfigError
+from shared.mqtt import MqttSettings, build_client
 from shared.topics import QOS
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,14 @@ class LinkSettings:
                    username=cfg.username, password=cfg.password, keepalive_s=cfg.keepalive_s,
                    session_expiry_s=cfg.session_expiry_s, reconnect_min_s=cfg.reconnect_min_s,
                    reconnect_max_s=cfg.reconnect_max_s, max_inflight=cfg.spool_inflight + 20)
+
+    def mqtt(self) -> MqttSettings:
+        """The connection settings: client id = device id, a persistent session."""
+        return MqttSettings(host=self.host, port=self.port, client_id=self.device_id, tls=self.tls,
+                            tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key,
+                            tls_insecure=self.tls_insecure, username=self.username, password=self.password,
+                            keepalive_s=self.keepalive_s, session_expiry_s=self.session_expiry_s,
+                            max_inflight=self.max_inflight)
 
 
 def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -112,20 +119,8 @@ class Link:
 
     # -- setup ---------------------------------------------------------------------------
     def _build_client(self, will_topic: str, will_message: dict) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.device_id,
-                             protocol=mqtt.MQTTv5, reconnect_on_failure=True)
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=s.tls_ca or None, certfile=s.tls_cert or None,
-                               keyfile=s.tls_key or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"cannot set up TLS with the given tls_ca/tls_cert/tls_key: {exc}") from exc
-            client.tls_insecure_set(s.tls_insecure)
+        client = build_client(self.settings.mqtt())
         client.will_set(will_topic, encode(will_message), qos=QOS, retain=True)
-        client.max_inflight_messages_set(s.max_inflight)
         client.reconnect_delay_set(*self._next_delay())
         client.on_connect = self._handle_connect
         client.on_connect_fail = self._handle_connect_fail

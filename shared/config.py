@@ -8,6 +8,7 @@ against their bounds, and cross-field rules live in the class's ``check()`` meth
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -16,6 +17,8 @@ from typing import Any, Mapping
 
 from shared.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -23,9 +26,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 def setting(default: Any, description: str, *, ge: float | None = None, le: float | None = None,
-            choices: tuple | None = None, secret: bool = False):
-    """A config field with its description and bounds (``ge``/``le`` inclusive)."""
-    meta = {"description": description, "ge": ge, "le": le, "choices": choices, "secret": secret}
+            choices: tuple | None = None, secret: bool = False, file_of: str | None = None):
+    """A config field with its description and bounds (``ge``/``le`` inclusive).
+
+    ``file_of="password"`` makes this field the path of a file that holds the secret setting
+    ``password`` (``--password-file``): flags show in ``ps``, a file does not.
+    """
+    meta = {"description": description, "ge": ge, "le": le, "choices": choices, "secret": secret,
+            "file_of": file_of}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -145,9 +153,42 @@ def load_config(cls, *, file: str | os.PathLike | None = None, env: Mapping[str,
     except TypeError as exc:
         raise ConfigError(f"incomplete configuration: {exc}") from exc
     _check_bounds(cfg)
+    read_secret_files(cfg)
     if hasattr(cfg, "check"):
         cfg.check()
     return cfg
+
+
+def secret_file(target: str, what: str):
+    """The ``--X-file`` twin of the secret setting ``X``: the path of a file holding it."""
+    return setting("", f"File that holds the {what} (its first line); preferred to --{target.replace('_', '-')}, "
+                       "which `ps` shows to every user.", file_of=target)
+
+
+def read_secret(path: str | os.PathLike, name: str) -> str:
+    """The first line of a secret file, stripped; ConfigError says how to fix a bad file."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name} {str(p)!r} cannot be read ({exc}); write the secret into it, mode 0600") from exc
+    secret = text.splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ConfigError(f"{name} {str(p)!r} is empty; write the secret on its first line")
+    if p.stat().st_mode & 0o077:
+        log.warning("%s %s is readable by other users; chmod 600 it", name, p)
+    return secret
+
+
+def read_secret_files(cfg) -> None:
+    """Fill each secret from its ``*_file`` twin; setting both is an error."""
+    for f in dataclasses.fields(cfg):
+        target, path = f.metadata.get("file_of"), getattr(cfg, f.name)
+        if not target or not path:
+            continue
+        if getattr(cfg, target):
+            raise ConfigError(f"both {target} and {f.name} are set; keep only {f.name}")
+        setattr(cfg, target, read_secret(path, f.name))
 
 
 def describe(cls) -> list[dict]:
@@ -161,7 +202,8 @@ def describe(cls) -> list[dict]:
         rows.append({"name": f.name, "type": getattr(_base_type(tp)[0], "__name__", str(tp)),
                      "default": default, "description": f.metadata.get("description", ""),
                      "ge": f.metadata.get("ge"), "le": f.metadata.get("le"),
-                     "choices": f.metadata.get("choices"), "secret": f.metadata.get("secret", False)})
+                     "choices": f.metadata.get("choices"), "secret": f.metadata.get("secret", False),
+                     "file_of": f.metadata.get("file_of")})
     return rows
 
 

@@ -27,6 +27,7 @@ def generate_keypair(directory: str | os.PathLike, *, overwrite: bool = False) -
     pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies only to a new file: an overwritten one keeps its old mode
     with os.fdopen(fd, "wb") as f:
         f.write(priv_pem)
     pub_path.write_bytes(pub_pem)

@@ -4,14 +4,16 @@
 
     /                  the dashboard (static, offline: no CDN); it asks for the token once
     /static/*          its JS modules, CSS and icon
-    /api/*             the JSON API (bearer token); OpenAPI document at /openapi.json
+    /api/*             the JSON API (bearer token; role operate for anything but reading)
+    /openapi.json      the API's OpenAPI document (bearer token: it maps what there is to attack)
     /metrics           Prometheus text format (bearer token unless ``services.public_metrics``)
-    /healthz           liveness, no token, no data
+    /healthz           liveness (the process serves HTTP), no token, no data
+    /readyz            readiness: 200 while messages reach the store, else 503 with the reasons
 
-The token comes from the collector's configuration (``services.token``). It is compared in
+Tokens come from the collector's configuration (``cloud.api.auth``). They are compared in
 constant time, only read from the Authorization header, and never logged. The dashboard
-keeps it in the tab's sessionStorage; ``/#token=...`` hands it over without a prompt (a URL
-fragment never reaches the server or its access log).
+keeps its token in the tab's sessionStorage; ``/#token=...`` hands it over without a prompt
+(a URL fragment never reaches the server or its access log).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from cloud.api import drift, fleet, metrics, models, rollouts, windows
-from cloud.api.auth import require_token
+from cloud.api.auth import TokenBook, require_token
 from cloud.api.backend import Backend, Conflict, NotFound, Services, Unavailable
 from shared.errors import ConfigError, HarkenError, StoreError
 
@@ -65,12 +67,12 @@ def _dashboard(app: FastAPI) -> None:
 
 def create_app(services: Services) -> FastAPI:
     """The HTTP app over the collector's parts (see ``cloud.api.backend.Services``)."""
-    app = FastAPI(title="Harken collector API", version=API_VERSION, openapi_url="/openapi.json",
+    app = FastAPI(title="Harken collector API", version=API_VERSION, openapi_url=None,
                   docs_url=None, redoc_url=None,
                   description="Fleet, windows, drift, models and rollouts. Every /api route needs "
-                              "'Authorization: Bearer <token>'.")
+                              "'Authorization: Bearer <token>'; a token with role read may only GET.")
     app.state.backend = Backend(services)
-    app.state.token = services.token
+    app.state.tokens = services.tokens if services.tokens is not None else TokenBook.build(services.token)
     secured = [Depends(_bearer), Depends(require_token)]
     for module in (fleet, windows, drift, models, rollouts):
         app.include_router(module.router, dependencies=secured)
@@ -78,16 +80,25 @@ def create_app(services: Services) -> FastAPI:
     _error_handlers(app)
     _dashboard(app)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"ok": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        reasons = app.state.backend.readiness()
+        return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/api/", "/metrics")):
+        if not request.url.path.startswith(("/api/", "/metrics", "/openapi.json", "/readyz")):
             response.headers.setdefault("Content-Security-Policy", CSP)
             response.headers.setdefault("Cache-Control", "no-cache")
         else:

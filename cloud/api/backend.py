@@ -19,7 +19,7 @@ from cloud.drift import Alert, DriftConfig, StoreSource, acknowledge, drift_repo
 from cloud.drift.calibrate import Calibrator
 from cloud.fleet import Selector
 from cloud.store.base import DEFAULT_BUCKET_S, Store
-from shared.errors import ConfigError
+from shared.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Services:
 
     store: Store
     token: str | None = None
+    tokens: Any = None  # a cloud.api.auth.TokenBook; None: just ``token`` (role operate)
+    readiness: Callable[[], list[str]] | None = None  # the collector's reasons not to be ready
     registry: Any = None
     drift: Any = None
     rollouts: Any = None
@@ -56,7 +58,10 @@ class Services:
     def from_config(cls, config, store: Store, **parts) -> "Services":
         """Services for a collector: token and timings from its ``CollectorConfig``, plus
         ``parts`` (registry=, drift=, rollouts=, ingest=, drift_findings=, public_metrics=)."""
+        from cloud.api.auth import TokenBook
+
         return cls(store=store, token=config.http_token or None, offline_after_s=config.offline_after_s,
+                   tokens=TokenBook.build(config.http_token, config.http_tokens_file),
                    rollup_bucket_s=config.rollup_bucket_s, **parts)
 
 
@@ -67,6 +72,15 @@ class Backend:
 
     def now(self) -> float:
         return self.s.clock()
+
+    def readiness(self) -> list[str]:
+        """Why messages do not reach the store now: the collector's own view, and a query on ours."""
+        reasons = list(self.s.readiness()) if self.s.readiness is not None else []
+        try:
+            self.s.store.ping()
+        except StoreError as exc:
+            reasons.append(f"the store does not answer: {exc}")
+        return reasons
 
     # -- cohorts --------------------------------------------------------------------------
     def cohort(self, selector: str) -> Selector:

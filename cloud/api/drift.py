@@ -6,16 +6,17 @@
                                   devices / tags: [attribution], models, opened_t, updated_t,
                                   resolved_t, acked_t, acked_by, ack_note, evidence, histograms:
                                   [{model, signal, edges | names, counts, reference, score, ...}]}
-    POST /api/alerts/{id}/ack     {by?, note?} → the acknowledged alert (409 if resolved)
+    POST /api/alerts/{id}/ack     {note?} → the acknowledged alert (409 if resolved); by = the token's name
     GET  /api/drift/report        ?cohort=&range_s=&step_s= → {cohort, from, to, step_s, kinds,
                                   rows: [{t_start, t_end, <kind>_n, <kind>_severity, <kind>_top,
                                   <kind>_top_score, <kind>_flag}]}  (``cloud.drift.drift_report``)
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from cloud.api.auth import actor
 from cloud.api.backend import Backend
 from cloud.api.deps import backend, time_range
 from cloud.drift.signals import KINDS
@@ -64,14 +65,14 @@ def alert(alert_id: str, b: Backend = Depends(backend)) -> dict:
 
 
 class Ack(BaseModel):
-    by: str = Field("api", max_length=100, description="Who acknowledges (shown on the alert).")
-    note: str = Field("", max_length=1000, description="Why, or what is being done about it.")
+    note: str = Field("", max_length=1000, description="Why, or what is being done about it. Who acknowledged "
+                                                       "is the token's name (a 'by' field is ignored).")
 
 
 @router.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert (409 when it is resolved)")
-def ack(alert_id: str, body: Ack | None = None, b: Backend = Depends(backend)) -> dict:
+def ack(alert_id: str, request: Request, body: Ack | None = None, b: Backend = Depends(backend)) -> dict:
     body = body or Ack()
-    return alert_view(b.ack_alert(alert_id, body.by, body.note))
+    return alert_view(b.ack_alert(alert_id, actor(request), body.note))
 
 
 @router.get("/api/drift/report", summary="A cohort's drift score table over time")

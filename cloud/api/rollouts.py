@@ -9,7 +9,7 @@
                                          pending_commands: [{id, action, t, actor, note}], created_t,
                                          updated_t}
     POST /api/rollouts                  {model, cohort, strategy, steps?, bake?, approval?} → rollout
-    POST /api/rollouts/{id}/{action}    action: pause | resume | approve | abort | rollback; {reason?, by?}
+    POST /api/rollouts/{id}/{action}    action: pause | resume | approve | abort | rollback; {reason?}
                                         → 202 and the rollout: the command is queued in the store and
                                         carried out at the controller's next tick
 """
@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from cloud.api.auth import actor
 from cloud.api.backend import Backend
 from cloud.api.deps import backend
 from cloud.rollout.state import ACTIVE, TERMINAL, Rollout
@@ -123,19 +124,19 @@ class Start(BaseModel):
 
 
 class Act(BaseModel):
-    reason: str = Field("", max_length=1000)
-    by: str = Field("api", max_length=100)
+    reason: str = Field("", max_length=1000, description="Why; the log names the token, not a 'by' field.")
 
 
 @router.post("/api/rollouts", summary="Start a rollout", status_code=201)
-def start(body: Start, b: Backend = Depends(backend)) -> dict:
+def start(body: Start, request: Request, b: Backend = Depends(backend)) -> dict:
     spec = body.model_dump(exclude_none=True)
-    return rollout_view(b.start_rollout(spec, actor="api"))
+    return rollout_view(b.start_rollout(spec, actor=actor(request)))
 
 
 @router.post("/api/rollouts/{rollout_id}/{action}", status_code=202,
              summary="Queue pause, resume, approve, abort or rollback for the controller's next tick")
-def act(rollout_id: str, action: Action, body: Act | None = None, b: Backend = Depends(backend)) -> dict:
+def act(rollout_id: str, action: Action, request: Request, body: Act | None = None,
+        b: Backend = Depends(backend)) -> dict:
     body = body or Act()
-    b.act(rollout_id, action, body.by, body.reason)
+    b.act(rollout_id, action, actor(request), body.reason)
     return _full_view(b, rollout_id)

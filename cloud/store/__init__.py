@@ -15,12 +15,16 @@ __all__ = ["FLEET", "Batch", "BatchResult", "Received", "Reject", "RollupResult"
            "open_store", "DEFAULT_URL", "safe_url"]
 
 
-def open_store(url: str) -> Store:
-    """Open (creating and migrating if needed) the store at ``url``."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from cloud.store.postgres import PostgresStore
+def open_store(url: str, *, timeout_s: float | None = None) -> Store:
+    """Open (creating and migrating if needed) the store at ``url``.
 
-        return PostgresStore(url)
+    ``timeout_s``: PostgreSQL's statement timeout and the deadline after which a silent
+    connection is cut (``cloud.store.postgres``); SQLite waits on its own locks instead.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        from cloud.store.postgres import DEFAULT_TIMEOUT_S, PostgresStore
+
+        return PostgresStore(url, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
         if not path.startswith("/") or len(path) < 2:

@@ -61,11 +61,13 @@ class Reject:
 
 @dataclass(frozen=True)
 class Received:
-    """A validated message and when the collector received it (``body``: its JSON text)."""
+    """A validated message and when the collector received it (``body``: its JSON text;
+    ``retained``: the broker replayed it from its store, so it is not fresh news)."""
 
     message: dict
     received_t: float
     body: str | None = None
+    retained: bool = False
 
 
 @dataclass
@@ -180,7 +182,9 @@ class Store(ABC):
     # -- devices ------------------------------------------------------------------------------
     @abstractmethod
     def devices(self) -> list[dict]:
-        """Every device: device, online (True/False/None), first/last_seen_t, state, tags."""
+        """Every device: device, online (True/False/None), first/last_seen_t, state, last_state_t
+        (the state's own time), state_received_t, clock_offset_s (its clock minus ours, None
+        until measured) and clock_offset_t, tags."""
 
     @abstractmethod
     def device(self, device: str) -> dict | None: ...
@@ -244,6 +248,10 @@ class Store(ABC):
 
     @abstractmethod
     def release_lease(self, name: str, holder: str) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers a trivial query now."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -143,8 +143,27 @@ CREATE TABLE leases (
 )
 """
 
+# Time by the collector's clock: states are ordered by when they were received, each device's
+# clock offset is kept for the fleet view, full windows are deleted by receive time and the
+# highest deleted seq of each (device, boot) is remembered (exactly-once without device clocks).
+_RECEIVE_TIME = """
+ALTER TABLE devices ADD COLUMN state_received_t DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN clock_offset_s DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN clock_offset_t DOUBLE PRECISION;
+CREATE TABLE window_floors (
+    device TEXT NOT NULL,
+    boot BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    updated_t DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, boot)
+);
+CREATE INDEX window_floors_t ON window_floors (updated_t);
+CREATE INDEX windows_rolled_received ON windows (received_t) WHERE rolled <> 0
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _INITIAL),
+    Migration("0002_receive_time", _RECEIVE_TIME),
 ]
 
 

@@ -24,6 +24,7 @@ from shared.window import merge_windows
 
 UNMERGEABLE = "unmergeable"
 DELETE_CHUNK = 5000
+FLOOR_KEEP_MIN_S = 30 * 86400.0
 IN_CHUNK = 500
 
 Key = tuple[str, str, float]  # (device or FLEET, model, bucket_start)
@@ -152,7 +153,7 @@ def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int
         unmergeable += len(p.bad)
         if len(rows) < chunk:
             break
-    return RollupResult(rolled, _delete_old(store, now - retention_full_s), unmergeable)
+    return RollupResult(rolled, _delete_old(store, now, retention_full_s), unmergeable)
 
 
 def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key, tuple[int, dict | None]]:
@@ -204,12 +205,25 @@ def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str]
                 bodies[i].encode()) for i in p.bad])
 
 
-def _delete_old(store, cutoff: float) -> int:
+def _delete_old(store, now: float, retention_full_s: float) -> int:
+    """Delete rolled windows received more than the retention ago (our clock, not the device's),
+    raising the floors that keep exactly-once for what was deleted; forget old floors."""
     deleted = 0
     while True:
         with store._tx() as cur:
-            n = cur.execute("DELETE FROM windows WHERE id IN (SELECT id FROM windows WHERE rolled <> 0"
-                            f" AND t_start < ? LIMIT {DELETE_CHUNK})", (cutoff,)).rowcount
-        deleted += max(n, 0)
-        if n < DELETE_CHUNK:
-            return deleted
+            gone = cur.execute("DELETE FROM windows WHERE id IN (SELECT id FROM windows WHERE rolled <> 0"
+                               f" AND received_t < ? LIMIT {DELETE_CHUNK}) RETURNING device, boot, seq",
+                               (now - retention_full_s,)).fetchall()
+            store._raise_floors(cur, gone, now)
+        deleted += len(gone)
+        if len(gone) < DELETE_CHUNK:
+            break
+    with store._tx() as cur:
+        cur.execute("DELETE FROM window_floors WHERE updated_t < ?", (now - floor_keep_s(retention_full_s),))
+    return deleted
+
+
+def floor_keep_s(retention_full_s: float) -> float:
+    """How long a (device, boot) floor outlives its last deletion: far past any redelivery (a broker
+    session expires within days, a device spool holds hours), so a duplicate cannot come later."""
+    return max(FLOOR_KEEP_MIN_S, 4 * retention_full_s)

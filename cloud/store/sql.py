@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 from cloud.store import rollup as rollup_mod
-from cloud.store.base import DEFAULT_BUCKET_S, FLEET, Batch, BatchResult, RollupResult, Store
+from cloud.store.base import DEFAULT_BUCKET_S, FLEET, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
-from cloud.store.records import RecordsMixin, dumps
+from cloud.store.records import RecordsMixin
+from cloud.store.writes import WritesMixin
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ PAGE = 1000
 IN_CHUNK = 500
 WINDOW_COLS = ("id", "device", "boot", "seq", "t_start", "audio_start_s", "duration_s", "model",
                "shadow_model", "automation", "agent_version", "received_t", "rolled", "body")
+DEVICE_COLS = ("device, online, first_seen_t, last_seen_t, state, last_state_t, state_received_t, clock_offset_s,"
+               " clock_offset_t")
 
 
 def _like_prefix(prefix: str) -> str:
@@ -42,7 +45,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class SqlStore(RecordsMixin, Store):
+class SqlStore(WritesMixin, RecordsMixin, Store):
     dialect = "sql"
     GREATEST = "MAX"
 
@@ -93,84 +96,13 @@ class SqlStore(RecordsMixin, Store):
     def _lock_migrations(self, cur) -> None:
         """Serialise concurrent openers (SQLite's BEGIN IMMEDIATE already does)."""
 
+    def ping(self) -> None:
+        with self._tx(write=False) as cur:
+            cur.execute("SELECT 1").fetchone()
+
     def applied_migrations(self) -> list[str]:
         with self._tx(write=False) as cur:
             return [r[0] for r in cur.execute("SELECT name FROM migrations ORDER BY name").fetchall()]
-
-    # -- writing ---------------------------------------------------------------------------------
-    def write(self, batch: Batch) -> BatchResult:
-        if not len(batch) and not batch.seen:
-            return BatchResult(0, 0, 0, 0)
-        with self._tx() as cur:
-            windows_new = self._write_windows(cur, batch)
-            events_new = self._write_events(cur, batch)
-            self._write_seen(cur, batch.seen)
-            for st in batch.states:
-                self._write_state(cur, st.message)
-            self._write_rejects(cur, batch.rejects)
-        return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects))
-
-    def _write_windows(self, cur, batch: Batch) -> int:
-        if not batch.windows:
-            return 0
-        rows = []
-        for r in batch.windows:
-            w = r.message
-            rows.append((w["device"], w["boot"], w["seq"], w["t_start"], w["audio_start_s"], w["duration_s"],
-                         w.get("model") or "", w.get("shadow_model"), w["automation"], w["agent_version"],
-                         r.received_t, r.body if r.body is not None else dumps(w)))
-        rows.sort(key=lambda r: r[:3])  # one key order in every transaction: no deadlocks between replicas
-        cur.executemany(
-            "INSERT INTO windows (device, boot, seq, t_start, audio_start_s, duration_s, model, shadow_model,"
-            " automation, agent_version, received_t, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (device, boot, seq) DO NOTHING", rows)
-        return max(cur.rowcount, 0)
-
-    def _write_events(self, cur, batch: Batch) -> int:
-        if not batch.events:
-            return 0
-        rows = [(e["device"], e["boot"], e["seq"], e["t"], r.received_t, e["event"], e.get("model"),
-                 e.get("reason"), dumps(e["detail"]) if e.get("detail") is not None else None)
-                for r in batch.events for e in (r.message,)]
-        rows.sort(key=lambda r: r[:3])
-        cur.executemany(
-            "INSERT INTO events (device, boot, seq, t, received_t, event, model, reason, detail)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device, boot, seq) DO NOTHING", rows)
-        return max(cur.rowcount, 0)
-
-    def _write_seen(self, cur, seen: dict[str, float]) -> None:
-        if seen:
-            cur.executemany(
-                "INSERT INTO devices (device, first_seen_t, last_seen_t) VALUES (?, ?, ?) ON CONFLICT (device)"
-                f" DO UPDATE SET last_seen_t = {self.GREATEST}(devices.last_seen_t, excluded.last_seen_t)",
-                [(d, t, t) for d, t in sorted(seen.items())])
-
-    def _write_state(self, cur, msg: dict) -> None:
-        """Online states replace the stored one (unless older); offline ones (the last will
-        is minimal) are laid over it, so the fleet view still shows what the device ran."""
-        row = cur.execute("SELECT state, last_state_t FROM devices WHERE device = ?", (msg["device"],)).fetchone()
-        old_state = json.loads(row[0]) if row and row[0] else None
-        old_t = row[1] if row else None
-        if msg["online"] and old_t is not None and msg["t"] < old_t:
-            return
-        state = msg if msg["online"] or old_state is None else {**old_state, **msg}
-        new_t = msg["t"] if old_t is None else max(old_t, msg["t"])
-        cur.execute("UPDATE devices SET online = ?, state = ?, last_state_t = ? WHERE device = ?",
-                    (1 if msg["online"] else 0, dumps(state), new_t, msg["device"]))
-
-    def _write_rejects(self, cur, rejects) -> None:
-        if not rejects:
-            return
-        cur.executemany("INSERT INTO rejected (t, topic, code, detail, head_hex, size_bytes) VALUES (?,?,?,?,?,?)",
-                        [(r.t, r.topic, r.code, r.detail[:1000], r.head.hex(), r.size_bytes) for r in rejects])
-        counts: dict[str, tuple[int, float]] = {}
-        for r in rejects:
-            n, t = counts.get(r.code, (0, r.t))
-            counts[r.code] = (n + 1, max(t, r.t))
-        cur.executemany(
-            "INSERT INTO reject_counts (code, n, last_t) VALUES (?, ?, ?) ON CONFLICT (code) DO UPDATE SET"
-            f" n = reject_counts.n + excluded.n, last_t = {self.GREATEST}(reject_counts.last_t, excluded.last_t)",
-            [(code, n, t) for code, (n, t) in sorted(counts.items())])
 
     # -- windows ------------------------------------------------------------------------------------
     def _window_filter(self, device, devices, model, since, until, time_col: str = "t_start"
@@ -279,15 +211,15 @@ class SqlStore(RecordsMixin, Store):
 
     # -- devices ----------------------------------------------------------------------------------
     def _device_dict(self, row, tags: list[str]) -> dict:
-        device, online, first, last, state, state_t = row
+        device, online, first, last, state, state_t, received_t, offset, offset_t = row
         return {"device": device, "online": None if online is None else bool(online), "first_seen_t": first,
                 "last_seen_t": last, "state": json.loads(state) if state else None, "last_state_t": state_t,
+                "state_received_t": received_t, "clock_offset_s": offset, "clock_offset_t": offset_t,
                 "tags": tags}
 
     def devices(self) -> list[dict]:
         with self._tx(write=False) as cur:
-            rows = cur.execute("SELECT device, online, first_seen_t, last_seen_t, state, last_state_t"
-                               " FROM devices ORDER BY device").fetchall()
+            rows = cur.execute(f"SELECT {DEVICE_COLS} FROM devices ORDER BY device").fetchall()
             tags: dict[str, list[str]] = {}
             for d, t in cur.execute("SELECT device, tag FROM device_tags ORDER BY device, tag").fetchall():
                 tags.setdefault(d, []).append(t)
@@ -295,8 +227,7 @@ class SqlStore(RecordsMixin, Store):
 
     def device(self, device: str) -> dict | None:
         with self._tx(write=False) as cur:
-            row = cur.execute("SELECT device, online, first_seen_t, last_seen_t, state, last_state_t"
-                              " FROM devices WHERE device = ?", (device,)).fetchone()
+            row = cur.execute(f"SELECT {DEVICE_COLS} FROM devices WHERE device = ?", (device,)).fetchone()
             tags = [t for (t,) in cur.execute("SELECT tag FROM device_tags WHERE device = ? ORDER BY tag",
                                               (device,)).fetchall()]
         return self._device_dict(row, tags) if row else None

@@ -139,7 +139,7 @@ def test_the_handler_keeps_every_bad_message_and_every_good_window(engine, tmp_p
     """SQLite takes the full 10,000+; PostgreSQL (which refuses NUL text) a third of it."""
     store = open_store(f"sqlite:///{tmp_path / 'fuzz.db'}" if engine == "sqlite" else pg_schemas())
     examples = HANDLER_FUZZ.max_examples if engine == "sqlite" else HANDLER_FUZZ.max_examples // 3
-    handler = IngestHandler(TOPICS, retention_full_s=7 * 86400)
+    handler = IngestHandler(TOPICS)
     seqs = itertools.count(1)
     seen = Counter()
     processed = [0]

@@ -24,7 +24,7 @@ TOPICS = Topics()
 
 
 def _handler(**kw) -> IngestHandler:
-    return IngestHandler(TOPICS, retention_full_s=kw.pop("retention_full_s", 1e12), **kw)
+    return IngestHandler(TOPICS, **kw)
 
 
 def _add(handler, topic, payload, t=T0 + 100):
@@ -64,12 +64,11 @@ def test_handler_accepts_each_kind_with_its_text():
     ("harken/v1/dev/dev-1/stats", encode({**random_window(random.Random(1)), "model": "\ud800"}), "bad_text"),
     ("harken/v1/dev/dev-1/stats",
      json.dumps({**random_window(random.Random(1)), "extra": float("nan")}).encode(), "not_finite"),
-    ("harken/v1/dev/dev-1/stats", encode(random_window(random.Random(1), t_start=T0 - 10_000)), "too_late"),
     ("harken/v1/dev/dev-1/desired", b"{}", "unexpected_topic"),
     ("other/dev-1/stats", b"{}", "bad_topic"),
 ])
 def test_handler_rejects_with_a_code(topic, payload, code):
-    h = _handler(retention_full_s=3600)
+    h = _handler()
     got, batch = _add(h, topic, payload)
     assert got == code
     assert not batch.windows and len(batch.rejects) == 1

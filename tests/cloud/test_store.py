@@ -22,6 +22,12 @@ def _strip(body: dict) -> dict:
     return {k: v for k, v in body.items() if k not in ("kind", "v")}
 
 
+def _insert_received_at_end(store, ws: list[dict]) -> None:
+    """Store windows as received when they end (t_start + 10 s, by the collector's clock)."""
+    batch = Batch(windows=[Received(w, w["t_start"] + 10.0) for w in ws])
+    store.write(batch)
+
+
 def test_migrations_are_named_recorded_and_applied_once(store, store_url):
     assert store.applied_migrations() == [m.name for m in MIGRATIONS]
     store.close()
@@ -112,8 +118,9 @@ def test_device_state_online_offline_and_last_seen(store):
     store.upsert_device_state(state_message("dev-1", False, t=100.0), received_t=1010.0)
     d = store.device("dev-1")
     assert d["online"] is False and d["state"]["models"]["active"] == MODEL_A
-    # a stale online state (older than the last one) is ignored
-    store.upsert_device_state(state_message("dev-1", True, t=50.0), received_t=1020.0)
+    # states are ordered by when the collector received them, not by the device's clock:
+    # one received before the stored one is ignored, whatever time it claims
+    store.upsert_device_state(state_message("dev-1", True, t=5000.0), received_t=1005.0)
     assert store.device("dev-1")["online"] is False
     store.upsert_device_state(state_message("dev-1", True, t=200.0, agent_version="0.2.0"), received_t=1030.0)
     d = store.device("dev-1")
@@ -196,12 +203,12 @@ def test_rollup_is_exact_and_deletes_only_past_retention(store):
     ws = [random_window(rng, f"dev-{d}", 1, s, t_start=T0 + 60.0 * s, shadow=bool(s % 2))
           for d in range(3) for s in range(40)]  # 40 min per device, 15-min buckets
     ws += [random_window(rng, "dev-0", 2, s, t_start=T0 + 60.0 * s, model=MODEL_B) for s in range(10)]
-    store.insert_windows(ws)
+    _insert_received_at_end(store, ws)
     before = store.merged()
-    now = T0 + 60.0 * 40 + 600  # retention 20 min: windows before T0+1800 go
+    now = T0 + 60.0 * 40 + 600  # retention 20 min: windows received before T0+1800 go
     res = store.rollup(900, 1200.0, now=now)
     assert res.rolled == len(ws) and res.unmergeable == 0
-    assert res.deleted == sum(1 for w in ws if w["t_start"] < now - 1200)
+    assert res.deleted == sum(1 for w in ws if w["t_start"] + 10 < now - 1200)
     assert len(list(store.windows())) == len(ws) - res.deleted
     # each stored bucket is exactly merge_windows of its original windows
     with store.transaction(write=False) as cur:

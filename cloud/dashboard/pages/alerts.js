@@ -31,7 +31,7 @@ function ackForm(a, rerender) {
   return h("form", { class: "toolbar", onsubmit: async (e) => {
     e.preventDefault();
     button.disabled = true;
-    await post(`/api/alerts/${encodeURIComponent(a.id)}/ack`, { by: "dashboard", note: note.value });
+    await post(`/api/alerts/${encodeURIComponent(a.id)}/ack`, { note: note.value });
     rerender();
   } }, button, note);
 }

@@ -59,7 +59,7 @@ export async function rolloutPage({ params, rerender }) {
   const r = await get(`/api/rollouts/${params[0]}`);
   const msg = h("span", { class: "muted" });
   const act = async (action) => {
-    try { await post(`/api/rollouts/${params[0]}/${action}`, { reason: "from the dashboard", by: "dashboard" }); rerender(); } catch (err) { msg.textContent = err.message; }
+    try { await post(`/api/rollouts/${params[0]}/${action}`, { reason: "from the dashboard" }); rerender(); } catch (err) { msg.textContent = err.message; }
   };
   const allowed = new Set(r.actions);
   const queued = r.pending_commands || [];

@@ -22,7 +22,8 @@ def anon(world) -> TestClient:
 
 
 def test_every_api_route_in_the_openapi_document_needs_the_token(anon):
-    doc = anon.get("/openapi.json").json()
+    assert anon.get("/openapi.json").status_code == 401  # the map of what there is to attack needs the token
+    doc = anon.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     paths = [p for p in doc["paths"] if p.startswith("/api/")]
     assert len(paths) >= 15
     for path in paths:
@@ -94,14 +95,16 @@ def test_metrics_need_the_token_unless_made_public(world):
     assert public.get("/api/fleet").status_code == 401
 
 
-def test_dashboard_health_and_openapi_are_open_but_carry_no_data(anon):
+def test_dashboard_and_health_are_open_but_carry_no_data(anon):
     page = anon.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert anon.get("/static/app.js").status_code == 200
     assert anon.get("/healthz").json() == {"ok": True}
     assert anon.get("/docs").status_code == 404  # Swagger UI would load from a CDN: not served
-    for body in (page.text, anon.get("/openapi.json").text):
+    assert anon.get("/openapi.json").status_code == 401
+    ready = anon.get("/readyz")
+    for body in (page.text, ready.text):
         assert "dev-01" not in body and TOKEN not in body
 
 
@@ -126,3 +129,55 @@ def test_services_from_the_collector_config_carry_its_token(world):
     assert c.get("/api/fleet", headers={"Authorization": "Bearer from-config-123"}).status_code == 200
     assert c.get("/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
     assert Services.from_config(CollectorConfig(), world.store).token is None  # "" means unset: API closed
+
+
+READER, OPERATOR = "r3ad-only-token-0123456789", "0perate-token-0123456789ab"
+
+
+def _tokens_file(tmp_path, text: str):
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_read_token_reads_everything_and_changes_nothing(fresh_world, tmp_path):
+    from cloud.api.auth import TokenBook
+
+    path = _tokens_file(tmp_path, f"# name role token\ngrafana read {READER}\nops-anna operate {OPERATOR}  # on call\n")
+    c = TestClient(create_app(fresh_world.services(tokens=TokenBook.build(None, str(path)))))
+    reader, operator = ({"Authorization": f"Bearer {t}"} for t in (READER, OPERATOR))
+    for path_ in ("/api/fleet", "/api/rollouts", "/openapi.json", "/metrics"):
+        assert c.get(path_, headers=reader).status_code == 200, path_
+    rid = c.get("/api/rollouts", headers=reader).json()["rollouts"][0]["id"]
+    aid = fresh_world.alert_id("device:dev-03", "input")
+    refused = c.post(f"/api/rollouts/{rid}/pause", headers=reader)
+    assert refused.status_code == 403 and "role read" in refused.json()["detail"]
+    assert c.post(f"/api/alerts/{aid}/ack", headers=reader).status_code == 403
+    assert fresh_world.rollouts.repo.open_commands(rid) == []  # nothing was queued
+    assert c.post(f"/api/rollouts/{rid}/pause", headers=operator, json={"by": "grafana"}).status_code == 202
+    assert [cmd.actor for cmd in fresh_world.rollouts.repo.open_commands(rid)] == ["ops-anna"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("anna operate\n", "expected 'NAME ROLE TOKEN'"),
+    (f"anna admin {OPERATOR}\n", "role 'admin' is not one of read, operate"),
+    ("anna read short\n", "shorter than 16 characters"),
+    (f"anna read {READER}\nbob operate {READER}\n", "appears twice"),
+])
+def test_a_bad_tokens_file_names_the_line_and_the_fix(tmp_path, text, message):
+    from cloud.api.auth import TokenBook
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TokenBook.build(None, str(_tokens_file(tmp_path, text)))
+
+
+def test_readiness_follows_the_store_and_the_collector(world):
+    reasons: list[str] = []
+    c = TestClient(create_app(world.services(readiness=lambda: list(reasons))))
+    assert c.get("/readyz").status_code == 200 and c.get("/readyz").json() == {"ready": True, "reasons": []}
+    reasons.append("a commit has waited 12 s for the store")
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["reasons"] == ["a commit has waited 12 s for the store"]
+    assert c.get("/healthz").status_code == 200  # liveness: the process still serves

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from cloud.api.auth import Principal, TokenBook
 from tests.cloud.api.conftest import client_for
+from tests.cloud.api.world import TOKEN
 
 
 def _by_cohort(api) -> dict:
@@ -39,9 +41,10 @@ def test_status_has_every_gate_verdict_and_the_transition_log(api):
 
 
 def test_approve_is_queued_then_carried_out_by_the_controller(fresh_world):
-    api = client_for(fresh_world.services())
+    # the log names the token that approved; a "by" in the body is ignored
+    api = client_for(fresh_world.services(tokens=TokenBook({TOKEN: Principal("ops-anna", "operate")})))
     rid = _by_cohort(api)["tag:shadow"]["id"]
-    r = api.post(f"/api/rollouts/{rid}/approve", json={"reason": "agreement is fine", "by": "ops-anna"})
+    r = api.post(f"/api/rollouts/{rid}/approve", json={"reason": "agreement is fine", "by": "mallory"})
     assert r.status_code == 202
     body = r.json()
     assert body["state"] == "awaiting_approval"
