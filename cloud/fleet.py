@@ -91,6 +91,7 @@ class DeviceView:
     health: str | None
     last_error: str | None
     tags: tuple[str, ...]
+    clock_offset_s: float | None = None  # the device's clock minus the collector's (None: not measured yet)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -111,7 +112,21 @@ def device_view(row: dict, *, now: float, offline_after_s: float) -> DeviceView:
         last_seen_ago_s=round(ago, 3), agent_version=state.get("agent_version"), boot=state.get("boot"),
         active_model=models.get("active"), previous_model=models.get("previous"),
         shadow_model=models.get("shadow"), automation=state.get("automation"), health=state.get("health"),
-        last_error=state.get("last_error"), tags=tuple(row.get("tags") or ()))
+        last_error=state.get("last_error"), tags=tuple(row.get("tags") or ()),
+        clock_offset_s=None if row.get("clock_offset_s") is None else round(row["clock_offset_s"], 1))
+
+
+def format_offset(seconds: float | None) -> str:
+    """A clock offset for people: ``+1.0y``, ``-3.0d``, ``+2m``, ``0s`` (under a second), ``-``."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 1:
+        return "0s"
+    sign, a = ("+" if seconds > 0 else "-"), abs(seconds)
+    for unit, size in (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if a >= 2 * size or (unit == "y" and a >= size):
+            return f"{sign}{a / size:.1f}{unit}" if unit in ("y", "d") else f"{sign}{a / size:.0f}{unit}"
+    return f"{sign}{a:.0f}s"
 
 
 def fleet_status(store: Store, *, now: float | None = None, offline_after_s: float = 120.0) -> list[DeviceView]:

@@ -131,7 +131,7 @@ class Backend:
             "device": v.device, "status": v.status, "online": v.status == "online",
             "first_seen_t": row.get("first_seen_t"), "last_seen_t": v.last_seen_t,
             "agent_version": v.agent_version, "boot": v.boot, "automation": v.automation, "health": v.health,
-            "last_error": v.last_error, "tags": list(v.tags),
+            "last_error": v.last_error, "tags": list(v.tags), "clock_offset_s": v.clock_offset_s,
             "models": {"active": v.active_model, "previous": v.previous_model, "shadow": v.shadow_model},
         }
 

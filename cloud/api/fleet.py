@@ -3,7 +3,8 @@
     GET /api/fleet                  {devices, online, offline, by_model: [{model, name, version, devices}],
                                      by_health: {health: n}, open_alerts, rollouts_active, ingest, now}
     GET /api/devices                [{device, online, first_seen_t, last_seen_t, agent_version, boot,
-                                      automation, health, last_error, models: {active, previous, shadow}, tags}]
+                                      automation, health, last_error, models: {active, previous, shadow}, tags,
+                                      clock_offset_s (its clock minus the collector's; null until measured)}]
     GET /api/devices/{id}           one device, plus ``events`` (newest first) and ``now``
     GET /api/devices/{id}/events    ?limit= (newest first)
     GET /api/cohorts                [{selector, label}] for fleet, each tag, model and device

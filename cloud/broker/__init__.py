@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Iterable
 
 from cloud.broker import certs
-from cloud.broker.config import (CLOUD_USERS, BrokerPaths, BrokerSettings, find_program, new_password,
-                                 owner_name, read_credentials, read_settings, render_acl, render_conf,
-                                 write_password_file, write_private, write_settings)
+from cloud.broker.config import (BrokerPaths, BrokerSettings, find_program, new_password, owner_name,
+                                 read_credentials, read_settings, render_acl, render_conf, write_password_file,
+                                 write_private, write_settings)
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Broker", "BrokerProcess", "InitResult", "init_broker", "open_broker", "running_pid", "start",
-           "stop"]
+           "stop", "write_access_files"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,11 @@ def _merge_settings(old: BrokerSettings | None, devices: Iterable[str], override
         if device not in merged:
             merged.append(device)
     given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(base, devices=tuple(merged), **given).check()
+    revoked = tuple(d for d in base.revoked if d not in merged)  # a device added again is welcome again
+    return replace(base, devices=tuple(merged), revoked=revoked, **given).check()
 
 
-def _certificates(paths: BrokerPaths, settings: BrokerSettings, force: bool) -> tuple[bool, bool]:
+def _certificates(paths: BrokerPaths, settings: BrokerSettings, force: bool) -> tuple[certs.Issued, bool, bool]:
     new_ca = force or not (paths.ca_key.exists() and paths.ca_cert.exists())
     if new_ca:
         ca = certs.make_ca()
@@ -105,48 +106,55 @@ def _certificates(paths: BrokerPaths, settings: BrokerSettings, force: bool) -> 
             key, cert = paths.client_cert(user)
             if new_ca or not (key.exists() and cert.exists()):
                 certs.write_issued(certs.issue_client(ca, user), key, cert)
-    return new_ca, new_server
+    return ca, new_ca, new_server
 
 
 def init_broker(directory: str | os.PathLike, *, devices: Iterable[str] = (), prefix: str | None = None,
                 host: str | None = None, port: int | None = None, plain_port: int | None = None,
-                backlog_windows: int | None = None, mtls: bool | None = None, force: bool = False) -> InitResult:
+                backlog_windows: int | None = None, mtls: bool | None = None, collectors: int | None = None,
+                force: bool = False) -> InitResult:
     """Write (or extend) a broker directory. Unset options keep their previous value.
 
     Without ``force``, existing devices, passwords and the CA are kept and new devices are added;
     with ``force`` the secrets are made anew (new CA, new passwords) for only the devices given now,
     while ports, host, prefix and sizing keep their previous values unless given.
     ``mtls`` also requires a client certificate (``clients/USER.crt``, CN = user) on the TLS listener.
+    ``collectors``: how many collector replicas get a user of their own (``collector``, ``collector-2``, ...).
     """
     paths = BrokerPaths(directory)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     old = read_settings(paths.settings)
-    if force and old is not None:
-        old = replace(old, devices=())
+    if force and old is not None:  # a new CA: old certificates (revoked or not) no longer verify
+        old = replace(old, devices=(), revoked=(), revoked_serials=())
     settings = _merge_settings(old, devices, {"prefix": prefix, "host": host, "port": port,
                                               "plain_port": plain_port, "backlog_windows": backlog_windows,
-                                              "mtls": mtls})
-    new_ca, new_server = _certificates(paths, settings, force)
+                                              "mtls": mtls, "collectors": collectors})
+    ca, new_ca, new_server = _certificates(paths, settings, force)
     known = {} if force else read_credentials(paths.credentials)
     creds = {user: known.get(user) or new_password() for user in settings.users}
     added = tuple(user for user in settings.users if user not in known)
-    write_private(paths.credentials, _credentials_json(creds))
-    write_password_file(paths.passwd, creds)
-    write_password_file(paths.passwd_local, {u: creds[u] for u in CLOUD_USERS})
-    paths.acl.write_text(render_acl(settings.prefix))
+    write_access_files(paths, settings, creds, ca)
     paths.data.mkdir(mode=0o700, exist_ok=True)
     paths.conf.write_text(render_conf(paths, settings, owner_name(paths.root)))
     write_settings(paths.settings, settings)
     pid = running_pid(paths.root)
     if pid is not None:
-        os.kill(pid, signal.SIGHUP)  # mosquitto re-reads password files and ACL; listeners need a restart
+        os.kill(pid, signal.SIGHUP)  # mosquitto re-reads passwords, ACL and CRL; listeners need a restart
     log.info("broker directory %s: %d device(s), %d new credential(s)", paths.root, len(settings.devices),
              len(added))
     return InitResult(Broker(paths, settings), added, new_ca, new_server, pid)
 
 
-def _credentials_json(creds: dict[str, str]) -> str:
-    return json.dumps(creds, indent=2) + "\n"
+def write_access_files(paths: BrokerPaths, settings: BrokerSettings, creds: dict[str, str],
+                       ca: certs.Issued | None = None) -> None:
+    """credentials.json, both password files, the ACL and (with --mtls) the revocation list."""
+    write_private(paths.credentials, json.dumps(creds, indent=2) + "\n")
+    write_password_file(paths.passwd, creds)
+    write_password_file(paths.passwd_local, {u: creds[u] for u in settings.cloud_users})
+    paths.acl.write_text(render_acl(settings.prefix, settings.collector_users, settings.revoked))
+    if settings.mtls:
+        ca = ca or certs.load_issued(paths.ca_key, paths.ca_cert)
+        certs.write_crl(ca, settings.revoked_serials, paths.crl)
 
 
 # -- running mosquitto ---------------------------------------------------------------------

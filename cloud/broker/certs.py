@@ -166,3 +166,26 @@ def load_issued(key_path: Path, cert_path: Path) -> Issued:
             or key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki)):
         raise ConfigError(f"{key_path} does not match {cert_path}; re-run `harken broker init --force`")
     return Issued(key, cert)
+
+
+def write_crl(ca: Issued, serials: Iterable[str], path: Path, days: int = CA_DAYS) -> None:
+    """A certificate revocation list of the CA naming ``serials`` (hex), PEM, atomically.
+
+    mosquitto checks client certificates against it (``crlfile``) and re-reads it on SIGHUP.
+    It is valid as long as the CA, so an untouched broker never starts refusing everyone.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca.cert.subject)
+               .last_update(now - dt.timedelta(minutes=5))
+               .next_update(now + dt.timedelta(days=days)))
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(now).build())
+    crl = builder.sign(ca.key, hashes.SHA256())
+    _write_atomic(Path(path), crl.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def serial_hex(cert_path: Path) -> str:
+    """The serial number of a PEM certificate, in hex."""
+    return format(x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).serial_number, "x")

@@ -7,14 +7,18 @@ A broker directory (``harken broker init DIR``) holds::
     mosquitto.conf            the broker configuration (queue sizing explained inside)
     passwd                    hashed passwords of every user (TLS listener)
     passwd-local              hashed passwords of the cloud users (plain loopback listener)
-    acl                       pattern ACL: the same size for 10 devices or 100 000
+    acl                       pattern ACL: the same size for 10 devices or 100 000 (plus one
+                              deny block per removed device)
     credentials.json          SECRET (mode 0600): {user: plaintext password} for the demo,
                               the simulator and tests; hand each device only its own entry
     clients/USER.crt .key     with --mtls: each user's TLS client certificate (CN = user name)
-    broker.json               settings and the device list (no secrets)
+    crl.pem                   with --mtls: the client certificates of removed devices (revoked)
+    broker.json               settings, the device list and the revoked serials (no secrets)
     data/                     mosquitto persistence (sessions, queued messages, retained)
 
-Users are one per device (the device id), ``collector`` and ``operator``.
+Users are one per device (the device id), one per collector replica (``collector``,
+``collector-2``, ...: each replica has its own identity, so no two connections share a client
+id) and ``operator``.
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ from pathlib import Path
 from typing import Mapping
 
 from shared.errors import ConfigError
+from shared.mqtt import MAX_PACKET_BYTES
 from shared.topics import DEFAULT_PREFIX, Topics, check_device_id
 
 COLLECTOR = "collector"
 OPERATOR = "operator"
-CLOUD_USERS = (COLLECTOR, OPERATOR)
+CLOUD_USERS = (COLLECTOR, OPERATOR)  # with one collector replica
+MAX_INFLIGHT_BYTES = 16 * MAX_PACKET_BYTES  # per client: sixteen bundle chunks in flight, then it waits
 DEFAULT_PORT = 8883
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BACKLOG_WINDOWS = 360  # one hour of 10 s windows per device
@@ -51,7 +57,10 @@ class BrokerSettings:
     plain_port: int = 0
     backlog_windows: int = DEFAULT_BACKLOG_WINDOWS
     mtls: bool = False
+    collectors: int = 1
     devices: tuple[str, ...] = field(default_factory=tuple)
+    revoked: tuple[str, ...] = field(default_factory=tuple)  # removed devices: denied everything in the ACL
+    revoked_serials: tuple[str, ...] = field(default_factory=tuple)  # their client certificates (hex), in the CRL
 
     def check(self) -> "BrokerSettings":
         try:
@@ -60,9 +69,11 @@ class BrokerSettings:
                 check_device_id(device)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        reserved = set(CLOUD_USERS) & set(self.devices)
+        reserved = set(self.cloud_users) & set(self.devices)
         if reserved:
             raise ConfigError(f"device id {sorted(reserved)[0]!r} is reserved for a cloud user; pick another id")
+        if not 1 <= self.collectors <= 1000:
+            raise ConfigError(f"--collectors {self.collectors} must be 1..1000")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port} is not a TCP port (1-65535)")
         if not 0 <= self.plain_port <= 65535 or self.plain_port == self.port:
@@ -72,8 +83,17 @@ class BrokerSettings:
         return self
 
     @property
+    def collector_users(self) -> list[str]:
+        """One user per collector replica: ``collector``, ``collector-2``, ..."""
+        return [COLLECTOR] + [f"{COLLECTOR}-{i}" for i in range(2, self.collectors + 1)]
+
+    @property
+    def cloud_users(self) -> list[str]:
+        return [*self.collector_users, OPERATOR]
+
+    @property
     def users(self) -> list[str]:
-        return [*CLOUD_USERS, *self.devices]
+        return [*self.cloud_users, *self.devices]
 
     @property
     def tls_url(self) -> str:
@@ -93,7 +113,7 @@ class BrokerPaths:
 
     ca_cert, ca_key = _file("ca.crt"), _file("ca.key")
     server_cert, server_key = _file("server.crt"), _file("server.key")
-    conf, acl = _file("mosquitto.conf"), _file("acl")
+    conf, acl, crl = _file("mosquitto.conf"), _file("acl"), _file("crl.pem")
     passwd, passwd_local = _file("passwd"), _file("passwd-local")
     credentials, settings = _file("credentials.json"), _file("broker.json")
     clients = _file("clients")
@@ -129,37 +149,50 @@ def queue_limits(devices: int, backlog_windows: int, window_bytes: int = 2048) -
                        max_inflight_messages=1000)
 
 
-def render_acl(prefix: str) -> str:
+def render_acl(prefix: str, collectors: list[str] | tuple[str, ...] = (COLLECTOR,),
+               revoked: tuple[str, ...] = ()) -> str:
     p = Topics(prefix).prefix
-    return f"""\
+    text = f"""\
 # Harken broker ACL, written by `harken broker init`. Pattern based: the same size for any fleet.
 # %u is the user name, which is also the client id on the TLS listener (use_username_as_clientid).
 # mosquitto checks a $share/GROUP/... subscription against the topic after the group, and checks
 # read access again for every message it delivers.
 #
 # Every user, i.e. each device: write only its own stats/state/event, read only its own desired
-# state and the model topics. (The user names collector and operator are never device ids.)
+# state and the model topics. (Cloud user names are never device ids.)
 pattern write {p}/dev/%u/stats
 pattern write {p}/dev/%u/state
 pattern write {p}/dev/%u/event
 pattern read {p}/dev/%u/desired
 # mosquitto warns that this pattern has no %u or %c: it is meant for every user.
 pattern read {p}/model/#
-
-user {COLLECTOR}
-topic read {p}/dev/+/stats
+"""
+    for user in collectors:
+        text += f"""
+# Collector replica {user}: one connection ingests and publishes. It writes stats and event only
+# to clear what a device left retained there (an empty retained message; cloud/retained.py).
+user {user}
+topic readwrite {p}/dev/+/stats
 topic read {p}/dev/+/state
-topic read {p}/dev/+/event
+topic readwrite {p}/dev/+/event
 topic readwrite {p}/dev/+/desired
 topic readwrite {p}/model/#
 topic readwrite {p}/alert/#
-
+"""
+    text += f"""
 user {OPERATOR}
 topic read {p}/#
 topic read $SYS/#
 topic write {p}/dev/+/desired
 topic write {p}/model/#
 """
+    for device in revoked:
+        text += f"""
+# Removed with `harken broker remove-device`: whatever connection it still holds is denied everything.
+user {device}
+topic deny #
+"""
+    return text
 
 
 def render_conf(paths: BrokerPaths, settings: BrokerSettings, run_as: str) -> str:
@@ -192,6 +225,11 @@ max_queued_messages {m}
 max_queued_bytes {limits.max_queued_bytes}
 # QoS 1 messages in flight per client: a collector catching up needs more than the default 20.
 max_inflight_messages {limits.max_inflight_messages}
+# ... and their bytes: a device fetching a bundle holds at most this much of the broker's memory.
+max_inflight_bytes {MAX_INFLIGHT_BYTES}
+# The largest packet anyone may send: a bundle chunk (256 KiB) with its topic and headers. A client
+# sending more is disconnected, so nobody can park megabytes in a retained message.
+max_packet_size {MAX_PACKET_BYTES}
 
 log_dest stderr
 log_type error
@@ -213,9 +251,11 @@ acl_file {paths.acl}
 """
     if settings.mtls:
         text += f"""# Mutual TLS: a client must present a certificate from this CA; its common name is the user
-# name (passwords are not used here). No revocation list: to cut off a device, re-run init --force.
+# name (passwords are not used here). Certificates of removed devices are in the revocation list
+# (`harken broker remove-device`; the broker re-reads it on SIGHUP).
 require_certificate true
 use_identity_as_username true
+crlfile {paths.crl}
 """
     if settings.plain_port:
         text += f"""
@@ -299,7 +339,8 @@ def read_settings(path: Path) -> BrokerSettings | None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}; re-run `harken broker init --force`") from exc
     try:
-        data["devices"] = tuple(data.get("devices", ()))
+        for key in ("devices", "revoked", "revoked_serials"):
+            data[key] = tuple(data.get(key, ()))
         return BrokerSettings(**data).check()
     except TypeError as exc:
         raise ConfigError(f"{path} has unknown or missing keys ({exc}); re-run `harken broker init`") from exc
@@ -307,7 +348,8 @@ def read_settings(path: Path) -> BrokerSettings | None:
 
 def write_settings(path: Path, settings: BrokerSettings) -> None:
     data = asdict(settings)
-    data["devices"] = list(settings.devices)
+    for key in ("devices", "revoked", "revoked_serials"):
+        data[key] = list(data[key])
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)

@@ -41,20 +41,24 @@ def _device_names(count: int, names: tuple[str, ...]) -> list[str]:
 @click.option("--mtls/--no-mtls", default=None,
               help="Require a client certificate (written to DIR/clients/) on the TLS listener; its common "
                    "name is the user [default: off, or the previous value].")
+@click.option("--collectors", type=click.IntRange(1, 1000), default=None,
+              help="Collector replicas, each with a user of its own: collector, collector-2, ... "
+                   "[default: 1, or the previous value].")
 @click.option("--force", is_flag=True, help="Start over: new CA, new password for every user, only the "
                                             "devices given now (other settings are kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def init(directory, count, names, prefix, port, plain_port, host, backlog_windows, mtls, force, as_json) -> None:
+def init(directory, count, names, prefix, port, plain_port, host, backlog_windows, mtls, collectors, force,
+         as_json) -> None:
     """Write TLS certificates, passwords, ACL and mosquitto.conf."""
     result = brokers.init_broker(directory, devices=_device_names(count, names), prefix=prefix, host=host,
                                  port=port, plain_port=plain_port, backlog_windows=backlog_windows, mtls=mtls,
-                                 force=force)
+                                 collectors=collectors, force=force)
     b = result.broker
     summary = {
         "directory": str(b.paths.root), "url": b.tls_url, "plain_url": b.plain_url, "ca": str(b.ca_path),
         "credentials": str(b.paths.credentials), "devices": len(b.settings.devices),
         "added": list(result.added), "new_ca": result.new_ca, "new_server_cert": result.new_server_cert,
-        "reloaded_pid": result.reloaded_pid, "mtls": b.settings.mtls,
+        "reloaded_pid": result.reloaded_pid, "mtls": b.settings.mtls, "collectors": b.settings.collector_users,
         "client_certs": str(b.paths.clients) if b.settings.mtls else None,
     }
     if as_json:
@@ -63,8 +67,8 @@ def init(directory, count, names, prefix, port, plain_port, host, backlog_window
     click.echo(f"broker directory: {b.paths.root}")
     click.echo(f"TLS listener:     {b.tls_url}" + (f"   plain (loopback): {b.plain_url}" if b.plain_url else ""))
     click.echo(f"CA certificate:   {b.ca_path}" + (" (new)" if result.new_ca else ""))
-    click.echo(f"users:            {len(b.settings.users)} ({len(b.settings.devices)} device(s), collector, "
-               f"operator); new credentials: {len(result.added)}")
+    click.echo(f"users:            {len(b.settings.users)} ({len(b.settings.devices)} device(s), "
+               f"{', '.join(b.settings.collector_users)}, operator); new credentials: {len(result.added)}")
     if b.settings.mtls:
         click.echo(f"client certs:     {b.paths.clients}/USER.crt + USER.key (required on the TLS listener)")
     click.echo(f"credentials:      {b.paths.credentials} -- SECRET: every password in plain text; give each "
@@ -75,6 +79,28 @@ def init(directory, count, names, prefix, port, plain_port, host, backlog_window
                    "port or host changes need `harken broker stop` + `run`")
     else:
         click.echo(f"start it with:    harken broker run {directory}")
+
+
+@group.command("remove-device")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("devices", nargs=-1, required=True, metavar="ID...")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def remove_device(directory, devices, as_json) -> None:
+    """Revoke devices: password, ACL and client certificate; the running broker drops them."""
+    from cloud.broker.revoke import remove_devices
+
+    result = remove_devices(directory, devices)
+    if as_json:
+        click.echo(json.dumps({"removed": list(result.removed), "revoked_serials": list(result.revoked_serials),
+                               "reloaded_pid": result.reloaded_pid,
+                               "sessions_ended": list(result.sessions_ended)}, indent=2))
+        return
+    click.echo(f"removed: {', '.join(result.removed)} (password, ACL"
+               + (f", {len(result.revoked_serials)} client certificate(s) revoked" if result.revoked_serials else "")
+               + "); every other credential is unchanged")
+    if result.reloaded_pid:
+        ended = f"; connection and session ended: {', '.join(result.sessions_ended)}" if result.sessions_ended else ""
+        click.echo(f"running broker (pid {result.reloaded_pid}) reloaded passwords, ACL and CRL{ended}")
 
 
 @group.command("run")

@@ -52,8 +52,8 @@ def group() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Collector TOML configuration.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(db_url, config_file, as_json) -> None:
-    """List every device: online or not, last seen, agent, models, automation, health, tags."""
-    from cloud.fleet import counts, fleet_status
+    """List every device: online or not, last seen, clock offset, agent, models, automation, health, tags."""
+    from cloud.fleet import counts, fleet_status, format_offset
 
     store, cfg = _open(db_url, config_file)
     with store:
@@ -64,10 +64,11 @@ def status(db_url, config_file, as_json) -> None:
     c = counts(views)
     click.echo(f"{c['devices']} devices: {c['online']} online, {c['offline']} offline, {c['stale']} stale")
     if views:
-        click.echo(f"{'DEVICE':20} {'STATUS':8} {'SEEN':>6} {'AGENT':10} {'ACTIVE':12} {'SHADOW':12} "
+        click.echo(f"{'DEVICE':20} {'STATUS':8} {'SEEN':>6} {'CLOCK':>7} {'AGENT':10} {'ACTIVE':12} {'SHADOW':12} "
                    f"{'AUTOMATION':10} {'HEALTH':9} TAGS")
     for v in views:
-        click.echo(f"{v.device:20} {v.status:8} {_ago(v.last_seen_ago_s):>6} {(v.agent_version or '-'):10} "
+        click.echo(f"{v.device:20} {v.status:8} {_ago(v.last_seen_ago_s):>6} {format_offset(v.clock_offset_s):>7} "
+                   f"{(v.agent_version or '-'):10} "
                    f"{_short(v.active_model):12} {_short(v.shadow_model):12} {(v.automation or '-'):10} "
                    f"{(v.health or '-'):9} {','.join(v.tags)}")
 
@@ -78,8 +79,8 @@ def status(db_url, config_file, as_json) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Collector TOML configuration.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(device, db_url, config_file, as_json) -> None:
-    """Show one device: reported state, figures over the last hour, recent events."""
-    from cloud.fleet import device_detail
+    """Show one device: reported state, clock offset, figures over the last hour, recent events."""
+    from cloud.fleet import device_detail, format_offset
     from cloud.store.base import DEFAULT_BUCKET_S
 
     store, cfg = _open(db_url, config_file)
@@ -95,6 +96,7 @@ def show(device, db_url, config_file, as_json) -> None:
                 "automation", "health", "last_error"):
         click.echo(f"{key:15} {detail[key] if detail[key] is not None else '-'}")
     click.echo(f"{'last_seen':15} {_ago(detail['last_seen_ago_s'])} ago")
+    click.echo(f"{'clock_offset':15} {format_offset(detail['clock_offset_s'])} (its clock minus the collector's)")
     click.echo(f"{'tags':15} {', '.join(detail['tags']) or '-'}")
     for model, s in detail["summary"].items():
         click.echo(f"model {_short(model)}: {s['n_windows']} windows, {s['inferences']} inferences, "

@@ -111,8 +111,9 @@ class Controller:
         sent = [tr.sent_t for tr in r.tracks.values() if tr.sent_t is not None and tr.stage >= 0]
         if not sent or r.status not in ("running", "awaiting_approval", "paused"):
             return []
-        rows = self.store.events(since=min(sent) - EVENT_LOOKBACK_S, limit=100_000)
-        return [DeviceEvent(e["device"], e["t"], e["event"], e.get("model"), e.get("reason") or "")
+        # by when the collector received them: a device's clock may be off by any amount
+        rows = self.store.events(received_since=min(sent) - EVENT_LOOKBACK_S, limit=100_000)
+        return [DeviceEvent(e["device"], e["received_t"], e["event"], e.get("model"), e.get("reason") or "")
                 for e in rows if e["event"] in FAILURE_EVENTS and e["device"] in r.tracks and e.get("model") == r.model]
 
     def samples(self, r: Rollout) -> tuple[Sample, Sample]:

@@ -208,8 +208,9 @@ class Store(ABC):
 
     @abstractmethod
     def events(self, *, device: str | None = None, since: float | None = None,
-               limit: int = 100) -> list[dict]:
-        """The most recent events first."""
+               received_since: float | None = None, limit: int = 100) -> list[dict]:
+        """The most recent events first. ``since`` filters by the event's own time (the device's
+        clock), ``received_since`` by when the collector received it (ours)."""
 
     # -- rejects --------------------------------------------------------------------------------
     @abstractmethod

@@ -259,14 +259,12 @@ class SqlStore(WritesMixin, RecordsMixin, Store):
             return [d for (d,) in cur.execute("SELECT device FROM device_tags WHERE tag = ? ORDER BY device",
                                               (tag,)).fetchall()]
 
-    def events(self, *, device=None, since=None, limit: int = 100) -> list[dict]:
+    def events(self, *, device=None, since=None, received_since=None, limit: int = 100) -> list[dict]:
         where, params = [], []
-        if device is not None:
-            where.append("device = ?")
-            params.append(device)
-        if since is not None:
-            where.append("t >= ?")
-            params.append(since)
+        for clause, value in (("device = ?", device), ("t >= ?", since), ("received_t >= ?", received_since)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         cols = ("device", "boot", "seq", "t", "received_t", "event", "model", "reason", "detail")
         sql = (f"SELECT {', '.join(cols)} FROM events{' WHERE ' + ' AND '.join(where) if where else ''}"
                f" ORDER BY t DESC, id DESC LIMIT {int(limit)}")

@@ -15,6 +15,7 @@ export async function devicePage({ params }) {
       card("State", kv({
         "agent version": dev.agent_version, automation: dev.automation, boot: dev.boot,
         "last seen": `${time(dev.last_seen_t)} (${ago(dev.last_seen_t, dev.now)})`,
+        "clock offset": clockOffset(dev.clock_offset_s),
         "last error": dev.last_error || "none", tags: (dev.tags || []).join(", ") || "none",
       })),
       card("Models", table([
@@ -38,4 +39,13 @@ export async function devicePage({ params }) {
       { label: "model", render: (e) => short(e.model) },
       { label: "reason", key: "reason" },
     ], dev.events || [], "no events")));
+}
+
+// The device's clock minus the collector's: a device with a wrong clock is shown, not trusted.
+function clockOffset(s) {
+  if (s === null || s === undefined) return "not measured yet";
+  if (Math.abs(s) < 1) return "in step (under 1 s)";
+  const units = [["years", 365 * 86400], ["days", 86400], ["hours", 3600], ["minutes", 60], ["s", 1]];
+  const [unit, size] = units.find(([, size]) => Math.abs(s) >= size);
+  return `${s > 0 ? "ahead" : "behind"} by ${num(Math.abs(s) / size, 1)} ${unit}`;
 }
