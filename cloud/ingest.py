@@ -46,6 +46,7 @@ __all__ = ["KIND_OF_TOPIC", "CommitHook", "Ingest", "IngestHandler", "IngestQueu
 RETRY_MAX_S = 10.0
 INGEST_ID = 1  # MQTT v5 subscription identifier of the ingest subscriptions
 STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
+SHED_LOG_S = 60.0  # shedding is logged at most this often (the count is always kept)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Ingest:
         self._generation = 0
         self._commit_since: float | None = None  # monotonic start of the commit under way
         self._store_error: str | None = None  # why the last commit failed (None: it worked)
+        self._shed_logged = float("-inf")
         self.connected = threading.Event()
         self.settings = config.mqtt_settings()
         self._client = self._build_client()
@@ -224,9 +226,10 @@ class Ingest:
         if not self._accepting.is_set():
             return  # shutting down: not acknowledged, so the broker sends it again after restart
         message = _Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain)
-        if not self.queue.offer(message) and self.queue.shed % 1000 == 1:
-            log.warning("ingest queue full: shed %d QoS 0 message(s) so far (latest on %s); devices must "
-                        "publish at QoS 1", self.queue.shed, topic)
+        if not self.queue.offer(message) and time.monotonic() - self._shed_logged > SHED_LOG_S:
+            self._shed_logged = time.monotonic()
+            log.warning("the writer is behind: shed %d QoS 0 message(s) so far (latest on %s); devices must "
+                        "publish at QoS 1, which the broker holds for us instead", self.queue.shed, topic)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
