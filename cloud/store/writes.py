@@ -12,7 +12,7 @@ start at 1970. So
   per ``(device, boot)``, and a window at or below it is refused as ``too_late`` (it may be a
   redelivered duplicate of a deleted window). No device timestamp is compared with ours;
 - each device's clock offset (its clock minus ours) is estimated from its live states and
-  windows: the largest ``t - received_t`` over the last hour (transit and queueing only
+  windows: the largest ``t - received_t`` over the last ten minutes (transit and queueing only
   make a sample smaller, so the largest is the closest).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Iterable
 
 from cloud.store.base import Batch, BatchResult, Received, Reject
 
-OFFSET_WINDOW_S = 3600.0  # a clock-offset estimate is the largest sample within this long
+OFFSET_WINDOW_S = 600.0  # a clock-offset estimate is the largest sample within this long
 
 
 class WritesMixin:
@@ -123,7 +123,7 @@ class WritesMixin:
                                           msg["device"]))
 
     def _write_offsets(self, cur, samples: dict[str, tuple[float, float]]) -> None:
-        """Keep the largest offset sample of the last hour (a newer hour starts afresh)."""
+        """Keep the largest offset sample of the last ten minutes (then a newer sample replaces it)."""
         for device, (offset, at) in sorted(samples.items()):
             cur.execute(
                 "UPDATE devices SET clock_offset_s = ?, clock_offset_t = ? WHERE device = ? AND"

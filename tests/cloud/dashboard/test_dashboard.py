@@ -76,6 +76,9 @@ def check_fleet(f, served):
 
 def check_device(f, served):
     assert f["h1"].startswith("Device dev-03") and "online" in f["badges"]
+    offset = served.world.store.device("dev-03")["clock_offset_s"]
+    assert offset is not None and "clock offset" in f["text"]  # its clock minus the collector's
+    assert ("in step" if abs(offset) < 1 else ("ahead by" if offset > 0 else "behind by")) in f["text"]
     assert f["figures"] == 4 and f["nodata"] == 0
     assert f["rows"][1] == 2 and "level_dbfs" in f["text"]  # its input (open) and output (acked) alerts
     assert f["rows"][-1] == 6 and f["badges"][-6:] == ["model_activated", "model_installed", "bundle_verified",
