@@ -149,12 +149,6 @@ class CollectorConfig:
 
     # -- derived values ---------------------------------------------------------------
     @property
-    def broker_host_port(self) -> tuple[str, int, bool]:
-        parts = urlsplit(self.broker_url)
-        tls = parts.scheme == "mqtts"
-        return parts.hostname or "", parts.port or (8883 if tls else 1883), tls
-
-    @property
     def mqtt_client_id(self) -> str:
         return self.client_id or _default_client_id()
 

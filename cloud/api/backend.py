@@ -162,7 +162,17 @@ class Backend:
             "last_commit_t": get("last_commit_t") or None,
             "rejected_total": sum(rejected.values()), "rejected": rejected,
             "lag_s": get("lag_s") if get("lag_s") is not None else extra.get("lag_s"),
+            **self._intake(),
         }
+
+    def _intake(self) -> dict:
+        """What waits for the writer, what was shed, what retained copies were cleared (None without ingest)."""
+        queue = getattr(self.s.ingest, "queue", None)
+        sweep = getattr(self.s.ingest, "sweep", None)
+        return {"queue_depth": queue.qsize() if queue is not None else None,
+                "shed_total": queue.shed if queue is not None else None,
+                "shed_bytes_total": queue.shed_bytes if queue is not None else None,
+                "retained_cleared_total": sweep.cleared if sweep is not None else None}
 
     # -- models ------------------------------------------------------------------------------
     @staticmethod

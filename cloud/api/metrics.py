@@ -6,6 +6,10 @@ Families (every name starts ``harken_``):
                                             counters since the collector started
     ingest_rejected_total{code}             rejected messages by code (kept in the store)
     ingest_lag_seconds                      receive time minus window end, latest batch
+    ingest_queue_depth                      messages waiting for the writer (bounded)
+    ingest_shed_total, ingest_shed_bytes_total  QoS 0 messages dropped because the writer was behind
+    ingest_retained_cleared_total           retained stats/event messages cleared from the broker
+    ready                                   1 while messages reach the store (as /readyz), else 0
     devices{status}                         online / stale / offline
     devices_running_model{model}            devices whose active model is ``model``
     drift_severity{cohort,kind}             latest drift severity (≥ 1 alarms): the engine's last
@@ -83,6 +87,15 @@ def _ingest(x: Exposition, b: Backend) -> None:
              [({"code": code}, n) for code, n in sorted(ing["rejected"].items())])
     x.family("harken_ingest_lag_seconds", "gauge", "Receive time minus window end, latest batch.",
              [({}, ing.get("lag_s"))])
+    x.family("harken_ingest_queue_depth", "gauge", "Messages waiting for the writer.", [({}, ing["queue_depth"])])
+    x.family("harken_ingest_shed_total", "counter", "QoS 0 messages shed because the writer was behind.",
+             [({}, ing["shed_total"])])
+    x.family("harken_ingest_shed_bytes_total", "counter", "Payload bytes of the shed QoS 0 messages.",
+             [({}, ing["shed_bytes_total"])])
+    x.family("harken_ingest_retained_cleared_total", "counter", "Retained stats/event messages cleared.",
+             [({}, ing["retained_cleared_total"])])
+    x.family("harken_ready", "gauge", "1 while messages reach the store (as /readyz), else 0.",
+             [({}, 0 if b.readiness() else 1)])
 
 
 def _devices(x: Exposition, b: Backend) -> None:

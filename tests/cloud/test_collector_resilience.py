@@ -89,6 +89,10 @@ def test_a_qos0_flood_is_bounded_and_counted_while_qos1_windows_all_arrive(mosqu
                           "shed_bytes": q.shed_bytes, "qos1_stored": 50}))
         assert peak[0] <= QUEUE_MAX, f"{peak[0]} messages waited for the writer (bound {QUEUE_MAX})"
         assert shed_while_stalled >= FLOOD - batch_max - (QUEUE_MAX - RECEIVE_MAX)
+        from cloud.api.backend import Backend, Services
+
+        figures = Backend(Services(store=c.store, ingest=c.ingest)).ingest()  # what /metrics and the API show
+        assert figures["shed_total"] == q.shed and figures["shed_bytes_total"] == q.shed_bytes
     finally:
         sampling.set()
         lock.close()
