@@ -109,7 +109,8 @@ class CollectorConfig:
     # -- named cross-field checks -------------------------------------------------------
     def check(self) -> None:
         for rule in (self._check_broker, self._check_tls, self._check_prefix, self._check_group,
-                     self._check_db, self._check_rollup, self._check_webhook, self._check_queue):
+                     self._check_db, self._check_rollup, self._check_webhook, self._check_queue,
+                     self._check_tokens):
             rule()
 
     def _check_broker(self) -> None:
@@ -146,6 +147,12 @@ class CollectorConfig:
         if self.ingest_queue_max <= self.receive_maximum:
             raise ConfigError(f"ingest_queue_max ({self.ingest_queue_max}) must exceed receive_maximum "
                               f"({self.receive_maximum}): the broker may have that many QoS 1 messages in flight")
+
+    def _check_tokens(self) -> None:
+        if self.http_tokens_file:
+            from cloud.api.tokens import read_tokens_file
+
+            read_tokens_file(self.http_tokens_file)  # a bad line stops the collector before it starts
 
     # -- derived values ---------------------------------------------------------------
     @property

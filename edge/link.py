@@ -37,18 +37,10 @@ OnAck = Callable[[bool, str], None]
 
 
 @dataclass(frozen=True)
-class LinkSettings:
-    device_id: str
-    host: str
-    port: int
-    tls: bool = False
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_insecure: bool = False
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
+class LinkSettings(MqttSettings):
+    """The device's connection: client id = device id, a persistent session, reconnect backoff."""
+
+    device_id: str = ""
     session_expiry_s: int = 86400
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
@@ -64,12 +56,7 @@ class LinkSettings:
                    reconnect_max_s=cfg.reconnect_max_s, max_inflight=cfg.spool_inflight + 20)
 
     def mqtt(self) -> MqttSettings:
-        """The connection settings: client id = device id, a persistent session."""
-        return MqttSettings(host=self.host, port=self.port, client_id=self.device_id, tls=self.tls,
-                            tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key,
-                            tls_insecure=self.tls_insecure, username=self.username, password=self.password,
-                            keepalive_s=self.keepalive_s, session_expiry_s=self.session_expiry_s,
-                            max_inflight=self.max_inflight)
+        return self.but(client_id=self.device_id)
 
 
 def backoff_s(attempt: int, low: float, high: float, rng: random.Random) -> float:

@@ -36,7 +36,7 @@ class MqttSettings:
 
     host: str
     port: int
-    client_id: str
+    client_id: str = ""  # empty: the broker assigns one (a clean session only)
     tls: bool = False
     tls_ca: str = ""
     tls_cert: str = ""

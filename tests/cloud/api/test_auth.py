@@ -6,7 +6,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-import cloud.api.auth as auth
+import cloud.api.tokens as tokens
 from cloud.api.app import create_app
 from tests.cloud.api.world import TOKEN
 
@@ -74,13 +74,13 @@ def test_without_a_configured_token_the_api_is_closed_and_says_how_to_open_it(wo
 
 def test_the_comparison_is_constant_time(anon, monkeypatch):
     calls = []
-    real = auth.hmac.compare_digest
+    real = tokens.hmac.compare_digest
 
     def spy(a, b):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
     assert anon.get("/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert anon.get("/api/fleet", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert calls == [(TOKEN.encode(), TOKEN.encode()), (b"nope", TOKEN.encode())]
@@ -169,8 +169,13 @@ def test_a_bad_tokens_file_names_the_line_and_the_fix(tmp_path, text, message):
     from cloud.api.auth import TokenBook
     from shared.errors import ConfigError
 
+    from cloud.config import load_collector_config
+
+    path = str(_tokens_file(tmp_path, text))
     with pytest.raises(ConfigError, match=message):
-        TokenBook.build(None, str(_tokens_file(tmp_path, text)))
+        TokenBook.build(None, path)
+    with pytest.raises(ConfigError, match=message):  # the collector refuses to start with it
+        load_collector_config(env={}, overrides={"http_tokens_file": path, "db_url": "sqlite:///:memory:"})
 
 
 def test_readiness_follows_the_store_and_the_collector(world):
