@@ -22,6 +22,7 @@ from shared.topics import Topics
 from tests.brokers import free_port
 from tests.cloud.conftest import random_window, wait_until
 from tests.cloud.test_broker import REPO, Client, cli
+from tests.edge.test_secret_files import _cmdline as command_line
 
 T = Topics()
 READER, OPERATOR = "reader-token-0123456789abcdef", "operator-token-0123456789abcd"
@@ -61,7 +62,7 @@ def test_the_collector_takes_its_secrets_from_files_and_ps_shows_none(tmp_path):
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "collector.log", "wb"))
     dev = Client(broker.settings.port, "dev-A", creds["dev-A"], ca=broker.ca_path, client_id="dev-A")
     try:
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        cmdline = command_line(proc)
         for secret in (creds["collector"], READER, OPERATOR):
             assert secret.encode() not in cmdline
         assert not dev.connect().is_failure
