@@ -22,7 +22,7 @@ from shared.topics import Topics
 from tests.brokers import free_port
 from tests.cloud.conftest import random_window, wait_until
 from tests.cloud.test_broker import REPO, Client, cli
-from tests.edge.test_secret_files import _cmdline as command_line
+from tests.edge.test_secret_files import command_line
 
 T = Topics()
 READER, OPERATOR = "reader-token-0123456789abcdef", "operator-token-0123456789abcd"

@@ -26,7 +26,7 @@ def _secret(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _cmdline(proc: subprocess.Popen, timeout_s: float = 10.0) -> bytes:
+def command_line(proc: subprocess.Popen, timeout_s: float = 10.0) -> bytes:
     """The process's command line as `ps` shows it (empty for a moment right after the exec)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
@@ -51,7 +51,7 @@ def test_the_agent_logs_in_with_a_password_file_that_ps_never_shows(mosquitto_fa
         "--bundle", str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--state-dir", str(tmp_path / "s")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        cmdline = _cmdline(proc)
+        cmdline = command_line(proc)
         assert b"--password-file" in cmdline and USERS["dev1"].encode() not in cmdline
         watcher.wait_for(lambda m: len(m) >= 2, 60, "windows from the agent")  # it logged in
         _, err = proc.communicate(timeout=60)
