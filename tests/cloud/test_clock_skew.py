@@ -19,7 +19,6 @@ from cloud.api.backend import Services
 from cloud.collector import Collector
 from cloud.store import Batch, Received
 from shared.cli import root as harken
-from shared.codec import encode
 from tests.cloud.conftest import collector_config, random_window, state_message, wait_until
 
 YEAR, DAY = 365 * 86400.0, 86400.0

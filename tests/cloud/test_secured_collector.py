@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from shared.codec import encode
 from shared.topics import Topics
 from tests.brokers import free_port
 from tests.cloud.conftest import collector_config, random_window, state_message, wait_until
-from tests.cloud.test_broker import NOT_AUTHORIZED, WAIT_S, Client, cli, token
+from tests.cloud.test_broker import WAIT_S, Client, cli, token
 
 T = Topics()
 
