@@ -157,6 +157,16 @@ class Pipeline:
                                                      or acc.counters["utterances"]):
                 self._close_window()
 
+    def new_stream(self) -> None:
+        """End the utterance in progress and start a fresh gate: what is fed next is a new recording
+        whose utterances (and their ``audio_start_s``, counted from it) depend on nothing fed before.
+        The open window keeps counting (``harken serve``: one request, one stream, shared windows)."""
+        with self._lock:
+            self.flush(close_window=False)
+            old, base = self.gate, self._gate_base
+            self.gate = VadGate(self.gate_config, SAMPLE_RATE)
+            self._gate_base = (base[0] - old.frames, base[1] - old.voiced_frames, base[2] - old.invalid_frames)
+
     def _feed_piece(self, piece: np.ndarray) -> None:
         frames_before = self.gate.frames
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ stamp=.venv/.harken-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[cloud,dev]"
+  .venv/bin/python -m pip install -q -e ".[cloud,serve,dev]"
   touch "$stamp"
 fi
 

@@ -28,19 +28,23 @@ GROUPS: dict[str, tuple[str, str]] = {
     "model": ("cloud.cli.model:group", "Train, evaluate, inspect, verify and register model bundles."),
     "rollout": ("cloud.cli.rollout:group", "Start and steer staged model rollouts."),
     "runs": ("cloud.cli.runs:group", "List, show and compare training runs."),
+    "serve": ("edge.serve.cli:command", "Serve a model over HTTP as a device (predictions, windows, shadow)."),
     "sim": ("edge.sim.cli:command", "Run a simulated fleet of real agents."),
 }
+# the optional extra a group needs when one of its imports is missing (default: cloud)
+EXTRAS = {"serve": "serve"}
 
 
-def _load(target: str) -> click.Command:
-    module_name, attr = target.split(":")
+def _load(name: str) -> click.Command:
+    module_name, attr = GROUPS[name][0].split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("sklearn", "skl2onnx", "onnx", "psycopg", "fastapi",
                                                    "uvicorn", "matplotlib"):
+            extra = EXTRAS.get(name, "cloud")
             raise click.ClickException(
-                f"this command needs the cloud extra ({exc.name} is missing): pip install 'harken[cloud]'"
+                f"this command needs the {extra} extra ({exc.name} is missing): pip install 'harken[{extra}]'"
             ) from exc
         raise
     return getattr(module, attr)
@@ -53,7 +57,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in GROUPS:
             return None
-        return _load(GROUPS[name][0])
+        return _load(name)
 
     def format_commands(self, ctx, formatter):
         # Help must not import every group: use the one-line help kept here.

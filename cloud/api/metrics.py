@@ -1,4 +1,4 @@
-"""Prometheus ``/metrics`` in the text exposition format (0.0.4), written here, no client library.
+"""Prometheus ``/metrics`` in the text exposition format (0.0.4; ``shared.exposition``, no client library).
 
 Families (every name starts ``harken_``):
 
@@ -22,9 +22,7 @@ Scrape it with the API token: in Prometheus, ``authorization: {credentials: <tok
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
-from typing import Iterable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
@@ -32,48 +30,9 @@ from fastapi.responses import PlainTextResponse
 from cloud.api.backend import Backend
 from cloud.api.deps import backend
 from cloud.api.rollouts import rollout_view
+from shared.exposition import CONTENT_TYPE, Exposition
 
 router = APIRouter(tags=["metrics"])
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-Sample = tuple[dict, float]
-
-
-def _escape_label(v: str) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _value(v: float) -> str:
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, int):
-        return str(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
-
-
-class Exposition:
-    """Builds the text format one family at a time."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> "Exposition":
-        self.lines.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if value is None:
-                continue
-            lab = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
-            self.lines.append(f"{name}{{{lab}}} {_value(value)}" if lab else f"{name} {_value(value)}")
-        return self
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
 
 def _ingest(x: Exposition, b: Backend) -> None:
     ing = b.ingest()
