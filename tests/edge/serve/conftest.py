@@ -90,3 +90,18 @@ def speech_wav(tmp_path_factory, speech):
     subprocess.run(["sox", str(plain), "-r", "22050", "-c", "2", "-b", "24", str(wav)], check=True,
                    capture_output=True)
     return wav
+
+
+@pytest.fixture(scope="session")
+def short_clips(tmp_path_factory, say):
+    """Three ~4 s streams of three words: (16 kHz WAV bytes, float32 samples) each."""
+    from tests.edge.conftest import make_stream
+
+    folder = tmp_path_factory.mktemp("serve-clips")
+    out = []
+    for seed in (1, 2, 3):
+        x, _ = make_stream(say, 3, seed=seed)
+        path = folder / f"clip{seed}.wav"
+        write_wav(path, x)
+        out.append((path.read_bytes(), x))
+    return out
