@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import click
 import uvicorn  # the serve extra; a missing one is reported by the CLI root with the pip command
@@ -30,9 +32,18 @@ def command(config_file: str | None, **flags) -> None:
     service = Service(cfg).start()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host=cfg.http_host, port=cfg.http_port,
                                            log_level="warning", access_log=False, lifespan="off"))
+    # uvicorn in a thread: it then leaves signals alone (in the main thread it re-raises them after its
+    # own shutdown, which would end the process before the last window is flushed)
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    stop = lambda *_: setattr(server, "should_exit", True)  # noqa: E731
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.run()  # returns on SIGINT / SIGTERM
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
     finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
         service.stop()
     if not server.started:
         raise click.ClickException(f"could not listen on {cfg.http_host}:{cfg.http_port} (in use, or not an "
