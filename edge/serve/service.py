@@ -174,12 +174,13 @@ class Service:
 
     def predict(self, body: bytes, fmt: str, deadline: float) -> dict:
         """Decode and run one request (blocking); ``deadline`` is on ``time.monotonic``."""
-        t0 = time.perf_counter()
         samples = decode(body, fmt, self.config.http_max_audio_s)
+        t_wait = time.perf_counter()
         if not self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise RequestError(503, "busy", f"the model stayed busy for the request's whole time budget "
                                f"({self.config.http_timeout_s:g} s); retry later or send fewer requests at once",
                                headers={"Retry-After": str(self.config.http_retry_after_s)})
+        t_run = time.perf_counter()
         try:
             decisions, active, shadow, timed_out = self._run(samples, deadline)
         finally:
@@ -188,7 +189,10 @@ class Service:
             raise RequestError(504, "timeout", f"processing ran past the request's time budget "
                                f"({self.config.http_timeout_s:g} s); send shorter audio or raise http_timeout_s")
         self.metrics.served(len(samples) / SAMPLE_RATE, len(decisions))
-        return self._answer(samples, decisions, active, shadow, time.perf_counter() - t0)
+        answer = self._answer(samples, decisions, active, shadow)
+        answer.update(queued_ms=round((t_run - t_wait) * 1000.0, 3),
+                      processing_ms=round((time.perf_counter() - t_run) * 1000.0, 3))
+        return answer
 
     def _run(self, samples: np.ndarray, deadline: float):
         pipeline = self.agent.pipeline
@@ -207,7 +211,7 @@ class Service:
         pipeline.flush(close_window=False)
         return self._sink.take(), active, shadow, timed_out
 
-    def _answer(self, samples: np.ndarray, decisions: list[Decision], active, shadow, seconds: float) -> dict:
+    def _answer(self, samples: np.ndarray, decisions: list[Decision], active, shadow) -> dict:
         thresholds = {m.sha256: m.threshold for m in (active, shadow) if m is not None}
         return {
             "device": self.config.device_id,
@@ -216,7 +220,6 @@ class Service:
             "shadow_model": None if shadow is None else shadow.sha256,
             "automation": self.agent.pipeline.automation,
             "audio_s": round(len(samples) / SAMPLE_RATE, 4),
-            "processing_ms": round(seconds * 1000.0, 3),
             "utterances": [_utterance(d, thresholds.get(d.model, active.threshold)) for d in decisions],
         }
 
