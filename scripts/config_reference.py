@@ -9,6 +9,7 @@ from pathlib import Path
 from cloud.config import ENV_PREFIX as COLLECTOR_ENV, CollectorConfig
 from cloud.rollout.gates import Gates
 from edge.config import ENV_PREFIX as AGENT_ENV, AgentConfig
+from edge.serve.config import ENV_PREFIX as SERVE_ENV, ServeConfig, serve_only_settings
 from shared.cli_config import reference
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -25,6 +26,13 @@ def render() -> str:
         "## Agent (`harken agent run --config agent.toml`)",
         "",
         reference(AgentConfig, AGENT_ENV, ("vad", "capture", "tls")),
+        "",
+        "## Prediction server (`harken serve --config serve.toml`)",
+        "",
+        "Every agent setting above applies too (except `source`, `realtime`, `chunk_samples` and `feedback_path`),",
+        f"with the `{SERVE_ENV}` prefix; `window_s` is wall-clock time here. These are its own or differ:",
+        "",
+        reference(ServeConfig, SERVE_ENV, ("http",), names=serve_only_settings()),
         "",
         "## Collector (`harken collector run --config collector.toml`)",
         "",

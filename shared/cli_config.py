@@ -81,10 +81,13 @@ def overrides_from_flags(flags: dict) -> dict:
 
 
 def reference(cls, env_prefix: str, sections: Iterable[str], *, as_json: bool = False,
-              with_flags: bool = True) -> str:
-    """Every setting with its TOML key, flag, environment variable, default and bounds."""
+              with_flags: bool = True, names: Iterable[str] | None = None) -> str:
+    """Every setting (or those in ``names``) with its TOML key, flag, environment variable, default and bounds."""
     sections = tuple(sections)
     rows = describe(cls)
+    if names is not None:
+        wanted = set(names)
+        rows = [row for row in rows if row["name"] in wanted]
     for row in rows:
         row["flag"] = flag_name(row["name"])
         row["env"] = env_prefix + row["name"].upper()

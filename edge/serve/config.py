@@ -12,6 +12,7 @@ environment, so it does not show in ``ps`` or a shell history.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ class ServeConfig(AgentConfig):
     @property
     def token(self) -> str:
         return read_token(self.http_token_file)
+
+
+def serve_only_settings() -> list[str]:
+    """The settings ServeConfig adds to AgentConfig or gives another default."""
+    agent = {f.name: f.default for f in dataclasses.fields(AgentConfig)}
+    return [f.name for f in dataclasses.fields(ServeConfig) if f.name not in agent or agent[f.name] != f.default]
 
 
 def read_token(path: str) -> str:
