@@ -85,3 +85,23 @@ def test_serve_needs_trust_keys_and_a_model(tmp_path, bundle_paths, signing):
     cfg = load_serve_config(env={"HARKEN_SERVE_HTTP_MAX_PENDING": "3"},
                             overrides={**base, "trust_keys": [str(signing[2])], "bundle": str(bundle_paths[0])})
     assert cfg.http_max_pending == 3 and cfg.token == TOKEN
+
+
+def test_without_the_serve_extra_the_cli_names_the_pip_command(monkeypatch):
+    import click
+
+    from shared.cli import _load
+
+    for name in ("edge.serve.cli", "edge.serve.app"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # makes the import fail
+    with pytest.raises(click.ClickException, match=r"pip install 'harken\[serve\]'"):
+        _load("serve")
+
+
+def test_the_agent_and_the_serve_core_never_import_the_http_stack():
+    code = ("import sys, edge.agent, edge.cli, edge.serve.service, edge.serve.config; "
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
