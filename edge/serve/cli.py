@@ -9,8 +9,7 @@ import click
 import uvicorn  # the serve extra; a missing one is reported by the CLI root with the pip command
 
 from edge.serve.app import create_app
-from edge.serve.config import ENV_PREFIX, UNUSED_AGENT_SETTINGS, ServeConfig, load_serve_config, \
-    token_file_is_private
+from edge.serve.config import ENV_PREFIX, UNUSED_AGENT_SETTINGS, ServeConfig, load_serve_config
 from shared.cli_config import config_options, overrides_from_flags
 from shared.config import redacted
 
@@ -27,8 +26,6 @@ def command(config_file: str | None, **flags) -> None:
 
     cfg = load_serve_config(config_file, overrides=overrides_from_flags(flags))
     log.debug("serve configuration: %s", redacted(cfg))
-    if not token_file_is_private(cfg.http_token_file):
-        log.warning("%s can be read by other users: chmod 600 it", cfg.http_token_file)
     service = Service(cfg).start()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host=cfg.http_host, port=cfg.http_port,
                                            log_level="warning", access_log=False, lifespan="off"))

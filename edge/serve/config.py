@@ -7,20 +7,19 @@ the HTTP server; ``shadow`` names a bundle to run beside the active one. A TOML 
 
 ``window_s`` is wall-clock time here: a serve process has no microphone, so a window holds the
 audio of the requests that arrived during it (``duration_s`` is that audio's length).
-The bearer token is only ever read from ``http_token_file``, never from a flag or the
-environment, so it does not show in ``ps`` or a shell history.
+The bearer token comes from ``http_token_file`` (its first line; a file readable by others is
+warned about), or from ``http_token`` as the collector's does: a flag shows in ``ps``, so prefer the file.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from edge.config import AgentConfig
-from shared.config import load_config, setting
+from shared.config import load_config, secret_file, setting
 from shared.errors import ConfigError
 from shared.messages import AUTOMATION_LEVELS
 
@@ -40,7 +39,9 @@ class ServeConfig(AgentConfig):
                           "shows in the windows); empty for none.")
     http_host: str = setting("127.0.0.1", "Address the HTTP server listens on.")
     http_port: int = setting(8090, "Port the HTTP server listens on.", ge=1, le=65535)
-    http_token_file: str = setting("", "File holding the bearer token clients must send (required).")
+    http_token: str = setting("", "Bearer token clients must send; prefer http_token_file (required: one of the two).",
+                              secret=True)
+    http_token_file: str = secret_file("http_token", "bearer token clients must send")
     http_max_body_bytes: int = setting(8 * 1024 * 1024, "Largest request body; larger ones get 413.",
                                        ge=1024, le=1 << 30)
     http_max_audio_s: float = setting(120.0, "Longest audio in one request; longer gets 413.", ge=1.0, le=3600.0)
@@ -57,11 +58,11 @@ class ServeConfig(AgentConfig):
         if not self.bundle and not self.broker_url and not (self.state_path / "slots.json").is_file():
             raise ConfigError("no model to serve: give --bundle B.hkb (or a state_dir that already holds one, "
                               "or a broker_url whose desired state names one)")
-        read_token(self.http_token_file)
+        check_token(self.http_token)
 
     @property
     def token(self) -> str:
-        return read_token(self.http_token_file)
+        return self.http_token
 
 
 def serve_only_settings() -> list[str]:
@@ -70,24 +71,12 @@ def serve_only_settings() -> list[str]:
     return [f.name for f in dataclasses.fields(ServeConfig) if f.name not in agent or agent[f.name] != f.default]
 
 
-def read_token(path: str) -> str:
-    """The bearer token from its file (stripped); ConfigError says how to make one."""
-    if not path:
-        raise ConfigError(f"http_token_file is required: clients authenticate with a bearer token; {TOKEN_HINT}")
-    try:
-        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read http_token_file {path!r}: {exc}; {TOKEN_HINT}") from None
+def check_token(token: str) -> None:
+    """ConfigError unless the token is one word of MIN_TOKEN_CHARS or more; says how to make one."""
+    if not token:
+        raise ConfigError(f"a bearer token is required (http_token_file): clients authenticate with it; {TOKEN_HINT}")
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-        raise ConfigError(f"the token in {path} must be one word of at least {MIN_TOKEN_CHARS} characters; "
-                          f"{TOKEN_HINT}")
-    return token
-
-
-def token_file_is_private(path: str) -> bool:
-    """False when group or others may read the token file (worth a warning, not a refusal)."""
-    mode = os.stat(Path(path).expanduser()).st_mode
-    return not mode & (stat.S_IRGRP | stat.S_IROTH)
+        raise ConfigError(f"the http_token must be one word of at least {MIN_TOKEN_CHARS} characters; {TOKEN_HINT}")
 
 
 def load_serve_config(file: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,

@@ -62,7 +62,7 @@ def test_harken_serve_refuses_to_start_without_a_token_file(tmp_path, bundle_pat
     proc = _harken("serve", "--device-id", "serve-cli", "--bundle", str(bundle_paths[0]), "--trust-keys",
                    str(signing[2]), "--state-dir", str(tmp_path / "state"))
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "http_token_file is required" in err and "token_urlsafe" in err
+    assert proc.returncode == 1 and "bearer token is required" in err and "token_urlsafe" in err
 
 
 @pytest.mark.parametrize("token, words", [("short", "at least 16"), ("two words here, long enough", "one word")])
