@@ -60,80 +60,97 @@ async def read_body(request: Request, limit: int, deadline: float) -> bytes:
     return bytes(body)
 
 
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _error_response(service: Service, exc: RequestError) -> JSONResponse:
+    service.metrics.error(exc.code)
+    return JSONResponse({"error": exc.code, "detail": exc.detail, **exc.extra}, status_code=exc.status,
+                        headers=exc.headers)
+
+
+async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+    return _error_response(_service(request), exc)
+
+
+async def _count(request: Request, call_next) -> Response:
+    """Counts every response by route and status; a handler bug costs one request (500), never the server."""
+    t0 = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.url.path)
+        response = _error_response(_service(request), RequestError(
+            500, "internal", "the server failed on this request; its log says why"))
+    _service(request).metrics.observe(request.url.path, response.status_code, time.perf_counter() - t0)
+    return response
+
+
+async def _predict(request: Request, format: str | None = None) -> JSONResponse:
+    service = _service(request)
+    cfg = service.config
+    deadline = time.monotonic() + cfg.http_timeout_s
+    check_token(service.token, request.headers.get("authorization"))
+    if not service.admission.enter():
+        raise RequestError(503, "busy", f"{service.admission.limit} requests are already in progress "
+                           f"(http_max_pending); retry after {cfg.http_retry_after_s} s",
+                           headers={"Retry-After": str(cfg.http_retry_after_s)})
+    try:
+        body = await read_body(request, cfg.http_max_body_bytes, deadline)
+        fmt = resolve_format(request.headers.get("content-type"), format, body[:4])
+        limiter = request.app.state.limiter
+        if limiter is None:  # made in the event loop, at the first request
+            limiter = request.app.state.limiter = anyio.CapacityLimiter(service.admission.limit)
+        result = await anyio.to_thread.run_sync(service.predict, body, fmt, deadline, limiter=limiter)
+    finally:
+        service.admission.leave()
+    return JSONResponse(result)
+
+
+async def _feedback(request: Request) -> JSONResponse:
+    service = _service(request)
+    check_token(service.token, request.headers.get("authorization"))
+    try:
+        item = await request.json()
+    except ValueError:
+        item = None
+    if not isinstance(item, dict) or not isinstance(item.get("utterance"), str) or not (
+            isinstance(item.get("label"), str) or item.get("confirm") is True):
+        raise RequestError(400, "bad_feedback", 'send JSON {"utterance": "<id from /v1/predict>", "label": '
+                           '"<true label>"} or {"utterance": "<id>", "confirm": true}')
+    if not service.feedback(item["utterance"], item.get("label"), item.get("confirm") is True):
+        raise RequestError(404, "unknown_utterance", "the utterance is not among the last predictions this "
+                           "server remembers, or the label is not one of the model's; check both")
+    return JSONResponse({"accepted": True})
+
+
+async def _metrics(request: Request) -> PlainTextResponse:
+    service = _service(request)
+    check_token(service.token, request.headers.get("authorization"))
+    return PlainTextResponse(service.metrics_text(), media_type=CONTENT_TYPE)
+
+
+async def _healthz() -> dict:
+    return {"ok": True}
+
+
+async def _readyz(request: Request) -> JSONResponse:
+    service = _service(request)
+    ready, why = service.readiness()
+    body = {"ready": ready, "models": service.models(), **({"detail": why} if why else {})}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="harken serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    cfg = service.config
-    limiter: list[anyio.CapacityLimiter] = []  # made in the event loop, at the first request
-
-    def error_response(exc: RequestError) -> JSONResponse:
-        service.metrics.error(exc.code)
-        return JSONResponse({"error": exc.code, "detail": exc.detail, **exc.extra}, status_code=exc.status,
-                            headers=exc.headers)
-
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, exc: RequestError) -> JSONResponse:
-        return error_response(exc)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next) -> Response:
-        t0 = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # a bug must cost one request, never the server
-            log.exception("%s %s failed", request.method, request.url.path)
-            response = error_response(RequestError(500, "internal", "the server failed on this request; "
-                                                   "its log says why"))
-        service.metrics.observe(request.url.path, response.status_code, time.perf_counter() - t0)
-        return response
-
-    @app.post("/v1/predict")
-    async def predict(request: Request, format: str | None = None) -> JSONResponse:
-        deadline = time.monotonic() + cfg.http_timeout_s
-        check_token(service.token, request.headers.get("authorization"))
-        if not service.admission.enter():
-            raise RequestError(503, "busy", f"{service.admission.limit} requests are already in progress "
-                               f"(http_max_pending); retry after {cfg.http_retry_after_s} s",
-                               headers={"Retry-After": str(cfg.http_retry_after_s)})
-        try:
-            body = await read_body(request, cfg.http_max_body_bytes, deadline)
-            fmt = resolve_format(request.headers.get("content-type"), format, body[:4])
-            if not limiter:
-                limiter.append(anyio.CapacityLimiter(service.admission.limit))
-            result = await anyio.to_thread.run_sync(service.predict, body, fmt, deadline, limiter=limiter[0])
-        finally:
-            service.admission.leave()
-        return JSONResponse(result)
-
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> JSONResponse:
-        check_token(service.token, request.headers.get("authorization"))
-        try:
-            item = await request.json()
-        except ValueError:
-            item = None
-        if not isinstance(item, dict) or not isinstance(item.get("utterance"), str) or not (
-                isinstance(item.get("label"), str) or item.get("confirm") is True):
-            raise RequestError(400, "bad_feedback", 'send JSON {"utterance": "<id from /v1/predict>", "label": '
-                               '"<true label>"} or {"utterance": "<id>", "confirm": true}')
-        if not service.feedback(item["utterance"], item.get("label"), item.get("confirm") is True):
-            raise RequestError(404, "unknown_utterance", "the utterance is not among the last predictions this "
-                               "server remembers, or the label is not one of the model's; check both")
-        return JSONResponse({"accepted": True})
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> PlainTextResponse:
-        check_token(service.token, request.headers.get("authorization"))
-        return PlainTextResponse(service.metrics_text(), media_type=CONTENT_TYPE)
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        ready, why = service.readiness()
-        body = {"ready": ready, "models": service.models(), **({"detail": why} if why else {})}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
+    app.state.limiter = None
+    app.add_exception_handler(RequestError, _refused)
+    app.middleware("http")(_count)
+    app.add_api_route("/v1/predict", _predict, methods=["POST"])
+    app.add_api_route("/v1/feedback", _feedback, methods=["POST"])
+    app.add_api_route("/metrics", _metrics, methods=["GET"])
+    app.add_api_route("/healthz", _healthz, methods=["GET"])
+    app.add_api_route("/readyz", _readyz, methods=["GET"])
     return app

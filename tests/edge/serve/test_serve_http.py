@@ -281,3 +281,18 @@ def test_feedback_on_a_served_utterance(served, short_clips):
     assert ok.status_code == 200 and confirmed.status_code == 200
     assert unknown.status_code == 404 and bad_label.status_code == 404
     assert malformed.status_code == 400 and '"utterance"' in malformed.json()["detail"]
+
+
+def test_a_failure_inside_the_server_costs_one_request_not_the_server(served, short_clips, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    with served.client() as client:
+        monkeypatch.setattr(served.service, "predict", broken)
+        r = _post_wav(client, short_clips[0][0])
+        monkeypatch.undo()
+        after = _post_wav(client, short_clips[0][0])
+    assert r.status_code == 500 and r.json()["error"] == "internal" and "log" in r.json()["detail"]
+    assert after.status_code == 200 and after.json()["utterances"]
+    assert _errors(served).get("internal", 0) >= 1
+    assert served.service.admission.in_flight == 0  # the failed request left its slot
