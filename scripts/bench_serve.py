@@ -184,7 +184,7 @@ def over_http(port: int, clips: list[bytes], expected: list, n: int, clients: in
     wall = time.perf_counter() - t0
     if len(latencies) != n and not failures:
         failures.append(f"{n - len(latencies)} requests have no answer")
-    server = {name: {"p50_ms": round(float(np.percentile(col, 50)), 2), "p99_ms": round(float(np.percentile(col, 99)), 2)}
+    server = {name: {f"p{q}_ms": round(float(np.percentile(col, q)), 2) for q in (50, 99)}
               for name, col in zip(("queued", "processing"), np.asarray(processing).T)} if processing else {}
     return (_stats(latencies, wall) if latencies else {}), server, failures
 

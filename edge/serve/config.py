@@ -25,7 +25,8 @@ from shared.messages import AUTOMATION_LEVELS
 
 ENV_PREFIX = "HARKEN_SERVE_"
 MIN_TOKEN_CHARS = 16
-TOKEN_HINT = "write one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' > serve.token; chmod 600 serve.token"
+TOKEN_HINT = ("write one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' > serve.token; "
+              "chmod 600 serve.token")
 # agent settings a serve process does not use (it has no audio source of its own)
 UNUSED_AGENT_SETTINGS = ("source", "realtime", "chunk_samples", "feedback_path")
 

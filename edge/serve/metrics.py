@@ -79,7 +79,8 @@ class ServeMetrics:
         x.family("harken_serve_model_info", "gauge", "1 per loaded model, by role (active, shadow).",
                  [({"role": role, "model": sha}, 1) for role, sha in sorted(models.items()) if sha])
         for key, name in (("windows", "windows"), ("inferences", "inferences"), ("errors", "inference_errors")):
-            x.family(f"harken_serve_pipeline_{name}_total", "counter", f"Pipeline {name.replace('_', ' ')} since start.",
+            x.family(f"harken_serve_pipeline_{name}_total", "counter",
+                     f"Pipeline {name.replace('_', ' ')} since start.",
                      [({}, pipeline.get(key, 0))])
         x.family("harken_serve_spool_backlog", "gauge", "Windows and events waiting for the broker.",
                  [({}, spool_backlog)])
