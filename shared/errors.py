@@ -11,7 +11,20 @@
     │   ├── BundleTamperedError     model bytes do not match the manifest's sha256
     │   ├── SignatureError          signature missing, malformed or not by a trusted key
     │   ├── BundleVersionError      bundle format version this code does not know
-    │   └── OpsetUnsupportedError   model needs a newer onnxruntime than installed
+    │   ├── OpsetUnsupportedError   model needs a newer onnxruntime than installed
+    │   ├── BundleLayoutError       the zip breaks the bundle's layout rules (duplicate or bad
+    │   │                           names, overlapping members, bytes outside the zip, zip64)
+    │   ├── BundleCompressedError   a member is compressed (bundles are stored zips)
+    │   ├── UnlistedMemberError     a member the signed manifest does not list (appended)
+    │   ├── BundleLimitError        over a cap: bundle, manifest or member size, member count
+    │   └── ReleaseError            the bundle's release (what may reach devices) is unusable
+    │       ├── NotReleasedError        no release metadata (signed by the lab key only)
+    │       ├── ReleaseSignatureError   release not signed by a trusted release key, or altered
+    │       ├── ReleaseMismatchError    release names another model, manifest or model name
+    │       ├── ReleaseExpiredError     past the release's expiry
+    │       ├── DowngradeError          older than the newest version this device activated
+    │       ├── RevokedError            the model or the release key is on the revocation list
+    │       └── RevocationListError     a revocation list cannot be used (unsigned, malformed)
     ├── ModelError              a verified model failed to load or to run
     │   └── SmokeTestError          the install-time smoke test refused it; carries ``code``
     ├── StoreError              the collector's store failed (translated from the driver)
@@ -80,6 +93,56 @@ class OpsetUnsupportedError(BundleError):
 
 class InstallCrashedError(BundleError):
     code = "install_crashed"
+
+
+class BundleLayoutError(BundleError):
+    code = "bad_layout"
+
+
+class BundleCompressedError(BundleError):
+    code = "compressed_member"
+
+
+class UnlistedMemberError(BundleError):
+    code = "unlisted_member"
+
+
+class BundleLimitError(BundleError):
+    code = "over_limit"
+
+
+class ReleaseError(BundleError):
+    """A bundle's release metadata refuses it on this device (``code`` names why)."""
+
+    code = "release_invalid"
+
+
+class NotReleasedError(ReleaseError):
+    code = "not_released"
+
+
+class ReleaseSignatureError(ReleaseError):
+    code = "bad_release_signature"
+
+
+class ReleaseMismatchError(ReleaseError):
+    code = "release_mismatch"
+
+
+class ReleaseExpiredError(ReleaseError):
+    code = "release_expired"
+
+
+class DowngradeError(ReleaseError):
+    code = "downgrade"
+
+
+class RevokedError(ReleaseError):
+    code = "revoked"
+
+
+class RevocationListError(ReleaseError):
+    code = "bad_revocations"
 
 
 class ModelError(HarkenError):

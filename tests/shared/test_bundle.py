@@ -117,10 +117,11 @@ def test_signed_by_an_untrusted_key(good, tmp_path):
 
 def test_unknown_format_version(keypair):
     data = build_bundle(b"m", MANIFEST, keypair[0])
-    def bump(m):
+    def bump(m):  # a newer lab's bundle: its own (trusted) signature over the new manifest
         man = json.loads(m["manifest.json"])
         man["format"] = "harken-bundle/9"
         m["manifest.json"] = json.dumps(man).encode()
+        m["manifest.sig"] = keys.sign(keypair[0], m["manifest.json"])
     with pytest.raises(BundleVersionError, match="upgrade Harken"):
         load_bundle(_rezip(data, bump), [keypair[1]])
 
