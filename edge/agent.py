@@ -30,6 +30,7 @@ from edge.feedback import FeedbackFile
 from edge.lifecycle import Lifecycle, ProbationPolicy
 from edge.link import Link, LinkSettings
 from edge.pipeline import Pipeline
+from edge.releases import ReleaseGuard
 from edge.sandbox import SmokeLimits
 from edge.sources import AudioSource, RealtimePacer, open_source
 from edge.spool import Spool, SpoolFlusher
@@ -79,10 +80,12 @@ class Agent:
         policy = ProbationPolicy(utterances=config.probation_utterances, seconds=config.probation_s,
                                  latency_budget_ms=config.latency_budget_ms, max_error_rate=config.max_error_rate)
         trusted = [keyring.load_public_key(p) for p in config.trust_keys]
+        releases = ReleaseGuard(state, [keyring.load_public_key(p) for p in config.release_keys],
+                                required=config.require_release, clock=clock)
         extra = {"loader": loader} if loader is not None else {}
         smoke = SmokeLimits(memory_mb=config.smoke_memory_mb, timeout_s=config.smoke_timeout_s)
         self.lifecycle = Lifecycle(state, trusted, policy, report=self._report, clock=clock, smoke_limits=smoke,
-                                   **extra)
+                                   releases=releases, **extra)
         self.link: Link | None = None
         self.flusher: SpoolFlusher | None = None
         self.pipeline: Pipeline | None = None
@@ -101,6 +104,7 @@ class Agent:
         self._started = True
         cfg = self.config
         self.lifecycle.start()
+        self.lifecycle.enforce_releases()
         self._report("agent_started", detail={"version": self.version})
         if cfg.bundle:
             self._install_configured_bundle()
@@ -146,7 +150,7 @@ class Agent:
                          on_connected=self._on_connected)
         self.flusher = SpoolFlusher(self.spool, self.link.publish, self.link.connected, rate_per_s=cfg.flush_rate,
                                     max_inflight=cfg.spool_inflight).start()
-        self.link.subscribe(self.topics.desired(cfg.device_id))
+        self.link.subscribe(self.topics.desired(cfg.device_id), self.topics.revocations())
         self.link.start()
 
     def run(self) -> None:
@@ -386,6 +390,8 @@ class Agent:
                 self.desired.on_model(parsed.sha256, payload)
             elif parsed.kind == "chunk":
                 self.desired.on_chunk(parsed.sha256, parsed.chunk, payload)
+            elif parsed.kind == "revocations":
+                self._on_revocations(payload)
         except ProtocolError as exc:
             log.warning("ignoring a message on %s: %s", topic, exc)
         except Exception:  # keep the device running; the event log says what failed
@@ -402,6 +408,19 @@ class Agent:
         except Exception:  # keep the control thread alive; the event log says what failed
             log.exception("checking bundle downloads failed")
         return connected
+
+    def _on_revocations(self, payload: bytes) -> None:
+        """A signed revocation list (retained): merge it, then stop any revoked model."""
+        if not payload:
+            return  # the retained list was cleared: revocations already merged stay
+        try:
+            self.lifecycle.releases.accept_revocations(payload)
+        except HarkenError as exc:
+            log.error("ignoring a revocation list: %s", exc)
+            self._report("desired_rejected", reason=getattr(exc, "code", "bad_revocations"),
+                         detail={"error": str(exc)[:300]})
+            return
+        self.lifecycle.enforce_releases()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -72,6 +72,10 @@ class AgentConfig:
     # -- model lifecycle ---------------------------------------------------------------
     state_dir: str = setting("harken-agent", "Directory of the model store, slots file and spool.")
     trust_keys: list[str] = setting([], "Public keys (signing.pub paths) whose bundles this device runs.")
+    release_keys: list[str] = setting([], "Release public keys (release.pub paths): a bundle must carry a release "
+                                          "signed by one of them (several while a key is rotated).")
+    require_release: bool = setting(True, "Refuse bundles without a release (`harken model release`); false "
+                                          "accepts lab-signed bundles as older agents did.")
     bundle: str = setting("", "A bundle file to install and activate at start (devices without a broker).")
     probation_utterances: int = setting(50, "A new model passes probation after this many utterances ...",
                                         ge=1, le=1000000)
@@ -131,6 +135,13 @@ class AgentConfig:
         for path in self.trust_keys:
             if not Path(path).expanduser().is_file():
                 raise ConfigError(f"trust key {path!r} is not a readable file; copy the signer's signing.pub here")
+        if (self.broker_url or self.bundle) and self.require_release and not self.release_keys:
+            raise ConfigError("release_keys is empty but require_release is on (the default): add the release key's "
+                              "release.pub with --release-keys (release_keys = [...] in the config file), or set "
+                              "require_release = false to run lab-signed bundles without a release")
+        for path in self.release_keys:
+            if not Path(path).expanduser().is_file():
+                raise ConfigError(f"release key {path!r} is not a readable file; copy the release key's release.pub here")
 
     def _check_vad(self) -> None:
         try:

@@ -22,6 +22,7 @@ from shared.errors import BundleError, BundleTruncatedError, HarkenError, Protoc
 from shared.messages import decode
 from edge.fetch import BundleFetch
 from edge.lifecycle import Lifecycle
+from edge.releases import allowed_automation, allowed_probation, automation_cap, release_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class DesiredState:
         self._release = release_bundle
         self._set_automation = set_automation
         self._report = report
+        self._base_policy = lifecycle.policy  # the device's own probation settings
         self._pending: dict | None = None
         self._fetches: dict[str, BundleFetch] = {}
         self._failed: dict[str, str] = {}  # sha → error code, for the pending rev
@@ -134,8 +136,7 @@ class DesiredState:
     def _apply(self, msg: dict) -> None:
         lc = self.lifecycle
         errors = [f"{sha[:12]}: {code}" for sha, code in self._failed.items()]
-        lc.policy = lc.policy.with_overrides(msg.get("probation"))
-        level = msg.get("automation")
+        level = self._limits(msg)
         if level and level != lc.slots.automation:
             self._set_automation(level)
             self._report("automation_changed", reason=level)
@@ -157,6 +158,39 @@ class DesiredState:
     @property
     def _pending_rev(self) -> int:
         return self._pending["rev"] if self._pending is not None else 0
+
+    def _limits(self, msg: dict) -> str | None:
+        """Set the probation policy and return the automation level this desired state asks for,
+        within what the release of the model that will run allows (docs/security.md, item 10)."""
+        lc = self.lifecycle
+        release = self._governing_release(msg)
+        if lc.releases is None or (release is None and not lc.releases.required):
+            lc.policy = lc.policy.with_overrides(msg.get("probation"))
+            return msg.get("automation")
+        model = release.model_sha256 if release is not None else lc.slots.active
+        accepted, refused = allowed_probation(msg.get("probation"), self._base_policy,
+                                              release.probation_floor if release is not None else None)
+        lc.policy = self._base_policy.with_overrides(accepted)
+        if refused:
+            self._report("desired_rejected", model=model, reason="probation_not_released", detail={"refused": refused})
+        wanted = msg.get("automation") or lc.slots.automation  # a level a desired state set, never the device's own
+        level = allowed_automation(wanted, automation_cap(release))
+        if level != wanted:
+            log.warning("desired automation %s is above %s, the most the release of %s allows", wanted, level,
+                        (model or "no model")[:12])
+            self._report("desired_rejected", model=model, reason="automation_not_released",
+                         detail={"wanted": wanted, "allowed": level})
+        return level
+
+    def _governing_release(self, msg: dict):
+        """The release of the model that runs after this desired state: the named one if it may
+        run, else the running one."""
+        sha = msg.get("active")
+        if sha and sha not in self._failed:
+            release = release_of(self.lifecycle, sha)
+            if release is not None:
+                return release
+        return release_of(self.lifecycle, self.lifecycle.slots.active, floor=False)
 
     def _drop_fetch(self, sha: str) -> None:
         self._progress_t.pop(sha, None)

@@ -71,7 +71,7 @@ class Lifecycle:
     def __init__(self, state_dir: str | Path, public_keys: list, policy: ProbationPolicy = ProbationPolicy(), *,
                  report: Report | None = None, loader: Callable[[Bundle], object] = _default_loader,
                  clock: Callable[[], float] = time.time,
-                 smoke_limits: SmokeLimits = SmokeLimits()):
+                 smoke_limits: SmokeLimits = SmokeLimits(), releases=None):
         self.state_dir = Path(state_dir)
         self.public_keys = list(public_keys)
         self.policy = policy
@@ -82,6 +82,7 @@ class Lifecycle:
         self._report = report or (lambda *a, **k: None)
         self._loader = loader
         self._clock = clock
+        self.releases = releases  # edge.releases.ReleaseGuard, or None: no release checks
         self._lock = threading.RLock()
         self._slots = Slots()
         self._latencies: list[float] = []
@@ -220,6 +221,8 @@ class Lifecycle:
             bundle = load_bundle(data, self.public_keys, name=f"bundle {(expect_sha or '')[:12]}".strip())
             if expect_sha is not None and bundle.sha256 != expect_sha:
                 raise BundleTamperedError(f"the bundle sent as {expect_sha[:12]} holds model {bundle.sha256[:12]}")
+            if self.releases is not None:
+                self.releases.check_install(bundle)
         except BundleError as exc:
             self._refuse(expect_sha, exc.code, exc, data)
             raise
@@ -260,6 +263,7 @@ class Lifecycle:
         with self._lock:
             if self._slots.active == sha and self.active is not None:
                 return
+        release = self._release_check(sha)
         model = self._load_new(sha, rev, "activation")  # verified again from disk: what runs after a restart
         with self._lock:
             s = self._slots
@@ -275,6 +279,8 @@ class Lifecycle:
             self._latencies = []
             self._write()
             self.active = model
+        if release is not None:
+            self.releases.note_active(release)
         log.info("activated model %s (previous %s); probation %d utterances or %.0f s", sha[:12],
                  (s.previous or "none")[:12], self.policy.utterances, self.policy.seconds)
         self._report("model_activated", model=sha, detail={"previous": s.previous})
@@ -284,6 +290,8 @@ class Lifecycle:
             old = self._slots.shadow
             if old == sha:
                 return
+        if sha is not None:
+            self._release_check(sha)
         model = self._load_new(sha, rev, "shadow start") if sha is not None else None
         with self._lock:
             self._slots.shadow = sha
@@ -386,6 +394,36 @@ class Lifecycle:
             s = self._slots
             keep = {x for x in (s.active, s.previous, s.shadow) if x}
         return self.store.prune(keep)
+
+    # -- releases (edge/releases.py) -------------------------------------------------------
+    def _release_check(self, sha: str):
+        """The stored bundle's verified release before it runs (None without a guard); reports a refusal."""
+        if self.releases is None:
+            return None
+        try:
+            return self.releases.check_stored(self.store.load(sha, self.public_keys), previous=self._slots.previous)
+        except BundleError as exc:
+            self._refuse(sha, exc.code, exc)
+            raise
+
+    def enforce_releases(self) -> None:
+        """After start and after each revocation list: the floor of what runs is at least its version,
+        and a revoked model stops (active rolls back, shadow stops, previous is forgotten)."""
+        if self.releases is None:
+            return
+        from edge.releases import release_of
+
+        guard = self.releases
+        guard.note_active(release_of(self, self._slots.active, floor=False))
+        with self._lock:
+            if guard.is_revoked(self._slots.previous):
+                self._slots.previous = None
+                self._write()
+            active, shadow = self._slots.active, self._slots.shadow
+        if guard.is_revoked(active):
+            self.rollback(f"revoked: model {active[:12]} is on the revocation list")
+        if guard.is_revoked(shadow):
+            self.set_shadow(None)
 
     # -- internals -----------------------------------------------------------------------
     def _load_stored(self, sha: str):

@@ -14,11 +14,19 @@ PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"
 
 
-def generate_keypair(directory: str | os.PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``signing.key`` (PEM, mode 0600) and ``signing.pub`` into ``directory``."""
+RELEASE_NAME = "release"  # `harken keys generate --name release`: release.key / release.pub
+
+
+def generate_keypair(directory: str | os.PathLike, *, overwrite: bool = False,
+                     name: str = "signing") -> tuple[Path, Path]:
+    """Write ``{name}.key`` (PEM, mode 0600) and ``{name}.pub`` into ``directory``.
+
+    The lab's key is ``signing`` (it signs manifests); a release key (``release``) signs what
+    may reach devices. Keep them apart: the release key should live where releases are decided.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    priv_path, pub_path = d / PRIVATE_NAME, d / PUBLIC_NAME
+    priv_path, pub_path = d / f"{name}.key", d / f"{name}.pub"
     if priv_path.exists() and not overwrite:
         raise ConfigError(f"{priv_path} exists; pass --force to replace it (bundles signed with it stop verifying)")
     key = Ed25519PrivateKey.generate()

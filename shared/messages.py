@@ -12,7 +12,8 @@ Kinds and their required fields (units in the names):
              output.audit_requested, feedback.by_model, feedback.audit, feedback.audit_by_model
     state    device, online, t           (everything else optional; the last will is minimal)
     event    device, boot, seq, t, event (model, reason, detail optional)
-    desired  device, rev, t              (active, shadow, automation, config, probation)
+    desired  device, rev, t              (active, shadow: model sha256s, 64 hex; automation, config,
+                                          probation)
     bundle   sha256, size, chunks, chunk_size, chunk_sha256   (chunked bundle header)
     alert    id, status, cohort, signal, pattern, opened_t
 """
@@ -162,9 +163,14 @@ def _validate_event(m: dict) -> None:
     }, {"model": _str, "reason": _str, "detail": lambda x: isinstance(x, dict)})
 
 
+def _model_sha(x) -> bool:
+    """A model named in a desired state: its sha256 as 64 lowercase hex digits (a topic level)."""
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+
+
 def _validate_desired(m: dict) -> None:
     _check_fields(m, "desired", {"device": _device, "rev": _nonneg_int, "t": _number}, {
-        "active": _str, "shadow": _str, "automation": _automation, "rollout": _str,
+        "active": _model_sha, "shadow": _model_sha, "automation": _automation, "rollout": _str,
         "config": lambda x: isinstance(x, dict), "probation": lambda x: isinstance(x, dict),
     })
 

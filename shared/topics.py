@@ -6,6 +6,7 @@
     {prefix}/dev/{device}/desired    cloud → device   QoS 1, retained
     {prefix}/model/{sha256}          cloud → devices  QoS 1, retained (bundle or chunk header)
     {prefix}/model/{sha256}/{chunk}  cloud → devices  QoS 1, retained (chunk bytes)
+    {prefix}/model/revocations       cloud → devices  QoS 1, retained (signed revocation list)
     {prefix}/alert/{alert_id}        cloud → operators QoS 1, not retained
 """
 from __future__ import annotations
@@ -25,10 +26,11 @@ TEMPLATES: dict[str, str] = {
     "desired": "dev/{device}/desired",
     "model": "model/{sha256}",
     "chunk": "model/{sha256}/{chunk}",
+    "revocations": "model/revocations",  # under model/: every device may read it already
     "alert": "alert/{alert_id}",
 }
 QOS = 1
-RETAINED = frozenset({"state", "desired", "model", "chunk"})
+RETAINED = frozenset({"state", "desired", "model", "chunk", "revocations"})
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -84,6 +86,9 @@ class Topics:
     def chunk(self, sha256: str, index: int) -> str:
         return self.build("chunk", sha256=sha256, chunk=index)
 
+    def revocations(self) -> str:
+        return self.build("revocations")
+
     def alert(self, alert_id: str) -> str:
         return self.build("alert", alert_id=alert_id)
 
@@ -108,6 +113,8 @@ class Topics:
             if not _ID_RE.match(parts[1]):
                 raise ProtocolError("bad_topic", f"device id in {topic!r} is not valid")
             return ParsedTopic(kind=parts[2], device=parts[1])
+        if parts == ["model", "revocations"]:
+            return ParsedTopic(kind="revocations")
         if parts[0] == "model" and len(parts) in (2, 3) and _SHA_RE.match(parts[1]):
             if len(parts) == 2:
                 return ParsedTopic(kind="model", sha256=parts[1])

@@ -10,7 +10,7 @@ import io
 import json
 import zipfile
 
-from shared.bundle import MANIFEST, MODEL, SIGNATURE, build_bundle
+from shared.bundle import MANIFEST, MODEL, RESERVED, SIGNATURE, build_bundle
 from shared.codec import encode
 
 
@@ -48,7 +48,7 @@ def resigned(data: bytes, private_key, edit=None) -> bytes:
     manifest = json.loads(parts[MANIFEST])
     if edit is not None:
         edit(manifest)
-    extras = {k: v for k, v in parts.items() if k not in (MANIFEST, SIGNATURE, MODEL)}
+    extras = {k: v for k, v in parts.items() if k not in RESERVED}  # a new manifest: any release is void
     return build_bundle(parts[MODEL], manifest, private_key, extras)
 
 

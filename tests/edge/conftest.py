@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 
 import numpy as np
 import onnx
@@ -23,6 +24,7 @@ from shared.bundle import write_bundle
 from shared.gate import GateConfig, cut_clip, place
 from shared.levels import level_dbfs, snr_db
 from shared.profile import build_profile
+from shared.release import release_file
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "zero", "one")
 INPUT_SAMPLES = 16000
@@ -82,6 +84,19 @@ def signing(tmp_path_factory):
     """(private key, public key, public key path) of a fresh Ed25519 pair."""
     priv_path, pub_path = keys.generate_keypair(tmp_path_factory.mktemp("keys"))
     return keys.load_private_key(priv_path), keys.load_public_key(pub_path), pub_path
+
+
+@pytest.fixture(scope="session")
+def release_signing(tmp_path_factory):
+    """(private key, public key, public key path) of a release key, apart from the lab's key."""
+    priv_path, pub_path = keys.generate_keypair(tmp_path_factory.mktemp("release-keys"), name="release")
+    return keys.load_private_key(priv_path), keys.load_public_key(pub_path), pub_path
+
+
+def release_test_bundle(path, release_key, version: int, *, days: float = 30, **kwargs):
+    """Release a bundle file in place, as `harken model release` does (automation up to full)."""
+    kwargs.setdefault("max_automation", "full")
+    return release_file(path, release_key, version=version, expires_t=time.time() + days * 86400, **kwargs)[0]
 
 
 # ---------------------------------------------------------------------------- the test graph
@@ -193,13 +208,15 @@ def calibration(say):
 
 
 @pytest.fixture(scope="session")
-def bundle_paths(tmp_path_factory, signing, calibration):
-    """Two different signed test bundles (seed 0 and seed 1) of the same 12 labels."""
+def bundle_paths(tmp_path_factory, signing, release_signing, calibration):
+    """Two different signed and released test bundles (seed 0 and seed 1, versions 1 and 2) of the same
+    12 labels."""
     folder = tmp_path_factory.mktemp("bundles")
     paths = []
     for seed in (0, 1):
         path = folder / f"test-{seed}.hkb"
         make_test_bundle(path, signing[0], calibration, seed=seed)
+        release_test_bundle(path, release_signing[0], version=seed + 1)
         paths.append(path)
     return paths
 

@@ -72,9 +72,10 @@ class Running:
 
 
 @pytest.fixture
-def config(tmp_path, signing, bundle_paths):
+def config(tmp_path, signing, release_signing, bundle_paths):
     def build(broker_port: int | None, **changes):
         values = dict(device_id="dev1", username="dev1", password=USERS["dev1"], trust_keys=[str(signing[2])],
+                      release_keys=[str(release_signing[2])],
                       state_dir=str(tmp_path / "state"), window_s=WINDOW_S, reconnect_min_s=0.05,
                       reconnect_max_s=0.3, flush_rate=500, keepalive_s=5, bundle=str(bundle_paths[0]),
                       probation_utterances=1000, probation_s=3600)

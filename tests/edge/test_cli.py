@@ -86,9 +86,11 @@ def test_usage_and_config_errors_exit_2_and_1(tmp_path):
     assert missing.returncode == 1 and missing.stderr.startswith(b"error: device_id is required")
 
 
-def test_run_offline_on_a_wav_flag_beats_env_and_secrets_stay_out_of_logs(tmp_path, wav, bundle_paths, signing):
+def test_run_offline_on_a_wav_flag_beats_env_and_secrets_stay_out_of_logs(tmp_path, wav, bundle_paths, signing,
+                                                                          release_signing):
     env = {"HARKEN_AGENT_DECISIONS": str(tmp_path / "from-env.jsonl"), "HARKEN_AGENT_PASSWORD": "s3cret-pw",
-           "HARKEN_AGENT_AUTOMATION": "full", "HARKEN_AGENT_TRUST_KEYS": str(signing[2])}
+           "HARKEN_AGENT_AUTOMATION": "full", "HARKEN_AGENT_TRUST_KEYS": str(signing[2]),
+           "HARKEN_AGENT_RELEASE_KEYS": str(release_signing[2])}
     out = tmp_path / "from-flag.jsonl"
     result = harken("-vv", "agent", "run", "--device-id", "cli-1", "--source", str(wav), "--bundle",
                     str(bundle_paths[0]), "--state-dir", str(tmp_path / "state"), "--decisions", str(out), env=env)
@@ -103,10 +105,11 @@ def test_run_offline_on_a_wav_flag_beats_env_and_secrets_stay_out_of_logs(tmp_pa
     assert "model loaded" in log and "agent stopped" in log
 
 
-def test_sigterm_stops_a_blocked_stdin_agent_cleanly(tmp_path, speech, bundle_paths, signing):
+def test_sigterm_stops_a_blocked_stdin_agent_cleanly(tmp_path, speech, bundle_paths, signing, release_signing):
     out = tmp_path / "d.jsonl"
     proc = subprocess.Popen(HARKEN + ["-v", "agent", "run", "--device-id", "cli-2", "--source", "-", "--bundle",
-                                      str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--state-dir",
+                                      str(bundle_paths[0]), "--trust-keys", str(signing[2]),
+                                          "--release-keys", str(release_signing[2]), "--state-dir",
                                       str(tmp_path / "state"), "--decisions", str(out), "--automation", "assist"],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={k: v for k, v in os.environ.items() if not k.startswith("HARKEN_AGENT_")})
