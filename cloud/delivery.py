@@ -4,6 +4,7 @@
                        else a ``bundle`` header (size, chunk count, per-chunk sha256)
     model/{sha}/{i}    chunk i of a large bundle (raw bytes)
     dev/{id}/desired   what one device should run; ``rev`` grows by one per write, per device
+    model/revocations  the signed revocation list (``harken model revoke``)
 
 ``sha`` is the model's sha256 (``Bundle.sha256``), the name a bundle has on the wire and in
 the device store. Chunks go out before the header, so a device that sees a header finds
@@ -128,6 +129,11 @@ class Delivery:
         n = self.publisher.publish_all(messages)
         log.info("published bundle %s (%d bytes, %d messages)", bundle.sha256[:12], len(bundle.raw), n)
         return n
+
+    def publish_revocations(self, payload: bytes) -> None:
+        """Publish a signed revocation list (``harken model revoke``), retained for every device."""
+        self.publisher.publish_all([(self.topics.revocations(), payload, True)])
+        log.info("published the revocation list (%d bytes)", len(payload))
 
     def unpublish_bundle(self, sha: str, chunks: int = 0) -> None:
         """Clear the retained bundle (an empty retained payload deletes it on the broker)."""

@@ -10,19 +10,17 @@ or by a unique prefix of its sha256 (at least 6 hex digits).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cloud.store.migrations_registry import ensure_schema, transaction
 from shared import keys as keyring
-from shared.bundle import MANIFEST, Bundle, atomic_write, load_bundle, sha256_hex
+from shared.bundle import Bundle, atomic_write, load_bundle, sha256_hex
 from shared.errors import BundleTamperedError, ConfigError, SignatureError
 
 log = logging.getLogger(__name__)
@@ -79,10 +77,8 @@ def lineage_of(manifest: dict) -> dict:
 
 
 def _signer(bundle: Bundle, public_keys: list) -> str | None:
-    with zipfile.ZipFile(io.BytesIO(bundle.raw)) as zf:
-        manifest_bytes = zf.read(MANIFEST)
     try:
-        return keyring.public_key_id(keyring.verify(public_keys, manifest_bytes, bundle.signature or b""))
+        return keyring.public_key_id(keyring.verify(public_keys, bundle.manifest_raw, bundle.signature or b""))
     except SignatureError:
         return None
 
@@ -103,6 +99,8 @@ class Registry:
         existing = self._get(bundle.sha256)
         path = self.directory / f"{bundle.sha256}.hkb"
         if existing is not None:
+            if bundle.bundle_sha256 != existing.bundle_sha256:
+                return self._new_release(existing, bundle, path), False
             if not path.is_file():
                 atomic_write(path, bundle.raw)  # the file was lost: the row still names it
             return existing, False
@@ -122,6 +120,20 @@ class Registry:
         log.info("registered model %s as %s (%d bytes)", bundle.sha256[:12], self._get(bundle.sha256).label,
                  len(bundle.raw))
         return self._get(bundle.sha256), True
+
+    def _new_release(self, existing: ModelRecord, bundle: Bundle, path: Path) -> ModelRecord:
+        """The registered model again, with a (new) release: the stored file is replaced, the model stays."""
+        if bundle.release is None or bundle.manifest != existing.manifest:
+            raise ConfigError(f"model {existing.sha256[:12]} is registered as {existing.label} from other bundle "
+                              "bytes; register its released bundle (`harken model release`) or give a new model "
+                              "a new version")
+        atomic_write(path, bundle.raw)
+        with transaction(self.store) as cur:
+            cur.execute("UPDATE models SET bundle_sha256 = ?, size_bytes = ? WHERE sha256 = ?",
+                        (bundle.bundle_sha256, len(bundle.raw), existing.sha256))
+        log.info("model %s (%s): stored its new release (%s)", existing.sha256[:12], existing.label,
+                 bundle.bundle_sha256[:12])
+        return self._get(existing.sha256)
 
     # -- reading ----------------------------------------------------------------------------
     def _rows(self, where: str = "", params: tuple = ()) -> list[ModelRecord]:

@@ -191,8 +191,9 @@ def _read_listed(index: ZipIndex, manifest: dict, name: str) -> tuple[bytes, dic
             raise BundleTruncatedError(f"{name} lacks {fname}, which the manifest lists")
         data = index.read(fname)
         if sha256_hex(data) != digest:
-            what = "the model was altered" if fname == MODEL else "it was altered"
-            raise BundleTamperedError(f"{name}: {fname} does not match the manifest's sha256; {what}")
+            what = "the model" if fname == MODEL else "it"
+            raise BundleTamperedError(f"{name}: {fname} does not match the manifest's sha256; {what} was altered or "
+                                      "corrupted, fetch the bundle again")
         members[fname] = data
     return members.pop(MODEL), members
 

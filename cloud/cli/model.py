@@ -5,6 +5,7 @@ import json
 import sys
 import logging
 import os
+import time
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ KEY_ENV = "HARKEN_SIGNING_KEY"
 
 @click.group(name="model")
 def group() -> None:
-    """Train, evaluate, inspect, verify and register model bundles."""
+    """Train, evaluate, inspect, verify, release and register model bundles."""
 
 
 def _stderr_progress(stage: str, total: int):
@@ -115,7 +116,20 @@ def _summary(b: bundle_format.Bundle, path: str) -> dict:
         "metrics": {k: metrics.get(k) for k in ("accuracy", "macro_f1", "min_f1", "stream_accuracy",
                                                  "sklearn_agreement", "baselines")},
         "lineage": m.get("lineage"), "feature_names": m.get("feature_names"),
+        "release": _release_summary(b),
     }
+
+
+def _release_summary(b: bundle_format.Bundle) -> dict | None:
+    """The release as written (not verified: `harken model verify --release-key` does that)."""
+    from shared.errors import ReleaseError
+    from shared.release import read_release
+
+    try:
+        rel = read_release(b)
+    except ReleaseError as exc:
+        return {"error": str(exc)}
+    return rel.as_dict() if rel is not None else None
 
 
 @group.command("inspect")
@@ -132,6 +146,16 @@ def inspect_cmd(bundle_path, as_json) -> None:
     click.echo(f"model sha256  {info['model_sha256']}")
     click.echo(f"bundle sha256 {info['bundle_sha256']}")
     click.echo(f"signed        {'yes (verify with `harken model verify --public-key`)' if info['signed'] else 'NO'}")
+    rel = info["release"]
+    if rel is None:
+        click.echo("release       none (`harken model release` signs what may reach devices)")
+    elif "error" in rel:
+        click.echo(f"release       unreadable: {rel['error']}")
+    else:
+        from shared.release import when
+
+        click.echo(f"release       version {rel['version']} by key {rel['key_id']}, until {when(rel['expires_t'])}, "
+                   f"automation up to {rel['max_automation']} (not verified)")
     click.echo(f"labels        {', '.join(info['labels'])}")
     click.echo(f"input         {info['input_samples']} samples at {info['sample_rate']} Hz, placement "
                f"{info['placement']}, opset {info['opset']}, threshold {info['confidence_threshold']}")
@@ -146,18 +170,32 @@ def inspect_cmd(bundle_path, as_json) -> None:
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--public-key", "public_keys", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Trusted signing.pub (repeat for several).")
-def verify_cmd(bundle_path, public_keys) -> None:
-    """Check the signature and every sha256 of BUNDLE; exit 1 naming what is wrong."""
+@click.option("--release-key", "release_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Trusted release.pub: also verify the release as a device would (repeat for several).")
+def verify_cmd(bundle_path, public_keys, release_keys) -> None:
+    """Check the signature, every member's sha256 and (with --release-key) the release of BUNDLE."""
+    from shared.release import read_release, verify_release, when
+
     trusted = [keys.load_public_key(p) for p in public_keys]
     b = bundle_format.load_bundle(bundle_path, trusted)
-    click.echo(f"OK {b.manifest['name']} {b.manifest['version']} model sha256 {b.sha256} "
-               f"(signature verified, {len(b.files)} extra file(s) match)")
+    click.echo(f"OK {b.manifest['name']} {b.manifest['version']} model sha256 {b.sha256} (signature verified, "
+               f"model and {len(b.files)} listed file(s) match the manifest, no unlisted member)")
+    if release_keys:
+        rel = verify_release(b, [keys.load_public_key(p) for p in release_keys], now=time.time(), label=bundle_path)
+        click.echo(f"release verified: {rel.label} by key {rel.key_id}, installable until {when(rel.expires_t)}, "
+                   f"automation up to {rel.max_automation}")
+    elif b.release is not None:
+        click.echo(f"carries a release ({read_release(b).label}), not verified: pass --release-key release.pub")
+    else:
+        click.echo("no release: devices that require releases refuse it until `harken model release` signs one")
 
 
 def _add_registry() -> None:
     from cloud.cli.registry import add_registry_commands
+    from cloud.cli.release import add_release_commands
 
     add_registry_commands(group)
+    add_release_commands(group)
 
 
-_add_registry()  # register, list, show, alias, diff: the registry side of the model group
+_add_registry()  # register, list, show, alias, diff, release, revoke: the registry side of the model group
