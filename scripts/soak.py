@@ -1,7 +1,8 @@
 """Soak: a simulated fleet against a real broker and collector for minutes; prints one JSON object.
 
     .venv/bin/python scripts/soak.py [--minutes 10] [--devices 200] [--speed 1] [--processes 2]
-                                     [--data DIR --model B.hkb --trust-key signing.pub] [--window-s 10]
+                                     [--data DIR --model B.hkb --trust-key signing.pub --release-key release.pub]
+                                     [--window-s 10]
 
 A private mosquitto on a free loopback port, ``harken collector run`` on a fresh SQLite
 database, and ``harken sim`` (``python -m edge.sim.cli``) with ``--devices`` real agents, all
@@ -135,13 +136,14 @@ def reject_counts(db: Path) -> dict[str, int]:
         con.close()
 
 
-def lab_or_given(args, workdir: Path) -> tuple[str, str, str]:
-    if args.data and args.model and args.trust_key:
-        return args.data, args.model, args.trust_key
+def lab_or_given(args, workdir: Path) -> tuple[str, str, str, str]:
+    if args.data and args.model and args.trust_key and args.release_key:
+        return args.data, args.model, args.trust_key, args.release_key
     from cloud.lab.fixtures import tiny_dataset_and_bundle
 
     lab = tiny_dataset_and_bundle(workdir / "lab")
-    return str(lab.data_dir), str(lab.bundle_path), str(lab.public_key_path)
+    return (str(lab.data_dir), str(lab.released_bundle_path), str(lab.public_key_path),
+            str(lab.release_public_key_path))
 
 
 def compare(result: dict, stored: list[tuple[str, int, int]]) -> dict:
@@ -210,6 +212,7 @@ def main() -> None:
     ap.add_argument("--feedback-rate", type=float, default=0.1)
     ap.add_argument("--sample-s", type=float, default=60.0, help="Seconds between RSS samples of the series.")
     ap.add_argument("--data"), ap.add_argument("--model"), ap.add_argument("--trust-key")
+    ap.add_argument("--release-key", help="release.pub of the --model's release (`harken model release`).")
     ap.add_argument("--workdir", help="Keep everything here (default: a temporary directory, removed).")
     args = ap.parse_args()
 
@@ -251,12 +254,12 @@ def start_collector(url: str, db: Path, env: dict, procs: list) -> subprocess.Po
     return collector
 
 
-def run_sim(args, url: str, lab: tuple[str, str, str], workdir: Path, env: dict, procs: list,
+def run_sim(args, url: str, lab: tuple[str, str, str, str], workdir: Path, env: dict, procs: list,
             collector: subprocess.Popen) -> tuple[dict, dict]:
     """Run the sim for ``--minutes``, then SIGINT; returns its result and the measurements."""
-    data, model, trust_key = lab
+    data, model, trust_key, release_key = lab
     cmd = [sys.executable, "-m", "edge.sim.cli", "--devices", str(args.devices), "--data", data, "--model", model,
-           "--trust-key", trust_key, "--state-root", str(workdir / "state"), "--broker", url,
+           "--trust-key", trust_key, "--release-key", release_key, "--state-root", str(workdir / "state"), "--broker", url,
            "--speed", str(args.speed), "--processes", str(args.processes), "--window-s", str(args.window_s),
            "--scenario", args.scenario, "--feedback-rate", str(args.feedback_rate), "--json-status",
            "--status-interval", "5"]

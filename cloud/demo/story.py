@@ -1,7 +1,8 @@
 """The demo's story, step by step, on this machine only (loopback):
 
 1. a secured mosquitto (`harken broker init` + `run`: TLS for devices, a loopback listener
-   for the collector), signing keys, a speech dataset and a first model (built or reused);
+   for the collector), the lab's signing key and a release key, a speech dataset and a first
+   model (built or reused, released with `harken model release` at every run);
 2. the collector (SQLite) with drift, rollouts, the HTTP API and the dashboard;
 3. the first model registered, a simulated fleet of real agents running it on real speech;
 4. drift injected (noise from an onset) and the alert it raises shown with its evidence;
@@ -81,11 +82,13 @@ class Demo:
         start(self.path("broker"))
         self.step(f"broker up: {self.broker.tls_url} (TLS, per-device passwords, ACL), "
                   f"collector listener mqtt://127.0.0.1:{self.plain_port}")
-        if not self.path("keys", "signing.key").exists():
-            from shared.keys import generate_keypair
+        from shared.keys import RELEASE_NAME, generate_keypair
 
-            generate_keypair(self.path("keys"))
+        for name in ("signing", RELEASE_NAME):  # the lab's key signs manifests, the release key what devices run
+            if not self.path("keys", f"{name}.key").exists():
+                generate_keypair(self.path("keys"), name=name)
         self.private_key, self.public_key = self.path("keys", "signing.key"), self.path("keys", "signing.pub")
+        self.release_key, self.release_public = self.path("keys", "release.key"), self.path("keys", "release.pub")
         if not self.path("data", "manifest.json").exists():
             self.step(f"synthesizing speech with espeak-ng ({self.s.per_word} clips per label) ...")
             self.procs.run("data-synth", harken_argv("data", "synth", str(self.path("data")),
@@ -96,11 +99,16 @@ class Demo:
         out = self.path("models", f"kws-{version}.hkb")
         if out.exists():
             self.step(f"reusing model kws:{version} ({out})")
-            return out
-        self.step(f"training model kws:{version} (seed {seed}) ...")
-        self.procs.run(f"train-{version}", harken_argv(
-            "model", "train", str(self.path("data")), "--out", str(out), "--seed", str(seed), "--name", "kws",
-            "--version", version, "--key", str(self.private_key), "--runs-dir", str(self.path("runs"))))
+        else:
+            self.step(f"training model kws:{version} (seed {seed}) ...")
+            self.procs.run(f"train-{version}", harken_argv(
+                "model", "train", str(self.path("data")), "--out", str(out), "--seed", str(seed), "--name", "kws",
+                "--version", version, "--key", str(self.private_key), "--runs-dir", str(self.path("runs"))))
+        # devices run only released bundles: release (again, so its expiry is fresh) with the release key
+        self.procs.run(f"release-{version}", harken_argv(
+            "model", "release", str(out), "--release-key", str(self.release_key), "--version", version,
+            "--expires", "30d", "--public-key", str(self.public_key)))
+        self.step(f"released kws:{version} as version {version} for 30 days (release key {self.release_public})")
         return out
 
     # -- 2. collector ------------------------------------------------------------------------
@@ -136,7 +144,8 @@ class Demo:
                            "--onset", str(self.s.onset_s), "--data", str(self.path("data")),
                            "--broker", self.broker.tls_url, "--credentials", str(self.broker.paths.credentials),
                            "--tls-ca", str(self.broker.ca_path), "--model", str(self.model_v1),
-                           "--trust-key", str(self.public_key), "--state-root", str(self.path("devices")),
+                           "--trust-key", str(self.public_key), "--release-key", str(self.release_public),
+                           "--state-root", str(self.path("devices")),
                            "--speed", str(self.s.speed), "--feedback-rate", "0.3")
         self.procs.start("fleet", argv)
         self.step(f"fleet up: {self.s.devices} real agents on synthesized speech at {self.s.speed:g}x; "

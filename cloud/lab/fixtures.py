@@ -1,4 +1,4 @@
-"""A tiny real dataset and a trained, signed bundle, for tests of any part of Harken.
+"""A tiny real dataset and a trained, signed (and a released) bundle, for tests of any part of Harken.
 
 Real espeak-ng speech, the real gate, real training and a real bundle — just small: 6
 speakers, a few clips per label, a small MLP. Takes ~20 s on two cores. Accuracy is
@@ -30,6 +30,9 @@ class TinyLab:
     public_key_path: Path
     runs_dir: Path
     record: dict
+    release_private_key_path: Path  # a release key apart from the lab's signing key
+    release_public_key_path: Path
+    released_bundle_path: Path  # the same bundle released (version 1, 30 days, automation up to full)
 
 
 def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2,
@@ -43,13 +46,22 @@ def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers:
 def tiny_dataset_and_bundle(tmp_dir: str | Path, per_word: int = 6, seed: int = 0,
                             variants: tuple[str, ...] = TINY_VARIANTS) -> TinyLab:
     """Dataset, key pair, trained bundle and run record under ``tmp_dir``."""
+    import time
+
+    from shared.release import release_file
+
     tmp = Path(tmp_dir)
     data_dir, key_dir, runs_dir = tmp / "data", tmp / "keys", tmp / "runs"
     tiny_dataset(data_dir, per_word=per_word, seed=seed, variants=variants)
     private_path, public_path = keys.generate_keypair(key_dir)
+    release_private, release_public = keys.generate_keypair(key_dir, name=keys.RELEASE_NAME)
     bundle_path = tmp / "tiny.hkb"
     record = pipeline.run(pipeline.TrainRequest(
         data_dir=str(data_dir), out=str(bundle_path), private_key=keys.load_private_key(private_path),
         seed=seed, name="tiny-kws", version="0.0.1", hyperparameters=TINY_HYPERPARAMETERS,
         runs_dir=str(runs_dir)))
-    return TinyLab(data_dir, bundle_path, Path(private_path), Path(public_path), runs_dir, record)
+    released = tmp / "tiny-released.hkb"
+    release_file(bundle_path, keys.load_private_key(release_private), out=released, version=1,
+                 expires_t=time.time() + 30 * 86400, max_automation="full")
+    return TinyLab(data_dir, bundle_path, Path(private_path), Path(public_path), runs_dir, record,
+                   Path(release_private), Path(release_public), released)

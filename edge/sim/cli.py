@@ -70,6 +70,8 @@ def _speakers_per_device(ctx, param, value: str) -> tuple[int, int] | None:
               help="Devices' state directories (STATE_ROOT/dev-0001 ...): kept across runs, so a rerun is a reboot.")
 @click.option("--trust-key", "trust_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Public key (signing.pub) whose bundles the devices run; repeatable.")
+@click.option("--release-key", "release_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Release public key (release.pub): devices run only bundles it released; repeatable.")
 @click.option("--speed", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
               help="Audio seconds per wall second (windows are cut on audio time: same statistics at any speed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same audio on every device.")
@@ -120,16 +122,18 @@ def _speakers_per_device(ctx, param, value: str) -> tuple[int, int] | None:
 @click.option("--status-interval", type=click.FloatRange(0.2, 600), default=5.0, show_default=True,
               help="Seconds between status lines.")
 @click.option("--json-status", is_flag=True, help="Status lines as JSON objects (for scripts).")
-def command(devices, scenario, duration_s, data_dir, broker_url, model, state_root, trust_keys, speed, seed,
-            credentials, tls_ca, prefix, tags, feedback_rate, audit_answer_rate, speakers_per_device, speaker_split,
-            traffic, talk_fraction, day_start_h, onset_s, snr_db, start_snr_db, ramp_s, noise, gain_db, shift, fault,
-            affected, processes, chunk_samples, window_s, agent_config, status_interval, json_status) -> None:
+def command(devices, scenario, duration_s, data_dir, broker_url, model, state_root, trust_keys, release_keys, speed,
+            seed, credentials, tls_ca, prefix, tags, feedback_rate, audit_answer_rate, speakers_per_device,
+            speaker_split, traffic, talk_fraction, day_start_h, onset_s, snr_db, start_snr_db, ramp_s, noise, gain_db,
+            shift, fault, affected, processes, chunk_samples, window_s, agent_config, status_interval,
+            json_status) -> None:
     """Run a simulated fleet of real agents on synthesized speech."""
     params = ScenarioParams(name=scenario, onset_s=onset_s, snr_db=snr_db, start_snr_db=start_snr_db,
                             ramp_s=ramp_s, noise=noise, gain_db=gain_db, shift=shift, fault=fault,
                             affected=affected)
     plan = FleetPlan(devices=devices, data_dir=data_dir, state_root=state_root, scenario=params,
                      broker_url=broker_url, model=model, trust_keys=tuple(trust_keys),
+                     release_keys=tuple(release_keys),
                      credentials=_credentials(credentials), tls_ca=tls_ca, prefix=prefix, speed=speed, seed=seed,
                      duration_s=duration_s, feedback_rate=feedback_rate, audit_answer_rate=audit_answer_rate,
                      tags=_tags(tags), window_s=window_s, chunk_samples=chunk_samples,

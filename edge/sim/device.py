@@ -53,6 +53,8 @@ def agent_config(plan: "FleetPlan", device_id: str, password: str, state_dir: Pa
                          password=password, tls_ca=plan.tls_ca)
     if plan.trust_keys:
         overrides["trust_keys"] = list(plan.trust_keys)
+    if plan.release_keys:
+        overrides["release_keys"] = list(plan.release_keys)
     if plan.answers:
         overrides["feedback_path"] = str(state_dir / "feedback.jsonl")
     if plan.window_s:

@@ -49,6 +49,7 @@ class FleetPlan:
     broker_url: str = ""
     model: str = ""
     trust_keys: tuple[str, ...] = ()
+    release_keys: tuple[str, ...] = ()
     credentials: dict = field(default_factory=dict)  # {device id: password}
     tls_ca: str = ""
     prefix: str = DEFAULT_PREFIX

@@ -15,6 +15,7 @@ from edge.sim.audio import BabbleNoise, ClipPool, ClipRef
 from edge.sim.scenarios import ScenarioParams, build_transform
 from shared import keys
 from shared.bundle import load_bundle
+from shared.release import release_file
 from tests.cloud.drift_e2e.rig import WINDOW_S, Rig
 from tests.cloud.drift_e2e.rooms import device_profile, reprofiled_bundle
 
@@ -29,6 +30,7 @@ class World:
     ref_level_dbfs: float  # median active speech level: what SNRs are relative to
     bundle: Path  # the lab's real model, its profile as a device hears the dev clips, signed
     public_key: Path
+    release_key: Path  # release.pub: the bundle is released, as every bundle that reaches devices
     model_sha256: str
     t0: float  # start of drift step 0 (a recent past, within the store's retention)
 
@@ -54,13 +56,16 @@ def world(tmp_path_factory) -> World:
     profile = device_profile([pool.audio(c) for c in reference], bundle)
     path = root / "tiny-kws-device-profile.hkb"
     sha = reprofiled_bundle(bundle, profile, lab.private_key_path, path)
+    release_file(path, keys.load_private_key(lab.release_private_key_path), version=1,
+                 expires_t=time.time() + 86400)
     t0 = (time.time() // WINDOW_S) * WINDOW_S - 6 * 3600.0
-    return World(pool, reference, others, pool.reference_level_dbfs(), path, lab.public_key_path, sha, t0)
+    return World(pool, reference, others, pool.reference_level_dbfs(), path, lab.public_key_path,
+                 lab.release_public_key_path, sha, t0)
 
 
 @pytest.fixture
 def rig(world, mosquitto, tmp_path):
     r = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path, bundle=world.bundle,
-            public_key=world.public_key, t0=world.t0)
+            public_key=world.public_key, release_key=world.release_key, t0=world.t0)
     yield r
     r.close()

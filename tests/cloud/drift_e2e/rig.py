@@ -47,7 +47,7 @@ class AudioClock:
         return self.t0 + 0.5 + (pipeline.position_s if pipeline is not None else 0.0)
 
 
-def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, state_root: Path,
+def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, release_key: Path, state_root: Path,
                t0: float, window_s: float = WINDOW_S) -> dict[str, Agent]:
     """Run one real agent per room (device id → Room) to the end of its audio, in parallel."""
     agents, errors = {}, {}
@@ -55,7 +55,8 @@ def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, 
         clock = AudioClock(t0)
         config = load_agent_config(env={}, overrides={
             "device_id": device, "broker_url": broker_url, "state_dir": str(state_root / device),
-            "bundle": str(bundle), "trust_keys": [str(public_key)], "window_s": window_s, "decisions": "",
+            "bundle": str(bundle), "trust_keys": [str(public_key)], "release_keys": [str(release_key)],
+            "window_s": window_s, "decisions": "",
             "keepalive_s": 5, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5,
             "latency_budget_ms": 60000.0})  # a busy shared machine must not fail the probation
         clock.agent = agents[device] = Agent(config, source=room, clock=clock)
@@ -123,6 +124,7 @@ class Rig:
     t0: float
     window_s: float = WINDOW_S  # audio per window = one drift step
     long_steps: int = LONG_STEPS
+    release_key: Path | None = None  # release.pub of the bundle's release
     collector: Collector | None = None
     webhook: Webhook = field(default_factory=Webhook)
     watcher: Watcher | None = None
@@ -153,7 +155,7 @@ class Rig:
         """Run the devices' agents over their rooms; wait until the store holds all their windows."""
         t = time.perf_counter()
         agents = run_agents(rooms, broker_url=self.broker_url, bundle=self.bundle, public_key=self.public_key,
-                            state_root=state_root, t0=self.t0, window_s=self.window_s)
+                            release_key=self.release_key, state_root=state_root, t0=self.t0, window_s=self.window_s)
         self.timings["agents_s"] = round(time.perf_counter() - t, 2)
         sent = sum(a.windows_out for a in agents.values())
         assert wait_until(lambda: len(self.windows()) >= sent, timeout_s=30), \

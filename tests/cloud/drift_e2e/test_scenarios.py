@@ -89,7 +89,8 @@ def test_a_step_on_a_quiet_device_is_flagged_soon_and_called_sudden(world, mosqu
     # (It was flagged 20 steps late, "gradual", its onset at the start of the look-back.)
     window_s, onset, n = 30.0, 20, 30
     rig = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path / "rig", bundle=world.bundle,
-              public_key=world.public_key, t0=world.t0, window_s=window_s, long_steps=30)
+              public_key=world.public_key, release_key=world.release_key, t0=world.t0, window_s=window_s,
+              long_steps=30)
     try:
         p = ScenarioParams(name="level-drop", onset_s=onset * window_s, gain_db=-12.0).check()
         drop = build_transform(p, True, ref_level_dbfs=world.ref_level_dbfs, rng=np.random.default_rng(7))

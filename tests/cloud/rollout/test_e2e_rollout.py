@@ -45,15 +45,19 @@ GATES = {"min_inferences": 60, "min_shadow_compared": 60, "min_feedback": 30, "m
 class Lab:
     data: Path
     public_key: Path
+    release_key: Path  # release.pub: the fleet runs only released bundles
     bundles: dict[str, Path]
 
 
-def _train(data: Path, out: Path, private_key, version: str, hp, seed: int = 0) -> Path:
+def _train(data: Path, out: Path, private_key, version: str, hp, seed: int = 0, *, release_key) -> Path:
+    """Train, then release (version N, automation up to full: these rollouts run in full automation)."""
     from cloud.lab import pipeline
+    from shared.release import release_file
 
     pipeline.run(pipeline.TrainRequest(data_dir=str(data), out=str(out), private_key=private_key, seed=seed,
                                        name="kws", version=version, hyperparameters=hp,
                                        runs_dir=str(out.parent / "runs")))
+    release_file(out, release_key, version=int(version), expires_t=time.time() + 86400, max_automation="full")
     return out
 
 
@@ -65,13 +69,15 @@ def lab(tmp_path_factory) -> Lab:
     fixtures.tiny_dataset(root / "data", per_word=40)
     priv_path, pub_path = keys.generate_keypair(root / "keys")
     priv = keys.load_private_key(priv_path)
+    release_priv_path, release_pub_path = keys.generate_keypair(root / "keys", name=keys.RELEASE_NAME)
+    rel = keys.load_private_key(release_priv_path)
     small = fixtures.TINY_HYPERPARAMETERS
     bigger = train.Hyperparameters(hidden_layers=(128,), max_iter=200, batch_size=32)
     bad_data = corrupt_dataset(root / "data", root / "bad-data", fraction=0.7, seed=3)
-    return Lab(root / "data", pub_path, {
-        "1": _train(root / "data", root / "kws-1.hkb", priv, "1", small),
-        "2": _train(root / "data", root / "kws-2.hkb", priv, "2", bigger, seed=1),
-        "3": _train(bad_data, root / "kws-3.hkb", priv, "3", small),
+    return Lab(root / "data", pub_path, release_pub_path, {
+        "1": _train(root / "data", root / "kws-1.hkb", priv, "1", small, release_key=rel),
+        "2": _train(root / "data", root / "kws-2.hkb", priv, "2", bigger, seed=1, release_key=rel),
+        "3": _train(bad_data, root / "kws-3.hkb", priv, "3", small, release_key=rel),
     })
 
 
@@ -121,7 +127,8 @@ class World:
             samples = speech_stream(lab.data, WORDS, n_clips=40, seed=i)
             self.agents.append(FleetAgent(f"dev-{i:02d}", root / "agents", self.broker.url, lab.public_key,
                                           lab.bundles["1"], samples, speed=2.0, window_s=2.0,
-                                          probation_utterances=10, probation_s=20.0).start())
+                                          probation_utterances=10, probation_s=20.0,
+                                          release_keys=[str(lab.release_key)]).start())
 
     def start_collector(self) -> None:
         self.generation += 1

@@ -22,7 +22,8 @@ from tests.edge.watcher import Watcher
 
 def _plan(tiny_lab, tmp_path, **kw) -> FleetPlan:
     base = dict(devices=2, data_dir=str(tiny_lab.data_dir), state_root=str(tmp_path / "state"),
-                model=str(tiny_lab.bundle_path), trust_keys=(str(tiny_lab.public_key_path),), speed=40.0,
+                model=str(tiny_lab.released_bundle_path), trust_keys=(str(tiny_lab.public_key_path),),
+                release_keys=(str(tiny_lab.release_public_key_path),), speed=40.0,
                 duration_s=20.0, window_s=10.0, processes=1)
     base.update(kw)
     return FleetPlan(**base)
@@ -86,8 +87,9 @@ def test_a_second_run_is_a_reboot_that_keeps_the_model_and_continues_the_seqs(ti
 
 def test_cli_prints_one_json_result_and_refuses_bad_input(tiny_lab, tmp_path):
     runner = CliRunner()
-    args = ["--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.bundle_path),
-            "--trust-key", str(tiny_lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "12",
+    args = ["--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.released_bundle_path),
+            "--trust-key", str(tiny_lab.public_key_path), "--release-key", str(tiny_lab.release_public_key_path),
+            "--state-root", str(tmp_path / "s"), "--duration", "12",
             "--speed", "50", "--processes", "1", "--scenario", "broken-device", "--onset", "0",
             "--fault", "silence", "--status-interval", "0.2", "--tags", "site-a,lab"]
     res = runner.invoke(command, args)
@@ -122,8 +124,9 @@ def test_devices_log_in_with_their_own_credentials_over_tls(tiny_lab, tmp_path):
         watcher = Watcher(b.settings.plain_port, ["harken/v1/dev/+/stats"], username="operator",
                           password=b.credentials()["operator"])
         res = CliRunner().invoke(command, [
-            "--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.bundle_path),
-            "--trust-key", str(tiny_lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "20",
+            "--devices", "2", "--data", str(tiny_lab.data_dir), "--model", str(tiny_lab.released_bundle_path),
+            "--trust-key", str(tiny_lab.public_key_path), "--release-key", str(tiny_lab.release_public_key_path),
+            "--state-root", str(tmp_path / "s"), "--duration", "20",
             "--speed", "40", "--processes", "1", "--window-s", "10", "--broker", b.tls_url,
             "--credentials", str(b.paths.credentials), "--tls-ca", str(b.ca_path)])
         assert res.exit_code == 0, res.output
