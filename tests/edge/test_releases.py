@@ -166,3 +166,15 @@ def test_allowed_automation_caps_at_the_release_and_probation_stays_within_its_f
     accepted, refused = allowed_probation({"utterances": 5, "seconds": 10}, base, floor)
     assert accepted == {"utterances": 5} and refused == {"seconds": {"wanted": 10, "limit": 30}}
 
+
+
+def test_a_device_with_a_broker_needs_release_keys_unless_it_opts_out(signing, release_signing):
+    from edge.config import load_agent_config
+    from shared.errors import ConfigError
+
+    base = {"device_id": "d1", "broker_url": "mqtt://127.0.0.1:1", "trust_keys": [str(signing[2])]}
+    with pytest.raises(ConfigError, match="release_keys is empty.*require_release = false"):
+        load_agent_config(None, env={}, overrides=base)
+    assert load_agent_config(None, env={}, overrides={**base, "require_release": False}).release_keys == []
+    assert load_agent_config(None, env={"HARKEN_AGENT_RELEASE_KEYS": str(release_signing[2])},
+                             overrides=base).require_release is True

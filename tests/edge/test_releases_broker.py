@@ -20,7 +20,7 @@ from shared.topics import Topics
 from tests.brokers import Mosquitto
 from tests.edge import bundles as variants
 from tests.edge.conftest import release_test_bundle
-from tests.edge.test_agent_integration import Running, ScriptedSource, events_of
+from tests.edge.test_agent_integration import Running, ScriptedSource, _until, events_of
 from tests.edge.watcher import Watcher
 
 T = Topics()
@@ -137,12 +137,3 @@ def test_a_revocation_published_with_harken_model_revoke_stops_the_model_and_kee
     assert agent.lifecycle.slots.active == v1
     hold.set()
     run.join()
-
-
-def _until(predicate, timeout=30.0):
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        done.wait(0.02)
-    raise AssertionError("timed out")

@@ -39,3 +39,20 @@ def espeak_wav(tmp_path_factory):
     subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)],
                    check=True, capture_output=True)
     return raw, wav
+
+
+@pytest.fixture(scope="session")
+def named_keys(tmp_path_factory):
+    """``named_keys(name) -> (private key, public key)``: Ed25519 pairs by name (signing, release, ...), cached."""
+    from shared import keys
+
+    folder = tmp_path_factory.mktemp("named-keys")
+    made: dict[str, tuple] = {}
+
+    def pair(name: str) -> tuple:
+        if name not in made:
+            priv, pub = keys.generate_keypair(folder, name=name)
+            made[name] = (keys.load_private_key(priv), keys.load_public_key(pub))
+        return made[name]
+
+    return pair

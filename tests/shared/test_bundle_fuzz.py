@@ -37,15 +37,9 @@ MANIFEST_FIELDS = {"name": "kws", "version": "7", "labels": ["yes", "no", "up"],
 BAD_VALUES = [None, 0, -1, 2 ** 70, 1.5, "", "x" * 300, [], {}, [1, 2], {"a": 1}, True, "../x", "ab" * 32]
 
 
-def _pair(folder, name):
-    priv, pub = keys.generate_keypair(folder, name=name)
-    return keys.load_private_key(priv), keys.load_public_key(pub)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fuzz-keys")
-    lab, release, stranger = _pair(d, "signing"), _pair(d, "release"), _pair(d, "stranger")
+def world(named_keys):
+    lab, release, stranger = named_keys("signing"), named_keys("release"), named_keys("stranger")
     rng = random.Random(1)
     model = rng.randbytes(3000)
     lab_only = build_bundle(model, MANIFEST_FIELDS, lab[0], {"test_vectors.npy": rng.randbytes(500)})

@@ -22,16 +22,9 @@ NOW = 1_800_000_000.0
 DAY = 86400.0
 
 
-def _pair(folder, name):
-    priv, pub = keys.generate_keypair(folder, name=name)
-    return keys.load_private_key(priv), keys.load_public_key(pub)
-
-
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    lab, release, rotated = _pair(d, "signing"), _pair(d, "release"), _pair(d, "release-2026")
-    return {"lab": lab, "release": release, "rotated": rotated}
+def k(named_keys):
+    return {"lab": named_keys("signing"), "release": named_keys("release"), "rotated": named_keys("release-2026")}
 
 
 @pytest.fixture(scope="module")
