@@ -54,7 +54,7 @@ class ReleaseGuard:
         self.required = required
         self.clock = clock
         self._lock = threading.Lock()
-        self.floors, self.revocations, self.recovered = self._read()
+        self.floors, self.revocations = self._read()
 
     # -- judging bundles -----------------------------------------------------------------
     def judges(self, bundle: Bundle) -> bool:
@@ -114,7 +114,7 @@ class ReleaseGuard:
         return merged
 
     # -- persistence -------------------------------------------------------------------------
-    def _read(self) -> tuple[dict[str, int], Revocations, bool]:
+    def _read(self) -> tuple[dict[str, int], Revocations]:
         try:
             d = json.loads(self.path.read_bytes())
             if d.get("version") != STATE_VERSION:
@@ -122,9 +122,9 @@ class ReleaseGuard:
             floors = {str(k): int(v) for k, v in d["floors"].items()}
             revs = Revocations(frozenset(map(str, d["revoked_models"])), frozenset(map(str, d["revoked_keys"])),
                                int(d.get("revocations_seq", 0)))
-            return floors, revs, False
-        except FileNotFoundError:
-            return {}, Revocations(), True
+            return floors, revs
+        except FileNotFoundError:  # a new device, or one upgraded from an agent without releases
+            return {}, Revocations()
         except OSError as exc:
             raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}; check permissions") from exc
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -132,7 +132,7 @@ class ReleaseGuard:
             # stored models (Lifecycle.enforce_releases) and revocations come back with the
             # retained list
             log.error("release state %s is unreadable (%s); rebuilding it from the stored models", self.path, exc)
-            return {}, Revocations(), True
+            return {}, Revocations()
 
     def _write(self) -> None:
         state = {"version": STATE_VERSION, "floors": self.floors, "revoked_models": sorted(self.revocations.models),

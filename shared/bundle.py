@@ -162,9 +162,9 @@ def _check_manifest_types(m: dict, name: str) -> None:
     checks = {
         "name": isinstance(m["name"], str) and bool(m["name"]),
         "version": isinstance(m["version"], (str, int)) and not isinstance(m["version"], bool),
-        "model_sha256": isinstance(m["model_sha256"], str) and bool(_SHA_RE.match(m["model_sha256"])),
+        "model_sha256": isinstance(m["model_sha256"], str) and bool(_SHA_RE.fullmatch(m["model_sha256"])),
         "files": isinstance(files, dict) and all(
-            plain_name(k) and k not in RESERVED and isinstance(v, str) and _SHA_RE.match(v) for k, v in files.items()),
+            plain_name(k) and k not in RESERVED and isinstance(v, str) and _SHA_RE.fullmatch(v) for k, v in files.items()),
         "labels": isinstance(m["labels"], list) and bool(m["labels"]) and all(isinstance(x, str) for x in m["labels"]),
         "sample_rate": type(m["sample_rate"]) is int and m["sample_rate"] > 0,
         "input_samples": type(m["input_samples"]) is int and m["input_samples"] > 0,

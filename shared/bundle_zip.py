@@ -45,7 +45,7 @@ FIXED_DATE = (2020, 1, 1, 0, 0, 0)  # same inputs, same bundle bytes
 
 def plain_name(name: str) -> bool:
     """A member name a bundle may use: a plain file name of safe characters (no folders)."""
-    return isinstance(name, str) and bool(_NAME_RE.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True)

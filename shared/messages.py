@@ -165,7 +165,9 @@ def _validate_event(m: dict) -> None:
 
 def _model_sha(x) -> bool:
     """A model named in a desired state: its sha256 as 64 lowercase hex digits (a topic level)."""
-    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+    from shared.topics import _SHA_RE
+
+    return isinstance(x, str) and bool(_SHA_RE.fullmatch(x))
 
 
 def _validate_desired(m: dict) -> None:

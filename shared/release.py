@@ -41,11 +41,13 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared import keys as keyring
-from shared.bundle import Bundle, sha256_hex, with_release
+from shared.bundle import Bundle, load_bundle, sha256_hex, with_release
 from shared.errors import (NotReleasedError, ReleaseExpiredError, ReleaseMismatchError, ReleaseSignatureError,
                            RevocationListError, RevokedError, SignatureError)
+from shared.files import atomic_write
 from shared.messages import AUTOMATION_LEVELS
 
 RELEASE_FORMAT = "harken-release/1"
@@ -104,10 +106,10 @@ def _probation_floor(x) -> bool:
 _RELEASE_FIELDS = {
     "name": lambda x: isinstance(x, str) and 0 < len(x) <= 200,
     "version": lambda x: type(x) is int and 1 <= x < _INT_LIMIT,
-    "model_sha256": lambda x: isinstance(x, str) and bool(_SHA_RE.match(x)),
-    "manifest_sha256": lambda x: isinstance(x, str) and bool(_SHA_RE.match(x)),
+    "model_sha256": lambda x: isinstance(x, str) and bool(_SHA_RE.fullmatch(x)),
+    "manifest_sha256": lambda x: isinstance(x, str) and bool(_SHA_RE.fullmatch(x)),
     "issued_t": _number, "expires_t": _number,
-    "key_id": lambda x: isinstance(x, str) and bool(_KEY_ID_RE.match(x)),
+    "key_id": lambda x: isinstance(x, str) and bool(_KEY_ID_RE.fullmatch(x)),
     "max_automation": lambda x: x in AUTOMATION_LEVELS,
 }
 
@@ -216,7 +218,7 @@ def verify_release(bundle: Bundle, release_keys: list, *, now: float | None = No
 
 def make_revocations(private_key, *, models=(), keys=(), seq: int, now: float | None = None) -> bytes:
     """A signed revocation list (the bytes of its file and of its retained message)."""
-    bad = [m for m in models if not _SHA_RE.match(m)] + [k for k in keys if not _KEY_ID_RE.match(k)]
+    bad = [m for m in models if not _SHA_RE.fullmatch(m)] + [k for k in keys if not _KEY_ID_RE.fullmatch(k)]
     if bad:
         raise ValueError(f"not a model sha256 or key id: {bad[:3]}")
     document = canonical({"seq": seq, "issued_t": round(time.time() if now is None else now, 3),
@@ -250,8 +252,8 @@ def parse_revocations(payload: bytes, release_keys: list | None, *, label: str =
         raise RevocationListError(f"{label}: its document is malformed") from exc
     ok = (isinstance(models, list) and isinstance(revoked_keys, list) and type(seq) is int and 0 <= seq < _INT_LIMIT
           and len(models) + len(revoked_keys) <= MAX_REVOKED
-          and all(isinstance(m, str) and _SHA_RE.match(m) for m in models)
-          and all(isinstance(k, str) and _KEY_ID_RE.match(k) for k in revoked_keys))
+          and all(isinstance(m, str) and _SHA_RE.fullmatch(m) for m in models)
+          and all(isinstance(k, str) and _KEY_ID_RE.fullmatch(k) for k in revoked_keys))
     if not ok:
         raise RevocationListError(f"{label}: models must be sha256s, keys 16-hex key ids, at most {MAX_REVOKED}")
     return Revocations(frozenset(models), frozenset(revoked_keys), seq)
@@ -260,11 +262,6 @@ def parse_revocations(payload: bytes, release_keys: list | None, *, label: str =
 def release_file(path, private_key, *, out=None, **kwargs) -> tuple[Release, bytes]:
     """Release the bundle file at ``path`` (see ``make_release``), written atomically to ``out``
     (default: in place); returns the release and the new bundle bytes."""
-    from pathlib import Path
-
-    from shared.bundle import load_bundle
-    from shared.files import atomic_write
-
     data = Path(path).read_bytes()
     bundle = load_bundle(data, None, require_signature=False, name=str(path))
     if bundle.signature is None:

@@ -120,7 +120,7 @@ def test_revocation_lists_verify_merge_and_refuse_forgeries(k):
 def test_a_desired_state_naming_a_model_by_anything_but_a_hex_sha256_is_a_protocol_error():
     ok = {"kind": "desired", "v": "1.0", "device": "d1", "rev": 1, "t": 1.0, "active": "ab" * 32}
     assert decode(encode(ok))["active"] == "ab" * 32
-    for bad in ("../../x", "AB" * 32, "ab" * 31, "ab" * 32 + "#", "+", "g" * 64, ""):
+    for bad in ("../../x", "AB" * 32, "ab" * 31, "ab" * 32 + "#", "ab" * 32 + "\n", "+", "g" * 64, ""):
         for role in ("active", "shadow"):
             with pytest.raises(ProtocolError) as err:
                 decode(encode(dict(ok, **{role: bad})))
