@@ -107,11 +107,27 @@ def show(version, db_url, registry_dir, as_json) -> None:
                        ("created", m.created), ("signer", m.signer), ("registered", _when(m.registered_t)),
                        ("aliases", ", ".join(m.aliases)), ("labels", ", ".join(m.manifest.get("labels", [])))):
         click.echo(f"{key:14} {value if value not in (None, '') else '-'}")
+    click.echo(f"{'release':14} {_release_line(m.path)}")
     for key in ("accuracy", "macro_f1", "min_f1"):
         if key in m.metrics:
             click.echo(f"{key:14} {_num(m.metrics[key])}")
     for label, pc in (m.metrics.get("per_class") or {}).items():
         click.echo(f"  f1 {label:10} {_num(pc.get('f1'))}")
+
+
+def _release_line(path: str) -> str:
+    """The stored bundle's release as written (devices verify it; `harken model verify --release-key` too)."""
+    from shared.bundle import load_bundle
+    from shared.errors import HarkenError
+    from shared.release import read_release, when
+
+    try:
+        rel = read_release(load_bundle(path, None, require_signature=False))
+    except HarkenError as exc:
+        return f"unreadable: {exc}"
+    if rel is None:
+        return "none: devices that require releases refuse it (`harken model release`, then register again)"
+    return f"version {rel.version} by key {rel.key_id} until {when(rel.expires_t)}, automation up to {rel.max_automation}"
 
 
 @click.command("alias")

@@ -78,3 +78,14 @@ def test_the_registry_stores_a_new_release_of_a_registered_model(lab, tmp_path, 
     with pytest.raises(ConfigError, match="from other bundle bytes"):
         registry.register(other)
     assert load_bundle(registry.bundle(first.sha256).raw, None, require_signature=False).release is not None
+
+
+def test_model_show_says_whether_the_registered_bundle_is_released(lab, tmp_path):
+    path, lab_pub, rel_key, _ = lab
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    common = ["--db", db, "--registry", tmp_path / "registry"]
+    assert run(model_group, "register", path, "--public-key", lab_pub, *common).exit_code == 0
+    assert "none: devices that require releases refuse it" in run(model_group, "show", "kws:1", *common).output
+    assert run(model_group, "release", path, "--release-key", rel_key, "--version", 3).exit_code == 0
+    assert run(model_group, "register", path, "--public-key", lab_pub, *common).exit_code == 0
+    assert "version 3 by key" in run(model_group, "show", "kws:1", *common).output
