@@ -118,6 +118,7 @@ def load_device_model(plan: "OfflinePlan", loader: SharedModels) -> tuple["Loade
     """The plan's bundle as a device loads it; the gate its manifest sets, under the agent's checks."""
     config = load_agent_config(None, env={}, overrides={
         "device_id": device_ids(1)[0], "trust_keys": list(plan.trust_keys), "bundle": plan.bundle,
+        "require_release": False,  # no install, no desired state here: releases are judged by devices
         "window_s": plan.window_s, "automation": plan.automation})
     bundle = load_bundle(plan.bundle, [keyring.load_public_key(p) for p in config.trust_keys])
     model = loader(bundle)

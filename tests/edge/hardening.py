@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from edge.config import load_agent_config
@@ -18,9 +19,10 @@ T = Topics()
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def agent_values(port: int | None, state_dir, trust_key, **changes) -> dict:
+def agent_values(port: int | None, state_dir, trust_key, *, release_key, **changes) -> dict:
     """Config values of a test agent on an anonymous broker: fast reconnects, long probation."""
-    values = dict(device_id="dev1", trust_keys=[str(trust_key)], state_dir=str(state_dir), window_s=2.0,
+    values = dict(device_id="dev1", trust_keys=[str(trust_key)], release_keys=[str(release_key)],
+                  state_dir=str(state_dir), window_s=2.0,
                   reconnect_min_s=0.05, reconnect_max_s=0.3, flush_rate=500, keepalive_s=5,
                   probation_utterances=1000, probation_s=3600)
     if port is not None:
@@ -28,8 +30,9 @@ def agent_values(port: int | None, state_dir, trust_key, **changes) -> dict:
     return {**values, **changes}
 
 
-def agent_config(port: int | None, state_dir, trust_key, **changes):
-    return load_agent_config(env={}, overrides=agent_values(port, state_dir, trust_key, **changes))
+def agent_config(port: int | None, state_dir, trust_key, *, release_key, **changes):
+    return load_agent_config(env={}, overrides=agent_values(port, state_dir, trust_key, release_key=release_key,
+                                                            **changes))
 
 
 def start_agent_process(values: dict, log_path) -> subprocess.Popen:
@@ -106,9 +109,9 @@ class SmallDisk:
         self._filler.unlink()
 
 
-def burdened(data: bytes, private_key, kind: str, hog_mb: int = 1500) -> bytes:
-    """A validly signed copy of a bundle whose model also (``kind``) "hog"s ``hog_mb`` of memory
-    or "hang"s in a 2^62-step loop, on every inference; its labels and probabilities are unchanged.
+def burdened(data: bytes, private_key, kind: str, hog_mb: int = 1500, *, release_key) -> bytes:
+    """A validly signed and released copy of a bundle whose model also (``kind``) "hog"s ``hog_mb`` of
+    memory or "hang"s in a 2^62-step loop, on every inference; its labels and probabilities are unchanged.
 
     The extra branch adds ``0 × (its result)`` to the feature output, so onnxruntime must run it.
     """
@@ -150,6 +153,10 @@ def burdened(data: bytes, private_key, kind: str, hog_mb: int = 1500) -> bytes:
     manifest = json.loads(parts["manifest.json"])
     manifest["io"]["features"] = "features_burdened"
     manifest["name"] = f"{manifest['name']}-{kind}"
-    extras = {k: v for k, v in parts.items() if k not in ("manifest.json", "manifest.sig", MODEL)}
-    from shared.bundle import build_bundle
-    return build_bundle(model.SerializeToString(), manifest, private_key, extras)
+    from shared.bundle import RESERVED, build_bundle, load_bundle
+    from shared.release import release_bundle
+
+    extras = {k: v for k, v in parts.items() if k not in RESERVED}
+    built = build_bundle(model.SerializeToString(), manifest, private_key, extras)
+    return release_bundle(built, load_bundle(built, None, require_signature=False), release_key, version=1,
+                          expires_t=time.time() + 86400)

@@ -10,22 +10,23 @@ from edge.agent import Agent
 from shared.codec import encode
 from shared.messages import decode
 from tests.edge import bundles as variants
-from tests.edge.conftest import make_test_bundle
+from tests.edge.conftest import make_test_bundle, release_test_bundle
 from tests.edge.hardening import T, agent_config
 from tests.edge.test_agent_integration import Running, ScriptedSource, events_of
 from tests.edge.watcher import Watcher
 
 
 @pytest.fixture(scope="module")
-def third_bundle(tmp_path_factory, signing, calibration):
-    """A third model (its own sha256) signed by the trusted key."""
+def third_bundle(tmp_path_factory, signing, release_signing, calibration):
+    """A third model (its own sha256) signed by the trusted key and released."""
     path = tmp_path_factory.mktemp("third") / "c.hkb"
     make_test_bundle(path, signing[0], calibration, seed=2)
+    release_test_bundle(path, release_signing[0], version=3)
     return path.read_bytes()
 
 
 def test_a_bundle_missing_a_chunk_is_rejected_at_its_deadline_and_the_rest_applies(
-        mosquitto, tmp_path, signing, bundle_paths, third_bundle, speech):
+        mosquitto, tmp_path, signing, release_signing, bundle_paths, third_bundle, speech):
     watcher = Watcher(mosquitto.port, [f"{T.prefix}/dev/dev1/#"], client_id="watcher-fetch")
     a, b, c = (variants.model_sha(x) for x in (bundle_paths[0].read_bytes(), bundle_paths[1].read_bytes(),
                                                   third_bundle))
@@ -37,7 +38,8 @@ def test_a_bundle_missing_a_chunk_is_rejected_at_its_deadline_and_the_rest_appli
     watcher.publish(T.model(c), third_bundle, retain=True)
     go = threading.Event()
     source = ScriptedSource(speech[0], {0: go})
-    config = agent_config(mosquitto.port, tmp_path / "state", signing[2], bundle=str(bundle_paths[0]),
+    config = agent_config(mosquitto.port, tmp_path / "state", signing[2], release_key=release_signing[2],
+                          bundle=str(bundle_paths[0]),
                           fetch_timeout_s=1.0)
     run = Running(Agent(config, source=source, drain_s=15))
     agent = run.agent

@@ -20,7 +20,7 @@ from tests.edge.watcher import Watcher
 
 
 def test_full_disk_loses_no_window_and_the_device_keeps_talking(mosquitto, tmp_path, signing, bundle_paths,
-                                                                 speech):
+                                                                 speech, release_signing):
     samples = speech[0]
     n_chunks = -(-len(samples) // CHUNK)
     backlog_at, full_at = n_chunks // 3, 2 * n_chunks // 3
@@ -28,7 +28,8 @@ def test_full_disk_loses_no_window_and_the_device_keeps_talking(mosquitto, tmp_p
     source = ScriptedSource(samples, {backlog_at: go_backlog, full_at: go_full, n_chunks: go_end})
     watcher = Watcher(mosquitto.port, [f"{T.prefix}/dev/dev1/#"], client_id="watcher-full-disk")
     with SmallDisk(tmp_path / "disk") as disk:
-        config = agent_config(mosquitto.port, disk.path / "state", signing[2], bundle=str(bundle_paths[0]))
+        config = agent_config(mosquitto.port, disk.path / "state", signing[2], release_key=release_signing[2],
+                              bundle=str(bundle_paths[0]))
         run = Running(Agent(config, source=source, drain_s=15))
         agent = run.agent
 

@@ -22,15 +22,15 @@ from tests.edge.watcher import Watcher
 
 
 @pytest.fixture(scope="module")
-def hog(bundle_paths, signing):
+def hog(bundle_paths, signing, release_signing):
     """Runs like bundle 0 but allocates ~1.5 GB on every inference: more than the default 1024 MB."""
-    return burdened(bundle_paths[0].read_bytes(), signing[0], "hog", hog_mb=1500)
+    return burdened(bundle_paths[0].read_bytes(), signing[0], "hog", hog_mb=1500, release_key=release_signing[0])
 
 
 @pytest.fixture(scope="module")
-def hang(bundle_paths, signing):
+def hang(bundle_paths, signing, release_signing):
     """Runs like bundle 0 but never finishes an inference."""
-    return burdened(bundle_paths[0].read_bytes(), signing[0], "hang")
+    return burdened(bundle_paths[0].read_bytes(), signing[0], "hang", release_key=release_signing[0])
 
 
 def _install_in_thread(lc: Lifecycle, data: bytes, timeout_s: float):
@@ -82,7 +82,7 @@ def test_a_wrong_model_is_still_refused_by_the_child_smoke_test(tmp_path, signin
 
 
 def test_a_crash_while_installing_is_reported_once_and_the_rest_of_the_desired_state_applies(
-        mosquitto, tmp_path, signing, bundle_paths, hang):
+        mosquitto, tmp_path, signing, release_signing, bundle_paths, hang):
     """The agent is killed (SIGKILL, as the OOM killer or a watchdog would) while it installs a model;
     restarted, it must not fetch and install the same model again for the same desired state."""
     watcher = Watcher(mosquitto.port, [f"{T.prefix}/dev/dev1/#"], client_id="watcher-crash")
@@ -91,7 +91,8 @@ def test_a_crash_while_installing_is_reported_once_and_the_rest_of_the_desired_s
     watcher.publish(T.desired("dev1"), encode({"kind": "desired", "device": "dev1", "rev": 1, "t": 1.0,
                                                "active": bad, "automation": "assist"}), retain=True)
     state = tmp_path / "state"
-    values = agent_values(mosquitto.port, state, signing[2], bundle=str(bundle_paths[0]), smoke_timeout_s=600)
+    values = agent_values(mosquitto.port, state, signing[2], release_key=release_signing[2],
+                          bundle=str(bundle_paths[0]), smoke_timeout_s=600)
     first = start_agent_process(values, tmp_path / "agent1.log")
     try:
         watcher.wait_for(lambda m: any(e["event"] == "bundle_received" for e in events_of(watcher)), timeout=60,

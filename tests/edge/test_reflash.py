@@ -43,7 +43,7 @@ def test_boot_ids_are_random_63_bit_and_never_repeat_after_a_wipe(tmp_path, sign
 
 
 def test_a_reflashed_device_keeps_every_window_and_event_in_the_collector(mosquitto, tmp_path, signing,
-                                                                         bundle_paths, speech):
+                                                                         release_signing, bundle_paths, speech):
     db_url = f"sqlite:///{tmp_path / 'collector.db'}"
     collector = start_collector(mosquitto.url, db_url, tmp_path / "collector.log")
     try:
@@ -52,7 +52,8 @@ def test_a_reflashed_device_keeps_every_window_and_event_in_the_collector(mosqui
         state = tmp_path / "state"
         produced, boots = 0, []
         for _ in range(2):  # first life, then the same device reflashed: its state directory is gone
-            agent = Agent(agent_config(mosquitto.port, state, signing[2], bundle=str(bundle_paths[0])),
+            agent = Agent(agent_config(mosquitto.port, state, signing[2], release_key=release_signing[2],
+                                       bundle=str(bundle_paths[0])),
                           source=ScriptedSource(samples), drain_s=15)
             agent.run()
             assert len(agent.spool) == 0  # the broker has every window of this life

@@ -1,6 +1,7 @@
 """A tiny real dataset and bundle from the model lab (tests may import cloud; edge code may not)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def split_lab(tiny_lab, tmp_path_factory) -> SplitLab:
     from edge.sim.households import split_speaker_names
     from shared import keys
     from shared.bundle import load_bundle
+    from shared.release import release_file
     from tests.edge.bundles import resigned
 
     data = tiny_lab.bundle_path.read_bytes()
@@ -52,4 +54,6 @@ def split_lab(tiny_lab, tmp_path_factory) -> SplitLab:
         data = resigned(data, keys.load_private_key(tiny_lab.private_key_path), edit)
     path = tmp_path_factory.mktemp("split") / "tiny-split.hkb"
     path.write_bytes(data)
+    release_file(path, keys.load_private_key(tiny_lab.release_private_key_path), version=1,
+                 expires_t=time.time() + 86400, max_automation="full")  # devices run released bundles only
     return SplitLab(tiny_lab, path, {k: list(v) for k, v in names.items()})

@@ -149,7 +149,8 @@ def test_the_simulator_is_edge_code_it_never_imports_cloud_or_training_packages(
 def test_cli_households_come_from_the_bundles_test_split_and_bad_ranges_are_usage_errors(split_lab, tmp_path):
     lab = split_lab.lab
     args = ["--devices", "3", "--data", str(lab.data_dir), "--model", str(split_lab.bundle_path),
-            "--trust-key", str(lab.public_key_path), "--state-root", str(tmp_path / "s"), "--duration", "12",
+            "--trust-key", str(lab.public_key_path), "--release-key", str(lab.release_public_key_path),
+            "--state-root", str(tmp_path / "s"), "--duration", "12",
             "--speed", "50", "--processes", "1", "--speakers-per-device", "1-2", "--speaker-split", "test",
             "--traffic", "diurnal", "--talk-fraction", "1", "--day-start-h", "18.5", "--status-interval", "0.5"]
     res = CliRunner().invoke(command, args)
