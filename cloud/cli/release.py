@@ -97,10 +97,13 @@ def release(bundle, release_key, version, expires, max_automation, probation_flo
 @click.option("--broker", help="Also publish it, retained, to this broker (mqtt://host:port, mqtts://...).")
 @click.option("--username", default=lambda: os.environ.get("HARKEN_MQTT_USERNAME"), help="MQTT user name.")
 @click.option("--password", default=lambda: os.environ.get("HARKEN_MQTT_PASSWORD"),
-              help="MQTT password (prefer $HARKEN_MQTT_PASSWORD).")
+              help="MQTT password (prefer --password-file or $HARKEN_MQTT_PASSWORD: flags show in `ps`).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding the MQTT password (first line).")
 @click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False), help="CA certificate for mqtts://.")
 @click.option("--prefix", default="harken/v1", show_default=True, help="Topic prefix.")
-def revoke(models, key_ids, list_path, release_key, broker, username, password, ca_file, prefix) -> None:
+def revoke(models, key_ids, list_path, release_key, broker, username, password, password_file, ca_file,
+           prefix) -> None:
     """Add MODELS (sha256s) and release keys to the signed revocation list; devices stop running them."""
     from shared.files import atomic_write
 
@@ -117,6 +120,8 @@ def revoke(models, key_ids, list_path, release_key, broker, username, password, 
     seq = (old.seq if old else 0) + 1
     click.echo(f"revocation list {path} #{seq}: {len(all_models)} model(s), {len(all_keys)} key(s)")
     if broker:
+        if password_file:
+            password = (Path(password_file).read_text().splitlines() or [""])[0]
         _publish(payload, broker, username, password, ca_file, prefix)
         click.echo(f"published retained on {prefix}/model/revocations at {broker}")
 

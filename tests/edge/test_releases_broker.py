@@ -124,9 +124,10 @@ def test_a_revocation_published_with_harken_model_revoke_stops_the_model_and_kee
     wait_event(operator, "the forged list refused", event="desired_rejected", reason="bad_revocations")
     assert agent.lifecycle.slots.active == v2
     release_key = release_signing[2].with_name("release.key")
+    (tmp_path / "operator.pw").write_text(USERS[OPERATOR] + "\n")
     result = CliRunner().invoke(group, ["revoke", v2, "--list", str(tmp_path / "revoked.json"), "--release-key",
                                         str(release_key), "--broker", broker.url, "--username", OPERATOR,
-                                        "--password", USERS[OPERATOR]])
+                                        "--password-file", str(tmp_path / "operator.pw")])
     assert result.exit_code == 0, result.output
     assert "1 model(s)" in result.output
     wait_event(operator, "v2 rolled back", event="model_rolled_back", model=v2, reason="revoked")
