@@ -38,7 +38,7 @@ def command_line(proc: subprocess.Popen, timeout_s: float = 10.0) -> bytes:
 
 
 def test_the_agent_logs_in_with_a_password_file_that_ps_never_shows(mosquitto_factory, tmp_path, speech,
-                                                                    bundle_paths, signing):
+                                                                    bundle_paths, signing, release_signing):
     broker = mosquitto_factory(**SECURED)
     watcher = Watcher(broker.port, [T.stats("dev1")], username="watcher", password=USERS["watcher"])
     wav = tmp_path / "speech.wav"
@@ -48,7 +48,8 @@ def test_the_agent_logs_in_with_a_password_file_that_ps_never_shows(mosquitto_fa
         "agent", "run", "--device-id", "dev1", "--username", "dev1",
         "--password-file", str(_secret(tmp_path, USERS["dev1"] + "\n")),
         "--broker-url", f"mqtt://127.0.0.1:{broker.port}", "--source", str(wav), "--window-s", "2",
-        "--bundle", str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--state-dir", str(tmp_path / "s")],
+        "--bundle", str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--release-keys", str(release_signing[2]),
+        "--state-dir", str(tmp_path / "s")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         cmdline = command_line(proc)
