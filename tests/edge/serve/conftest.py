@@ -35,7 +35,7 @@ class Served:
         self.service.stop()
 
 
-def start_served(tmp, *, bundle, trust_key, **settings) -> Served:
+def start_served(tmp, *, bundle, trust_key, release_key, **settings) -> Served:
     """Start Service + uvicorn in this process (a thread); ``settings`` are ServeConfig fields."""
     import uvicorn
 
@@ -48,7 +48,8 @@ def start_served(tmp, *, bundle, trust_key, **settings) -> Served:
     token_file.chmod(0o600)
     port = free_port()
     cfg = load_serve_config(env={}, overrides={
-        "device_id": DEVICE, "bundle": str(bundle), "trust_keys": [str(trust_key)], "state_dir": str(tmp / "state"),
+        "device_id": DEVICE, "bundle": str(bundle), "trust_keys": [str(trust_key)],
+        "release_keys": [str(release_key)], "state_dir": str(tmp / "state"),
         "http_token_file": str(token_file), "http_port": port, **settings})
     service = Service(cfg).start()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning",
@@ -72,9 +73,10 @@ def serve_broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, bundle_paths, signing, serve_broker):
+def served(tmp_path_factory, bundle_paths, signing, release_signing, serve_broker):
     """Bundle seed 0 active, seed 1 as shadow, windows every second to a private mosquitto."""
     s = start_served(tmp_path_factory.mktemp("served"), bundle=bundle_paths[0], trust_key=signing[2],
+                     release_key=release_signing[2],
                      shadow=str(bundle_paths[1]), broker_url=serve_broker.url, window_s=1.0,
                      http_max_pending=4, http_max_body_bytes=4 << 20, http_max_audio_s=60.0, http_timeout_s=10.0)
     yield s

@@ -26,14 +26,14 @@ def _harken(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_harken_serve_answers_then_stops_on_sigterm(tmp_path, bundle_paths, signing, short_clips):
+def test_harken_serve_answers_then_stops_on_sigterm(tmp_path, bundle_paths, signing, release_signing, short_clips):
     token = tmp_path / "token"
     token.write_text(TOKEN)
     token.chmod(0o600)
     port = free_port()
     proc = _harken("serve", "--device-id", "serve-cli", "--bundle", str(bundle_paths[0]), "--trust-keys",
-                   str(signing[2]), "--state-dir", str(tmp_path / "state"), "--http-token-file", str(token),
-                   "--http-port", str(port))
+                   str(signing[2]), "--release-keys", str(release_signing[2]), "--state-dir", str(tmp_path / "state"),
+                   "--http-token-file", str(token), "--http-port", str(port))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -58,26 +58,28 @@ def test_harken_serve_answers_then_stops_on_sigterm(tmp_path, bundle_paths, sign
     assert slots["active"] == r.json()["model"]["sha256"]  # installed in the device's model store
 
 
-def test_harken_serve_refuses_to_start_without_a_token_file(tmp_path, bundle_paths, signing):
+def test_harken_serve_refuses_to_start_without_a_token_file(tmp_path, bundle_paths, signing, release_signing):
     proc = _harken("serve", "--device-id", "serve-cli", "--bundle", str(bundle_paths[0]), "--trust-keys",
-                   str(signing[2]), "--state-dir", str(tmp_path / "state"))
+                   str(signing[2]), "--release-keys", str(release_signing[2]), "--state-dir", str(tmp_path / "state"))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "bearer token is required" in err and "token_urlsafe" in err
 
 
 @pytest.mark.parametrize("token, words", [("short", "at least 16"), ("two words here, long enough", "one word")])
-def test_a_weak_token_is_refused(tmp_path, bundle_paths, signing, token, words):
+def test_a_weak_token_is_refused(tmp_path, bundle_paths, signing, release_signing, token, words):
     path = tmp_path / "token"
     path.write_text(token)
     with pytest.raises(ConfigError, match=words):
         load_serve_config(env={}, overrides={"device_id": "s", "bundle": str(bundle_paths[0]),
-                                             "trust_keys": [str(signing[2])], "http_token_file": str(path)})
+                                             "trust_keys": [str(signing[2])], "release_keys": [str(release_signing[2])],
+                                             "http_token_file": str(path)})
 
 
-def test_serve_needs_trust_keys_and_a_model(tmp_path, bundle_paths, signing):
+def test_serve_needs_trust_keys_and_a_model(tmp_path, bundle_paths, signing, release_signing):
     path = tmp_path / "token"
     path.write_text(TOKEN)
-    base = {"device_id": "s", "http_token_file": str(path), "state_dir": str(tmp_path / "state")}
+    base = {"device_id": "s", "http_token_file": str(path), "state_dir": str(tmp_path / "state"),
+            "release_keys": [str(release_signing[2])]}
     with pytest.raises(ConfigError, match="trust_keys"):
         load_serve_config(env={}, overrides={**base, "bundle": str(bundle_paths[0])})
     with pytest.raises(ConfigError, match="no model to serve"):
