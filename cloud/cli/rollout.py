@@ -61,15 +61,17 @@ def _counts(r) -> dict:
 @click.option("--deadline", help="Time a device has to report the desired model (default 2m).")
 @click.option("--max-attempts", type=int, help="Desired-state sends per device before it counts as failed.")
 @click.option("--max-failed-fraction", type=float, help="Share of failed devices that stops the rollout.")
+@click.option("--stage-timeout", help="A stage whose gates cannot decide within this fails closed (default 4h).")
 @registry_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def start(version, cohort, strategy, steps, bake, gates_file, approval, deadline, max_attempts,
-          max_failed_fraction, db_url, registry_dir, as_json) -> None:
+          max_failed_fraction, stage_timeout, db_url, registry_dir, as_json) -> None:
     """Start rolling model VERSION out to a cohort (alias, name:version or sha prefix)."""
     from cloud.rollout.plan import parse_duration
 
     policy = {"deadline_s": parse_duration(deadline) if deadline else None, "max_attempts": max_attempts,
-              "max_failed_fraction": max_failed_fraction}
+              "max_failed_fraction": max_failed_fraction,
+              "stage_timeout_s": parse_duration(stage_timeout) if stage_timeout else None}
     store, svc = _service(db_url, registry_dir)
     with store:
         r = svc.start(version, cohort, strategy, steps=steps, bake=bake, approval=approval, gates=gates_file,

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "rollout-controller"
 EVENT_LOOKBACK_S = 60.0
-MIN_BASELINE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -117,20 +116,14 @@ class Controller:
                 for e in rows if e["event"] in FAILURE_EVENTS and e["device"] in r.tracks and e.get("model") == r.model]
 
     def samples(self, r: Rollout) -> tuple[Sample, Sample]:
-        """(treatment, control) for the current stage, from stored windows."""
-        stage, since = r.current_stage, r.stage_started_t
-        in_step = r.stage_devices()  # windows name their model: only the candidate's count
-        if stage.kind == "shadow":
-            shadowed = [w for w in self.store.windows(devices=in_step, since=since)
+        """(treatment, control) for the current stage, from stored windows (``Rollout.sources``)."""
+        src = r.sources()
+        if src.paired:  # the active model on the same utterances is the control
+            shadowed = [w for w in self.store.windows(devices=src.treatment, since=src.since)
                         if w.get("shadow_model") == r.model]
             sample = Sample.of(shadowed)
-            return sample, sample  # paired: the active model on the same utterances is the control
-        treatment = Sample.of(self.store.windows(devices=in_step, model=r.model, since=since))
-        control_devices = r.control_devices()
-        if control_devices:
-            windows = self.store.windows(devices=control_devices, since=since)
-        else:  # nobody left on the old model: compare with the cohort before this stage began
-            lookback = max(stage.bake_s, MIN_BASELINE_S)
-            windows = self.store.windows(devices=r.devices, since=since - lookback, until=since)
+            return sample, sample
+        treatment = Sample.of(self.store.windows(devices=src.treatment, model=r.model, since=src.since))
+        windows = self.store.windows(devices=src.control, since=src.control_since, until=src.control_until)
         control = Sample.of(w for w in windows if w.get("model") == r.baseline[w["device"]].active)
         return treatment, control

@@ -9,7 +9,8 @@ One tick, in order: operator commands; start a pending rollout; follow each devi
 its desired state (a state report converges it, a ``model_rolled_back`` or
 ``bundle_rejected`` event about the candidate fails it); re-send desired states past their
 deadline with backoff, or give up on the device; stop if too many devices failed; read the
-gates and promote, hold, wait for approval or roll back.
+gates and promote, hold, wait for approval or roll back. A running stage that has not
+passed its gates within ``Policy.stage_timeout_s`` fails closed, naming what it waited for.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cloud.delivery import DesiredTarget
 from cloud.rollout.gates import Sample, evaluate, overall
+from cloud.rollout.plan import is_guard_stage
 from cloud.rollout.state import ACTIVE, TERMINAL, Rollout, Track
 
 FAILURE_EVENTS = frozenset({"model_rolled_back", "bundle_rejected"})
@@ -211,6 +213,7 @@ def _promote(tick: _Tick) -> None:
     r = tick.r
     if r.stage + 1 < len(r.plan):
         frm = r.plan[r.stage].label
+        r.previous_stage_started_t = r.stage_started_t
         r.stage += 1
         tick.transition("running", "promoted", f"promoted from {frm} to {r.plan[r.stage].label}")
         _begin_stage(tick)
@@ -306,7 +309,8 @@ def _settle(tick: _Tick) -> None:
 def _gate(tick: _Tick, obs: Observations) -> None:
     r = tick.r
     stage = r.plan[r.stage]
-    results = evaluate(stage.kind, obs.treatment, obs.control, r.gates)
+    results = evaluate(stage.kind, obs.treatment, obs.control, r.gates, stages=len(r.plan),
+                       guard=is_guard_stage(r.plan, r.stage, r.gates.guard_below_percent))
     verdict = overall(results)
     figures = {x.gate: x.as_dict() for x in results}
     _record_verdict(tick, verdict, results)
@@ -325,10 +329,13 @@ def _gate(tick: _Tick, obs: Observations) -> None:
         else:
             tick.log("stage_passed", f"{stage.label} passed its gates after {elapsed:.0f} s", figures)
             _promote(tick)
-    elif verdict == "wait" and r.policy.stage_timeout_s and elapsed > r.policy.stage_timeout_s:
-        waiting = "; ".join(x.reason for x in results if x.verdict == "wait")
-        _revert(tick, "failed", "failed", f"{stage.label} still short of samples after {elapsed:.0f} s: "
-                                          f"{waiting}", figures)
+    elif r.status == "running" and elapsed > r.policy.stage_timeout_s:
+        waiting = [f"gate {x.gate} ({x.reason})" for x in results if x.verdict == "wait"]
+        if pending:
+            waiting.append(f"{len(pending)} device(s) to report the desired state")
+        _revert(tick, "failed", "timed_out", f"{stage.label} could not decide within the stage timeout of "
+                                             f"{r.policy.stage_timeout_s:.0f} s and fails closed; it waited for "
+                                             + ("; ".join(waiting) or "its bake"), figures)
 
 
 def _record_verdict(tick: _Tick, verdict: str, results) -> None:

@@ -142,6 +142,14 @@ def build_plan(strategy: str, *, steps: str | None = None, bake: str | float | N
     return stages
 
 
+def is_guard_stage(plan: list[Stage], index: int, below_percent: float) -> bool:
+    """A canary step on less than ``below_percent`` of the cohort with a larger canary step (or
+    blue-green) after it: its few devices cannot resolve the fine margins, the larger step can."""
+    stage = plan[index]
+    return (stage.kind == "canary" and stage.percent < below_percent
+            and any(s.kind != "shadow" and s.percent >= below_percent for s in plan[index + 1:]))
+
+
 def assignment_order(rollout_id: str, devices: list[str]) -> list[str]:
     """Devices in their fixed canary order for this rollout (hash of rollout id and device)."""
     return sorted(devices, key=lambda d: (hashlib.sha256(f"{rollout_id}:{d}".encode()).hexdigest(), d))

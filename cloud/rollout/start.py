@@ -31,6 +31,12 @@ def start_rollout(store, registry, model_ref: str, cohort: str, plan: list[Stage
     """Create and persist a pending rollout; ConfigError says why it cannot start."""
     if approval not in APPROVALS:
         raise ConfigError(f"--approval {approval!r} must be auto or manual")
+    policy = policy or Policy()
+    longest = max(s.bake_s for s in plan)
+    if policy.stage_timeout_s <= longest:
+        raise ConfigError(f"the stage timeout ({policy.stage_timeout_s:.0f} s) must be longer than the longest bake "
+                          f"({longest:.0f} s): a stage cannot pass before its bake ends; raise it with "
+                          "--stage-timeout or shorten --bake")
     now = time.time() if now is None else now
     repo = RolloutRepo(store)
     rec = registry.resolve(model_ref)
@@ -50,7 +56,7 @@ def start_rollout(store, registry, model_ref: str, cohort: str, plan: list[Stage
     rid = rollout_id or f"r-{uuid.uuid4().hex[:8]}"
     r = Rollout(id=rid, model=rec.sha256, model_label=rec.label, cohort=cohort, plan=list(plan),
                 devices=assignment_order(rid, devices), baseline=baseline, gates=gates or Gates(),
-                policy=policy or Policy(), approval=approval, created_t=now, updated_t=now)
+                policy=policy, approval=approval, created_t=now, updated_t=now)
     repo.save(r, [LogEntry(now, "created", "", "pending", 0,
                            f"created: {rec.label} ({rec.sha256[:12]}) to {len(devices)} devices of {cohort}, "
                            f"plan {' → '.join(s.label for s in plan)}, approval {approval}")], now=now)

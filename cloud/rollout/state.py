@@ -10,7 +10,8 @@ Statuses::
                   │  ▲                                           │
                   ▼  │ resume                                    ▼ rollback
                 paused                                       rolled_back
-    any active ─► rolled_back (a gate failed) · failed (devices failed) · aborted (operator)
+    any active ─► rolled_back (a gate failed) · failed (devices failed, or a stage could not decide
+                  by its timeout) · aborted (operator)
 
 After a terminal status that changed desired states (rollback, abort, failure, or the end of
 a shadow-only plan) the controller keeps re-sending until every device reports or gives up;
@@ -19,7 +20,7 @@ a shadow-only plan) the controller keeps re-sending until every device reports o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from cloud.delivery import DesiredTarget
 from cloud.rollout.gates import Gates
@@ -30,6 +31,11 @@ STATUSES = ("pending", "running", "paused", "awaiting_approval", "completed", "r
 ACTIVE = frozenset({"pending", "running", "paused", "awaiting_approval"})
 TERMINAL = frozenset({"completed", "rolled_back", "aborted", "failed"})
 APPROVALS = ("auto", "manual")
+MIN_BASELINE_S = 300.0  # shortest look-back for a control taken from before the stage
+# A stage that has not decided after 4 h fails closed. Long enough for a 5 % step of a fleet of
+# about a thousand devices to show non-inferiority at the default margins (scripts/bench_gates.py),
+# 24 default bakes; a stage that cannot decide in that time will not decide in a day either.
+DEFAULT_STAGE_TIMEOUT_S = 4 * 3600.0
 
 
 @dataclass
@@ -42,12 +48,37 @@ class Policy:
     backoff: float = setting(2.0, "Each retry waits this many times longer than the one before.", ge=1.0, le=10.0)
     max_failed_fraction: float = setting(0.2, "More failed devices than this share of a stage fails the rollout.",
                                          ge=0.0, le=1.0)
-    stage_timeout_s: float = setting(0.0, "A stage still short of samples after this long fails (0 = wait "
-                                          "forever).", ge=0.0, le=86400 * 30)
+    stage_timeout_s: float = setting(DEFAULT_STAGE_TIMEOUT_S, "A stage whose gates cannot decide within this "
+                                                              "long fails closed (must exceed every bake).",
+                                     ge=1.0, le=86400 * 30)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Policy":
+        """From a persisted rollout. Before timeouts were finite, 0 meant "wait forever": such a
+        rollout gets the default timeout, so it cannot hang."""
+        known = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        if not known.get("stage_timeout_s"):
+            known.pop("stage_timeout_s", None)
+        return cls(**known)
 
     def deadline_after(self, attempt: int) -> float:
         """Seconds to wait after send number ``attempt`` (1-based)."""
         return self.deadline_s * self.backoff ** (attempt - 1)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The windows a stage compares. Treatment: windows of ``treatment`` devices from ``since``
+    that ran the candidate (as the active model, or as the shadow when ``paired``: then those
+    windows are their own control, the active model on the same utterances). Control: windows
+    of ``control`` devices in ``[control_since, control_until)`` that ran their baseline model."""
+
+    treatment: list[str]
+    since: float
+    paired: bool = False
+    control: list[str] = field(default_factory=list)
+    control_since: float | None = None
+    control_until: float | None = None
 
 
 @dataclass
@@ -68,6 +99,12 @@ class Track:
         d = asdict(self)
         d["target"] = self.target.as_dict()
         return d
+
+    def copy(self) -> "Track":
+        """A copy (every field is an immutable value, so copying the attributes is enough)."""
+        out = object.__new__(Track)
+        out.__dict__.update(self.__dict__)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Track":
@@ -97,7 +134,7 @@ class Rollout:
     paused_t: float | None = None
     resume_status: str | None = None
     settled: bool = True
-    control_ref: dict | None = None
+    previous_stage_started_t: float | None = None  # when the stage before this one began
 
     def __post_init__(self):
         for d in self.devices:
@@ -113,6 +150,21 @@ class Rollout:
 
     def control_devices(self) -> list[str]:
         return self.devices[len(self.stage_devices()):]
+
+    def sources(self) -> "Sources":
+        """Which windows the current stage's gates compare (see ``Sources``)."""
+        stage, since = self.current_stage, self.stage_started_t or 0.0
+        treatment = self.stage_devices()
+        if stage.kind == "shadow":
+            return Sources(treatment, since, paired=True)
+        control = self.control_devices()
+        if control:
+            return Sources(treatment, since, control=control, control_since=since)
+        # nobody left on the old model: the cohort on the old model before this stage began,
+        # back to when the previous stage began (its control devices), at least one bake
+        lookback = max(stage.bake_s, MIN_BASELINE_S, since - (self.previous_stage_started_t or since))
+        return Sources(treatment, since, control=list(self.devices), control_since=since - lookback,
+                       control_until=since)
 
     def target_for(self, device: str, index: int) -> DesiredTarget:
         """What ``device`` should run during stage ``index``."""
@@ -141,8 +193,9 @@ class Rollout:
         d = dict(d)
         d["plan"] = [Stage(**s) for s in d["plan"]]
         d["baseline"] = {k: DesiredTarget(**v) for k, v in d["baseline"].items()}
-        d["gates"] = Gates(**d["gates"])
-        d["policy"] = Policy(**d["policy"])
+        d["gates"] = Gates.from_dict(d["gates"])
+        d["policy"] = Policy.from_dict(d["policy"])
+        d.pop("control_ref", None)  # an unused field of older versions
         d["tracks"] = {k: Track.from_dict(v) for k, v in d["tracks"].items()}
         return cls(**d)
 
@@ -151,4 +204,13 @@ class Rollout:
         return cls.from_dict(json.loads(text))
 
     def copy(self) -> "Rollout":
-        return Rollout.from_dict(json.loads(self.to_json()))
+        """A copy that ``decide`` may change freely: tracks are copied one by one (their fields are
+        immutable values), stages, targets, gates and policy are frozen or replaced whole, and a
+        verdict entry is only ever replaced, never changed in place."""
+        out = object.__new__(Rollout)
+        out.__dict__.update(self.__dict__)
+        out.plan, out.devices, out.baseline = list(self.plan), list(self.devices), dict(self.baseline)
+        out.gates, out.policy = replace(self.gates), replace(self.policy)
+        out.tracks = {d: t.copy() for d, t in self.tracks.items()}
+        out.verdicts = list(self.verdicts)
+        return out
