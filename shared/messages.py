@@ -10,6 +10,7 @@ Kinds and their required fields (units in the names):
              model, automation, software, input, output, feedback   (shadow optional)
              1.1 adds (optional, absent in 1.0 = empty): output.confidence_by_label,
              output.audit_requested, feedback.by_model, feedback.audit, feedback.audit_by_model
+             and validates shadow.errors (optional; the candidate's failures, sent since 1.0)
     state    device, online, t           (everything else optional; the last will is minimal)
     event    device, boot, seq, t, event (model, reason, detail optional)
     desired  device, rev, t              (active, shadow: model sha256s, 64 hex; automation, config,
@@ -145,7 +146,7 @@ def _validate_window(m: dict) -> None:
     if m.get("shadow") is not None:
         _check_fields(m["shadow"], "window.shadow", {
             "compared": _nonneg_int, "agree": _nonneg_int, "confidence": _counts, "labels": _count_map,
-        })
+        }, {"errors": _nonneg_int})
 
 
 def _validate_state(m: dict) -> None:

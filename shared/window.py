@@ -15,6 +15,13 @@ merge together; a merge always carries the 1.1 fields:
     feedback.by_model / audit_by_model
                                 {model sha256: [[true, predicted, n]]} on predictions another
                                 model made (the previous active model, after a swap)
+
+The shadow section belongs to the window's ``shadow_model``: merges of windows that shadowed
+the same candidate (or none) keep it, with ``shadow.errors`` (the candidate's failures) summed
+like the other counts; a merge over different candidates keeps no shadow section and names
+its ``shadow_model`` ``MIXED_SHADOW``, whatever else is merged into it later (so the merge
+stays associative). A body without ``shadow_model`` (rollups written before it was kept)
+adds its shadow counts to whichever candidate it is merged with.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ OPTIONAL_COUNTERS = {"output": ("audit_requested",)}  # 1.1: absent in 1.0 windo
 FEEDBACK_LISTS = ("pairs", "audit")
 FEEDBACK_MAPS = ("by_model", "audit_by_model")
 HIST_SECTIONS = {"input": ("utterance_ms", "level_dbfs", "snr_db"), "output": ("confidence",)}
+MIXED_SHADOW = "*"  # shadow_model of a merge over windows that shadowed different candidates
 
 
 def _add_map(a: dict, b: dict) -> dict:
@@ -93,14 +101,23 @@ def _merge_two(a: dict, b: dict) -> dict:
     out["output"]["confidence_by_label"] = _add_hist_map(a["output"].get("confidence_by_label") or {},
                                                          b["output"].get("confidence_by_label") or {})
     out["feedback"] = _merge_feedback(a["feedback"], b["feedback"])
-    sa, sb = a.get("shadow"), b.get("shadow")
-    if sa and sb:
-        out["shadow"] = {"compared": sa["compared"] + sb["compared"], "agree": sa["agree"] + sb["agree"],
-                         "confidence": add_counts(sa["confidence"], sb["confidence"]),
-                         "labels": _add_map(sa["labels"], sb["labels"])}
-    else:
-        out["shadow"] = sa or sb
+    out["shadow_model"], out["shadow"] = _merge_shadow(a, b)
     return out
+
+
+def _merge_shadow(a: dict, b: dict) -> tuple[str | None, dict | None]:
+    """(shadow_model, shadow section) of a merge of ``a`` and ``b``."""
+    ma, mb = a.get("shadow_model"), b.get("shadow_model")
+    if MIXED_SHADOW in (ma, mb) or (ma and mb and ma != mb):
+        return MIXED_SHADOW, None
+    sa, sb = a.get("shadow"), b.get("shadow")
+    if not (sa and sb):
+        one = sa or sb
+        return ma or mb, None if one is None else {**one, "errors": one.get("errors", 0)}
+    return ma or mb, {"compared": sa["compared"] + sb["compared"], "agree": sa["agree"] + sb["agree"],
+                      "errors": sa.get("errors", 0) + sb.get("errors", 0),
+                      "confidence": add_counts(sa["confidence"], sb["confidence"]),
+                      "labels": _add_map(sa["labels"], sb["labels"])}
 
 
 def merge_windows(windows: Iterable[dict]) -> dict | None:
@@ -132,7 +149,7 @@ def _zero_like(w: dict) -> dict:
     zero["output"]["labels"] = {}
     zero["output"]["confidence_by_label"] = {}
     zero["feedback"] = {**{k: [] for k in FEEDBACK_LISTS}, **{k: {} for k in FEEDBACK_MAPS}}
-    zero["shadow"] = None
+    zero["shadow_model"], zero["shadow"] = None, None
     return zero
 
 
@@ -174,6 +191,7 @@ def summarize(w: dict) -> dict:
         "rss_mb": sw["rss_mb"],
         "shadow_agreement": _ratio(shadow.get("agree", 0), shadow.get("compared", 0)),
         "shadow_compared": shadow.get("compared", 0),
+        "shadow_errors": shadow.get("errors", 0),
         "feedback_n": fb_total,
         "feedback_accuracy": _ratio(fb_correct, fb_total),
         "audit_requested": out.get("audit_requested", 0),

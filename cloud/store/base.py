@@ -6,7 +6,7 @@ collector can acknowledge a batch of MQTT messages once it is committed. A windo
 stored once per ``(device, boot, seq)`` however often it arrives.
 
 Windows are kept in full for ``retention_full_s``; ``rollup`` merges them exactly into
-per-(device, model) and fleet-wide per-model buckets as they come, and deletes the full
+per-(device, model, shadow model) and fleet-wide per-(model, shadow model) buckets as they come, and deletes the full
 windows once they are older than the retention. ``merged`` reads a horizon from both.
 """
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Store(ABC):
                        until: float | None = None, bucket_s: int = DEFAULT_BUCKET_S) -> Iterator[dict]:
         """Per-device merges over a horizon, for readers that need devices and time (drift).
 
-        Rolled-up time comes as one merged body per (device, model, bucket) with ``device``,
+        Rolled-up time comes as one merged body per (device, model, shadow model, bucket) with ``device``,
         ``t_start`` (the bucket's start) and ``bucket_s`` added; unrolled windows come as they
         are. Each window counts once. The horizon is bucket-aligned as in ``merged``.
         """

@@ -6,8 +6,9 @@ To change the schema, append a ``Migration("000N_what", sql)`` to ``MIGRATIONS``
 never edit one that has shipped. Applied names are recorded in the ``migrations`` table.
 
 Conventions: times are UNIX seconds (``*_t``, DOUBLE PRECISION); JSON is stored as TEXT;
-``windows.model`` and ``rollups.model`` hold ``''`` when no model was active; a rollup with
-``device = '*'`` is the merge over every device (the fleet cohort).
+``windows.model`` and ``rollups.model`` hold ``''`` when no model was active, and
+``rollups.shadow_model`` ``''`` when none ran in shadow; a rollup with ``device = '*'`` is the
+merge over every device (the fleet cohort).
 """
 from __future__ import annotations
 
@@ -161,9 +162,32 @@ CREATE INDEX window_floors_t ON window_floors (updated_t);
 CREATE INDEX windows_rolled_received ON windows (received_t) WHERE rolled <> 0
 """
 
+# Rollups are keyed by the shadow model too: windows that shadowed different candidates no
+# longer share a bucket (their shadow sections would add up into one). Rows written before
+# this get shadow_model '' (none known) and are read as they are.
+_ROLLUPS_SHADOW_MODEL = """
+CREATE TABLE rollups_v2 (
+    device TEXT NOT NULL,
+    model TEXT NOT NULL,
+    shadow_model TEXT NOT NULL DEFAULT '',
+    bucket_start DOUBLE PRECISION NOT NULL,
+    bucket_s INTEGER NOT NULL,
+    n_windows BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_t DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, model, shadow_model, bucket_start, bucket_s)
+);
+INSERT INTO rollups_v2 (device, model, shadow_model, bucket_start, bucket_s, n_windows, body, updated_t)
+    SELECT device, model, '', bucket_start, bucket_s, n_windows, body, updated_t FROM rollups;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+CREATE INDEX rollups_t ON rollups (device, bucket_start)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _INITIAL),
     Migration("0002_receive_time", _RECEIVE_TIME),
+    Migration("0003_rollups_shadow_model", _ROLLUPS_SHADOW_MODEL),
 ]
 
 

@@ -1,6 +1,7 @@
 """Exact merging of stored windows into time buckets.
 
-A rollup body is ``shared.window.merge_windows`` of the windows of one bucket, so merging
+A rollup body is ``shared.window.merge_windows`` of the windows of one bucket — one device (or
+the fleet), one model, one shadow model (``''`` for none), one time step — so merging
 rollups with each other or with more windows is exactly merging the original windows. A
 window whose histograms disagree with its model's shape (a device bug) cannot be merged;
 it is left out and reported, never allowed to break the merge of the others.
@@ -27,7 +28,7 @@ DELETE_CHUNK = 5000
 FLOOR_KEEP_MIN_S = 30 * 86400.0
 IN_CHUNK = 500
 
-Key = tuple[str, str, float]  # (device or FLEET, model, bucket_start)
+Key = tuple[str, str, str, float]  # (device or FLEET, model, shadow model or '', bucket_start)
 
 
 def bucket_start(t: float, bucket_s: int) -> float:
@@ -77,16 +78,17 @@ class Plan:
     bad: list[int] = field(default_factory=list)
 
 
-def plan(rows: list[tuple[int, str, str, float, dict]], bucket_s: int, existing: dict[Key, tuple[int, dict]],
-         fleet: str) -> Plan:
-    """Merge ``(id, device, model, t_start, body)`` rows into their device and fleet buckets.
+def plan(rows: list[tuple[int, str, str, str, float, dict]], bucket_s: int,
+         existing: dict[Key, tuple[int, dict]], fleet: str) -> Plan:
+    """Merge ``(id, device, model, shadow_model, t_start, body)`` rows into their device and fleet
+    buckets (one bucket per shadow model: their shadow sections must not add up).
 
     A window that fits its device bucket but not the fleet's (its device disagrees with the
     others) is left out of both, so device and fleet buckets always hold the same windows.
     """
     groups: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
-    for wid, device, model, t_start, body in rows:
-        groups[(device, model, bucket_start(t_start, bucket_s))].append((wid, body))
+    for wid, device, model, shadow, t_start, body in rows:
+        groups[(device, model, shadow, bucket_start(t_start, bucket_s))].append((wid, body))
     out = Plan()
     dev_ok: dict[Key, list[tuple[int, dict]]] = {}
     dev_merge: dict[Key, dict | None] = {}
@@ -96,14 +98,14 @@ def plan(rows: list[tuple[int, str, str, float, dict]], bucket_s: int, existing:
         gone = set(bad)
         dev_ok[key] = [(i, b) for i, b in items if i not in gone]
     by_fleet: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
-    for (_, model, start), items in dev_ok.items():
-        by_fleet[(fleet, model, start)].extend(items)
+    for (_, model, shadow, start), items in dev_ok.items():
+        by_fleet[(fleet, model, shadow, start)].extend(items)
     for fkey, items in by_fleet.items():
         merged, bad = merge_checked(items, _body(existing.get(fkey)))
         if bad:  # rare: recompute the device buckets these windows were in
             out.bad.extend(bad)
             gone = set(bad)
-            for key in [k for k in dev_ok if (k[1], k[2]) == fkey[1:]]:
+            for key in [k for k in dev_ok if k[1:] == fkey[1:]]:
                 kept = [(i, b) for i, b in dev_ok[key] if i not in gone]
                 if len(kept) != len(dev_ok[key]):
                     dev_ok[key], dev_merge[key] = kept, None
@@ -135,18 +137,18 @@ def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int
     rolled = unmergeable = 0
     while True:
         with store._tx(write=False) as cur:
-            rows = cur.execute("SELECT id, device, model, t_start, body FROM windows WHERE rolled = 0"
+            rows = cur.execute("SELECT id, device, model, shadow_model, t_start, body FROM windows WHERE rolled = 0"
                                f" ORDER BY id LIMIT {int(chunk)}").fetchall()
         if not rows:
             break
-        parsed = [(i, d, m, t, json.loads(b)) for i, d, m, t, b in rows]
-        keys = {(d, m, bucket_start(t, bucket_s)) for _, d, m, t, _ in parsed}
-        keys |= {(FLEET, m, b) for _, m, b in keys}
+        parsed = [(i, d, m, sh or "", t, json.loads(b)) for i, d, m, sh, t, b in rows]
+        keys = {(d, m, sh, bucket_start(t, bucket_s)) for _, d, m, sh, t, _ in parsed}
+        keys |= {(FLEET, m, sh, b) for _, m, sh, b in keys}
         with store._tx(write=False) as cur:
             existing = _load(cur, keys, bucket_s, with_body=True)
         p = plan(parsed, bucket_s, existing, FLEET)
         try:
-            _apply(store, p, existing, bucket_s, {i: b for i, _, _, _, b in rows}, now)
+            _apply(store, p, existing, bucket_s, {i: b for i, _, _, _, _, b in rows}, now)
         except _Conflict:
             continue
         rolled += len(p.good)
@@ -160,9 +162,9 @@ def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key,
     """Stored buckets among ``keys``: key → (n_windows, body or None)."""
     wanted = set(keys)
     by_bucket: dict[float, set[str]] = defaultdict(set)
-    for device, _, start in wanted:
+    for device, _, _, start in wanted:
         by_bucket[start].add(device)
-    cols = "device, model, n_windows" + (", body" if with_body else "")
+    cols = "device, model, shadow_model, n_windows" + (", body" if with_body else "")
     out = {}
     for start, devices in by_bucket.items():
         devices = sorted(devices)
@@ -170,9 +172,9 @@ def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key,
             part = devices[i:i + IN_CHUNK]
             for row in cur.execute(f"SELECT {cols} FROM rollups WHERE bucket_start = ? AND bucket_s = ?"
                                    f" AND device IN ({','.join('?' * len(part))})", [start, bucket_s, *part]):
-                key = (row[0], row[1], start)
+                key = (row[0], row[1], row[2], start)
                 if key in wanted:
-                    out[key] = (row[2], json.loads(row[3]) if with_body else None)
+                    out[key] = (row[3], json.loads(row[4]) if with_body else None)
     return out
 
 
@@ -193,11 +195,11 @@ def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str]
                 if n != len(part):
                     raise _Conflict()
         cur.executemany(
-            "INSERT INTO rollups (device, model, bucket_start, bucket_s, n_windows, body, updated_t)"
-            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, model, bucket_start, bucket_s) DO UPDATE SET"
-            " n_windows = excluded.n_windows, body = excluded.body, updated_t = excluded.updated_t",
-            [(d, m, b, bucket_s, body.get("n_windows", 1), dumps(body), now)
-             for (d, m, b), body in sorted(p.merges.items())])
+            "INSERT INTO rollups (device, model, shadow_model, bucket_start, bucket_s, n_windows, body, updated_t)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device, model, shadow_model, bucket_start, bucket_s) DO UPDATE"
+            " SET n_windows = excluded.n_windows, body = excluded.body, updated_t = excluded.updated_t",
+            [(d, m, sh, b, bucket_s, body.get("n_windows", 1), dumps(body), now)
+             for (d, m, sh, b), body in sorted(p.merges.items())])
         if p.bad:
             store._write_rejects(cur, [Reject.of(
                 now, "store:rollup", UNMERGEABLE, f"stored window {i} disagrees with the histogram shape of its "

@@ -194,7 +194,7 @@ def test_kv_and_leases(store):
 def _by_device_model(ws):
     out = {}
     for w in ws:
-        out.setdefault((w["device"], w["model"] or ""), []).append(w)
+        out.setdefault((w["device"], w["model"] or "", w.get("shadow_model") or ""), []).append(w)
     return out
 
 
@@ -212,17 +212,17 @@ def test_rollup_is_exact_and_deletes_only_past_retention(store):
     assert len(list(store.windows())) == len(ws) - res.deleted
     # each stored bucket is exactly merge_windows of its original windows
     with store.transaction(write=False) as cur:
-        rows = cur.execute("SELECT device, model, bucket_start, n_windows, body FROM rollups").fetchall()
+        rows = cur.execute("SELECT device, model, shadow_model, bucket_start, n_windows, body FROM rollups").fetchall()
     import json
 
-    got = {(d, m, b): (n, json.loads(body)) for d, m, b, n, body in rows}
-    for (device, model), group in _by_device_model(ws).items():
+    got = {(d, m, sh, b): (n, json.loads(body)) for d, m, sh, b, n, body in rows}
+    for (device, model, shadow), group in _by_device_model(ws).items():
         for start in (T0 - T0 % 900 + 900 * k for k in range(4)):
             originals = [_strip(w) for w in group if start <= w["t_start"] < start + 900]
             if originals:
-                assert got[(device, model, start)] == (len(originals), merge_windows(originals))
+                assert got[(device, model, shadow, start)] == (len(originals), merge_windows(originals))
     fleet_a = [_strip(w) for w in ws if w["model"] == MODEL_A]
-    fleet_rows = [body for (d, m, _), (_, body) in got.items() if d == FLEET and m == MODEL_A]
+    fleet_rows = [body for (d, m, _, _), (_, body) in got.items() if d == FLEET and m == MODEL_A]
     assert merge_windows(fleet_rows) == merge_windows(fleet_a)
     # the horizon read (rollups + what is left) is the same exact merge as before
     after = store.merged()
@@ -232,6 +232,60 @@ def test_rollup_is_exact_and_deletes_only_past_retention(store):
     # nothing is rolled twice
     assert store.rollup(900, 1200.0, now=now).rolled == 0
     assert store.merged() == before
+
+
+def test_windows_shadowing_different_candidates_get_their_own_buckets(store):
+    rng = random.Random(3)
+    start = T0 - T0 % 900
+    ws = [random_window(rng, "dev-1", 1, s, t_start=start + 60.0 * s, shadow=True) for s in range(6)]
+    for w in ws[3:]:
+        w["shadow_model"] = "c" * 64  # a second candidate in the same bucket
+    for w in ws:
+        w["shadow"]["errors"] = 2
+    store.insert_windows(ws)
+    store.rollup(900, 86400.0, now=T0 + 600)
+    with store.transaction(write=False) as cur:
+        rows = cur.execute("SELECT device, shadow_model, body FROM rollups WHERE device <> ?", (FLEET,)).fetchall()
+    import json
+
+    by_shadow = {sh: json.loads(body) for _, sh, body in rows}
+    assert set(by_shadow) == {MODEL_B, "c" * 64}
+    for sh, group in ((MODEL_B, ws[:3]), ("c" * 64, ws[3:])):
+        shadow = by_shadow[sh]["shadow"]
+        assert by_shadow[sh]["shadow_model"] == sh
+        assert shadow["compared"] == sum(w["shadow"]["compared"] for w in group) and shadow["errors"] == 6
+    # a merge over both candidates keeps no shadow section: it would mean nothing
+    merged = store.merged()[MODEL_A]
+    assert merged["shadow_model"] == "*" and merged["shadow"] is None
+    assert merged["software"]["inferences"] == sum(w["software"]["inferences"] for w in ws)
+
+
+def test_rollups_written_before_the_shadow_model_key_are_still_read(store_url, monkeypatch):
+    import json
+
+    import cloud.store.sql as sql
+
+    monkeypatch.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])  # a store as it was before 0002
+    old = open_store(store_url)
+    body = merge_windows([_strip(w) for w in _windows(3, shadow=True)])
+    del body["shadow_model"]  # merges did not keep it then
+    with old.transaction() as cur:
+        cur.execute("INSERT INTO rollups (device, model, bucket_start, bucket_s, n_windows, body, updated_t)"
+                    " VALUES (?,?,?,?,?,?,?)", ("dev-1", MODEL_A, T0 - T0 % 900, 900, 3, json.dumps(body), T0))
+    old.close()
+    monkeypatch.undo()
+    store = open_store(store_url)
+    try:
+        assert store.applied_migrations()[-1] == "0002_rollups_shadow_model"
+        parts = list(store.device_buckets())
+        assert len(parts) == 1 and parts[0]["software"] == body["software"] and parts[0]["shadow"] == body["shadow"]
+        later = [_strip(w) for w in _windows(2, seed=9, shadow=True, t_start=T0 + 50)]
+        store.insert_windows(later)
+        store.rollup(900, 86400.0, now=T0 + 100)
+        merged = store.merged(devices=["dev-1"])[MODEL_A]  # the old row adds to the new rows' candidate
+        assert merged["shadow"]["compared"] == body["shadow"]["compared"] + sum(w["shadow"]["compared"] for w in later)
+    finally:
+        store.close()
 
 
 def test_late_windows_merge_into_their_bucket(store):

@@ -83,9 +83,13 @@ def test_wrong_kind_for_topic_is_rejected():
     (("output", "labels"), {"yes": -2}),
     (("feedback", "pairs"), [["yes", "no"]]),
     (("automation",), "autopilot"),
+    (("shadow", "errors"), -1),
+    (("shadow", "errors"), "3"),
 ])
 def test_window_field_types_are_checked(path, value):
     w = make_window()
+    w["shadow"] = {"compared": 4, "agree": 3, "errors": 1, "confidence": [0] * 11, "labels": {"yes": 4}}
+    validate(w)  # shadow.errors is an optional count
     target = w
     for key in path[:-1]:
         target = target[key]

@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 
 from shared.histogram import Histogram, add_counts, counts_of, log_edges, quantile
-from shared.window import merge_windows, summarize
+from shared.window import MIXED_SHADOW, merge_windows, summarize
 from tests.shared.windows import make_window
 
 
@@ -51,6 +53,38 @@ def test_merge_is_associative():
     whole = merge_windows(ws)
     parts = merge_windows([merge_windows(ws[:2]), merge_windows(ws[2:])])
     assert parts == whole
+
+
+def _shadowed(seq: int, candidate: str | None, errors: int | None = 1) -> dict:
+    w = make_window(seq=seq)
+    if candidate is not None:
+        w["shadow_model"] = candidate
+        w["shadow"] = {"compared": 4, "agree": 3, "confidence": [0] * 11, "labels": {"yes": 4}}
+        if errors is not None:
+            w["shadow"]["errors"] = errors
+    return w
+
+
+def test_shadow_errors_survive_merges_and_a_window_without_them_counts_none():
+    ws = [_shadowed(0, "c" * 64), _shadowed(1, "c" * 64, errors=3), _shadowed(2, None), _shadowed(3, "c" * 64, None)]
+    m = merge_windows(ws)
+    assert m["shadow_model"] == "c" * 64
+    assert m["shadow"]["errors"] == 4 and m["shadow"]["compared"] == 12
+    assert summarize(m)["shadow_errors"] == 4
+    assert merge_windows([merge_windows(ws[:2]), merge_windows(ws[2:])]) == m  # through rollups too
+    assert merge_windows(ws[3:])["shadow"]["errors"] == 0  # sent without the field: none counted
+
+
+def test_a_merge_over_two_candidates_keeps_no_shadow_section_in_any_order():
+    import itertools
+
+    ws = [_shadowed(0, "c" * 64), _shadowed(1, "d" * 64), _shadowed(2, "c" * 64), _shadowed(3, None)]
+    results = {json.dumps(merge_windows(list(order)), sort_keys=True) for order in itertools.permutations(ws)}
+    results.add(json.dumps(merge_windows([merge_windows(ws[:1]), merge_windows(ws[1:])]), sort_keys=True))
+    assert len(results) == 1
+    m = json.loads(results.pop())
+    assert m["shadow_model"] == MIXED_SHADOW and m["shadow"] is None
+    assert m["software"]["inferences"] == sum(w["software"]["inferences"] for w in ws)
 
 
 def test_merging_windows_of_two_models_is_refused():
