@@ -41,17 +41,17 @@ class Judge:
     widen: float = 1.0  # a pass may be this many times the margin (guard stages)
 
     def verdict(self, iv: sq.Interval, margin: float) -> str:
-        """``pass`` when the whole interval is within the (widened) margin, ``fail`` when it is
-        all beyond the margin, ``wait`` otherwise."""
-        if iv.high <= margin * self.widen:
-            return "pass"
-        return "fail" if iv.low > margin else "wait"
+        """``fail`` when the whole interval is beyond the margin, ``pass`` when it is all within
+        the (widened) margin, ``wait`` otherwise."""
+        if iv.low > margin:
+            return "fail"
+        return "pass" if iv.high <= margin * self.widen else "wait"
 
     def both_ways(self, iv: sq.Interval, margin: float) -> str:
         """As ``verdict`` for a change that counts in either direction (a label's share)."""
-        if -margin * self.widen <= iv.low and iv.high <= margin * self.widen:
-            return "pass"
-        return "fail" if iv.low > margin or iv.high < -margin else "wait"
+        if iv.low > margin or iv.high < -margin:
+            return "fail"
+        return "pass" if -margin * self.widen <= iv.low and iv.high <= margin * self.widen else "wait"
 
     def figures(self, iv: sq.Interval, margin: float) -> dict:
         out = {**iv.figures(), "margin": _r(margin), "alpha": _r(self.alpha, 6)}

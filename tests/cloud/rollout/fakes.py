@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 
 from cloud.delivery import DesiredTarget
 from cloud.rollout.core import Command, DeviceEvent, DeviceState, Observations, decide
-from cloud.rollout.gates import Gates, Sample
+from cloud.rollout.gates import Gates, Sample, Totals
 from cloud.rollout.plan import Stage, assignment_order
 from cloud.rollout.state import Policy, Rollout
-from shared.histogram import LATENCY_MS_EDGES
 
 OLD, NEW = "a" * 64, "b" * 64
 
@@ -23,18 +22,34 @@ def make_rollout(n: int = 20, plan: list[Stage] | None = None, *, approval: str 
                    approval=approval, created_t=0.0)
 
 
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
 def sample(n: int, *, errors: int = 0, no_answer: int = 0, labels: dict | None = None, latency_bin: int = 8,
-           shadow_agree: int | None = None, feedback: tuple[int, int] = (0, 0)) -> Sample:
-    """A sample of ``n`` inferences; ``labels`` default to an even yes/no mix."""
-    lat = [0] * (len(LATENCY_MS_EDGES) + 1)
-    lat[latency_bin] = n
-    s = Sample(windows=max(1, n // 10), inferences=n, errors=errors, no_answer=no_answer,
-               labels=labels if labels is not None else {"yes": n // 2, "no": n - n // 2}, latency_ms=lat)
-    if shadow_agree is not None:
-        s.shadow_compared, s.shadow_agree = n, shadow_agree
-        s.shadow_latency_ms = list(lat)
-    s.feedback_n, s.feedback_correct = feedback
-    return s
+           shadow_agree: int | None = None, shadow_errors: int = 0, feedback: tuple[int, int] = (0, 0),
+           devices: int = 10, prefix: str = "dev") -> Sample:
+    """``n`` inferences spread evenly over ``devices`` alike devices (no spread between them);
+    ``labels`` default to an even yes/no mix; every inference lands in latency bin ``latency_bin``."""
+    labels = labels if labels is not None else {"yes": n // 2, "no": n - n // 2}
+    split = {k: _split(v, devices) for k, v in dict(n=n, errors=errors, no_answer=no_answer,
+                                                     agree=shadow_agree or 0, shadow_errors=shadow_errors,
+                                                     fb=feedback[0], fb_ok=feedback[1]).items()}
+    label_split = {lab: _split(c, devices) for lab, c in labels.items()}
+    per_device = {}
+    for i in range(devices):
+        t = Totals(windows=1, inferences=split["n"][i], errors=split["errors"][i], no_answer=split["no_answer"][i],
+                   feedback_n=split["fb"][i], feedback_correct=split["fb_ok"][i],
+                   labels={lab: c[i] for lab, c in label_split.items() if c[i]})
+        t.latency_ms[latency_bin] = split["n"][i]
+        if shadow_agree is not None:
+            t.shadow_compared, t.shadow_agree, t.shadow_errors = split["n"][i], split["agree"][i], split["shadow_errors"][i]
+            t.shadow_latency_ms = list(t.latency_ms)
+            t.shadow_labels = dict(t.labels)
+            t.shadow_active_labels = dict(t.labels)
+        per_device[f"{prefix}-{i:02d}"] = t
+    return Sample.from_totals(per_device)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from tests.cloud.rollout.fakes import NEW, OLD, FakeFleet, make_rollout, run, sa
 
 
 def healthy(r, now):
-    return sample(400)
+    return sample(4000)  # enough for every gate's confidence sequence to sit inside its margin
 
 
 def events(log, name):
@@ -48,13 +48,14 @@ def test_too_few_samples_holds_the_stage_and_says_why():
 def test_error_rate_gate_rolls_back_naming_the_gate_and_the_figures():
     r = make_rollout()
     fleet = FakeFleet(r.devices)
-    bad = lambda r, t: sample(400, errors=40)  # noqa: E731
+    bad = lambda r, t: sample(4000, errors=400)  # noqa: E731
     r, log, _ = run(r, fleet, until=200, treatment=bad, control=healthy)
     assert r.status == "rolled_back" and r.settled
     rb = events(log, "rolled_back")[0]
     assert rb.reason.startswith("gate error_rate failed in canary 5%")
-    assert "0.0909" in rb.reason  # 40 errors / 440 attempts
+    assert "0.0909" in rb.reason and "over the margin 0.0050" in rb.reason  # 400 errors / 4400 attempts
     assert rb.figures["error_rate"]["figures"]["candidate"] == 0.0909
+    assert rb.figures["error_rate"]["figures"]["low"] > 0.005
     assert all(t.active == OLD for t in fleet.running.values())
     assert events(log, "settled")[0].reason.startswith("20/20 devices")
 
@@ -62,15 +63,15 @@ def test_error_rate_gate_rolls_back_naming_the_gate_and_the_figures():
 def test_label_mix_and_no_answer_are_compared_with_the_control_group():
     r = make_rollout()
     fleet = FakeFleet(r.devices)
-    skewed = lambda r, t: sample(400, labels={"yes": 380, "no": 20})  # noqa: E731
+    skewed = lambda r, t: sample(4000, labels={"yes": 3800, "no": 200})  # noqa: E731
     r, log, _ = run(r, fleet, until=200, treatment=skewed, control=healthy)
     assert r.status == "rolled_back"
-    assert "gate label_mix failed" in r.reason and "distance" in r.reason
+    assert "gate label_mix failed" in r.reason and "'yes' 0.950 vs control 0.500" in r.reason
 
     r2 = make_rollout()
-    unsure = lambda r, t: sample(400, no_answer=160)  # noqa: E731
+    unsure = lambda r, t: sample(4000, no_answer=1600)  # noqa: E731
     r2, _, _ = run(r2, FakeFleet(r2.devices), until=200, treatment=unsure,
-                   control=lambda r, t: sample(400, no_answer=40))
+                   control=lambda r, t: sample(4000, no_answer=400))
     assert r2.status == "rolled_back" and "no_answer_rate 0.4000 vs control 0.1000" in r2.reason
 
 
@@ -78,9 +79,9 @@ def test_shadow_stage_rolls_back_on_low_agreement_before_any_canary_step():
     plan = [Stage("shadow", 100, 60), Stage("canary", 5, 60), Stage("canary", 100, 60)]
     r = make_rollout(plan=plan)
     fleet = FakeFleet(r.devices)
-    r, log, _ = run(r, fleet, until=300, treatment=lambda r, t: sample(400, shadow_agree=200))
+    r, log, _ = run(r, fleet, until=300, treatment=lambda r, t: sample(4000, shadow_agree=2000))
     assert r.status == "rolled_back" and r.stage == 0
-    assert "gate shadow_agreement failed in shadow 100%" in r.reason and "0.500 over 400" in r.reason
+    assert "gate shadow_agreement failed in shadow 100%" in r.reason and "0.500 over 4000" in r.reason
     assert all(t == r.baseline[d] for d, t in fleet.running.items())  # shadow taken off again
     assert not events(log, "promoted")
 
@@ -91,7 +92,7 @@ def test_shadow_then_canary_promotes_when_agreement_is_high():
     fleet = FakeFleet(r.devices)
 
     def treatment(r, t):
-        return sample(400, shadow_agree=380) if r.current_stage.kind == "shadow" else sample(400)
+        return sample(4000, shadow_agree=3800) if r.current_stage.kind == "shadow" else sample(4000)
 
     r, log, _ = run(r, fleet, until=300, treatment=treatment, control=healthy)
     assert r.status == "completed"
@@ -119,7 +120,7 @@ def test_offline_device_converges_after_a_retry_when_it_returns():
     def bring_back(r, now):
         if now >= 45:
             fleet.offline.discard(first)
-        return sample(400)
+        return sample(4000)
 
     r, log, _ = run(r, fleet, until=400, treatment=bring_back, control=healthy)
     assert r.status == "completed"
@@ -198,23 +199,46 @@ def test_a_command_that_does_not_apply_is_logged_and_ignored():
 def test_blue_green_switches_everyone_and_a_failed_gate_switches_everyone_back():
     r = make_rollout(plan=[Stage("blue-green", 100, 120)])
     fleet = FakeFleet(r.devices)
-    slow = lambda r, t: sample(400, latency_bin=17) if t > 40 else sample(100)  # noqa: E731
+    slow = lambda r, t: sample(4000, latency_bin=17) if t > 40 else sample(100)  # noqa: E731
     r, log, _ = run(r, fleet, until=200, treatment=slow, control=healthy)
     assert len(events(log, "stage_started")[0].figures["devices"]) == 20
-    assert r.status == "rolled_back" and "gate latency_p99 failed in blue-green 100%" in r.reason
+    assert r.status == "rolled_back" and "gate latency failed in blue-green 100%" in r.reason
     assert all(t.active == OLD for t in fleet.running.values())
 
 
-def test_stage_timeout_fails_a_stage_that_never_gets_enough_samples():
+def test_a_stage_that_cannot_decide_fails_closed_at_its_timeout_naming_what_it_waited_for():
     r = make_rollout(policy=Policy(deadline_s=30.0, stage_timeout_s=300.0))
-    r, _, _ = run(r, FakeFleet(r.devices), until=400, treatment=lambda r, t: sample(10), control=healthy)
-    assert r.status == "failed" and "still short of samples" in r.reason
+    r, log, _ = run(r, FakeFleet(r.devices), until=400, treatment=lambda r, t: sample(10), control=healthy)
+    assert r.status == "failed" and events(log, "timed_out")[0].t == 305
+    assert r.reason.startswith("canary 5% could not decide within the stage timeout of 300 s and fails closed")
+    assert "gate error_rate (candidate has 10 inferences, needs 200)" in r.reason
+    assert all(t.active == OLD for t in r.baseline.values())
+
+    # an excess that straddles the margin (15 % vs 10 %: 0.05 ± 0.03): the 5 % guard stage passes it
+    # (within twice the margin), the 25 % stage can neither pass nor fail it, and fails closed
+    unclear = make_rollout(policy=Policy(deadline_s=30.0, stage_timeout_s=300.0), rid="r-unclear")
+    r, log, _ = run(unclear, FakeFleet(unclear.devices), until=800, treatment=lambda r, t: sample(4000, no_answer=600),
+                    control=lambda r, t: sample(4000, no_answer=400))
+    assert [e.reason for e in events(log, "stage_passed")] == ["canary 5% passed its gates after 60 s"]
+    assert r.status == "failed" and r.reason.startswith("canary 25% could not decide within the stage timeout")
+    assert "gate no_answer_rate (no_answer_rate 0.1500 vs control 0.1000" in r.reason
+    assert "not yet within 0.0500 nor clearly over 0.0500" in r.reason
+
+
+def test_the_default_stage_timeout_is_finite_and_longer_than_the_default_bake():
+    from cloud.rollout.plan import DEFAULT_BAKE_S
+
+    assert DEFAULT_BAKE_S < Policy().stage_timeout_s < 86400
+    r = make_rollout(policy=Policy(deadline_s=30.0))
+    r, _, _ = run(r, FakeFleet(r.devices), until=Policy().stage_timeout_s + 600, step_s=300.0,
+                  treatment=lambda r, t: sample(10), control=healthy)
+    assert r.status == "failed" and "stage timeout" in r.reason
 
 
 def test_shadow_only_plan_takes_the_shadow_off_when_it_completes():
     r = make_rollout(plan=[Stage("shadow", 100, 30)])
     fleet = FakeFleet(r.devices)
-    r, log, _ = run(r, fleet, until=200, treatment=lambda r, t: sample(400, shadow_agree=390))
+    r, log, _ = run(r, fleet, until=200, treatment=lambda r, t: sample(4000, shadow_agree=3900))
     assert r.status == "completed" and r.settled
     assert all(t.shadow is None and t.active == OLD for t in fleet.running.values())
 
@@ -240,6 +264,6 @@ def test_decide_does_not_modify_its_input():
 
 
 def test_gates_file_values_reach_the_verdict():
-    r = make_rollout(gates=Gates(min_inferences=1000))
+    r = make_rollout(gates=Gates(min_inferences=10000))
     r, _, _ = run(r, FakeFleet(r.devices), until=200, treatment=healthy, control=healthy)
-    assert r.stage == 0 and "needs 1000" in r.verdicts[0]["gates"][0]["reason"]
+    assert r.stage == 0 and "needs 10000" in r.verdicts[0]["gates"][0]["reason"]
