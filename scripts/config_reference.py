@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cloud.config import ENV_PREFIX as COLLECTOR_ENV, CollectorConfig
 from cloud.rollout.gates import Gates
+from cloud.rollout.state import Policy
 from edge.config import ENV_PREFIX as AGENT_ENV, AgentConfig
 from edge.serve.config import ENV_PREFIX as SERVE_ENV, ServeConfig, serve_only_settings
 from shared.cli_config import reference
@@ -41,6 +42,10 @@ def render() -> str:
         "## Rollout gates (`harken rollout start --gates gates.toml`)",
         "",
         reference(Gates, "", (), with_flags=False),
+        "",
+        "## Rollout policy (`harken rollout start --deadline --max-attempts --max-failed-fraction --stage-timeout`)",
+        "",
+        reference(Policy, "", (), with_flags=False),
         "",
     ])
 

@@ -65,8 +65,8 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 
 
 def short_of(name: str, figures: dict, t_n: int, c_n: int | None, g: "Gates", what: str = "inferences",
-             need: int | None = None, devices: int | None = None) -> GateResult | None:
-    """A ``wait`` when a side has too few samples (or devices) for the normal approximation."""
+             need: int | None = None) -> GateResult | None:
+    """A ``wait`` when a side has too few samples for the normal approximation."""
     need = g.min_inferences if need is None else need
     if t_n < need:
         return GateResult(name, "wait", f"candidate has {t_n} {what}, needs {need}", figures)
@@ -74,9 +74,6 @@ def short_of(name: str, figures: dict, t_n: int, c_n: int | None, g: "Gates", wh
         return GateResult(name, "wait", f"no control {what} to compare with yet", figures)
     if c_n is not None and c_n < need:
         return GateResult(name, "wait", f"control has {c_n} {what}, needs {need}", figures)
-    if devices is not None and devices < g.min_devices:
-        return GateResult(name, "wait", f"{devices} devices report, needs {g.min_devices} to know their spread",
-                          figures)
     return None
 
 
@@ -98,22 +95,84 @@ def rate_margin(control_rate: float, g: "Gates") -> float:
     return max(g.error_rate_floor, (g.max_error_rate_ratio - 1.0) * control_rate)
 
 
-def _rate_check(name: str, t: tuple, c: tuple, margin_of, g: "Gates", j: Judge, *, need: int | None = None,
-                what: str = "inferences", shown=lambda p: p, label: str | None = None) -> GateResult:
-    """Candidate rate − control rate from per-device ``(events, tries)`` arrays, against a margin.
-    ``shown`` maps a rate to the figure reported (accuracy is shown for a rate of wrong answers)."""
-    (kt, nt), (kc, nc) = t, c
+@dataclass(frozen=True)
+class Compare:
+    """The samples of one canary comparison: candidate devices and control devices in this stage,
+    and (when known) the same devices on their baseline model before the rollout. ``historical``:
+    the control is the cohort before this stage (no device is left on the old model)."""
+
+    treatment: Sample
+    control: Sample
+    treatment_before: Sample | None = None
+    control_before: Sample | None = None
+    historical: bool = False
+
+    def contrast(self, per_device, g: "Gates", *, scale: float, alpha: float) -> tuple[sq.Interval, str, int]:
+        """(interval for "candidate worse by", the design, devices behind it). ``per_device``
+        turns a Sample into ``sequential.Devices``.
+
+        Two designs, each a valid confidence sequence: candidate devices against control devices
+        as two groups; and, where devices have a baseline, each device against itself — its
+        change since before the rollout, less the control devices' change over the same time
+        (with no control left, the change alone). The first is best when devices are alike, the
+        second when they differ a lot (rooms, boards, what they hear). With both, each gets half
+        the error budget and the verdict reads their intersection, which is valid at the whole."""
+        t, c = per_device(self.treatment), per_device(self.control)
+        own = self._own_baseline(per_device, t, c, g)
+        if own is None:
+            return sq.difference(t, c, scale=scale, alpha=alpha), "groups", t.devices + c.devices
+        groups = sq.difference(t, c, scale=scale, alpha=alpha / 2)
+        changes, devices = own
+        mine = sq.difference(*changes, scale=scale, alpha=alpha / 2) if len(changes) == 2 else \
+            sq.mean(changes[0], scale=scale, alpha=alpha / 2)
+        both = sq.Interval(groups.estimate, np.maximum(groups.low, mine.low), np.minimum(groups.high, mine.high),
+                           groups.se, groups.tau2)
+        return both, "groups+own_baseline", max(devices, t.devices + c.devices)
+
+    def _own_baseline(self, per_device, t: sq.Devices, c: sq.Devices, g: "Gates"):
+        """(changes since the baseline: treatment's [, control's], devices) or None without enough."""
+        if self.treatment_before is None or not len(self.treatment_before):
+            return None
+        td = sq.change(t, per_device(self.treatment_before))
+        if self.historical:
+            return ((td,), td.devices) if td.devices >= g.min_devices else None
+        cb = self.control_before
+        cd = sq.change(c, per_device(cb)) if cb is not None and len(cb) else sq.Devices.empty()
+        if td.devices and cd.devices and td.devices + cd.devices >= g.min_devices:
+            return (td, cd), td.devices + cd.devices
+        return None
+
+
+def _too_few_devices(name: str, figures: dict, devices: int, g: "Gates") -> GateResult | None:
+    if devices < g.min_devices:
+        return GateResult(name, "wait", f"{devices} devices report, needs {g.min_devices} to know their spread",
+                          figures)
+    return None
+
+
+def _rate_check(name: str, cmp: Compare, num: str, den: str, margin_of, g: "Gates", j: Judge, *,
+                need: int | None = None, what: str = "inferences", shown=lambda p: p,
+                label: str | None = None) -> GateResult:
+    """Candidate rate − control rate of per-device ``num / den`` (``num`` may be a function of
+    a Sample), against a margin. ``shown`` maps a rate to the figure reported (accuracy is shown
+    for a rate of wrong answers)."""
+    col = (lambda s: num(s)) if callable(num) else (lambda s: s.column(num))
+    kt, nt, kc, nc = col(cmp.treatment), cmp.treatment.column(den), col(cmp.control), cmp.control.column(den)
     p_t = kt.sum() / nt.sum() if nt.sum() else None
     p_c = kc.sum() / nc.sum() if nc.sum() else None
     figures = {"candidate": _r(None if p_t is None else shown(p_t)), "control": _r(None if p_c is None else shown(p_c)),
                "candidate_n": int(nt.sum()), "control_n": int(nc.sum()), "candidate_devices": int((nt > 0).sum()),
                "control_devices": int((nc > 0).sum())}
-    devices = figures["candidate_devices"] + figures["control_devices"]
-    short = short_of(name, figures, int(nt.sum()), int(nc.sum()), g, what, need, devices)
+    short = short_of(name, figures, int(nt.sum()), int(nc.sum()), g, what, need)
     if short:
         return short
     margin = margin_of(p_c)
-    iv = sq.difference(sq.rates(kt, nt), sq.rates(kc, nc), scale=max(margin, 1e-3), alpha=j.alpha)
+    iv, design, devices = cmp.contrast(lambda s: sq.rates(col(s), s.column(den), s.ids), g,
+                                       scale=max(margin, 1e-3), alpha=j.alpha)
+    figures["design"] = design
+    short = _too_few_devices(name, figures, devices, g)
+    if short:
+        return short
     figures.update(j.figures(iv, margin))
     verdict = j.verdict(iv, margin)
     head = (f"{label or name} {figures['candidate']:.4f} vs control {figures['control']:.4f} "
@@ -121,28 +180,24 @@ def _rate_check(name: str, t: tuple, c: tuple, margin_of, g: "Gates", j: Judge, 
     return GateResult(name, verdict, worse_reason(verdict, head, iv, margin, j), figures)
 
 
-def _pair(s: Sample, num: str, den: str) -> tuple[np.ndarray, np.ndarray]:
-    return s.column(num), s.column(den)
+def error_rate(cmp: Compare, g: "Gates", j: Judge) -> GateResult:
+    return _rate_check("error_rate", cmp, "errors", "attempts", lambda p: rate_margin(p, g), g, j)
 
 
-def error_rate(t: Sample, c: Sample, g: "Gates", j: Judge) -> GateResult:
-    return _rate_check("error_rate", _pair(t, "errors", "attempts"), _pair(c, "errors", "attempts"),
-                       lambda p: rate_margin(p, g), g, j)
+def no_answer_rate(cmp: Compare, g: "Gates", j: Judge) -> GateResult:
+    return _rate_check("no_answer_rate", cmp, "no_answer", "inferences", lambda p: g.max_no_answer_increase, g, j)
 
 
-def no_answer_rate(t: Sample, c: Sample, g: "Gates", j: Judge) -> GateResult:
-    return _rate_check("no_answer_rate", _pair(t, "no_answer", "inferences"), _pair(c, "no_answer", "inferences"),
-                       lambda p: g.max_no_answer_increase, g, j)
+def _wrong(s: Sample) -> np.ndarray:
+    return s.column("feedback_n") - s.column("feedback_correct")
 
 
-def feedback_accuracy(t: Sample, c: Sample, g: "Gates", j: Judge) -> GateResult:
+def feedback_accuracy(cmp: Compare, g: "Gates", j: Judge) -> GateResult:
     """Accuracy on human labels, compared as the rate of wrong answers (worse = more wrong)."""
     name = "feedback_accuracy"
-    nt, nc = t.column("feedback_n"), c.column("feedback_n")
-    if nt.sum() == 0:
+    if cmp.treatment.column("feedback_n").sum() == 0:
         return GateResult(name, "skip", "no human feedback on the candidate", {"candidate_n": 0})
-    wrong_t, wrong_c = nt - t.column("feedback_correct"), nc - c.column("feedback_correct")
-    r = _rate_check(name, (wrong_t, nt), (wrong_c, nc), lambda p: g.max_feedback_accuracy_drop, g, j,
+    r = _rate_check(name, cmp, _wrong, "feedback_n", lambda p: g.max_feedback_accuracy_drop, g, j,
                     need=g.min_feedback, what="human labels", shown=lambda p: 1.0 - p, label="feedback accuracy")
     if r.verdict == "wait" and not g.feedback_required:
         return GateResult(name, "skip", f"{r.reason} (feedback never holds a stage: feedback_required is off)",
@@ -179,38 +234,49 @@ def latency_result(name: str, figures: dict, iv: sq.Interval, margin: float, j: 
     return GateResult(name, verdict, reason, figures)
 
 
-def latency(t: Sample, c: Sample, g: "Gates", j: Judge) -> GateResult:
+def latency(cmp: Compare, g: "Gates", j: Judge) -> GateResult:
     """Shift of the candidate's ln(latency) distribution against control's, devices as the unit."""
-    dt = sq.means(*t.latency_moments(), floor_var=LOG_MS_BIN_VARIANCE)
-    dc = sq.means(*c.latency_moments(), floor_var=LOG_MS_BIN_VARIANCE)
-    figures = latency_figures(t.histograms["latency_ms"], c.histograms["latency_ms"], dt.n, dc.n)
-    short = short_of("latency", figures, dt.n, dc.n, g, "timed inferences", devices=dt.devices + dc.devices)
+    def per_device(s: Sample) -> sq.Devices:
+        return sq.means(*s.latency_moments(), floor_var=LOG_MS_BIN_VARIANCE, ids=s.ids)
+
+    dt, dc = per_device(cmp.treatment), per_device(cmp.control)
+    figures = latency_figures(cmp.treatment.histograms["latency_ms"], cmp.control.histograms["latency_ms"],
+                              dt.n, dc.n)
+    short = short_of("latency", figures, dt.n, dc.n, g, "timed inferences")
     if short:
         return short
-    tau2 = sq.between_variance(dt, dc)
-    control_log_ms = float(sq.pooled_mean(dc, tau2)[0])
+    control_log_ms = float(sq.pooled_mean(dc, sq.between_variance(dc))[0])
     margin = latency_margin(control_log_ms, g)
-    iv = sq.difference(dt, dc, scale=margin, alpha=j.alpha)
-    return latency_result("latency", figures, iv, margin, j, g, math.exp(control_log_ms))
+    iv, figures["design"], devices = cmp.contrast(per_device, g, scale=margin, alpha=j.alpha)
+    return _too_few_devices("latency", figures, devices, g) or \
+        latency_result("latency", figures, iv, margin, j, g, math.exp(control_log_ms))
 
 
 # --- label mix ---------------------------------------------------------------------------------
 
 
-def label_mix(t: Sample, c: Sample, g: "Gates", j: Judge) -> GateResult:
+def label_mix(cmp: Compare, g: "Gates", j: Judge) -> GateResult:
     """Each label's share of answers, candidate against control, both directions; the check's
     error budget is split over the labels."""
+    t, c = cmp.treatment, cmp.control
     labels = sorted(set(t.label_names()) | set(c.label_names()))
     ct, cc = t.label_counts(labels), c.label_counts(labels)
     nt, nc = ct.sum(axis=1), cc.sum(axis=1)
     figures = {"candidate_n": int(nt.sum()), "control_n": int(nc.sum()), "labels": len(labels),
                "max_change": g.max_label_share_change}
-    short = short_of("label_mix", figures, int(nt.sum()), int(nc.sum()), g, "answers",
-                     devices=int((nt > 0).sum() + (nc > 0).sum()))
+    short = short_of("label_mix", figures, int(nt.sum()), int(nc.sum()), g, "answers")
     if short:
         return short
     margin, per_label = g.max_label_share_change, Judge(j.alpha / len(labels), j.widen)
-    ivs = sq.difference(sq.rates(ct, nt), sq.rates(cc, nc), scale=max(margin, 1e-3), alpha=per_label.alpha)
+
+    def per_device(s: Sample) -> sq.Devices:
+        counts = s.label_counts(labels)
+        return sq.rates(counts, counts.sum(axis=1), s.ids)
+
+    ivs, figures["design"], devices = cmp.contrast(per_device, g, scale=max(margin, 1e-3), alpha=per_label.alpha)
+    short = _too_few_devices("label_mix", figures, devices, g)
+    if short:
+        return short
     table, verdicts = {}, {}
     for k, lab in enumerate(labels):
         iv = ivs.column(k)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cloud.delivery import Delivery
 from cloud.rollout.core import FAILURE_EVENTS, DeviceEvent, DeviceState, Observations, decide
-from cloud.rollout.gates import Sample
+from cloud.rollout.gates import Sample, Totals
 from cloud.rollout.repo import RolloutRepo
 from cloud.rollout.state import Rollout
 from shared.errors import HarkenError
@@ -55,6 +55,7 @@ class Controller:
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
         self._leader = False
+        self._baselines: dict[tuple, dict] = {}
 
     @property
     def leader(self) -> bool:
@@ -104,6 +105,7 @@ class Controller:
         obs = Observations(states=states, events=self._events(r), commands=self.repo.open_commands(r.id))
         if r.status in ("running", "awaiting_approval") and r.stage_started_t is not None:
             obs.treatment, obs.control = self.samples(r)
+            obs.treatment_before, obs.control_before = self.baselines(r)
         return obs
 
     def _events(self, r: Rollout) -> list[DeviceEvent]:
@@ -127,3 +129,26 @@ class Controller:
         windows = self.store.windows(devices=src.control, since=src.control_since, until=src.control_until)
         control = Sample.of(w for w in windows if w.get("model") == r.baseline[w["device"]].active)
         return treatment, control
+
+    def baselines(self, r: Rollout) -> tuple[Sample | None, Sample | None]:
+        """The stage's treatment and control devices on their baseline model before the rollout
+        switched models (``Sources.before_*``). That period is over, so it is read once per rollout."""
+        src = r.sources()
+        if src.paired or src.before_since is None:
+            return None, None
+        key = (r.id, src.before_since, src.before_until)
+        if key not in self._baselines:
+            windows = self.store.windows(devices=r.devices, since=src.before_since, until=src.before_until)
+            per_device = {}
+            for w in windows:
+                if w.get("model") == r.baseline[w["device"]].active:
+                    per_device.setdefault(w["device"], Totals()).add(w)
+            self._baselines[key] = per_device
+            while len(self._baselines) > 8:  # a few rollouts at a time hold the memory
+                self._baselines.pop(next(iter(self._baselines)))
+        per_device = self._baselines[key]
+
+        def of(devices: list[str]) -> Sample:
+            return Sample.from_totals({d: per_device[d] for d in devices if d in per_device})
+
+        return of(src.treatment), of([] if src.historical else src.control)

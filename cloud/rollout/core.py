@@ -74,11 +74,16 @@ class Command:
 
 @dataclass
 class Observations:
+    """What the controller read for one tick. ``treatment_before`` / ``control_before``: the same
+    devices on their baseline model before the rollout (``Rollout.sources``), when known."""
+
     states: dict[str, DeviceState] = field(default_factory=dict)
     events: list[DeviceEvent] = field(default_factory=list)
     treatment: Sample = field(default_factory=Sample)
     control: Sample = field(default_factory=Sample)
     commands: list[Command] = field(default_factory=list)
+    treatment_before: Sample | None = None
+    control_before: Sample | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,7 @@ def _command(tick: _Tick, cmd: Command) -> None:
 def _start(tick: _Tick) -> None:
     r = tick.r
     tick.decision.actions.append(Action("publish_bundle", model=r.model, reason="rollout start"))
-    r.stage = 0
+    r.stage, r.started_t = 0, tick.now
     tick.transition("running", "started", f"started {r.model_label} on {len(r.devices)} devices ({r.cohort}); "
                                           f"plan {' → '.join(s.label for s in r.plan)}")
     _begin_stage(tick)
@@ -202,6 +207,8 @@ def _begin_stage(tick: _Tick) -> None:
     r = tick.r
     r.stage_started_t = tick.now
     stage = r.plan[r.stage]
+    if stage.kind != "shadow" and r.baseline_until_t is None:
+        r.baseline_until_t = tick.now  # devices ran their baseline model until now
     targets = {d: r.target_for(d, r.stage) for d in r.devices}
     tick.send(targets, r.stage, f"stage {r.stage + 1}: {stage.label}")
     tick.log("stage_started", f"stage {r.stage + 1}/{len(r.plan)} {stage.label} on "
@@ -310,7 +317,8 @@ def _gate(tick: _Tick, obs: Observations) -> None:
     r = tick.r
     stage = r.plan[r.stage]
     results = evaluate(stage.kind, obs.treatment, obs.control, r.gates, stages=len(r.plan),
-                       guard=is_guard_stage(r.plan, r.stage, r.gates.guard_below_percent))
+                       guard=is_guard_stage(r.plan, r.stage, r.gates.guard_below_percent),
+                       before=(obs.treatment_before, obs.control_before), historical=r.sources().historical)
     verdict = overall(results)
     figures = {x.gate: x.as_dict() for x in results}
     _record_verdict(tick, verdict, results)

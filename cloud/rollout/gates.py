@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from cloud.rollout import checks, shadow_checks
-from cloud.rollout.checks import GateResult, Judge
+from cloud.rollout.checks import Compare, GateResult, Judge
 from cloud.rollout.sample import Sample, Totals
 from shared.config import load_config, setting
 
@@ -116,14 +116,19 @@ def gate_alpha(gates: Gates, kind: str, stages: int) -> float:
 
 
 def evaluate(kind: str, treatment: Sample, control: Sample, gates: Gates, *, stages: int = 1,
-             guard: bool = False) -> list[GateResult]:
+             guard: bool = False, before: tuple[Sample | None, Sample | None] = (None, None),
+             historical: bool = False) -> list[GateResult]:
     """All gates of one stage kind. ``shadow`` reads the treatment's paired shadow figures
     (``control`` is not used: the active model on the same utterances is the control).
-    ``guard``: a guard stage, which passes on margins ``guard_margin_factor`` times wider."""
+    ``guard``: a guard stage, which passes on margins ``guard_margin_factor`` times wider.
+    ``before``: the treatment's and control's devices on their baseline model before the
+    rollout, to compare each device with itself (``checks.Compare``); ``historical``: the
+    control is the cohort before this stage."""
     judge = Judge(gate_alpha(gates, kind, stages), gates.guard_margin_factor if guard else 1.0)
     if kind == "shadow":
         return [CHECKS[name](treatment, gates, judge) for name in GATES_BY_KIND[kind]]
-    return [CHECKS[name](treatment, control, gates, judge) for name in GATES_BY_KIND[kind]]
+    cmp = Compare(treatment, control, before[0], before[1], historical)
+    return [CHECKS[name](cmp, gates, judge) for name in GATES_BY_KIND[kind]]
 
 
 def overall(results: list[GateResult]) -> str:

@@ -134,7 +134,8 @@ class Sample:
     @classmethod
     def from_totals(cls, per_device: dict[str, Totals]) -> "Sample":
         rows = list(per_device.values())
-        counts = np.array([[getattr(t, c) for c in COUNTERS] for t in rows], dtype=float).reshape(len(rows), -1)
+        counts = np.array([[getattr(t, c) for c in COUNTERS] for t in rows], dtype=float).reshape(
+            len(rows), len(COUNTERS))
         hists = {h: np.array([getattr(t, h) for t in rows], dtype=float).reshape(len(rows), LATENCY_BINS)
                  for h in HISTOGRAMS}
         tables = {}

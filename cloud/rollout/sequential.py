@@ -40,6 +40,7 @@ class Devices:
     estimate: np.ndarray
     variance: np.ndarray  # within-device sampling variance of each estimate
     count: np.ndarray  # observations behind each estimate (for figures and minimums)
+    ids: tuple = ()  # the devices, when known (to pair a device's periods)
 
     @property
     def n(self) -> int:
@@ -55,7 +56,11 @@ class Devices:
         return cls(z, z, z)
 
 
-def rates(k, n) -> Devices:
+def _kept(ids, keep) -> tuple:
+    return tuple(d for d, k in zip(ids, keep) if k) if ids is not None else ()
+
+
+def rates(k, n, ids=None) -> Devices:
     """Devices' rates ``k_i / n_i`` (``k`` may hold several columns, e.g. one per label). The
     within variance uses the group's smoothed pooled rate, ``p̃ = (Σk + 1) / (Σn + 2)``: a device
     with no event in 40 tries is not certain of anything."""
@@ -65,10 +70,10 @@ def rates(k, n) -> Devices:
     if k.ndim == 2:
         n = n[:, None]
     p = (k.sum(axis=0) + 1.0) / (n.sum(axis=0) + 2.0)
-    return Devices(k / n, p * (1.0 - p) / n + 0 * k, np.broadcast_to(n, k.shape).copy())
+    return Devices(k / n, p * (1.0 - p) / n + 0 * k, np.broadcast_to(n, k.shape).copy(), _kept(ids, keep))
 
 
-def means(n, total, total_sq, *, floor_var: float) -> Devices:
+def means(n, total, total_sq, *, floor_var: float, ids=None) -> Devices:
     """Devices' means from per-device ``(count, Σx, Σx²)``; the within variance is pooled over
     the group's devices, at least ``floor_var`` (e.g. the resolution of a histogram)."""
     n, s, ss = (np.asarray(a, dtype=float) for a in (n, total, total_sq))
@@ -79,12 +84,24 @@ def means(n, total, total_sq, *, floor_var: float) -> Devices:
     within = ss - s * s / n
     dof = float((n - 1).sum())
     var = max(floor_var, float(within.sum()) / dof if dof > 0 else floor_var)
-    return Devices(s / n, var / n, n)
+    return Devices(s / n, var / n, n, _kept(ids, keep))
 
 
 def paired(a: Devices, b: Devices) -> Devices:
     """Per-device differences ``a_i − b_i`` of two estimates on the same devices (same order)."""
-    return Devices(a.estimate - b.estimate, a.variance + b.variance, np.minimum(a.count, b.count))
+    return Devices(a.estimate - b.estimate, a.variance + b.variance, np.minimum(a.count, b.count), a.ids)
+
+
+def change(after: Devices, before: Devices) -> Devices:
+    """Each device's change from its own ``before`` (devices with data in both periods): what
+    a device is like — its room, its board, what it hears — cancels."""
+    where = {d: i for i, d in enumerate(before.ids)}
+    rows = [(i, where[d]) for i, d in enumerate(after.ids) if d in where]
+    if not rows:
+        return Devices.empty()
+    a, b = (np.array(x, dtype=int) for x in zip(*rows))
+    pick = lambda g, r: Devices(g.estimate[r], g.variance[r], g.count[r], tuple(g.ids[i] for i in r))  # noqa: E731
+    return paired(pick(after, a), pick(before, b))
 
 
 def between_variance(*groups: Devices):

@@ -168,8 +168,10 @@ def _rollout(model: FleetModel, gates: Gates, policy: Policy, steps: str | None,
 
 def run_canary(model: FleetModel, effect: Effect, seed: int, *, gates: Gates | None = None,
                policy: Policy | None = None, steps: str | None = None, tick_s: float = 300.0,
-               max_s: float | None = None) -> Outcome:
-    """One simulated canary rollout to its end (or to ``max_s``: status stays ``running``)."""
+               max_s: float | None = None, warmup_s: float = 3600.0) -> Outcome:
+    """One simulated canary rollout to its end (or to ``max_s``: status stays ``running``).
+    The fleet runs the old model for ``warmup_s`` before the rollout starts (the devices'
+    baselines)."""
     rng = np.random.default_rng(seed)
     fleet = SimFleet(model, effect, rng)
     r = _rollout(model, gates or Gates(), policy or Policy(), steps, f"sim-{seed}")
@@ -177,8 +179,12 @@ def run_canary(model: FleetModel, effect: Effect, seed: int, *, gates: Gates | N
     running = np.zeros(model.devices, dtype=int)
     inbox: dict[str, DesiredTarget] = {}
     ledger = _Ledger(fleet, model.devices)
-    max_s = max_s or (len(r.plan) + 1) * r.policy.stage_timeout_s
     now, decided = 0.0, []
+    while now < warmup_s:
+        ledger.record(running, tick_s, now + tick_s)
+        now += tick_s
+    r.created_t = now
+    max_s = now + (max_s or (len(r.plan) + 1) * r.policy.stage_timeout_s)
     states = [DeviceState(active=OLD, automation="full"), DeviceState(active=NEW, automation="full")]
     while now <= max_s:
         for d, target in inbox.items():
@@ -186,7 +192,7 @@ def run_canary(model: FleetModel, effect: Effect, seed: int, *, gates: Gates | N
         inbox.clear()
         obs = Observations(states={d: states[running[i]] for d, i in index.items()})
         if r.status == "running" and r.stage_started_t is not None:
-            obs.treatment, obs.control = _samples(r, ledger, index)
+            obs.treatment, obs.control, obs.treatment_before, obs.control_before = _samples(r, ledger, index)
         stage_before, started = r.stage, r.stage_started_t
         result = decide(r, obs, now)
         r = result.rollout
@@ -195,19 +201,26 @@ def run_canary(model: FleetModel, effect: Effect, seed: int, *, gates: Gates | N
         for action in result.actions:
             inbox.update(action.targets)
         if r.status in TERMINAL:
-            return Outcome(r.status, r.stage, r.reason, now, decided)
+            return Outcome(r.status, r.stage, r.reason, now - r.created_t, decided)
         ledger.record(running, tick_s, now + tick_s)
         now += tick_s
-    return Outcome(r.status, r.stage, r.reason, now, decided)
+    return Outcome(r.status, r.stage, r.reason, now - r.created_t, decided)
 
 
-def _samples(r: Rollout, ledger: _Ledger, index: dict[str, int]) -> tuple[Sample, Sample]:
+def _samples(r: Rollout, ledger: _Ledger, index: dict[str, int]) -> tuple:
+    """(treatment, control, treatment before, control before), cut as ``Controller`` cuts them."""
     src = r.sources()
-    rows_t = np.array([index[d] for d in src.treatment], dtype=int)
-    rows_c = np.array([index[d] for d in src.control], dtype=int)
-    treatment = ledger.sample(1, rows_t, src.treatment, src.since, None)
-    control = ledger.sample(0, rows_c, src.control, src.control_since, src.control_until)
-    return treatment, control
+
+    def cut(model: int, devices: list[str], since: float, until: float | None) -> Sample:
+        return ledger.sample(model, np.array([index[d] for d in devices], dtype=int), devices, since, until)
+
+    treatment = cut(1, src.treatment, src.since, None)
+    control = cut(0, src.control, src.control_since, src.control_until)
+    if src.before_since is None:
+        return treatment, control, None, None
+    before_control = [] if src.historical else src.control
+    return (treatment, control, cut(0, src.treatment, src.before_since, src.before_until),
+            cut(0, before_control, src.before_since, src.before_until))
 
 
 def _decision_figures(stage: int, seconds: float, obs: Observations) -> dict:

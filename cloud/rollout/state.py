@@ -32,6 +32,7 @@ ACTIVE = frozenset({"pending", "running", "paused", "awaiting_approval"})
 TERMINAL = frozenset({"completed", "rolled_back", "aborted", "failed"})
 APPROVALS = ("auto", "manual")
 MIN_BASELINE_S = 300.0  # shortest look-back for a control taken from before the stage
+BASELINE_LOOKBACK_S = 3600.0  # each device's own baseline: its windows on the old model from this long before the start
 # A stage that has not decided after 4 h fails closed. Long enough for a 5 % step of a fleet of
 # about a thousand devices to show non-inferiority at the default margins (scripts/bench_gates.py),
 # 24 default bakes; a stage that cannot decide in that time will not decide in a day either.
@@ -71,7 +72,11 @@ class Sources:
     """The windows a stage compares. Treatment: windows of ``treatment`` devices from ``since``
     that ran the candidate (as the active model, or as the shadow when ``paired``: then those
     windows are their own control, the active model on the same utterances). Control: windows
-    of ``control`` devices in ``[control_since, control_until)`` that ran their baseline model."""
+    of ``control`` devices in ``[control_since, control_until)`` that ran their baseline model
+    (``historical``: the cohort before this stage, as no device is left on the old model).
+    Baselines: every device's windows on its baseline model in ``[before_since, before_until)``
+    — from an hour before the rollout started until its first stage that switches models — so
+    each device can be compared with itself."""
 
     treatment: list[str]
     since: float
@@ -79,6 +84,9 @@ class Sources:
     control: list[str] = field(default_factory=list)
     control_since: float | None = None
     control_until: float | None = None
+    historical: bool = False
+    before_since: float | None = None
+    before_until: float | None = None
 
 
 @dataclass
@@ -135,6 +143,8 @@ class Rollout:
     resume_status: str | None = None
     settled: bool = True
     previous_stage_started_t: float | None = None  # when the stage before this one began
+    started_t: float | None = None  # when the controller started the rollout
+    baseline_until_t: float | None = None  # when the first stage that switches models began
 
     def __post_init__(self):
         for d in self.devices:
@@ -157,14 +167,17 @@ class Rollout:
         treatment = self.stage_devices()
         if stage.kind == "shadow":
             return Sources(treatment, since, paired=True)
+        before = {}
+        if self.started_t is not None and self.baseline_until_t is not None:
+            before = {"before_since": self.started_t - BASELINE_LOOKBACK_S, "before_until": self.baseline_until_t}
         control = self.control_devices()
         if control:
-            return Sources(treatment, since, control=control, control_since=since)
+            return Sources(treatment, since, control=control, control_since=since, **before)
         # nobody left on the old model: the cohort on the old model before this stage began,
         # back to when the previous stage began (its control devices), at least one bake
         lookback = max(stage.bake_s, MIN_BASELINE_S, since - (self.previous_stage_started_t or since))
         return Sources(treatment, since, control=list(self.devices), control_since=since - lookback,
-                       control_until=since)
+                       control_until=since, historical=True, **before)
 
     def target_for(self, device: str, index: int) -> DesiredTarget:
         """What ``device`` should run during stage ``index``."""

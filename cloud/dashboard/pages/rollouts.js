@@ -52,8 +52,13 @@ function stages(r) {
       badge(st.status))));
 }
 
-const figures = (f) => Object.entries(f || {}).filter(([, v]) => v === null || typeof v !== "object")
+const scalars = (f) => Object.entries(f || {}).filter(([, v]) => v === null || typeof v !== "object")
   .map(([k, v]) => `${k} ${fmtValue(v)}`).join(" · ");
+// per-label tables (label mix: shares and the interval of their change; shadow: answers of each model)
+const byLabel = (t) => Object.entries(t).map(([label, row]) => `${label}: ${scalars(row)}`).join(" | ");
+const figures = (f) => (f && f.by_label
+  ? h("div", {}, scalars(f), h("div", { class: "muted by-label" }, `by label — ${byLabel(f.by_label)}`))
+  : scalars(f));
 
 export async function rolloutPage({ params, rerender }) {
   const r = await get(`/api/rollouts/${params[0]}`);

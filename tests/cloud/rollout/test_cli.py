@@ -90,6 +90,9 @@ def test_rollout_commands_from_start_to_status(env, model_group, mosquitto):
     assert "shadow 100% → canary 50% → canary 100%" in r.output
     r = invoke(rollout_group, ["start", "kws:2", "--cohort", "device:dev-1"], e)
     assert r.exit_code != 0 and "are in rollout" in str(r.exception)
+    r = invoke(rollout_group, ["start", "kws:2", "--bake", "30m", "--stage-timeout", "20m"], e)
+    assert r.exit_code != 0 and "the stage timeout (1200 s) must be longer than the longest bake (1800 s)" \
+        in str(r.exception)
 
     listed = json.loads(invoke(rollout_group, ["list", "--json"], e).output)
     assert [(x["id"], x["status"], x["stages"]) for x in listed] == [(rid, "pending", 3)]
@@ -113,5 +116,6 @@ def test_rollout_commands_from_start_to_status(env, model_group, mosquitto):
     full = json.loads(invoke(rollout_group, ["status", rid, "--json"], e).output)
     assert [x["event"] for x in full["log"]] == ["created", "started", "stage_started", "verdict", "paused"]
     assert full["rollout"]["policy"]["deadline_s"] == 30.0
+    assert full["rollout"]["policy"]["stage_timeout_s"] == 4 * 3600.0  # finite by default
     r = invoke(rollout_group, ["approve", "nope"], e)
     assert r.exit_code != 0 and "no rollout 'nope'" in str(r.exception)

@@ -32,11 +32,11 @@ def state(device: str, active: str, t: float, shadow: str | None = None, rev: in
 def windows(device: str, model: str, t: float, n: int = 3, *, errors: int = 0, seq0: int = 0) -> list[dict]:
     out = []
     for i in range(n):
-        w = make_window(device, boot=1, seq=seq0 + i, model=model, t_start=t, duration_s=1.0, scale=20,
-                        labels={"yes": 50, "no": 50})
+        w = make_window(device, boot=1, seq=seq0 + i, model=model, t_start=t, duration_s=1.0, scale=200,
+                        labels={"yes": 500, "no": 500})
         w["t_start"] = t + i
         w["software"]["errors"] = errors
-        w["software"]["latency_ms"]["model"] = [0] * 8 + [100] + [0] * 9  # every inference 5.6-10 ms
+        w["software"]["latency_ms"]["model"] = [0] * 8 + [1000] + [0] * 9  # every inference 5.6-10 ms
         out.append(w)
     return out
 

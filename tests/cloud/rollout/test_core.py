@@ -267,3 +267,32 @@ def test_gates_file_values_reach_the_verdict():
     r = make_rollout(gates=Gates(min_inferences=10000))
     r, _, _ = run(r, FakeFleet(r.devices), until=200, treatment=healthy, control=healthy)
     assert r.stage == 0 and "needs 10000" in r.verdicts[0]["gates"][0]["reason"]
+
+
+def test_sources_name_each_sides_windows_and_every_devices_baseline():
+    from cloud.rollout.state import BASELINE_LOOKBACK_S, MIN_BASELINE_S
+
+    plan = [Stage("shadow", 100, 30), Stage("canary", 25, 60), Stage("canary", 100, 60)]
+    r = make_rollout(plan=plan)
+    fleet = FakeFleet(r.devices)
+
+    def treatment(r, t):
+        return sample(4000, shadow_agree=3900) if r.current_stage.kind == "shadow" else sample(4000)
+
+    seen = []
+    r, log, _ = run(r, fleet, until=80, treatment=lambda r, t: seen.append(r.sources()) or treatment(r, t),
+                    control=healthy)
+    shadow = seen[1]
+    assert shadow.paired and shadow.treatment == r.devices and shadow.before_since is None
+    canary_start = events(log, "stage_started")[1].t
+    assert r.started_t == 0.0 and r.baseline_until_t == canary_start  # the shadow stage still ran the old model
+    src = r.sources()
+    assert src.treatment == r.devices[:5] and src.control == r.devices[5:] and src.control_since == canary_start
+    assert (src.before_since, src.before_until) == (-BASELINE_LOOKBACK_S, canary_start) and not src.historical
+    r, log, _ = run(r, fleet, start=85, until=130, treatment=treatment, control=healthy)
+    assert r.status == "running" and r.stage == 2  # baking the 100 % stage
+    last_start = events(log, "stage_started")[-1].t
+    full = r.sources()
+    assert full.historical and full.control == r.devices and full.control_until == last_start
+    assert full.control_since == last_start - max(60, MIN_BASELINE_S, last_start - canary_start)
+    assert (full.before_since, full.before_until) == (-BASELINE_LOOKBACK_S, canary_start)

@@ -19,6 +19,7 @@ ALPHA = gate_alpha(Gates(), "canary", 3)  # the default canary plan's budget per
 
 
 def by_gate(kind: str, t: Sample, c: Sample, g: Gates | None = None, **kw) -> dict:
+    """Gate name → result, in the default canary plan (three stages)."""
     return {r.gate: r for r in evaluate(kind, t, c, g or Gates(), stages=3, **kw)}
 
 
@@ -203,6 +204,38 @@ def test_label_mix_passes_alike_mixes_and_fails_a_shifted_one_naming_the_label()
     skewed = by_gate("canary", sample(4000, labels={"yes": 3000, "no": 1000}), sample(4000))["label_mix"]
     assert skewed.verdict == "fail" and "'yes' 0.750 vs control 0.500" in skewed.reason
     assert skewed.figures["by_label"]["yes"]["low"] > 0.1
+
+
+def _hearing(mixes: np.ndarray, n: int, rng, shift: np.ndarray | None = None, prefix: str = "d") -> Sample:
+    """Devices that each hear their own mix of words (``shift`` added to every device's shares)."""
+    per = {}
+    for i, mix in enumerate(mixes):
+        p = mix if shift is None else np.clip(mix + shift, 0, None) / np.clip(mix + shift, 0, None).sum()
+        counts = rng.multinomial(n, p)
+        t = Totals(windows=1, inferences=n, labels={f"w{k}": int(c) for k, c in enumerate(counts) if c})
+        t.latency_ms[10] = n
+        per[f"{prefix}{i:02d}"] = t
+    return Sample.from_totals(per)
+
+
+def test_each_device_against_its_own_baseline_sees_through_what_devices_hear():
+    rng = np.random.default_rng(5)
+    mixes = rng.dirichlet(np.full(6, 1.5), 20)  # every device hears its own words: shares differ by ~15 points
+    t_mix, c_mix = mixes[:10], mixes[10:]
+    after_t, after_c = _hearing(t_mix, 2000, rng), _hearing(c_mix, 2000, rng, prefix="c")
+    before_t, before_c = _hearing(t_mix, 2000, rng), _hearing(c_mix, 2000, rng, prefix="c")
+    groups = by_gate("canary", after_t, after_c)["label_mix"]
+    assert groups.verdict == "wait" and groups.figures["design"] == "groups"  # 10 vs 10 devices: too spread
+    own = by_gate("canary", after_t, after_c, before=(before_t, before_c))["label_mix"]
+    assert own.verdict == "pass" and own.figures["design"] == "groups+own_baseline"
+    # the same devices, a candidate that moves 15 points of every device's answers to one word
+    shift = np.array([0.15, -0.03, -0.03, -0.03, -0.03, -0.03])
+    moved = _hearing(t_mix, 2000, rng, shift)
+    worse = by_gate("canary", moved, after_c, before=(before_t, before_c))["label_mix"]
+    assert worse.verdict == "fail" and "'w0'" in worse.reason
+    # no device left on the old model: each device against itself alone
+    alone = by_gate("canary", after_t, after_c, before=(before_t, None), historical=True)["label_mix"]
+    assert alone.verdict == "pass"
 
 
 # --- guard stages and the budget -----------------------------------------------------------------
