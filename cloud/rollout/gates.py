@@ -7,7 +7,13 @@ of that kind and the gate is optional). Each result carries its figures and a on
 Every gate is a non-inferiority comparison on an anytime-valid confidence sequence
 (``cloud.rollout.sequential``) with the device as the unit of variance: it passes when the
 whole interval for "how much worse than control" is inside the margin, fails when the whole
-interval is beyond it, and waits otherwise. The gates, their metrics and margins:
+interval is beyond it, and waits otherwise. A canary comparison intersects two sequences,
+each on half the gate's budget (``checks.Compare``): candidate devices against control
+devices, and each device against its own baseline on the old model before the rollout (less
+the control devices' change), which sees through devices that differ a lot. A canary step
+on under ``guard_below_percent`` of the cohort, with a larger step after it, is a guard
+stage: it still fails on the margins but passes within ``guard_margin_factor`` times them,
+as its few devices cannot resolve the margins and the larger step can. The gates:
 
     canary / blue-green (candidate devices against control devices; with no control devices
     left, against the cohort's windows on the old model before the stage):

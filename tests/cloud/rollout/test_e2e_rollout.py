@@ -225,11 +225,11 @@ def _gate(rollout, stage: int, name: str) -> dict:
 
 def test_better_model_goes_shadow_canary_full_with_an_offline_device_and_a_collector_restart(world):
     w = world
+    w.wait(lambda: min(_inferences(w, w.models["1"]).values()) >= BASELINE_INFERENCES, 600,
+           f"every device to answer {BASELINE_INFERENCES} utterances on kws:1 (its own baseline)")
     away = w.agents[N_DEVICES - 1]
     away.stop()  # offline when the rollout starts: its retained state still names kws:1
     w.wait(lambda: w.store.device(away.device_id)["online"] is False, 30, "the device to be seen offline")
-    w.wait(lambda: min(_inferences(w, w.models["1"]).values()) >= BASELINE_INFERENCES, 600,
-           f"every device to answer {BASELINE_INFERENCES} utterances on kws:1 (its own baseline)")
     r = w.service.start("kws:2", "fleet", "shadow,canary", steps="50,100", bake="15s",
                         policy={"deadline_s": 30.0, "max_attempts": 6})
     r = w.service.get(r.id)

@@ -9,10 +9,10 @@ import pytest
 
 from cloud.rollout import sequential as sq
 from cloud.rollout.gates import Gates, Sample, Totals, evaluate, gate_alpha, overall
-from cloud.rollout.state import DEFAULT_STAGE_TIMEOUT_S, Policy
+from cloud.rollout.state import DEFAULT_STAGE_TIMEOUT_S, Policy, Rollout
 from shared.histogram import LATENCY_MS_EDGES
 
-from tests.cloud.rollout.fakes import sample
+from tests.cloud.rollout.fakes import make_rollout, sample
 from tests.shared.windows import make_window
 
 ALPHA = gate_alpha(Gates(), "canary", 3)  # the default canary plan's budget per gate
@@ -264,6 +264,15 @@ def test_settings_of_older_rollouts_are_read_and_a_zero_timeout_becomes_finite()
     old = {"min_inferences": 60, "z_fail": 2.33, "max_label_distance": 0.3, "latency_ratio_floor_ms": 50.0}
     assert Gates.from_dict(old) == Gates(min_inferences=60)
     assert Policy.from_dict({"deadline_s": 30.0, "stage_timeout_s": 0.0}).stage_timeout_s == DEFAULT_STAGE_TIMEOUT_S
+    # a rollout persisted before this version (its JSON as the store keeps it) loads and carries on
+    doc = make_rollout().to_dict()
+    for new in ("started_t", "baseline_until_t", "previous_stage_started_t"):
+        del doc[new]
+    doc.update(control_ref=None, gates={**old, "max_latency_p99_ms": 500.0},
+               policy={**doc["policy"], "stage_timeout_s": 0.0})
+    r = Rollout.from_dict(doc)
+    assert r.gates == Gates(min_inferences=60) and r.policy.stage_timeout_s == DEFAULT_STAGE_TIMEOUT_S
+    assert r.sources().before_since is None  # no baseline period known: groups only
 
 
 # --- shadow --------------------------------------------------------------------------------------
