@@ -11,11 +11,15 @@ the rollout controller is ticked once a second, as the collector does.
 
 Every rollout runs with the default gates (margins, error budget, minimum samples); only time
 settings (bakes, device deadlines) and the canary steps are chosen for the test. Twenty agents
-in one process give a few inferences a second in all, so the good rollout takes minutes: a
-25 % step (5 devices) could not show the label mix within 10 points in a test's time, a 50 %
-step can, with every device's own baseline on kws:1 (collected before the rollout starts).
+in one process give a few inferences a second in all (and starve each other on a loaded
+machine), and each device loops its own 40 clips, so how a model change moves one word's share
+differs from device to device: a partial step (5 or 10 devices against the rest) cannot show
+the label mix within its 10-point margin in a test's time. The good rollout therefore goes
+shadow → canary 100 %, where every device is compared with its own baseline on kws:1
+(collected before the rollout starts); partial steps are judged in the unit tests, the
+controller test and the simulation.
 
-- kws:2 goes shadow → canary 50 % → 100 % in full automation; one device is offline when the
+- kws:2 goes shadow → canary 100 % in full automation; one device is offline when the
   rollout starts and converges when it returns; the collector and its controller are killed
   mid-rollout and a new pair takes over from the persisted state.
 - kws:3 with the same plan is rolled back in its shadow stage, before any canary step, and the
@@ -230,7 +234,7 @@ def test_better_model_goes_shadow_canary_full_with_an_offline_device_and_a_colle
     away = w.agents[N_DEVICES - 1]
     away.stop()  # offline when the rollout starts: its retained state still names kws:1
     w.wait(lambda: w.store.device(away.device_id)["online"] is False, 30, "the device to be seen offline")
-    r = w.service.start("kws:2", "fleet", "shadow,canary", steps="50,100", bake="15s",
+    r = w.service.start("kws:2", "fleet", "shadow,canary", steps="100", bake="15s",
                         policy={"deadline_s": 30.0, "max_attempts": 6})
     r = w.service.get(r.id)
     assert len(r.devices) == N_DEVICES
@@ -239,7 +243,7 @@ def test_better_model_goes_shadow_canary_full_with_an_offline_device_and_a_colle
     away.start()  # comes back: the retained desired state and bundle are waiting for it
     w.wait(lambda: (w.states()[away.device_id].get("models") or {}).get("shadow") == w.models["2"], 120,
            "the returning device to run kws:2 as shadow")
-    w.wait(lambda: w.rollout(r.id).stage >= 1, 240, "promotion from the shadow stage")
+    w.wait(lambda: w.rollout(r.id).stage >= 1, 600, "promotion from the shadow stage")
     # the collector (and its controller) die mid-rollout; a new one takes over from the store
     w.kill_collector()
     stage_at_kill = w.rollout(r.id).stage
@@ -254,7 +258,7 @@ def test_better_model_goes_shadow_canary_full_with_an_offline_device_and_a_colle
                for s in states.values())
     log = _log(w, r.id)
     events = [e["event"] for e in log]
-    assert events.count("stage_started") == 3 and events[-1] in ("completed", "settled")
+    assert events.count("stage_started") == 2 and events[-1] in ("completed", "settled")
     agreement = _gate(done, 0, "shadow_agreement")
     assert agreement["verdict"] == "pass" and agreement["figures"]["low"] >= 0.8  # the default minimum
     assert agreement["figures"]["by_label"]  # the per-keyword table is kept
