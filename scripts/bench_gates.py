@@ -78,7 +78,7 @@ def _js(a, b) -> float:
     return math.sqrt(max(div, 0.0))
 
 
-def legacy_evaluate(kind, t, c, gates, *, stages=1, guard=False) -> list[GateResult]:
+def legacy_evaluate(kind, t, c, gates, **_) -> list[GateResult]:
     """The canary gates of main@fb3196b with their defaults, on the same samples."""
     tt, ct = t.total, c.total
     out = [_legacy_rate("error_rate", tt.errors, tt.attempts, ct.errors, ct.attempts, 0.01, ceiling=0.02),

@@ -209,7 +209,7 @@ def _begin_stage(tick: _Tick) -> None:
     stage = r.plan[r.stage]
     if stage.kind != "shadow" and r.baseline_until_t is None:
         r.baseline_until_t = tick.now  # devices ran their baseline model until now
-    targets = {d: r.target_for(d, r.stage) for d in r.devices}
+    targets = r.targets_for(r.stage)
     tick.send(targets, r.stage, f"stage {r.stage + 1}: {stage.label}")
     tick.log("stage_started", f"stage {r.stage + 1}/{len(r.plan)} {stage.label} on "
                               f"{len(r.stage_devices())} of {len(r.devices)} devices, bake {stage.bake_s:.0f} s",

@@ -28,7 +28,7 @@ for its margin cannot decide, and fails closed at its timeout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Devices:
     estimate: np.ndarray
     variance: np.ndarray  # within-device sampling variance of each estimate
     count: np.ndarray  # observations behind each estimate (for figures and minimums)
-    ids: tuple = ()  # the devices, when known (to pair a device's periods)
+    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))  # devices, to pair periods
 
     @property
     def n(self) -> int:
@@ -56,8 +56,8 @@ class Devices:
         return cls(z, z, z)
 
 
-def _kept(ids, keep) -> tuple:
-    return tuple(d for d, k in zip(ids, keep) if k) if ids is not None else ()
+def _kept(ids, keep) -> np.ndarray:
+    return np.asarray(ids, dtype=object)[keep] if ids is not None else np.array([], dtype=object)
 
 
 def rates(k, n, ids=None) -> Devices:
@@ -95,12 +95,12 @@ def paired(a: Devices, b: Devices) -> Devices:
 def change(after: Devices, before: Devices) -> Devices:
     """Each device's change from its own ``before`` (devices with data in both periods): what
     a device is like — its room, its board, what it hears — cancels."""
-    where = {d: i for i, d in enumerate(before.ids)}
-    rows = [(i, where[d]) for i, d in enumerate(after.ids) if d in where]
-    if not rows:
+    if not len(after.ids) or not len(before.ids):
         return Devices.empty()
-    a, b = (np.array(x, dtype=int) for x in zip(*rows))
-    pick = lambda g, r: Devices(g.estimate[r], g.variance[r], g.count[r], tuple(g.ids[i] for i in r))  # noqa: E731
+    _, a, b = np.intersect1d(after.ids.astype(str), before.ids.astype(str), assume_unique=True, return_indices=True)
+    if not len(a):
+        return Devices.empty()
+    pick = lambda g, r: Devices(g.estimate[r], g.variance[r], g.count[r], g.ids[r])  # noqa: E731
     return paired(pick(after, a), pick(before, b))
 
 

@@ -179,10 +179,15 @@ class Rollout:
         return Sources(treatment, since, control=list(self.devices), control_since=since - lookback,
                        control_until=since, historical=True, **before)
 
-    def target_for(self, device: str, index: int) -> DesiredTarget:
+    def targets_for(self, index: int) -> dict[str, DesiredTarget]:
+        """What every device should run during stage ``index``."""
+        in_stage = set(self.stage_devices(index))
+        return {d: self.target_for(d, index, d in in_stage) for d in self.devices}
+
+    def target_for(self, device: str, index: int, in_stage: bool | None = None) -> DesiredTarget:
         """What ``device`` should run during stage ``index``."""
         base = self.baseline[device]
-        if device not in self.stage_devices(index):
+        if not (device in self.stage_devices(index) if in_stage is None else in_stage):
             return base
         stage = self.plan[index]
         if stage.kind == "shadow":

@@ -289,6 +289,7 @@ def test_worse_model_is_rolled_back_in_shadow_before_any_canary_step(world):
 
 def test_a_shadow_candidate_that_fails_on_every_utterance_fails_its_shadow_stage(world):
     w = world
+    w.wait(lambda: all(x.settled for x in w.service.list()), 60, "the earlier rollouts to settle")
     r = w.service.start("kws:4", "fleet", "shadow,canary", steps="25,100", bake="15s", policy={"deadline_s": 60.0})
     w.wait(lambda: sum((s.get("models") or {}).get("shadow") == w.models["4"] for s in w.states().values())
            >= N_DEVICES // 2, 120, "kws:4 to install as the shadow (it passes the smoke test)")
@@ -306,8 +307,8 @@ def test_a_shadow_candidate_that_fails_on_every_utterance_fails_its_shadow_stage
 
 
 def test_blue_green_fails_a_gate_and_the_whole_fleet_switches_back(world):
-    w = world
-    time.sleep(10)  # a baseline of kws:2 windows to compare with
+    w = world  # the fleet has run kws:2 for minutes: its windows are the baseline to compare with
+    w.wait(lambda: all(x.settled for x in w.service.list()), 60, "the earlier rollouts to settle")
     r = w.service.start("kws:3", "fleet", "blue-green", bake="5m", policy={"deadline_s": 60.0})
     w.wait(lambda: sum(1 for a in w.active().values() if a == w.models["3"]) >= N_DEVICES // 2, 120,
            "the fleet to switch to kws:3")
