@@ -40,7 +40,7 @@ class Devices:
     estimate: np.ndarray
     variance: np.ndarray  # within-device sampling variance of each estimate
     count: np.ndarray  # observations behind each estimate (for figures and minimums)
-    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))  # devices, to pair periods
+    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # devices, to pair periods
 
     @property
     def n(self) -> int:
@@ -57,7 +57,7 @@ class Devices:
 
 
 def _kept(ids, keep) -> np.ndarray:
-    return np.asarray(ids, dtype=object)[keep] if ids is not None else np.array([], dtype=object)
+    return np.asarray(ids, dtype=str)[keep] if ids is not None and len(ids) else np.array([], dtype=str)
 
 
 def rates(k, n, ids=None) -> Devices:
@@ -97,7 +97,7 @@ def change(after: Devices, before: Devices) -> Devices:
     a device is like — its room, its board, what it hears — cancels."""
     if not len(after.ids) or not len(before.ids):
         return Devices.empty()
-    _, a, b = np.intersect1d(after.ids.astype(str), before.ids.astype(str), assume_unique=True, return_indices=True)
+    _, a, b = np.intersect1d(after.ids, before.ids, assume_unique=True, return_indices=True)
     if not len(a):
         return Devices.empty()
     pick = lambda g, r: Devices(g.estimate[r], g.variance[r], g.count[r], g.ids[r])  # noqa: E731
