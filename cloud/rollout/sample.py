@@ -114,7 +114,8 @@ class Sample:
     """Gate inputs per device, column-wise: row ``i`` of every array is device ``ids[i]``."""
 
     def __init__(self, ids: Sequence[str] = (), counts: np.ndarray | None = None,
-                 histograms: dict[str, np.ndarray] | None = None, tables: dict[str, dict[str, np.ndarray]] | None = None):
+                 histograms: dict[str, np.ndarray] | None = None,
+                 tables: dict[str, dict[str, np.ndarray]] | None = None):
         self.ids = list(ids)
         m = len(self.ids)
         self.counts = np.zeros((m, len(COUNTERS))) if counts is None else np.asarray(counts, dtype=float)

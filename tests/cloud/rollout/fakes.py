@@ -44,7 +44,8 @@ def sample(n: int, *, errors: int = 0, no_answer: int = 0, labels: dict | None =
                    labels={lab: c[i] for lab, c in label_split.items() if c[i]})
         t.latency_ms[latency_bin] = split["n"][i]
         if shadow_agree is not None:
-            t.shadow_compared, t.shadow_agree, t.shadow_errors = split["n"][i], split["agree"][i], split["shadow_errors"][i]
+            t.shadow_compared, t.shadow_agree = split["n"][i], split["agree"][i]
+            t.shadow_errors = split["shadow_errors"][i]
             t.shadow_latency_ms = list(t.latency_ms)
             t.shadow_labels = dict(t.labels)
             t.shadow_active_labels = dict(t.labels)

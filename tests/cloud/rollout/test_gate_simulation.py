@@ -41,3 +41,20 @@ def test_candidates_worse_than_the_margins_are_stopped_before_the_whole_fleet_ru
         # the rest could neither pass nor fail on 20 devices, and failed closed at the timeout
         assert all("could not decide" in o.reason and f"gate {gate} (" in o.reason for o in stopped
                    if o.status == "failed")
+
+
+def test_the_bench_prints_no_rate_when_a_canary_did_not_run_to_an_outcome():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "scripts" / "bench_gates.py"
+    spec = importlib.util.spec_from_file_location("bench_gates", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ended = run_canary(FLEET, Effect(latency_factor=2.0), 7)
+    stuck = run_canary(FLEET, Effect(), 8, max_s=600.0)  # stopped while its first stage still runs
+    assert ended.status == "rolled_back" and stuck.status == "running"
+    summary = bench.summarize("latency_x2", [ended, stuck], last_stage=2)
+    assert "stopped_before_100" not in summary and "did not run to an outcome" in summary["error"]
+    ok = bench.summarize("latency_x2", [ended], last_stage=2)
+    assert ok["stopped_before_100"]["rate"] == 1.0 and ok["stopped_before_100"]["low"] < 1.0  # Wilson
