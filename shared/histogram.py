@@ -29,6 +29,8 @@ UTTERANCE_MS_EDGES: list[float] = [150, 250, 350, 450, 550, 700, 850, 1000, 1250
 LEVEL_DBFS_EDGES: list[float] = [-60, -50, -45, -40, -35, -30, -25, -20, -15, -10, -5]
 SNR_DB_EDGES: list[float] = [0, 5, 10, 15, 20, 25, 30, 35, 40, 50]
 CONFIDENCE_EDGES: list[float] = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+# Level of the frames the gate did not pass (the room and the microphone's own floor).
+NOISE_DBFS_EDGES: list[float] = [-90, -80, -75, -70, -65, -60, -55, -50, -45, -40, -30, -20]
 
 
 def bin_index(edges: Sequence[float], x: float) -> int:

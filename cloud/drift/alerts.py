@@ -6,9 +6,10 @@ is the caller's) and the findings into ``AlertChange``s:
 
 - **opened** — a finding is ``detected`` and no alert is open for its key.
 - **updated** — an open alert is seen again. ``material`` is true when a person would want
-  to know (pattern changed, top signal changed, severity moved by ``update_ratio`` or more,
-  the driving devices changed); otherwise the change only carries bookkeeping (last seen,
-  healthy streak) that the caller must still store.
+  to know (top signal changed, severity moved by ``update_ratio`` or more, the driving devices
+  changed); otherwise the change only carries bookkeeping (last seen, healthy streak) that the
+  caller must still store. An episode keeps the onset and pattern it opened with: a later look
+  at a long episode may no longer see its start.
 - **resolved** — after ``resolve_after`` consecutive *healthy* evaluations: not detected and
   the current level (short-horizon severity) below ``resolve_below`` (< 1). A score that
   hovers around the threshold (level between ``resolve_below`` and 1) is not healthy, so the
@@ -45,10 +46,10 @@ class Finding:
     cohort: str
     kind: str  # input | output | concept
     detected: bool
-    level: float | None  # short-horizon severity now; None when too little data
-    severity: float  # the severity that raised it (max of the horizons that alarmed)
+    level: float | None  # the severity of the most recent block(s) now; None when too little data
+    severity: float  # effect over its floor, of what raised it (traffic-independent)
     n: int = 0
-    horizon: str | None = None  # short | trend | long | devices: what raised it (see engine)
+    horizon: str | None = None  # change | level | peers | devices: what raised it (see engine)
     pattern: str | None = None  # sudden | gradual
     onset_t: float | None = None
     top: tuple = ()  # top signals: dicts of SignalCheck.to_dict() plus "model"
@@ -57,6 +58,7 @@ class Finding:
     models: tuple = ()  # dicts {model, n, severity}
     rule: str | None = None  # multi-device cohorts: robust | devices
     excluded: tuple = ()  # devices left out of the robust cohort score (they alarm on their own)
+    tests: dict = field(default_factory=dict)  # what the detectors were held to (cusum h, k, level alpha)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -188,7 +190,7 @@ def step(alert: Alert | None, finding: Finding | None, now: float,
         material = _material(alert, finding, policy)
         alert = replace(alert, updated_t=now, healthy_streak=0, severity=finding.severity,
                         peak_severity=max(alert.peak_severity, finding.severity),
-                        pattern=finding.pattern or alert.pattern, evidence=finding.evidence(),
+                        pattern=alert.pattern or finding.pattern, evidence=finding.evidence(),
                         announced=_summary(finding) if material else alert.announced)
         return AlertChange("updated", alert, material)
     streak = alert.healthy_streak + 1 if finding.healthy(policy) else 0

@@ -1,8 +1,9 @@
 """Which devices and tags drive a multi-device cohort's drift.
 
-For each of the alert's top signals, every device of the cohort gets its own divergence from
-the reference (PSI / JS of its counts; for concept signals its accuracy drop) and a
-contribution = ``share of the cohort's n × own divergence``, normalised over the cohort; a
+For each of the alert's top signals (a score of one model, judged against the devices'
+baselines or the reference), every device of the cohort gets its own effect over the alert's
+recent blocks (its mean score minus what was expected of it, in the score's effect units) and
+a contribution = ``its share of the cohort's n × |its effect|``, normalised over the cohort; a
 device's contribution is the mean over the top signals. The **driving devices** are the
 fewest, largest contributors that together account for ≥ 80 % (at most 10). A tag's
 contribution is the sum over its devices; its **lift** is contribution / n-share, and a tag
@@ -11,11 +12,11 @@ fleet-wide shift every device contributes about its share, so no tag stands out.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from cloud.drift.stats import STATISTICS
+from cloud.drift.scores import mean_and_within
 from cloud.drift.tables import Snapshot
 
 COVER = 0.8
@@ -23,53 +24,46 @@ MAX_DEVICES = 10
 TAG_LIFT = 1.5
 
 
-def _effect(kind: str, statistic: str, ref: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """Each row's divergence from the reference ([D, k] → [D])."""
-    if kind == "concept":
-        ref_acc = ref[0] / ref.sum() if ref.sum() else 0.0
-        n = obs.sum(axis=1)
-        acc = np.where(n > 0, obs[:, 0] / np.where(n > 0, n, 1), ref_acc)
-        return np.clip(ref_acc - acc, 0.0, None)
-    return np.asarray(STATISTICS[statistic](ref[None, :], obs), dtype=float)
+def device_contributions(snap: Snapshot, kind: str, members: frozenset[str] | None, top: Sequence[dict],
+                         steps: slice, expected_of: Callable[[str, str, str, str], float | None]) -> dict[str, dict]:
+    """device → {share, effect, contribution} over the top rows (``model``, ``signal``, ``against``).
 
-
-def device_contributions(snap: Snapshot, kind: str, statistic: str, members: frozenset[str] | None,
-                         top: Sequence[tuple[str | None, str]], steps: slice,
-                         concept_refs: dict | None = None) -> dict[str, dict]:
-    """device → {share, effect, contribution} over the top (model, signal) pairs."""
+    ``expected_of(device, model, signal, against)`` is the device's expected mean score (its
+    baseline mean, or the reference's), or None when the device has none.
+    """
     acc: dict[str, dict] = {}
     used = 0
-    for model, signal in top:
-        table = snap.tables.get(model)
-        if table is None:
+    for row in top:
+        table = snap.tables.get(row["model"])
+        score = next((sc for sc in table.ref.scores[kind] if sc.name == row["signal"]), None) if table else None
+        if score is None:
             continue
-        obs = table.per_device(kind, steps)[signal]
-        ref = (concept_refs or {}).get((model, signal))
-        if ref is None:
-            ref = table.ref.signals[kind].get(signal)
-        if ref is None:  # a peer-referenced signal: the devices' own divergences have no reference
-            continue
+        counts = table.counts[kind][score.signal][:, steps].sum(axis=1)
+        n, mean, _ = mean_and_within(counts, score.weights)
         mask = table.mask(members)
-        n = obs.sum(axis=1) * mask
-        if n.sum() == 0:
+        expected = np.array([expected_of(d, row["model"], score.name, row["against"]) for d in table.devices],
+                            dtype=float)
+        ok = mask & (n > 0) & ~np.isnan(expected)
+        if not ok.any():
             continue
-        effect = _effect(kind, statistic, np.asarray(ref), obs)
-        raw = n / n.sum() * np.clip(effect, 0.0, None)
+        effect = np.where(ok, np.abs(mean - expected) / score.effect_scale(np.nan_to_num(expected, nan=0.5)), 0.0)
+        share = np.where(ok, n, 0.0) / n[ok].sum()
+        raw = share * effect
         norm = raw / raw.sum() if raw.sum() > 0 else raw
         used += 1
         for i, device in enumerate(table.devices):
-            if n[i] == 0:
+            if not ok[i]:
                 continue
-            row = acc.setdefault(device, {"share": 0.0, "effect": 0.0, "contribution": 0.0, "k": 0})
-            row["share"] += float(n[i] / n.sum())
-            row["effect"] += float(effect[i])
-            row["contribution"] += float(norm[i])
-            row["k"] += 1
-    for row in acc.values():
-        k = row.pop("k")
-        row["effect"] /= k
-        row["share"] /= max(used, 1)
-        row["contribution"] /= max(used, 1)
+            r = acc.setdefault(device, {"share": 0.0, "effect": 0.0, "contribution": 0.0, "k": 0})
+            r["share"] += float(share[i])
+            r["effect"] += float(effect[i])
+            r["contribution"] += float(norm[i])
+            r["k"] += 1
+    for r in acc.values():
+        k = r.pop("k")
+        r["effect"] /= k
+        r["share"] /= max(used, 1)
+        r["contribution"] /= max(used, 1)
     return acc
 
 

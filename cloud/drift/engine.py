@@ -1,39 +1,34 @@
-"""The drift engine: cohorts × kinds × horizons, scored against each model's reference profile.
+"""The drift engine: cohorts × kinds, each judged against baselines, the reference and peers.
 
-**WindowSource** — the engine reads everything through three calls that the collector's store
-implements (or a test fake). ``windows(devices, since_t, until_t)`` yields the stored stats
-windows (``shared.messages`` window dicts: ``device``, ``model`` = the sha256 of the model that
-produced them, ``t_start``, the ``input``/``output``/``feedback``/``software`` sections) of the
-given devices (``None`` = every device) whose ``t_start`` lies in ``[since_t, until_t)``, each
-window once. ``device_tags()`` maps every known device to its set of tags (a device may have
-none). ``profile(model_sha)`` returns the reference profile dict carried in that model's
-bundle manifest (``shared.profile`` layout), or None when the model is unknown; windows of a
-model without a profile are skipped and counted. The engine never writes, keeps no state
-between evaluations and takes the clock as an argument, so replicas evaluating the same data
-reach the same alerts.
+**DriftSource** — the engine reads everything through four calls the collector's store and
+registry implement (``cloud.drift.source``) or a test fake: ``bodies(devices, since_t, until_t)``
+yields rollup buckets (exact merges of windows per device, model and bucket, with ``device``,
+``model`` and the bucket's start as ``t_start``) and windows not rolled up yet, each window
+counted once; ``device_tags()``; ``profile(model_sha)`` (the bundle's reference profile or
+None); ``first_seen()`` → ``{(device, model): t}``, when each device started on each model. The
+engine never writes and takes the clock as an argument; steps are aligned to multiples of the
+step size and only complete steps (older than ``settle_s``) are read, so replicas evaluating
+the same data reach the same alerts. The cost of one evaluation is devices × steps, whatever
+the window rate.
 
-**Cohorts**: ``fleet``; ``tag:<t>`` for tags with ≥ 2 active devices; ``device:<id>``;
-``model:<sha>`` when more than one model is active. **Horizons**: the look-back is
-``long_steps`` steps of ``step_s`` (``concept_step_s`` for concept drift, feedback being
-sparse and late) ending at ``now``; per-step severities feed the sudden/gradual detector (on a
-quiet cohort, whose steps hold fewer observations than a check needs, merges of the fewest
-consecutive steps that do: ``_steps_per_point``), the last ``short_steps`` merged are the short
-horizon, all steps merged the long horizon. A
-finding's ``horizon`` says what raised it: ``short`` (the detector's 2-of-3 level view),
-``trend`` (its slope view), ``long`` (the merged long-horizon check) or ``devices`` (the
-robust rule's device count); its evidence comes from the long horizon for ``long``, else from
-the short one.
-A (cohort, kind) is **detected** when the detector flags it, or when the long horizon fails
-its check while the short horizon is still ≥ ``policy.resolve_below`` (so an old episode that
-has ended does not keep re-opening alerts); the long horizon's pattern and onset then come from
-the detector's points (``detectors.classify``). Per (cohort, kind) and evaluation the false-alarm
-rate is ≤ alpha (long horizon) + the detector's rate (see ``calibrate`` and ``detectors``).
+**Cohorts**: ``device:<id>``; ``fleet``; ``tag:<t>`` for tags with ≥ 2 active devices;
+``model:<sha>`` when more than one model is active.
 
-**Robust multi-device rule**: a fleet, tag or model cohort alarms only when (a) it still fails
-with the devices that alarm on their own left out ("robust"), or (b) at least
-``max(min_devices, ceil(min_device_fraction × its devices))`` of its devices alarm on their own
-("devices"). One dead microphone raises its device alert and not the fleet's; half the fleet
-drifting raises both. Alerts name the driving devices and tags (``attribution``).
+- A **device** is judged against its own baseline (``baselines``: learned over a warm-up after
+  it started on the model) by a CUSUM per score group, and against its **peers** (the other
+  devices on its model) on the noise floor, so a microphone that dies is seen even when it
+  died before the warm-up ended. A household with one speaker is not drift.
+- A **fleet, tag or model cohort** is judged by a CUSUM against its devices' baselines (the
+  expectation weights each device's baseline by its traffic) and by a level test against the
+  model's reference profile, whose healthy spread between devices comes from the profile's
+  per-speaker chunks. It alarms only when (a) it still fails with the devices that alarm on
+  their own left out ("robust"), or (b) at least ``max(min_devices, ceil(min_device_fraction ×
+  its devices))`` of its devices alarm ("devices"): one dead microphone raises its own alert,
+  not the fleet's.
+
+Every threshold follows from one setting, ``alerts_per_1000_device_days`` (``budget``). A
+finding's ``severity`` is an effect size over its floor (``scores``), not a test statistic, so
+it does not move with traffic; its ``pattern`` and ``onset_t`` come from the CUSUM (``cusum``).
 """
 from __future__ import annotations
 
@@ -43,173 +38,227 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from cloud.drift import blocks
 from cloud.drift.alerts import Alert, AlertChange, AlertPolicy, Finding, reconcile
+from cloud.drift.assess import Assessment, Part, Settings, assess
 from cloud.drift.attribution import attribute, device_contributions
-from cloud.drift.calibrate import DEFAULT_ALPHA, Calibrator
-from cloud.drift.detectors import DetectorConfig, SuddenGradualDetector, classify
-from cloud.drift.scoring import N_SIGNAL, KindScore, Part, Scorer, cohort_parts
-from cloud.drift.signals import KINDS
+from cloud.drift.baselines import BaselineBook
+from cloud.drift.budget import Budget
+from cloud.drift.peers import peer_check
+from cloud.drift.reference import KINDS, Floors, ModelReference, Priors, build_reference
 from cloud.drift.tables import Snapshot, build_snapshot
-
-# Effect floors. Measured on real espeak-ng speech through the lab's features (400 vs 400
-# utterances): a healthy mix of the same voices scored PSI ≤ 0.06 (80 % one accent group) and
-# ≤ 0.23 on one feature (70 % female voices); drift scored ≥ 1.3 (level −6 dB), ≥ 4 (pink noise
-# at 20 dB SNR, band-limiting to 3.4 kHz). Input 0.25 sits between. Output has no such
-# measurement yet: 0.2 is the conventional "major shift" PSI. Concept: accuracy drop.
-DEFAULT_FLOORS = {"psi": {"input": 0.25, "output": 0.2, "concept": 0.1},
-                  "js": {"input": 0.045, "output": 0.035, "concept": 0.1}}
+from shared.errors import BundleError
+from shared.profile import validate_profile
 
 
-class WindowSource(Protocol):
-    def windows(self, devices: list[str] | None, since_t: float, until_t: float) -> Iterable[dict]: ...
+class DriftSource(Protocol):
+    def bodies(self, devices: list[str] | None, since_t: float, until_t: float) -> Iterable[dict]: ...
 
     def device_tags(self) -> dict[str, set[str]]: ...
 
     def profile(self, model_sha: str) -> dict | None: ...
 
+    def first_seen(self) -> dict[tuple[str, str], float]: ...
+
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Everything the engine can be tuned by. ``floors`` overrides the effect floors per kind
-    (concept: accuracy drop); defaults depend on the statistic (``DEFAULT_FLOORS``)."""
+    """Everything the engine can be tuned by (``docs/drift.md`` explains each)."""
 
     step_s: float = 300.0
     short_steps: int = 3
-    long_steps: int = 30
+    long_steps: int = 36
     concept_step_s: float = 3600.0
-    alpha: float = DEFAULT_ALPHA
-    statistic: str = "psi"
-    floors: dict = field(default_factory=dict)
+    settle_s: float = 30.0
+    alerts_per_1000_device_days: float = 1.0
+    cusum_k: float = 1.0
+    cusum_cap: float = 2.0
+    min_n: int = 30
+    warmup_s: float = 12 * 3600.0
+    min_baseline_blocks: int = 8
     min_devices: int = 2
     min_device_fraction: float = 0.25
+    min_peers: int = 5
+    peer_floor: float = 0.2
+    sudden_steps: float = 2.0
     no_answer_confidence: float = 0.5
     top_k: int = 5
-    n_sims: int = 4000
-    seed: int = 0
-    detector: DetectorConfig = DetectorConfig()
+    floors: Floors = Floors()
+    priors: Priors = Priors()
     policy: AlertPolicy = AlertPolicy()
-
-    def floor(self, kind: str) -> float:
-        return float(self.floors.get(kind, DEFAULT_FLOORS[self.statistic][kind]))
 
     def step_of(self, kind: str) -> float:
         return self.concept_step_s if kind == "concept" else self.step_s
 
+    def span(self, now: float, kind: str) -> tuple[float, float, float]:
+        """(t0, end, step) of a kind's look-back: whole steps ending before ``now - settle_s``."""
+        step = self.step_of(kind)
+        end = math.floor((now - self.settle_s) / step) * step
+        return end - self.long_steps * step, end, step
+
 
 @dataclass
-class Assessment:
-    severities: np.ndarray  # per step, NaN where too little data
-    short: KindScore | None
-    long: KindScore | None
-    detected: bool = False
-    level: float | None = None
-    severity: float = 0.0
-    horizon: str | None = None
-    pattern: str | None = None
-    onset_step: int | None = None
-    concept_refs: dict = field(default_factory=dict)
+class Evaluation:
+    """One evaluation's snapshots and findings (kept for the API and the report)."""
 
-    def alarming_score(self) -> KindScore | None:
-        """The horizon whose checks explain the verdict (the evidence's top signals): the merged
-        long horizon when its check raised it, else the recent steps (the short horizon)."""
-        if self.horizon == "long" or self.short is None or self.short.severity is None:
-            return self.long
-        return self.short
+    now: float
+    snaps: dict[str, Snapshot] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
 
 
 class DriftEngine:
     """Scores drift for every cohort and turns it into alert changes; no I/O of its own."""
 
-    def __init__(self, source: WindowSource, config: DriftConfig = DriftConfig(),
-                 calibrator: Calibrator | None = None):
+    def __init__(self, source: DriftSource, config: DriftConfig = DriftConfig(),
+                 baselines: BaselineBook | None = None):
         self.source = source
         self.config = config
-        self.calibrator = calibrator or Calibrator(alpha=config.alpha, statistic=config.statistic,
-                                                   n_sims=config.n_sims, seed=config.seed)
-        self.scorer = Scorer(self.calibrator, {k: config.floor(k) for k in KINDS}, detail_k=config.top_k)
+        self._refs: dict[str, ModelReference | None] = {}
+        self.baselines = baselines or BaselineBook(
+            first_seen=source.first_seen, bodies=lambda d, a, b: source.bodies([d], a, b),
+            reference_of=self.reference_of, warmup_s=config.warmup_s, step_s=config.step_s,
+            concept_step_s=config.concept_step_s, min_n=config.min_n, min_blocks=config.min_baseline_blocks,
+            tau2_min=config.priors.tau2_min)
 
     # -- public ---------------------------------------------------------------------------
     def evaluate(self, now: float, open_alerts: Iterable[Alert] = ()) -> list[AlertChange]:
         """Alert changes at ``now`` given the currently open alerts (persisting them is the caller's)."""
         return reconcile(list(open_alerts), self.findings(now), now, self.config.policy)
 
-    def snapshot(self, now: float, kind: str, windows: list[dict] | None = None) -> Snapshot:
+    def reference_of(self, model: str | None) -> ModelReference | None:
+        """The model's reference (cached), or None while its profile is unknown or malformed."""
+        if not model:
+            return None
+        if self._refs.get(model) is None:
+            profile = self.source.profile(model)
+            try:
+                self._refs[model] = None if profile is None else build_reference(
+                    validate_profile(profile), model, self.config.no_answer_confidence, self.config.floors,
+                    self.config.priors)
+            except (BundleError, KeyError, TypeError, ValueError):
+                self._refs[model] = None
+        return self._refs[model]
+
+    def snapshots(self, now: float) -> dict[str, Snapshot]:
         cfg = self.config
-        step = cfg.step_of(kind)
-        t0 = now - step * cfg.long_steps
-        if windows is None:
-            windows = list(self.source.windows(None, t0, now))
-        return build_snapshot(windows, self.source.profile, t0, step, cfg.long_steps, cfg.no_answer_confidence)
+        spans = {kind: cfg.span(now, kind) for kind in KINDS}
+        since, until = min(s[0] for s in spans.values()), max(s[1] for s in spans.values())
+        bodies = list(self.source.bodies(None, since, until))
+        by_span: dict[tuple, Snapshot] = {}
+        for t0, end, step in spans.values():
+            if (t0, step) not in by_span:
+                by_span[(t0, step)] = build_snapshot(bodies, self.reference_of, t0, step, cfg.long_steps)
+        return {kind: by_span[(spans[kind][0], spans[kind][2])] for kind in KINDS}
 
     def findings(self, now: float) -> list[Finding]:
         """Every (cohort, kind) the engine could score at ``now``."""
-        cfg = self.config
-        since = now - max(cfg.step_s, cfg.concept_step_s) * cfg.long_steps
-        windows = list(self.source.windows(None, since, now))
+        return self.run(now).findings
+
+    def run(self, now: float) -> Evaluation:
+        ev = Evaluation(now, self.snapshots(now))
         tags = {d: set(t) for d, t in self.source.device_tags().items()}
-        by_step: dict[float, Snapshot] = {}
         for kind in KINDS:
-            step = cfg.step_of(kind)
-            if step not in by_step:
-                by_step[step] = self.snapshot(now, kind, windows)
-        snaps = {kind: by_step[cfg.step_of(kind)] for kind in KINDS}
-        out: list[Finding] = []
-        for kind in KINDS:
-            snap = snaps[kind]
-            own = {}
-            for device in sorted(self._active(snap, kind, None, None)):
-                f = self._finding(snap, kind, f"device:{device}", frozenset({device}), None)
-                if f is not None:
-                    own[device] = f
-                    out.append(f)
-            for cohort, members, model in self._groups(snap, kind, tags):
-                f = self._group_finding(snap, kind, cohort, members, model, own, tags)
-                if f is not None:
-                    out.append(f)
-        return out
+            ev.findings += _KindRun(self, ev.snaps[kind], kind, tags, now).findings()
+        return ev
 
-    # -- cohorts --------------------------------------------------------------------------
-    def _active(self, snap: Snapshot, kind: str, members: frozenset[str] | None, model) -> set[str]:
-        """Devices of the cohort with any data for this kind in the look-back."""
+
+class _KindRun:
+    """One kind at one evaluation: budget, devices, then groups."""
+
+    def __init__(self, engine: DriftEngine, snap: Snapshot, kind: str, tags: dict[str, set[str]], now: float):
+        self.e, self.snap, self.kind, self.tags, self.now = engine, snap, kind, tags, now
+        self.cfg = engine.config
+        self.active = sorted(self._active())
+        self.group_cohorts = list(self._groups())
+        n_groups = len(blocks.groups(kind))
+        budget = Budget(self.cfg.alerts_per_1000_device_days, len(self.active), 86400.0 / snap.step_s)
+        detectors = (len(self.active) + len(self.group_cohorts)) * n_groups
+        level_tests = len(self.group_cohorts) * n_groups + (len(self.active) if kind == "input" else 0)
+        self.h = budget.cusum_h(detectors, self.cfg.cusum_k)
+        self.alpha = budget.alpha(level_tests)
+
+    def settings(self, level_test: bool) -> Settings:
+        c = self.cfg
+        return Settings(min_n=c.min_n, short_steps=c.short_steps, cusum_k=c.cusum_k, cusum_h=self.h,
+                        cusum_cap=c.cusum_cap, level_alpha=self.alpha, sudden_steps=c.sudden_steps,
+                        level_test=level_test)
+
+    def baseline_of(self, device: str, model: str):
+        return self.e.baselines.get(device, model, self.now)
+
+    def _active(self) -> set[str]:
         out = set()
-        for m, table in snap.tables.items():
-            if model is not None and m != model:
-                continue
-            n = table.counts[kind][N_SIGNAL[kind]].sum(axis=(1, 2))
-            out |= {d for d, k in zip(table.devices, n) if k > 0 and (members is None or d in members)}
+        for table in self.snap.tables.values():
+            n = sum(table.counts[self.kind][blocks.PRIMARY[(self.kind, g)]].sum(axis=(1, 2))
+                    for g in blocks.groups(self.kind))
+            out |= {d for d, k in zip(table.devices, n) if k > 0}
         return out
 
-    def _groups(self, snap: Snapshot, kind: str, tags: dict[str, set[str]]):
+    def _groups(self):
         yield "fleet", None, None
-        active = self._active(snap, kind, None, None)
         by_tag: dict[str, set[str]] = {}
-        for device in active:
-            for tag in tags.get(device, ()):
+        for device in self.active:
+            for tag in self.tags.get(device, ()):
                 by_tag.setdefault(tag, set()).add(device)
         for tag in sorted(by_tag):
             if len(by_tag[tag]) >= 2:
                 yield f"tag:{tag}", frozenset(by_tag[tag]), None
-        models = [m for m in snap.tables if self._active(snap, kind, None, m)]
+        models = sorted(m for m, t in self.snap.tables.items() if any(d in self.active for d in t.devices))
         if len(models) > 1:
-            for m in sorted(models):
+            for m in models:
                 yield f"model:{m}", None, m
 
-    def _group_finding(self, snap, kind, cohort, members, model, own: dict[str, Finding],
-                       tags) -> Finding | None:
-        """A multi-device cohort under the robust rule; evidence from the whole cohort.
+    def parts(self, members: frozenset[str] | None, model: str | None, exclude=frozenset()) -> list[Part]:
+        out = []
+        for m, table in sorted(self.snap.tables.items()):
+            if model is not None and m != model:
+                continue
+            mask = table.mask(members, exclude) & np.array([d in self.active for d in table.devices], dtype=bool)
+            if mask.any():
+                out.append(Part(m, table, mask))
+        return out
 
-        Raised by the devices rule, its pattern and onset are those of most of its alarming
-        devices (the merged cohort dilutes their step with the healthy devices).
-        """
-        cfg = self.config
-        active = self._active(snap, kind, members, model)
+    # -- findings ---------------------------------------------------------------------------
+    def findings(self) -> list[Finding]:
+        out, own = [], {}
+        for device in self.active:
+            f = self._device(device)
+            if f is not None:
+                own[device] = f
+                out.append(f)
+        for cohort, members, model in self.group_cohorts:
+            f = self._group(cohort, members, model, own)
+            if f is not None:
+                out.append(f)
+        return out
+
+    def _device(self, device: str) -> Finding | None:
+        members = frozenset({device})
+        parts = self.parts(members, None)
+        a = assess(self.snap, self.kind, parts, self.baseline_of, self.settings(level_test=False))
+        if self.kind == "input":
+            peer = peer_check(self.snap, device, self.cfg.short_steps, self.cfg.min_peers, self.alpha,
+                              self.cfg.peer_floor)
+            if peer is not None:
+                a.tests["peers"] = peer
+                if peer["alarm"] and not a.detected:
+                    a.detected, a.horizon, a.severity = True, "peers", max(a.severity, peer["severity"])
+                    a.pattern, a.onset_t = "sudden", peer["t_start"]
+                    a.top = [peer["top"]] + a.top
+        return self._finding(f"device:{device}", a, members, None)
+
+    def _group(self, cohort, members, model, own: dict[str, Finding]) -> Finding | None:
+        cfg = self.cfg
+        active = {d for p in self.parts(members, model) for d, m in zip(p.table.devices, p.mask) if m}
         if not active:
             return None
         alarming = frozenset(d for d, f in own.items() if f.detected)
         flagged = frozenset(alarming & active)
-        robust = self._assess(snap, kind, members, model, exclude=flagged) if flagged else None
-        full = self._assess(snap, kind, members, model)
-        robust = robust or full
+        settings = self.settings(level_test=True)
+        full = assess(self.snap, self.kind, self.parts(members, model), self.baseline_of, settings)
+        robust = full
+        if flagged and flagged != active:
+            robust = assess(self.snap, self.kind, self.parts(members, model, flagged), self.baseline_of, settings)
         need = max(cfg.min_devices, math.ceil(cfg.min_device_fraction * len(active)))
         rule = "robust" if robust.detected else "devices" if len(flagged) >= need else None
         if rule == "devices":
@@ -218,96 +267,40 @@ class DriftEngine:
             onsets = sorted(own[d].onset_t for d in flagged if own[d].onset_t is not None)
             a.detected, a.horizon = True, "devices"
             a.pattern = "gradual" if patterns.count("gradual") > len(patterns) / 2 else "sudden"
-            a.onset_step = (round((onsets[len(onsets) // 2] - snap.t0) / snap.step_s) if onsets
-                            else a.onset_step)
+            a.onset_t = onsets[len(onsets) // 2] if onsets else a.onset_t
             a.severity = max(a.severity, float(np.median([own[d].severity for d in flagged])))
+            if not a.top:
+                a.top = list(own[sorted(flagged)[0]].top)
         elif rule is None:
-            a = robust  # healthy once the devices without their own alerts are
+            a = robust  # healthy once the devices with their own alerts are left out
+            a.detected = False
         else:
-            a = full
-            if not a.detected:  # the rest fails although the whole cohort does not: show the rest's verdict
-                a.detected, a.horizon, a.pattern = True, robust.horizon, robust.pattern
-                a.onset_step, a.severity = robust.onset_step, max(a.severity, robust.severity)
-        return self._to_finding(snap, kind, cohort, a, members, model, rule=rule, excluded=flagged,
-                                alarming=alarming, tags=tags)
+            a = robust
+        return self._finding(cohort, a, members, model, rule=rule, excluded=flagged, alarming=alarming)
 
-    def _finding(self, snap, kind, cohort, members, model) -> Finding | None:
-        a = self._assess(snap, kind, members, model)
-        return self._to_finding(snap, kind, cohort, a, members, model)
-
-    # -- one cohort, one kind ----------------------------------------------------------------
-    def _assess(self, snap: Snapshot, kind: str, members, model, exclude=frozenset()) -> Assessment:
-        cfg = self.config
-        parts, concept_refs = cohort_parts(snap, kind, members, model, exclude)
-        if not parts:
-            return Assessment(np.array([]), None, None)
-        severities = self.scorer.series(kind, parts)
-        short = self.scorer.score(kind, [p.map(lambda c: c[-cfg.short_steps:].sum(axis=0)) for p in parts])
-        long = self.scorer.score(kind, [p.map(lambda c: c.sum(axis=0)) for p in parts])
-        a = Assessment(severities, short, long, level=short.severity, concept_refs=concept_refs)
-        # the detector's points: single steps, or merges of b steps on a quiet cohort (see _points)
-        b = self._steps_per_point(kind, parts)
-        points = severities if b == 1 else self.scorer.series(kind, [p.map(lambda c: _merge_steps(c, b))
-                                                                     for p in parts])
-        first = len(severities) - b * len(points)  # the step where point 0 begins
-        det = SuddenGradualDetector.from_config(cfg.detector)
-        index = [t for t, s in enumerate(points) if not np.isnan(s)]
-        for t in index:
-            det.update(float(points[t]))
-        long_alarm = (long.severity or 0.0) >= 1.0 and (a.level or 0.0) >= cfg.policy.resolve_below
-        if det.drift_detected:
-            a.detected, a.pattern = True, det.pattern
-            a.horizon = "short" if det.view == "short" else "trend"  # trend: the detector's long view
-            a.onset_step = first + b * index[det.onset_index] if det.onset_index is not None else None
-        elif long_alarm:
-            valid = [float(points[t]) for t in index]
-            at, a.pattern = classify(valid, cfg.detector.high) if valid else (0, "gradual")
-            a.detected, a.horizon = True, "long"
-            a.onset_step = first + b * index[at] if valid else 0
-        if a.detected:
-            a.severity = max(a.level or 0.0, (long.severity or 0.0) if long_alarm else 0.0,
-                             float(points[index[-1]]) if index else 0.0)
-        else:
-            a.severity = a.level or 0.0
-        return a
-
-    def _steps_per_point(self, kind: str, parts: list[Part]) -> int:
-        """1, or on a quiet cohort the fewest steps whose merge holds the ``min_n`` observations a
-        check needs (the median step with data decides); at most a quarter of the look-back.
-
-        Without it, steps too small to be checked leave the detector blind: a step change then
-        waits for the merged long horizon, which cannot tell when or how it began.
-        """
-        n = sum(p.obs[N_SIGNAL[kind]].sum(axis=-1) for p in parts)
-        busy = n[n > 0]
-        if not len(busy) or np.median(busy) >= self.calibrator.min_n:
-            return 1
-        return int(min(math.ceil(self.calibrator.min_n / np.median(busy)), max(1, len(n) // 4)))
-
-    def _to_finding(self, snap, kind, cohort, a: Assessment, members, model, rule=None,
-                    excluded=frozenset(), alarming=frozenset(), tags=None) -> Finding | None:
-        if a.short is None and a.long is None:
+    def _finding(self, cohort, a: Assessment, members, model, rule=None, excluded=frozenset(),
+                 alarming=frozenset()) -> Finding | None:
+        if not a.groups and not a.tests.get("peers"):
             return None
-        score = a.alarming_score() if a.detected else a.short
-        top = tuple(score.top(self.config.top_k)) if score is not None else ()
+        top = tuple(a.top[: self.cfg.top_k])
         devices, tag_rows = (), ()
-        if a.detected and not cohort.startswith("device:"):
-            steps = slice(-self.config.short_steps, None) if score is a.short else slice(None)
-            pairs = [(t["model"], t["signal"]) for t in top[:3]]
-            contrib = device_contributions(snap, kind, self.config.statistic, members, pairs, steps,
-                                           a.concept_refs)
+        if a.detected and not cohort.startswith("device:") and top:
+            contrib = device_contributions(self.snap, self.kind, members, top,
+                                           slice(self.snap.n_steps - self.cfg.short_steps, None), self._expected)
             skip = cohort.split(":", 1)[1] if cohort.startswith("tag:") else None
-            d_rows, t_rows = attribute(contrib, tags or {}, alarming, skip_tag=skip)
+            d_rows, t_rows = attribute(contrib, self.tags, alarming, skip_tag=skip)
             devices, tag_rows = tuple(d_rows), tuple(t_rows)
-        onset_t = snap.step_t(a.onset_step) if a.onset_step is not None else None
-        return Finding(cohort=cohort, kind=kind, detected=a.detected, level=a.level, severity=round(a.severity, 6),
-                       n=score.n if score is not None else 0, horizon=a.horizon, pattern=a.pattern,
-                       onset_t=onset_t, top=top, devices=devices, tags=tag_rows,
-                       models=tuple(score.models) if score is not None else (), rule=rule,
-                       excluded=tuple(sorted(excluded)))
+        models = tuple({"model": p.model, "devices": int(p.mask.sum())} for p in self.parts(members, model))
+        return Finding(cohort=cohort, kind=self.kind, detected=a.detected, level=a.level,
+                       severity=round(a.severity, 6), n=a.n, horizon=a.horizon, pattern=a.pattern,
+                       onset_t=a.onset_t, top=top, devices=devices, tags=tag_rows, models=models, rule=rule,
+                       excluded=tuple(sorted(excluded)), tests=dict(a.tests))
 
-
-def _merge_steps(counts: np.ndarray, b: int) -> np.ndarray:
-    """[T, k] per-step counts → [T // b, k] sums of b consecutive steps, the last one ending at step T."""
-    m = len(counts) // b
-    return counts[len(counts) - m * b:].reshape(m, b, *counts.shape[1:]).sum(axis=1)
+    def _expected(self, device: str, model: str, score: str, against: str) -> float | None:
+        if against == "reference":
+            ref = self.e.reference_of(model)
+            sc = next((s for s in ref.scores[self.kind] if s.name == score), None) if ref else None
+            return None if sc is None else sc.ref_mean
+        base = self.baseline_of(device, model)
+        figs = base.get(self.kind, score) if base is not None else None
+        return None if figs is None else figs.mean

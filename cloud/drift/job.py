@@ -6,8 +6,9 @@ The collector's maintenance tick calls ``job(store, now)``. When ``every_s`` has
 the last evaluation, the job reads the store's open and acknowledged alerts, evaluates the
 engine at ``now`` and saves every change (opened, updated — bookkeeping such as the healthy
 streak included — and resolved), so hysteresis survives a collector restart. Opened and
-resolved alerts and material updates are logged at INFO. One calibrator lives as long as the
-job, so the simulated nulls are paid for once per process.
+resolved alerts and material updates are logged at INFO. One engine lives as long as the job,
+so device baselines are learned once per process (and again, from the rollups, after a
+restart).
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import logging
 from typing import Callable
 
 from cloud.drift.alerts import Alert, AlertChange, Finding, reconcile
-from cloud.drift.calibrate import Calibrator
 from cloud.drift.engine import DriftConfig, DriftEngine
 from cloud.drift.source import StoreSource, registry_profiles
+from cloud.store.base import DEFAULT_BUCKET_S
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,16 @@ class DriftJob:
 
     def __init__(self, *, registry_dir: str | None = None,
                  profile_of: Callable[[str], dict | None] | None = None,
-                 config: DriftConfig = DriftConfig(), every_s: float | None = None):
+                 config: DriftConfig = DriftConfig(), every_s: float | None = None,
+                 bucket_s: int = DEFAULT_BUCKET_S):
         if (registry_dir is None) == (profile_of is None):
             raise ValueError("give the drift job either registry_dir or profile_of")
         self.registry_dir = registry_dir
         self.profile_of = profile_of
         self.config = config
         self.every_s = config.step_s if every_s is None else every_s
-        self.calibrator = Calibrator(alpha=config.alpha, statistic=config.statistic, n_sims=config.n_sims,
-                                     seed=config.seed)
+        self.bucket_s = bucket_s
+        self.engine: DriftEngine | None = None
         self.last_t: float | None = None
         self.last_findings: list[Finding] = []
 
@@ -50,7 +52,9 @@ class DriftJob:
         if self.last_t is not None and now - self.last_t < self.every_s:
             return []
         self.last_t = now
-        engine = DriftEngine(StoreSource(store, self._profiles(store)), self.config, calibrator=self.calibrator)
+        if self.engine is None or self.engine.source.store is not store:
+            self.engine = DriftEngine(StoreSource(store, self._profiles(store), self.bucket_s), self.config)
+        engine = self.engine
         open_alerts = [Alert.from_row(r) for r in store.alerts() if r["status"] != "resolved"]
         self.last_findings = engine.findings(now)
         changes = reconcile(open_alerts, self.last_findings, now, self.config.policy)

@@ -1,16 +1,17 @@
-"""The engine's ``WindowSource`` over the collector's store and the model registry.
+"""The engine's ``DriftSource`` over the collector's store and the model registry.
 
 This is the one place that knows the store's and the registry's method names
-(``cloud.store.Store.windows/device_tags``, ``cloud.registry.Registry.get``); the engine and
-the report only see the three ``WindowSource`` calls. Drift reads full windows, for their time
-resolution: the engine's look-backs (``long_steps × step_s``, ``× concept_step_s``) must stay
-within the store's ``retention_full_s`` (defaults: 2.5 h and 30 h within 48 h). Older time is
-only in rollups (``Store.device_buckets``: one merge per device, model and 15-minute bucket),
-which a longer report could read at that resolution.
+(``cloud.store.Store.device_buckets/device_tags/model_starts``, ``cloud.registry.Registry.get``);
+the engine and the report only see the four ``DriftSource`` calls. Drift reads rollups
+(``Store.device_buckets``: one exact merge per device, model and bucket, plus the windows not
+rolled up yet), so an evaluation costs devices × buckets, not windows; its steps must be whole
+multiples of the rollup bucket (``CollectorConfig`` checks it).
 """
 from __future__ import annotations
 
 from typing import Callable, Iterable
+
+from cloud.store.base import DEFAULT_BUCKET_S
 
 
 def profile_from_manifest(manifest: dict) -> dict | None:
@@ -34,17 +35,21 @@ def registry_profiles(registry) -> Callable[[str], dict | None]:
 
 
 class StoreSource:
-    """``WindowSource`` over a ``cloud.store.Store``; profiles from ``profile_of(model_sha)``."""
+    """``DriftSource`` over a ``cloud.store.Store``; profiles from ``profile_of(model_sha)``."""
 
-    def __init__(self, store, profile_of: Callable[[str], dict | None]):
+    def __init__(self, store, profile_of: Callable[[str], dict | None], bucket_s: int = DEFAULT_BUCKET_S):
         self.store = store
         self.profile_of = profile_of
+        self.bucket_s = bucket_s
 
-    def windows(self, devices: list[str] | None, since_t: float, until_t: float) -> Iterable[dict]:
-        return self.store.windows(devices=devices, since=since_t, until=until_t)
+    def bodies(self, devices: list[str] | None, since_t: float, until_t: float) -> Iterable[dict]:
+        return self.store.device_buckets(devices=devices, since=since_t, until=until_t, bucket_s=self.bucket_s)
 
     def device_tags(self) -> dict[str, set[str]]:
         return {d: set(tags) for d, tags in self.store.device_tags().items()}
 
     def profile(self, model_sha: str) -> dict | None:
         return self.profile_of(model_sha)
+
+    def first_seen(self) -> dict[tuple[str, str], float]:
+        return self.store.model_starts()

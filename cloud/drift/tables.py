@@ -1,10 +1,12 @@
-"""Windows laid out for cohort arithmetic: per model, per signal, a [devices, steps, bins] array.
+"""Rollups laid out for cohort arithmetic: per model, per signal, a [devices, steps, bins] array.
 
 Histograms add exactly, so the counts of any cohort (a set of devices), any horizon (a range
-of steps) or a cohort without one device are sums or differences of these arrays — the same
-numbers ``shared.window.merge_windows`` would give for the merged windows. A window goes to
-the step that holds its ``t_start``; windows of a model without a profile, or whose bins do
-not fit the profile, are counted in ``skipped`` and left out.
+of steps) or a cohort without one device are sums of these arrays — the same numbers
+``shared.window.merge_windows`` would give for the merged windows. A body (a rollup bucket or a
+window not rolled up yet) goes to the step that holds its ``t_start``, so steps must be whole
+multiples of the rollup bucket (the collector checks it). Bodies of a model without a profile,
+or whose bins do not fit the profile, are counted in ``skipped`` and left out; feedback a body
+carries for another model is credited to that model (``signals.credits``).
 """
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from cloud.drift.signals import KINDS, Reference, extract, peer_counts, reference_of
-from shared.errors import BundleError
-from shared.profile import validate_profile
+from cloud.drift.reference import KINDS, ModelReference
+from cloud.drift.signals import concept_counts, credits, extract
 
 COHORT_PREFIXES = ("tag", "device", "model")
 
@@ -40,34 +41,25 @@ class Cohort:
 
 @dataclass
 class ModelTable:
-    ref: Reference
+    ref: ModelReference
     devices: list[str]
     counts: dict[str, dict[str, np.ndarray]]  # kind → signal → [D, T, k]
+
+    def index(self) -> dict[str, int]:
+        return {d: i for i, d in enumerate(self.devices)}
 
     def mask(self, members: frozenset[str] | None, exclude: frozenset[str] = frozenset()) -> np.ndarray:
         return np.array([(members is None or d in members) and d not in exclude for d in self.devices], dtype=bool)
 
-    def series(self, kind: str, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-step counts of the masked devices: signal → [T, k]."""
-        return {s: c[mask].sum(axis=0) for s, c in self.counts[kind].items()}
-
-    def total(self, kind: str, mask: np.ndarray, steps: slice) -> dict[str, np.ndarray]:
-        """Counts of the masked devices over a range of steps: signal → [k]."""
-        return {s: c[mask, steps].sum(axis=(0, 1)) for s, c in self.counts[kind].items()}
-
-    def per_device(self, kind: str, steps: slice) -> dict[str, np.ndarray]:
-        """Each device's counts over a range of steps: signal → [D, k]."""
-        return {s: c[:, steps].sum(axis=1) for s, c in self.counts[kind].items()}
-
 
 @dataclass
 class Snapshot:
-    """Every table of one look-back, plus what was left out and why."""
+    """Every table of one look-back of ``n_steps`` steps from ``t0``, plus what was left out."""
 
     t0: float
     step_s: float
     n_steps: int
-    tables: dict[str | None, ModelTable]
+    tables: dict[str, ModelTable]
     skipped: dict[str, int] = field(default_factory=dict)
 
     def step_t(self, index: int) -> float:
@@ -77,52 +69,45 @@ class Snapshot:
         return {d for t in self.tables.values() for d in t.devices}
 
 
-def build_snapshot(windows: Iterable[dict], profile_of: Callable[[str | None], dict | None], t0: float,
-                   step_s: float, n_steps: int, no_answer_confidence: float = 0.5) -> Snapshot:
-    """Lay windows with ``t0 <= t_start < t0 + n_steps * step_s`` out into per-model tables."""
-    refs: dict[str | None, Reference | None] = {}
-    rows: dict[str | None, dict[str, list]] = {}
+def build_snapshot(bodies: Iterable[dict], reference_of: Callable[[str], ModelReference | None], t0: float,
+                   step_s: float, n_steps: int) -> Snapshot:
+    """Lay bodies with ``t0 <= t_start < t0 + n_steps * step_s`` out into per-model tables."""
+    rows: dict[str, dict[str, list]] = {}
     skipped: dict[str, int] = {}
-    for w in windows:
-        step = int((w["t_start"] - t0) // step_s)
+
+    def skip(code: str) -> None:
+        skipped[code] = skipped.get(code, 0) + 1
+
+    for body in bodies:
+        step = int((body["t_start"] - t0) // step_s)
         if not 0 <= step < n_steps:
             continue
-        model = w.get("model")
-        if model not in refs:
-            refs[model] = _reference(profile_of, model, no_answer_confidence)
-        ref = refs[model]
+        model, device = body.get("model"), body["device"]
+        ref = reference_of(model) if model else None
         if ref is None:
-            skipped["no_profile"] = skipped.get("no_profile", 0) + 1
-            continue
-        try:
-            obs = extract(w, ref)
-            for kind, counts in peer_counts(w).items():
-                obs[kind].update(counts)
-        except (ValueError, KeyError, TypeError):
-            skipped["bad_bins"] = skipped.get("bad_bins", 0) + 1
-            continue
-        rows.setdefault(model, {}).setdefault(w["device"], []).append((step, obs))
-    tables = {model: _table(refs[model], per_device, n_steps) for model, per_device in rows.items()}
+            skip("no_profile")
+        else:
+            try:
+                rows.setdefault(model, {}).setdefault(device, []).append((step, extract(body, ref)))
+            except (ValueError, KeyError, TypeError):
+                skip("bad_bins")
+        for other, (pairs, audit) in credits(body).items():
+            other_ref = reference_of(other)
+            if other_ref is not None:
+                rows.setdefault(other, {}).setdefault(device, []).append(
+                    (step, {"concept": concept_counts(pairs, audit, other_ref)}))
+    refs = {m: reference_of(m) for m in rows}
+    tables = {m: _table(refs[m], per_device, n_steps) for m, per_device in rows.items()}
     return Snapshot(t0=t0, step_s=step_s, n_steps=n_steps, tables=tables, skipped=skipped)
 
 
-def _reference(profile_of, model, no_answer_confidence: float) -> Reference | None:
-    profile = profile_of(model) if model is not None else None
-    if profile is None:
-        return None
-    try:
-        return reference_of(validate_profile(profile), model, no_answer_confidence)
-    except BundleError:
-        return None
-
-
-def _table(ref: Reference, per_device: dict[str, list], n_steps: int) -> ModelTable:
+def _table(ref: ModelReference, per_device: dict[str, list], n_steps: int) -> ModelTable:
     devices = sorted(per_device)
-    counts = {kind: {s: np.zeros((len(devices), n_steps, ref.shapes[s]), dtype=np.int64)
-                     for s in ref.kind_signals(kind)} for kind in KINDS}
+    counts = {kind: {s: np.zeros((len(devices), n_steps, ref.shapes[s]), dtype=np.int64) for s in ref.signals(kind)}
+              for kind in KINDS}
     for i, device in enumerate(devices):
         for step, obs in per_device[device]:
-            for kind in KINDS:
-                for s, c in obs[kind].items():
+            for kind, sigs in obs.items():
+                for s, c in sigs.items():
                     counts[kind][s][i, step] += c
     return ModelTable(ref=ref, devices=devices, counts=counts)

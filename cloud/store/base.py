@@ -175,6 +175,10 @@ class Store(ABC):
         """Models (shas) seen in windows or rollups that start with ``prefix``."""
 
     @abstractmethod
+    def model_starts(self) -> dict[tuple[str, str], float]:
+        """When each device started on each model: {(device, model): earliest t_start (or bucket)}."""
+
+    @abstractmethod
     def rollup(self, bucket_s: int, retention_full_s: float, *, now: float | None = None,
                chunk: int = 2000) -> RollupResult:
         """Merge unrolled windows into buckets; delete rolled windows older than the retention."""

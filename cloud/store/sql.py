@@ -162,6 +162,19 @@ class SqlStore(WritesMixin, RecordsMixin, Store):
                 "SELECT DISTINCT model FROM rollups WHERE model LIKE ? ESCAPE '\\'", (like, like)).fetchall()
         return sorted({r[0] for r in rows if r[0]})
 
+    def model_starts(self) -> dict[tuple[str, str], float]:
+        with self._tx(write=False) as cur:
+            self._snapshot(cur)
+            rows = cur.execute("SELECT device, model, MIN(bucket_start) FROM rollups WHERE device <> ? "
+                               "GROUP BY device, model", [FLEET]).fetchall()
+            rows += cur.execute("SELECT device, model, MIN(t_start) FROM windows WHERE rolled = 0 "
+                                "GROUP BY device, model").fetchall()
+        out: dict[tuple[str, str], float] = {}
+        for device, model, t in rows:
+            if model and t is not None:
+                out[(device, model)] = min(float(t), out.get((device, model), float("inf")))
+        return out
+
     def merged(self, *, devices=None, model=None, since=None, until=None,
                bucket_s: int = DEFAULT_BUCKET_S) -> dict[str, dict]:
         start = rollup_mod.bucket_start(since, bucket_s) if since is not None else None

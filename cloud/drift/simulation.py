@@ -1,0 +1,230 @@
+"""Households at scale: the drift engine's scores on many simulated device-days, in seconds.
+
+The false-alarm budget is a claim about rates (alerts per 1,000 device-days) that a few real
+device-days cannot check. This simulator plays households of **real utterances** — the
+per-utterance records (features, length, level, SNR, prediction, confidence, truth) that the
+device's own gate and the bundle produced from held-out speakers' speech
+(``cloud.lab.records``) — at the window level: each device gets 1-3 speakers, a diurnal traffic
+schedule of its own and a noise floor of its own, and every step its utterances are resampled
+from its speakers and counted into exactly the histograms an agent sends. The counts go
+straight into the engine's tables (``ModelTable``), so the engine's own code judges them:
+baselines learned over the warm-up, then per-device and fleet CUSUMs and the fleet's level test.
+
+The CUSUM is run over the whole simulated period at once rather than once per evaluation over
+a sliding look-back; a CUSUM started at 0 at the start of a look-back is never above the
+running one, so this counts at least as many alarms as the collector would raise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cloud.drift import blocks
+from cloud.drift.assess import Part, Settings, assess
+from cloud.drift.baselines import learn
+from cloud.drift.budget import Budget
+from cloud.drift.engine import DriftConfig
+from cloud.drift.reference import KINDS, ModelReference
+from cloud.drift.tables import ModelTable, Snapshot
+from shared.histogram import CONFIDENCE_EDGES, NOISE_DBFS_EDGES
+
+DAY_S = 86400.0
+# Relative utterance rate over the hours of a day: quiet night, busy morning and evening.
+DIURNAL = np.array([0.05, 0.03, 0.02, 0.02, 0.03, 0.1, 0.5, 1.0, 0.9, 0.6, 0.5, 0.5,
+                    0.6, 0.5, 0.4, 0.4, 0.5, 0.7, 1.0, 0.9, 0.7, 0.5, 0.3, 0.1])
+
+
+@dataclass
+class Speaker:
+    """One held-out speaker's utterances as the device saw them (parallel arrays)."""
+
+    features: np.ndarray  # [n, F]
+    utterance_ms: np.ndarray
+    level_dbfs: np.ndarray
+    snr_db: np.ndarray
+    confidence: np.ndarray
+    predicted: np.ndarray  # label index
+    truth: np.ndarray  # label index, -1 when the utterance overlaps no clip
+
+    @classmethod
+    def from_record(cls, r: dict) -> "Speaker":
+        return cls(np.asarray(r["features"], float), np.asarray(r["utterance_ms"], float),
+                   np.asarray(r["level_dbfs"], float), np.asarray(r["snr_db"], float),
+                   np.asarray(r["confidence"], float), np.asarray(r["predicted"], int), np.asarray(r["truth"], int))
+
+
+@dataclass(frozen=True)
+class Households:
+    devices: int = 20
+    days: float = 2.0
+    step_s: float = 300.0
+    speakers_per_device: tuple[int, int] = (1, 3)
+    utterances_per_day: tuple[float, float] = (1500.0, 4000.0)  # per device, drawn log-uniform
+    audit_rate: float = 0.02
+    feedback_rate: float = 0.05
+    frames_per_step: int = 2000  # unvoiced frames counted into noise_dbfs per step
+    noise_floor_dbfs: tuple[float, float] = (-68.0, -55.0)
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    device_days: float
+    alarms: dict[str, int] = field(default_factory=dict)  # per kind
+    episodes: list[dict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.alarms.values())
+
+
+def simulate_table(speakers: list[Speaker], ref: ModelReference, h: Households, model: str = "m") -> ModelTable:
+    """Per-step counts of every signal for ``h.devices`` households over ``h.days``."""
+    rng = np.random.default_rng(h.seed)
+    n_steps = int(round(h.days * DAY_S / h.step_s))
+    names = [f"dev-{i:04d}" for i in range(h.devices)]
+    counts = {kind: {s: np.zeros((h.devices, n_steps, ref.shapes[s]), dtype=np.int64) for s in ref.signals(kind)}
+              for kind in KINDS}
+    hours = (np.arange(n_steps) * h.step_s / 3600.0) % 24
+    shape = DIURNAL[hours.astype(int)]
+    for d in range(h.devices):
+        house = rng.choice(len(speakers), size=rng.integers(h.speakers_per_device[0], h.speakers_per_device[1] + 1),
+                           replace=False)
+        n_utt = rng.poisson(_expected_utterances(shape, h, rng))
+        floor = rng.uniform(*h.noise_floor_dbfs)
+        for t in range(n_steps):
+            _step(counts, d, t, int(n_utt[t]), [speakers[i] for i in house], ref, h, floor, rng)
+    return ModelTable(ref=ref, devices=names, counts=counts)
+
+
+def _expected_utterances(shape: np.ndarray, h: Households, rng) -> np.ndarray:
+    """Expected utterances per step of one household: its daily total spread over its own hours."""
+    per_day = math.exp(rng.uniform(*np.log(h.utterances_per_day)))
+    phase_steps = int(rng.integers(-2, 3) * 3600 / h.step_s)  # households keep slightly different hours
+    mine = np.roll(shape, phase_steps)
+    steps_per_day = int(round(DAY_S / h.step_s))
+    return mine * per_day / mine[:steps_per_day].sum()
+
+
+def _step(counts, d, t, n, house: list[Speaker], ref: ModelReference, h: Households, floor: float, rng) -> None:
+    noise = rng.normal(floor, 3.0, h.frames_per_step)
+    counts["input"]["noise_dbfs"][d, t] += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, noise, side="right"),
+                                                       minlength=len(NOISE_DBFS_EDGES) + 1)
+    if n == 0:
+        return
+    who = rng.integers(len(house), size=n)
+    rows = {k: [] for k in ("features", "utterance_ms", "level_dbfs", "snr_db", "confidence", "predicted", "truth")}
+    for s_i in np.unique(who):
+        sp = house[s_i]
+        pick = rng.integers(len(sp.confidence), size=int(np.sum(who == s_i)))
+        for k in rows:
+            rows[k].append(getattr(sp, k)[pick])
+    x = {k: np.concatenate(v) for k, v in rows.items()}
+    edges = ref.edges
+    for j, name in enumerate(ref.feature_names):
+        counts["input"][f"feature:{name}"][d, t] += _hist(edges[f"feature:{name}"], x["features"][:, j])
+    for s in ("utterance_ms", "level_dbfs", "snr_db"):
+        counts["input"][s][d, t] += _hist(edges[s], x[s])
+    conf_bin = np.searchsorted(edges["confidence"], x["confidence"], side="right")
+    counts["output"]["confidence"][d, t] += np.bincount(conf_bin, minlength=len(edges["confidence"]) + 1)
+    counts["output"]["labels"][d, t] += np.bincount(x["predicted"], minlength=len(ref.label_names) + 1)
+    k_conf = len(CONFIDENCE_EDGES) + 1
+    cell = x["predicted"] * k_conf + np.searchsorted(CONFIDENCE_EDGES, x["confidence"], side="right")
+    counts["concept"]["conf_by_label"][d, t] += np.bincount(cell, minlength=ref.shapes["conf_by_label"])
+    known = x["truth"] >= 0
+    audited = known & (rng.random(n) < h.audit_rate)
+    told = known & (audited | (rng.random(n) < h.feedback_rate))
+    right = x["truth"] == x["predicted"]
+    counts["concept"]["feedback"][d, t] += [int(np.sum(told & right)), int(np.sum(told & ~right))]
+    slot = 2 * x["truth"][audited] + (~right[audited]).astype(int)
+    counts["concept"]["audit"][d, t] += np.bincount(slot, minlength=ref.shapes["audit"])
+
+
+def _hist(edges, values) -> np.ndarray:
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+
+
+def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str = "m") -> Result:
+    """Alarm episodes the engine's detectors raise on a simulated table (after the warm-up).
+
+    Every device learns its baseline from the first ``cfg.warmup_s``; then each device's CUSUMs,
+    the fleet's CUSUMs, the fleet's level test (per block) and each device's peer test (per
+    evaluation) run over the rest, with the thresholds the budget gives a fleet of this size.
+    An episode is a run of evaluations over threshold: one alert.
+    """
+    ref = table.ref
+    warm = int(round(cfg.warmup_s / step_s))
+    n_steps = table.counts["input"]["utterance_ms"].shape[1]
+    days = (n_steps - warm) * step_s / DAY_S
+    result = Result(device_days=days * len(table.devices), alarms={k: 0 for k in KINDS})
+    bases = {d: learn(d, model, ref, {k: {s: c[i, :warm] for s, c in table.counts[k].items()} for k in KINDS},
+                      0.0, warm * step_s, cfg.min_n, cfg.min_baseline_blocks, cfg.priors.tau2_min)
+             for i, d in enumerate(table.devices)}
+    for kind in KINDS:
+        factor = int(round(cfg.step_of(kind) / step_s))
+        counts = {s: _coarsen(c[:, warm:], factor) for s, c in table.counts[kind].items()}
+        mon = ModelTable(ref, table.devices, {k: (counts if k == kind else {}) for k in KINDS})
+        snap = Snapshot(t0=warm * step_s, step_s=step_s * factor, n_steps=counts["utterance_ms" if kind == "input"
+                        else next(iter(counts))].shape[1], tables={model: mon})
+        n_groups = len(blocks.groups(kind))
+        budget = Budget(cfg.alerts_per_1000_device_days, len(table.devices), DAY_S / snap.step_s)
+        h = budget.cusum_h((len(table.devices) + 1) * n_groups, cfg.cusum_k)
+        alpha = budget.alpha(n_groups + (len(table.devices) if kind == "input" else 0))
+        settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, cfg.sudden_steps, False)
+        cohorts = [(d, np.array([x == d for x in table.devices])) for d in table.devices]
+        cohorts.append(("fleet", np.ones(len(table.devices), dtype=bool)))
+        for name, mask in cohorts:
+            a = assess(snap, kind, [Part(model, mon, mask)], lambda dv, m: bases[dv], settings)
+            for g in a.groups:
+                n = _episodes(_change_flags(g, h))
+                if name == "fleet":
+                    n += _episodes(_level_flags(snap, kind, g.group, mon, mask, cfg.min_n, alpha))
+                if n:
+                    result.episodes.append({"kind": kind, "cohort": name, "group": g.group, "episodes": n})
+                result.alarms[kind] += n
+    return result
+
+
+def _coarsen(c: np.ndarray, factor: int) -> np.ndarray:
+    if factor <= 1:
+        return c
+    t = c.shape[1] // factor * factor
+    return c[:, :t].reshape(c.shape[0], t // factor, factor, c.shape[2]).sum(axis=2)
+
+
+def _change_flags(g, h: float) -> np.ndarray:
+    if g.run is None:
+        return np.zeros(0, dtype=bool)
+    sev = g.severity
+    recent = np.array([np.median(v[-3:]) if len(v := sev[: i + 1][~np.isnan(sev[: i + 1])]) else 0.0
+                       for i in range(len(sev))])
+    return (g.run.statistic >= h) & (recent >= 1.0)
+
+
+def _level_flags(snap, kind, group, table, mask, min_n, alpha) -> np.ndarray:
+    from cloud.drift.scores import against_reference, severity
+
+    primary = blocks.PRIMARY[(kind, group)]
+    bounds = blocks.layout(table.counts[kind][primary][mask].sum(axis=(0, 2)), min_n)
+    if len(bounds) < 2:
+        return np.zeros(0, dtype=bool)
+    ps, sevs = [], []
+    for score in (s for s in table.ref.scores[kind] if s.group == group):
+        if score.ref_mean is None and score.expected_bins is None:
+            continue
+        ev = against_reference(score, blocks.reduce(table.counts[kind][score.signal][mask], bounds), min_n)
+        ps.append(ev.p)
+        sevs.append(severity(score, ev))
+    if not ps:
+        return np.zeros(0, dtype=bool)
+    p, sev = np.vstack(ps), np.vstack(sevs)
+    m = np.sum(~np.isnan(p), axis=0)
+    hit = (p * np.maximum(m, 1) <= alpha) & (sev >= 1.0)
+    return hit.any(axis=0)
+
+
+def _episodes(flags: np.ndarray) -> int:
+    f = np.asarray(flags, dtype=bool)
+    return int(np.sum(f[1:] & ~f[:-1]) + (1 if len(f) and f[0] else 0))
