@@ -66,8 +66,12 @@ class Collector:
         from cloud.drift.job import DriftJob
 
         cfg = self.config
-        drift_config = DriftConfig(step_s=cfg.drift_step_s, long_steps=cfg.drift_long_steps)
-        return DriftJob(registry_dir=cfg.registry_dir, config=drift_config, every_s=cfg.drift_every_s or None)
+        drift_config = DriftConfig(step_s=cfg.drift_step_s, long_steps=cfg.drift_long_steps,
+                                   concept_step_s=cfg.drift_concept_step_s, warmup_s=cfg.drift_warmup_s,
+                                   alerts_per_1000_device_days=cfg.drift_alerts_per_1000_device_days,
+                                   settle_s=cfg.drift_settle_s)
+        return DriftJob(registry_dir=cfg.registry_dir, config=drift_config, every_s=cfg.drift_every_s or None,
+                        bucket_s=cfg.rollup_bucket_s)
 
     def start(self) -> None:
         log.info("collector starting: store %s (%s), broker %s, group %s", self.store.dialect,
@@ -166,8 +170,8 @@ class Collector:
         registry = Registry(store, self.config.registry_dir, self.public_keys)
         drift = None
         if self.drift_job is not None:
-            drift = DriftEngine(StoreSource(store, registry_profiles(registry)), self.drift_job.config,
-                                calibrator=self.drift_job.calibrator)
+            drift = DriftEngine(StoreSource(store, registry_profiles(registry), self.config.rollup_bucket_s),
+                                self.drift_job.config)
         return Services.from_config(self.config, store, registry=registry, drift=drift,
                                     rollouts=RolloutService(store, registry), ingest=self.ingest,
                                     readiness=self.readiness, public_metrics=self.config.http_public_metrics,

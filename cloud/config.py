@@ -88,10 +88,19 @@ class CollectorConfig:
     rollouts_enabled: bool = setting(True, "Run the rollout controller in this collector.")
     # -- drift ------------------------------------------------------------------------
     drift_enabled: bool = setting(True, "Evaluate drift and keep alerts in this collector.")
-    drift_step_s: float = setting(300.0, "Drift step: windows are merged per step; the short horizon is 3 "
-                                  "steps, the long one drift_long_steps.", ge=1.0, le=86400.0)
-    drift_long_steps: int = setting(30, "Steps in the long drift horizon (the gradual-drift detector).",
-                                    ge=4, le=10000)
+    drift_step_s: float = setting(300.0, "Drift step (input and output drift): a whole multiple of "
+                                  "rollup_bucket_s; the detectors read merged steps.", ge=1.0, le=86400.0)
+    drift_concept_step_s: float = setting(3600.0, "Drift step of concept drift (feedback is sparse and late); a "
+                                          "whole multiple of rollup_bucket_s.", ge=1.0, le=7 * 86400.0)
+    drift_long_steps: int = setting(36, "Steps each drift evaluation looks back over.", ge=4, le=10000)
+    drift_warmup_s: float = setting(12 * 3600.0, "A device learns its own baseline over this long after it starts "
+                                    "on a model; until then only the fleet and peer checks judge it.",
+                                    ge=1.0, le=30 * 86400.0)
+    drift_alerts_per_1000_device_days: float = setting(
+        1.0, "False-alarm budget: drift alerts a healthy fleet may raise per 1,000 device-days; every drift "
+             "threshold follows from it (docs/drift.md).", ge=1e-6, le=1e6)
+    drift_settle_s: float = setting(30.0, "A drift step is read once it ended this long ago (late windows).",
+                                    ge=0.0, le=3600.0)
     drift_every_s: float = setting(0.0, "How often drift is evaluated (0: once per drift step).", ge=0.0, le=86400.0)
     # -- http api ---------------------------------------------------------------------
     http_host: str = setting("127.0.0.1", "Address the operator HTTP API and dashboard listen on.")
@@ -138,6 +147,13 @@ class CollectorConfig:
         if self.retention_full_s < self.rollup_bucket_s:
             raise ConfigError(f"retention_full_s ({self.retention_full_s}) is shorter than rollup_bucket_s "
                               f"({self.rollup_bucket_s}); keep full windows at least one bucket long")
+        for name in ("drift_step_s", "drift_concept_step_s"):
+            step = getattr(self, name)
+            if step % self.rollup_bucket_s:
+                raise ConfigError(f"{name} ({step:g}) is not a whole multiple of rollup_bucket_s "
+                                  f"({self.rollup_bucket_s}): drift reads rollups, so its steps must be made of "
+                                  f"whole buckets; set e.g. --rollup-bucket-s {int(min(step, self.rollup_bucket_s))}"
+                                  f" or a drift step of {self.rollup_bucket_s * max(1, round(step / self.rollup_bucket_s))}")
 
     def _check_webhook(self) -> None:
         if self.alert_webhook_url and urlsplit(self.alert_webhook_url).scheme not in ("http", "https"):

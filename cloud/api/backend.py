@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterator
 
 from cloud import fleet
 from cloud.api import evidence
-from cloud.drift import Alert, DriftConfig, StoreSource, acknowledge, drift_report, registry_profiles
-from cloud.drift.calibrate import Calibrator
+from cloud.drift import Alert, DriftConfig, DriftEngine, StoreSource, acknowledge, drift_report, registry_profiles
 from cloud.fleet import Selector
 from cloud.store.base import DEFAULT_BUCKET_S, Store
 from shared.errors import ConfigError, StoreError
@@ -68,7 +67,7 @@ class Services:
 class Backend:
     def __init__(self, services: Services):
         self.s = services
-        self._own_calibrator: Calibrator | None = None
+        self._own_engine: DriftEngine | None = None
 
     def now(self) -> float:
         return self.s.clock()
@@ -204,25 +203,18 @@ class Backend:
 
     # -- drift ---------------------------------------------------------------------------------
     # ``services.drift`` is the collector's ``cloud.drift.DriftEngine`` (its source, config and
-    # calibrator are reused); without one the API reads drift over the store and registry itself.
+    # learned baselines are reused); without one the API builds its own over the store and registry.
     def drift_config(self) -> DriftConfig:
         return self.s.drift.config if self.s.drift is not None else DriftConfig()
 
-    def _drift_source(self):
+    def _drift_engine(self) -> DriftEngine:
         if self.s.drift is not None:
-            return self.s.drift.source
+            return self.s.drift
         if self.s.registry is None:
             raise Unavailable("drift needs the registry (the models' reference profiles); configure one")
-        return StoreSource(self.s.store, registry_profiles(self.s.registry))
-
-    def _calibrator(self) -> Calibrator:
-        if self.s.drift is not None:
-            return self.s.drift.calibrator
-        if self._own_calibrator is None:  # its simulated nulls are cached: keep one per app
-            cfg = self.drift_config()
-            self._own_calibrator = Calibrator(alpha=cfg.alpha, statistic=cfg.statistic, n_sims=cfg.n_sims,
-                                              seed=cfg.seed)
-        return self._own_calibrator
+        if self._own_engine is None:  # its baselines are cached: keep one per app
+            self._own_engine = DriftEngine(StoreSource(self.s.store, registry_profiles(self.s.registry)))
+        return self._own_engine
 
     def alerts(self, status: str | None, cohort: str | None) -> list[dict]:
         return self.s.store.alerts(status=status, cohort=cohort)
@@ -260,8 +252,7 @@ class Backend:
                                    self.drift_config())
 
     def drift_report(self, cohort: str, since: float, until: float, step_s: float) -> list[dict]:
-        return drift_report(self._drift_source(), cohort, since, until, step_s, self.drift_config(),
-                            self._calibrator())
+        return drift_report(self._drift_engine(), cohort, since, until, step_s)
 
     def drift_severities(self) -> list[dict]:
         """Latest severity per (cohort, kind): the engine's last findings when the collector

@@ -81,8 +81,12 @@ def alert_summary(alert) -> dict:
     return {"id": alert.id, "status": alert.status, "cohort": alert.cohort, "kind": alert.kind,
             "severity": round(alert.severity, 3), "peak_severity": round(alert.peak_severity, 3),
             "pattern": alert.pattern, "opened_t": alert.opened_t, "onset_t": alert.onset_t,
-            "updated_t": alert.updated_t, "top_signal": top.get("signal"), "top_score": top.get("score"),
+            "updated_t": alert.updated_t, "top_signal": top.get("signal"), "top_effect": top.get("effect"),
             "driving_devices": drivers, "driving_tags": tags}
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
@@ -98,7 +102,7 @@ def format_alert(alert) -> str:
     """A person-readable page about one alert and its evidence."""
     s, ev = alert_summary(alert), alert.evidence
     lines = [f"alert {s['id']}: {s['kind']} drift on {s['cohort']} ({s['status']})",
-             f"  severity {s['severity']} (peak {s['peak_severity']}; ≥ 1 fails the check), "
+             f"  severity {s['severity']} (peak {s['peak_severity']}; effect over its floor, ≥ 1 matters), "
              f"pattern {s['pattern'] or '-'}, horizon {ev.get('horizon') or '-'}, n {ev.get('n', 0)}",
              f"  opened {_when(alert.opened_t)}, onset {_when(alert.onset_t)}, updated {_when(alert.updated_t)}"
              + (f", acknowledged {_when(alert.acked_t)} by {alert.acked_by or '-'}" if alert.acked_t else "")
@@ -106,12 +110,17 @@ def format_alert(alert) -> str:
     if ev.get("rule"):
         lines.append(f"  raised by rule {ev['rule']}; excluded devices with own alerts: "
                      f"{', '.join(ev.get('excluded') or []) or 'none'}")
-    lines.append("  top signals:")
+    tests = ev.get("tests") or {}
+    if tests:
+        lines.append("  held to: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(tests.items())
+                                                if isinstance(v, (int, float))))
+    lines.append("  top signals (mean now vs expected, against what):")
     for t in ev.get("top", []):
-        lines.append(f"    {t.get('signal')}: score {t.get('score'):.4g} vs threshold {t.get('threshold'):.4g}"
-                     f" (severity {t.get('severity'):.3g}, n {t.get('n')})")
+        lines.append(f"    {t.get('signal')}: {_num(t.get('mean'))} vs {_num(t.get('expected'))} "
+                     f"({t.get('against') or '-'}), effect {_num(t.get('effect'))} (floor {_num(t.get('floor'))}, "
+                     f"severity {_num(t.get('severity'))}), z {_num(t.get('z'))}, n {t.get('n')}")
     if ev.get("devices"):
-        lines.append("  devices (contribution, own divergence):")
+        lines.append("  devices (contribution, own effect):")
         for d in ev["devices"]:
             lines.append(f"    {d['device']}{' *' if d.get('driving') else ''}: {d['contribution']:.0%}, "
                          f"{d['effect']:.4g}{' (own alert)' if d.get('alarm') else ''}")
@@ -125,7 +134,8 @@ def format_alert(alert) -> str:
 REPORT_COLUMNS = [("t_start_text", "STEP")] + [
     col for kind in ("input", "output", "concept")
     for col in ((f"{kind}_n", f"{kind[:3].upper()} N"), (f"{kind}_severity", f"{kind[:3].upper()} SEV"),
-                (f"{kind}_top", f"{kind[:3].upper()} TOP"), (f"{kind}_flag", f"{kind[:3].upper()} FLAG"))]
+                (f"{kind}_top", f"{kind[:3].upper()} TOP"), (f"{kind}_cusum", f"{kind[:3].upper()} CUSUM"),
+                (f"{kind}_flag", f"{kind[:3].upper()} FLAG"))]
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -212,6 +222,7 @@ def ack(alert_id, db_url, by) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
     """Print a cohort's drift scores over time."""
+    from cloud.drift.engine import DriftEngine
     from cloud.drift.report import drift_report
     from cloud.drift.tables import Cohort
 
@@ -228,7 +239,7 @@ def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
     store, source = _open(db_url, registry_dir, with_source=True)
     with store:
         try:
-            rows = drift_report(source, cohort, since_t, until_t, step_s)
+            rows = drift_report(DriftEngine(source), cohort, since_t, until_t, step_s)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     if as_json:
@@ -237,5 +248,6 @@ def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
         return
     for r in rows:
         r["t_start_text"] = _when(r["t_start"])
-    click.echo(f"{cohort}: drift severity per {step_s:g} s step (≥ 1 fails the check)")
+    click.echo(f"{cohort}: drift per {step_s:g} s step (severity: effect over its floor; cusum: the change "
+               f"statistic, 'drift' over its threshold)")
     click.echo(format_table(rows, REPORT_COLUMNS))

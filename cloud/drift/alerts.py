@@ -8,8 +8,9 @@ is the caller's) and the findings into ``AlertChange``s:
 - **updated** — an open alert is seen again. ``material`` is true when a person would want
   to know (top signal changed, severity moved by ``update_ratio`` or more, the driving devices
   changed); otherwise the change only carries bookkeeping (last seen, healthy streak) that the
-  caller must still store. An episode keeps the onset and pattern it opened with: a later look
-  at a long episode may no longer see its start.
+  caller must still store. An episode keeps the onset it opened with (a later look at a long
+  episode may no longer see its start); its pattern follows the latest finding, so a ramp caught
+  early (when two blocks cannot tell a ramp from a step) is called gradual once it shows.
 - **resolved** — after ``resolve_after`` consecutive *healthy* evaluations: not detected and
   the current level (short-horizon severity) below ``resolve_below`` (< 1). A score that
   hovers around the threshold (level between ``resolve_below`` and 1) is not healthy, so the
@@ -190,7 +191,7 @@ def step(alert: Alert | None, finding: Finding | None, now: float,
         material = _material(alert, finding, policy)
         alert = replace(alert, updated_t=now, healthy_streak=0, severity=finding.severity,
                         peak_severity=max(alert.peak_severity, finding.severity),
-                        pattern=alert.pattern or finding.pattern, evidence=finding.evidence(),
+                        pattern=finding.pattern or alert.pattern, evidence=finding.evidence(),
                         announced=_summary(finding) if material else alert.announced)
         return AlertChange("updated", alert, material)
     streak = alert.healthy_streak + 1 if finding.healthy(policy) else 0

@@ -2,7 +2,8 @@
 
 For each of the alert's top signals (a score of one model, judged against the devices'
 baselines or the reference), every device of the cohort gets its own effect over the alert's
-recent blocks (its mean score minus what was expected of it, in the score's effect units) and
+recent steps (its mean score minus what was expected of it, less twice its own sampling noise,
+in the score's effect units) and
 a contribution = ``its share of the cohort's n × |its effect|``, normalised over the cohort; a
 device's contribution is the mean over the top signals. The **driving devices** are the
 fewest, largest contributors that together account for ≥ 80 % (at most 10). A tag's
@@ -39,14 +40,17 @@ def device_contributions(snap: Snapshot, kind: str, members: frozenset[str] | No
         if score is None:
             continue
         counts = table.counts[kind][score.signal][:, steps].sum(axis=1)
-        n, mean, _ = mean_and_within(counts, score.weights)
+        n, mean, within = mean_and_within(counts, score.weights)
         mask = table.mask(members)
         expected = np.array([expected_of(d, row["model"], score.name, row["against"]) for d in table.devices],
                             dtype=float)
         ok = mask & (n > 0) & ~np.isnan(expected)
         if not ok.any():
             continue
-        effect = np.where(ok, np.abs(mean - expected) / score.effect_scale(np.nan_to_num(expected, nan=0.5)), 0.0)
+        # the part of each device's effect its own sampling noise cannot explain
+        noise = 2.0 * np.sqrt(np.where(n > 0, within / np.maximum(n, 1), 0.0))
+        raw_effect = np.clip(np.abs(mean - expected) - noise, 0.0, None)
+        effect = np.where(ok, raw_effect / score.effect_scale(np.nan_to_num(expected, nan=0.5)), 0.0)
         share = np.where(ok, n, 0.0) / n[ok].sum()
         raw = share * effect
         norm = raw / raw.sum() if raw.sum() > 0 else raw

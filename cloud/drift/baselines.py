@@ -59,7 +59,7 @@ def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[s
         sig = counts.get(kind) or {}
         per_kind: dict[str, ScoreBaseline] = {}
         for group in blocks.groups(kind) if sig else ():
-            bounds = blocks.layout(blocks.primary_n(sig, kind, group), min_n)
+            bounds = blocks.layout(blocks.primary_n(sig, kind, group), min_n, tail=min_n)
             if len(bounds) < min_blocks + 1:
                 continue
             for score in (s for s in ref.scores[kind] if s.group == group):

@@ -4,11 +4,13 @@
 (``budget`` derives h from the false-alarm budget). Blocks without data (NaN) leave S as it is.
 Capping S lets an episode end within about ``cap * h / k`` healthy blocks once the drift stops.
 
-- **onset**: the standard CUSUM change-point estimate, the first block after S last stood at 0.
+- **onset**: the standard CUSUM change-point estimate, the first block after S last stood at 0,
+  moved past blocks whose effect is under a quarter of the episode's level (``refine_onset``);
+  for a drift seen only against the reference, the start of the trailing run of blocks whose
+  effect is over the floor (``run_start``).
 - **pattern**, from the effect sizes (traffic-independent severities) of the blocks since the
-  onset: **sudden** when a block within ``sudden_s`` of the onset already shows at least
-  ``frac`` of the episode's current level (a step), **gradual** when the level built up over
-  longer (a ramp). A run that began with the look-back is called sudden: its start is unseen.
+  onset: **gradual** when they climb (a significant least-squares slope that rose by at least
+  half the current level: a ramp), else **sudden** (a step, flat after it began).
 
 Because the pattern reads effect sizes, not z (which grows with traffic), a constant shift read
 through busy and quiet hours stays one sudden episode, and a slow ramp over hours is gradual.
@@ -50,36 +52,45 @@ def cusum(z: np.ndarray, k: float, h: float, cap: float = 2.0) -> CusumRun:
     return CusumRun(stat, h, onset, crossed)
 
 
-def pattern(severity: np.ndarray, times: np.ndarray, onset: int, *, sudden_s: float, frac: float = 0.5,
-            first_valid: int | None = None) -> str:
-    """"sudden" or "gradual" for the run that began at block ``onset`` (see the module doc)."""
+def refine_onset(severity: np.ndarray, onset: int, frac: float = 0.25) -> int:
+    """The CUSUM's onset moved forward past blocks whose effect is under ``frac`` of the episode's
+    level: a healthy block that happened to lean the same way is not the start of the drift."""
     sev = np.asarray(severity, dtype=float)
     valid = [i for i in range(onset, len(sev)) if not np.isnan(sev[i])]
     if not valid:
-        return "sudden"
-    start = first_valid if first_valid is not None else next((i for i in range(len(sev)) if not np.isnan(sev[i])), 0)
-    if onset <= start:
-        return "sudden"
+        return onset
     level = float(np.median(sev[valid[-3:]]))
-    j = next(i for i in valid if sev[i] >= frac * level)
-    return "sudden" if times[j] - times[onset] <= sudden_s else "gradual"
+    return next((i for i in valid if sev[i] >= frac * level), onset)
 
 
-def changepoint(severity: np.ndarray, high: float = 1.0, frac: float = 0.25) -> int:
-    """Onset of a drift seen only as a level (no CUSUM run): the CUSUM change point of the
-    severities, capped at ``high``, against an allowance ``frac`` of the way from their
-    healthy baseline (the lowest median of blocks of 5) to ``high``. NaN severities are skipped."""
+def pattern(severity: np.ndarray, onset: int, *, t_min: float = 3.0, rise: float = 0.5) -> str:
+    """"gradual" when the effect since ``onset`` climbs — the least-squares slope of the blocks'
+    severities has a t-statistic of at least ``t_min`` and rose by at least ``rise`` of the current
+    level — else "sudden" (a step: flat after it began, whatever its noise)."""
     sev = np.asarray(severity, dtype=float)
-    idx = [i for i in range(len(sev)) if not np.isnan(sev[i])]
-    if not idx:
-        return 0
-    vals = [min(float(sev[i]), high) for i in idx]
-    blocks = [vals[i:i + 5] for i in range(0, len(vals), 5)]
-    base = min(min(float(np.median(b)) for b in blocks), 0.5 * high)
-    allowance = base + frac * (high - base)
-    total, lowest, at = 0.0, 0.0, 0
-    for j, v in enumerate(vals):
-        total += v - allowance
-        if total < lowest:
-            lowest, at = total, j + 1
-    return idx[min(at, len(idx) - 1)]
+    x = np.array([i for i in range(onset, len(sev)) if not np.isnan(sev[i])], dtype=float)
+    if len(x) < 4:
+        return "sudden"
+    y = sev[x.astype(int)]
+    xc = x - x.mean()
+    slope = float(xc @ (y - y.mean()) / (xc @ xc))
+    resid = y - y.mean() - slope * xc
+    se = float(np.sqrt(resid @ resid / (len(x) - 2) / (xc @ xc)))
+    level = float(np.median(y[-3:]))
+    t = slope / se if se > 0 else (np.inf if slope > 0 else 0.0)
+    return "gradual" if t >= t_min and slope * (x[-1] - x[0]) >= rise * level else "sudden"
+
+
+def run_start(severity: np.ndarray, level: float = 1.0) -> int:
+    """First block of the trailing run of blocks at or over ``level`` (blocks without data are
+    skipped; the last block with data when even it is under ``level``)."""
+    sev = np.asarray(severity, dtype=float)
+    valid = [i for i in range(len(sev)) if not np.isnan(sev[i])]
+    if not valid:
+        return max(len(sev) - 1, 0)
+    start = valid[-1]
+    for i in reversed(valid):
+        if sev[i] < level:
+            break
+        start = i
+    return start

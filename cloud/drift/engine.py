@@ -71,7 +71,7 @@ class DriftConfig:
     concept_step_s: float = 3600.0
     settle_s: float = 30.0
     alerts_per_1000_device_days: float = 1.0
-    cusum_k: float = 1.0
+    cusum_k: float = 1.5
     cusum_cap: float = 2.0
     min_n: int = 30
     warmup_s: float = 12 * 3600.0
@@ -80,7 +80,6 @@ class DriftConfig:
     min_device_fraction: float = 0.25
     min_peers: int = 5
     peer_floor: float = 0.2
-    sudden_steps: float = 2.0
     no_answer_confidence: float = 0.5
     top_k: int = 5
     floors: Floors = Floors()
@@ -180,8 +179,7 @@ class _KindRun:
     def settings(self, level_test: bool) -> Settings:
         c = self.cfg
         return Settings(min_n=c.min_n, short_steps=c.short_steps, cusum_k=c.cusum_k, cusum_h=self.h,
-                        cusum_cap=c.cusum_cap, level_alpha=self.alpha, sudden_steps=c.sudden_steps,
-                        level_test=level_test)
+                        cusum_cap=c.cusum_cap, level_alpha=self.alpha, level_test=level_test)
 
     def baseline_of(self, device: str, model: str):
         return self.e.baselines.get(device, model, self.now)

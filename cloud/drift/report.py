@@ -17,6 +17,7 @@ from cloud.drift import blocks
 from cloud.drift.assess import Part, Settings, assess
 from cloud.drift.budget import Budget
 from cloud.drift.reference import KINDS
+from cloud.drift.scores import severity
 from cloud.drift.tables import Cohort, build_snapshot
 
 MAX_STEPS = 10_000
@@ -55,7 +56,7 @@ def drift_report(engine, cohort: str, since_t: float, until_t: float, step_s: fl
         budget = Budget(cfg.alerts_per_1000_device_days, n_devices, 86400.0 / step_s)
         settings = Settings(min_n=cfg.min_n, short_steps=cfg.short_steps, cusum_k=cfg.cusum_k,
                             cusum_h=budget.cusum_h(n_devices + 1, cfg.cusum_k), cusum_cap=cfg.cusum_cap,
-                            level_alpha=budget.alpha(1), sudden_steps=cfg.sudden_steps,
+                            level_alpha=budget.alpha(1),
                             level_test=parsed.kind != "device")
         _fill(rows, kind, snap, parts, settings, lambda d, m: engine.baselines.get(d, m, until_t))
     return rows
@@ -76,7 +77,7 @@ def _fill(rows, kind, snap, parts, settings, baseline_of) -> None:
             continue
         for b, end in enumerate(g.bounds[1:]):
             row = rows[int(end) - 1]
-            sev = [ln.severity()[b] for ln in lines]
+            sev = [severity(ln.score, ln.ev)[b] for ln in lines]
             if all(np.isnan(sev)):
                 continue
             j = int(np.nanargmax(sev))

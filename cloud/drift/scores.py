@@ -61,6 +61,11 @@ class Score:
     expected_bins: np.ndarray | None = None
     group: str = "speech"  # scores of one group share blocks and one CUSUM (``blocks.PRIMARY``)
 
+    @property
+    def counts_events(self) -> bool:
+        """A 0/1 score (a share, an accuracy from feedback): its mean counts discrete events."""
+        return self.family != "ridit" and bool(np.all((self.weights == 0) | (self.weights == 1)))
+
     def effect_scale(self, mean: np.ndarray) -> np.ndarray:
         """Divisor that turns a raw difference into this score's effect units."""
         if self.family == "share":
@@ -141,7 +146,7 @@ def _evidence(score: Score, n, mean, expected, var, min_n: int) -> Evidence:
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.sqrt(var)
         diff = mean - expected
-        if score.family != "ridit":  # counts of rare events: continuity correction, enough expected events
+        if score.counts_events:  # counts of rare events: continuity correction, enough expected events
             diff = np.sign(diff) * np.clip(np.abs(diff) - 0.5 / n, 0.0, None)
             rare = n * np.minimum(expected, 1.0 - expected) < MIN_EXPECTED
         else:

@@ -172,7 +172,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
         budget = Budget(cfg.alerts_per_1000_device_days, len(table.devices), DAY_S / snap.step_s)
         h = budget.cusum_h((len(table.devices) + 1) * n_groups, cfg.cusum_k)
         alpha = budget.alpha(n_groups + (len(table.devices) if kind == "input" else 0))
-        settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, cfg.sudden_steps, False)
+        settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, False)
         cohorts = [(d, np.array([x == d for x in table.devices])) for d in table.devices]
         cohorts.append(("fleet", np.ones(len(table.devices), dtype=bool)))
         for name, mask in cohorts:
@@ -195,12 +195,10 @@ def _coarsen(c: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _change_flags(g, h: float) -> np.ndarray:
+    """Blocks where the CUSUM is over h and the most significant score's effect is over its floor."""
     if g.run is None:
         return np.zeros(0, dtype=bool)
-    sev = g.severity
-    recent = np.array([np.median(v[-3:]) if len(v := sev[: i + 1][~np.isnan(sev[: i + 1])]) else 0.0
-                       for i in range(len(sev))])
-    return (g.run.statistic >= h) & (recent >= 1.0)
+    return (g.run.statistic >= h) & (np.nan_to_num(g.block_severity(g.change)) >= 1.0)
 
 
 def _level_flags(snap, kind, group, table, mask, min_n, alpha) -> np.ndarray:

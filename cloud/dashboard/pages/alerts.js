@@ -39,9 +39,11 @@ function ackForm(a, rerender) {
 const checks = (rows) => table([
   { label: "model", render: (t) => (t.model ? link(`#/model/${t.model}`, short(t.model)) : "–") },
   { label: "signal", key: "signal" },
+  { label: "against", render: (t) => t.against || "–" },
   { label: "n", key: "n", class: "num" },
-  { label: "score", render: (t) => num(t.score, 4), class: "num" },
-  { label: "threshold", render: (t) => num(t.threshold, 4), class: "num" },
+  { label: "now", render: (t) => num(t.mean, 4), class: "num" },
+  { label: "expected", render: (t) => num(t.expected, 4), class: "num" },
+  { label: "effect", render: (t) => num(t.effect, 4), class: "num" },
   { label: "severity", render: (t) => num(t.severity, 2), class: "num" },
   { label: "p", render: (t) => (t.p_value === null || t.p_value === undefined ? "–" : t.p_value.toExponential(1)), class: "num" },
 ], rows, "no signal checks");
@@ -49,7 +51,7 @@ const checks = (rows) => table([
 const drivers = (rows) => table([
   { label: "device", render: (d) => link(`#/device/${encodeURIComponent(d.device)}`, d.device) },
   { label: "share of n", render: (d) => num(d.share, 3), class: "num" },
-  { label: "own divergence", render: (d) => num(d.effect, 4), class: "num" },
+  { label: "own effect", render: (d) => num(d.effect, 4), class: "num" },
   { label: "contribution", render: (d) => num(d.contribution, 3), class: "num" },
   { label: "driving", render: (d) => (d.driving ? badge("driving", "drift") : "") },
 ], rows, "one device: nothing to attribute");
@@ -61,7 +63,7 @@ export async function alertPage({ params, rerender }) {
       h("span", {}, cohortLink(a.cohort), " over time →")),
     h("div", { class: "grid kv" },
       card("Summary", kv({
-        cohort: a.cohort, drift: a.kind, pattern: a.pattern, "severity (≥ 1 alarms)": a.severity,
+        cohort: a.cohort, drift: a.kind, pattern: a.pattern, "severity (effect over its floor)": a.severity,
         "peak severity": a.peak_severity, "level now": a.level, n: a.n, horizon: a.horizon, rule: a.rule,
         onset: a.onset_t ? time(a.onset_t) : "–", opened: time(a.opened_t), updated: time(a.updated_t),
         resolved: a.resolved_t ? time(a.resolved_t) : "not yet",
@@ -70,7 +72,7 @@ export async function alertPage({ params, rerender }) {
       card("Top signals", checks(a.top))),
     h("h2", {}, "Now against the reference"),
     h("div", { class: "grid" }, (a.histograms || []).map((x) => histogram({
-      title: `${x.signal} (${short(x.model)}) — severity ${num(x.severity, 2)}`, edges: x.edges || [], labels: x.names,
+      title: `${x.score} (${short(x.model)}, against ${x.against || "?"}) — severity ${num(x.severity, 2)}`, edges: x.edges || [], labels: x.names,
       counts: x.counts, reference: x.reference }))),
     (a.histograms || []).length ? null : h("p", { class: "empty" }, "no histograms: the models' profiles are not in the registry"),
     h("div", { class: "grid kv" }, card("Devices driving it", drivers(a.devices)),

@@ -1,20 +1,13 @@
-"""Session fixtures for drift tests: one seeded reference profile (with and without accuracy)."""
+"""Session fixtures for drift tests: one seeded reference profile (with chunks and concept tables)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cloud.drift.calibrate import Calibrator
 from tests.cloud.drift.population import make_profile
 
 
 @pytest.fixture(scope="session")
 def profile() -> dict:
-    """Reference profile of 2,000 healthy utterances, with the lab's per-class accuracy."""
-    return make_profile(np.random.default_rng(1234), with_accuracy=True)
-
-
-@pytest.fixture(scope="session")
-def calibrator() -> Calibrator:
-    """The default calibrator, shared so simulated nulls are paid for once per session."""
-    return Calibrator()
+    """Reference profile of 40 dev speakers (chunked) with accuracy and calibration of 40 others."""
+    return make_profile(np.random.default_rng(1234))

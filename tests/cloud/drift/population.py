@@ -1,11 +1,17 @@
-"""A seeded synthetic speech population for drift tests: utterances → reference profile → windows.
+"""A seeded synthetic population of households for drift tests: speakers → profile → windows.
 
-Each utterance has a level, an SNR, a length, 10 watched features (correlated Gaussians standing
-in for the log-mel summaries), a true word, the model's prediction and its confidence. Drifts
-act on the population the way they act on audio: ``noise_db`` lowers the SNR, lifts the log-mel
-bands and the level a little, flattens the frame contrast, lowers confidence and accuracy;
-``gain_db`` moves the level and the log-mel means; ``dead`` is a dead microphone (level and SNR
-in the lowest bins, every feature stuck at one value, the model answering "_unknown_").
+Speakers differ the way real ones do: each has its own offsets on the watched features (voice),
+its own loudness, its own pace, and the model is a little better on some than on others. A
+household (a device) has 1-3 speakers, its own noise floor and its own traffic. Each utterance
+has features, length, level, SNR, a true word, the model's prediction and its confidence
+(right answers are confident more often than wrong ones, so confidence predicts accuracy).
+
+The reference profile is built the way the lab builds it: aggregate histograms and per-speaker
+chunks from one set of speakers (the "dev" speakers), per-class accuracy and the calibration
+table from another ("test"). Households in tests are drawn from a third set, which the
+reference never saw. Drifts act on utterances as they act on audio: ``noise_db`` lowers the SNR,
+lifts the log-mel bands, lowers confidence and accuracy; ``gain_db`` moves the level and the
+band means; ``dead`` is a dead microphone (no utterance at all, noise floor at digital silence).
 Windows are full ``shared.messages`` window dicts, validated by the real schema.
 """
 from __future__ import annotations
@@ -14,81 +20,133 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from shared.histogram import CONFIDENCE_EDGES, NOISE_DBFS_EDGES, counts_of
 from shared.messages import validate
 from shared.profile import build_profile
-from shared.histogram import counts_of
 
-FEATURES = ["logmel_band0_mean", "logmel_band1_mean", "logmel_band2_mean", "logmel_band3_mean",
-            "logmel_band4_mean", "logmel_mean", "frame_logmel_std", "spectral_centroid",
-            "temporal_centre_s", "temporal_spread_s"]
+FEATURES = ["logmel_band0_mean", "logmel_band1_mean", "logmel_band2_mean", "logmel_mean", "frame_logmel_std",
+            "spectral_centroid"]
 LABELS = ["yes", "no", "up", "down", "stop", "go", "_unknown_"]
 NO_ANSWER_CONFIDENCE = 0.5
-# per-dB feature response to noise and gain (in feature standard deviations)
-NOISE_FX = np.array([0.10, 0.11, 0.12, 0.12, 0.13, 0.12, -0.10, 0.05, 0.0, 0.02])
-GAIN_FX = np.array([0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.0, 0.0, 0.0, 0.0])
+NOISE_FX = np.array([0.10, 0.11, 0.12, 0.12, -0.10, 0.05])  # per dB of noise, in feature sds
+GAIN_FX = np.array([0.08, 0.08, 0.08, 0.08, 0.0, 0.0])
+VOICE_SD = np.array([0.4, 0.4, 0.4, 0.3, 0.3, 0.8])  # between-speaker sd of each feature
 
 
 @dataclass(frozen=True)
-class Population:
+class Speaker:
+    voice: np.ndarray  # feature offsets
+    loudness_db: float
+    pace: float
+    skill: float  # accuracy offset of the model on this speaker
+
+
+def speakers(rng: np.random.Generator, n: int) -> list[Speaker]:
+    return [Speaker(rng.normal(0, VOICE_SD), float(rng.normal(0, 4.0)), float(np.exp(rng.normal(0, 0.15))),
+                    float(rng.normal(0, 0.02))) for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class Drift:
     noise_db: float = 0.0
     gain_db: float = 0.0
     dead: bool = False
-    label_p: tuple = (0.16, 0.16, 0.14, 0.14, 0.14, 0.14, 0.12)
-    accuracy: tuple = (0.95,) * 7  # per true label
-    feedback_share: float = 0.3
+    accuracy_drop: float = 0.0
 
-    def shifted(self, **kw) -> "Population":
+    def shifted(self, **kw) -> "Drift":
         return replace(self, **kw)
 
-    def sample(self, rng: np.random.Generator, n: int) -> dict:
-        z = rng.standard_normal((n, len(FEATURES)))
-        z[:, :6] = 0.6 * z[:, :6] + 0.8 * z[:, [5]]  # log-mel summaries move together
-        feats = z + NOISE_FX * self.noise_db + GAIN_FX * self.gain_db
-        level = rng.normal(-30.0 + self.gain_db + 0.1 * self.noise_db, 6.0, n)
-        snr = rng.normal(25.0 - self.noise_db, 6.0, n)
-        utt = np.exp(rng.normal(np.log(600.0), 0.35, n))
-        truth = rng.choice(len(LABELS), size=n, p=np.asarray(self.label_p) / sum(self.label_p))
-        acc = np.clip(np.asarray(self.accuracy)[truth] - 0.01 * self.noise_db, 0.0, 1.0)
-        right = rng.random(n) < acc
-        wrong = (truth + rng.integers(1, len(LABELS), n)) % len(LABELS)
-        predicted = np.where(right, truth, wrong)
-        conf = rng.beta(np.maximum(8.0 - 0.3 * self.noise_db, 1.5), 1.5, n)
-        if self.dead:
-            feats = np.full_like(feats, -5.0)
-            level, snr = np.full(n, -90.0), np.full(n, -5.0)
-            predicted = np.full(n, LABELS.index("_unknown_"))
-            conf = rng.beta(1.5, 4.0, n)
-        return {"features": feats, "level_dbfs": level, "snr_db": snr, "utterance_ms": utt,
-                "truth": truth, "predicted": predicted, "confidence": conf}
+
+HEALTHY = Drift()
 
 
-def make_profile(rng: np.random.Generator, n: int = 2000, population: Population = Population(),
-                 with_accuracy: bool = False) -> dict:
-    s = population.sample(rng, n)
-    profile = build_profile(s["features"], FEATURES, utterance_ms=s["utterance_ms"], level_dbfs=s["level_dbfs"],
-                            snr_db=s["snr_db"], confidence=s["confidence"], labels=s["predicted"],
-                            label_names=LABELS)
-    if with_accuracy:
-        correct = [int(np.sum((s["truth"] == k) & (s["predicted"] == k))) for k in range(len(LABELS))]
-        total = [int(np.sum(s["truth"] == k)) for k in range(len(LABELS))]
-        profile["accuracy"] = {"names": list(LABELS), "correct": correct, "total": total}
+def utterances(rng: np.random.Generator, who: list[Speaker], n: int, drift: Drift = HEALTHY) -> dict:
+    """``n`` utterances, each by a speaker of ``who`` chosen at random."""
+    if drift.dead or n == 0:
+        n = 0
+    pick = rng.integers(len(who), size=n) if n else np.zeros(0, int)
+    voice = np.array([who[i].voice for i in pick]).reshape(n, len(FEATURES))
+    loud = np.array([who[i].loudness_db for i in pick])
+    pace = np.array([who[i].pace for i in pick])
+    skill = np.array([who[i].skill for i in pick])
+    z = rng.standard_normal((n, len(FEATURES)))
+    z[:, :4] = 0.6 * z[:, :4] + 0.8 * z[:, [3]]  # the log-mel summaries move together
+    feats = voice + z + NOISE_FX * drift.noise_db + GAIN_FX * drift.gain_db
+    truth = rng.integers(len(LABELS), size=n)
+    acc = np.clip(0.93 + skill - 0.01 * drift.noise_db - drift.accuracy_drop, 0.0, 1.0)
+    right = rng.random(n) < acc
+    predicted = np.where(right, truth, (truth + rng.integers(1, len(LABELS), n)) % len(LABELS))
+    conf = np.where(right, rng.beta(9.0, 1.2, n), rng.beta(2.5, 2.0, n))
+    return {"features": feats, "level_dbfs": rng.normal(-30.0 + loud + drift.gain_db, 5.0, n),
+            "snr_db": rng.normal(25.0 - drift.noise_db, 5.0, n), "utterance_ms": 600.0 * pace *
+            np.exp(rng.normal(0, 0.3, n)), "truth": truth, "predicted": predicted, "confidence": conf}
+
+
+def make_profile(rng: np.random.Generator, dev: int = 40, per_speaker: int = 50, test: int = 40,
+                 chunks: bool = True, concept: bool = True) -> dict:
+    """A reference profile: histograms and chunks of ``dev`` speakers, accuracy of ``test`` others."""
+    parts = [utterances(rng, [s], per_speaker) for s in speakers(rng, dev)]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    profile = build_profile(cat["features"], FEATURES, utterance_ms=cat["utterance_ms"],
+                            level_dbfs=cat["level_dbfs"], snr_db=cat["snr_db"], confidence=cat["confidence"],
+                            labels=cat["predicted"], label_names=LABELS)
+    profile["no_answer_confidence"] = NO_ANSWER_CONFIDENCE
+    if chunks:
+        profile["chunks"] = _chunks(profile, parts)
+    if concept:
+        t = [utterances(rng, [s], per_speaker) for s in speakers(rng, test)]
+        t = {k: np.concatenate([p[k] for p in t]) for k in t[0]}
+        right = t["truth"] == t["predicted"]
+        profile["accuracy"] = {"names": list(LABELS),
+                               "correct": [int(np.sum(right & (t["truth"] == k))) for k in range(len(LABELS))],
+                               "total": [int(np.sum(t["truth"] == k)) for k in range(len(LABELS))]}
+        bins = np.searchsorted(CONFIDENCE_EDGES, t["confidence"], side="right")
+        n = np.zeros((len(LABELS), len(CONFIDENCE_EDGES) + 1), dtype=int)
+        c = np.zeros_like(n)
+        np.add.at(n, (t["predicted"], bins), 1)
+        np.add.at(c, (t["predicted"], bins), right.astype(int))
+        profile["calibration"] = {"edges": list(CONFIDENCE_EDGES), "labels": list(LABELS), "n": n.tolist(),
+                                  "correct": c.tolist()}
     return profile
 
 
+def _chunks(profile: dict, parts: list[dict]) -> dict:
+    counts: dict[str, list] = {}
+    for j, name in enumerate(FEATURES):
+        counts[f"feature:{name}"] = [counts_of(profile["features"]["edges"][j], p["features"][:, j]) for p in parts]
+    for s in ("utterance_ms", "level_dbfs", "snr_db", "confidence"):
+        counts[s] = [counts_of(profile[s]["edges"], p[s]) for p in parts]
+    counts["labels"] = [np.bincount(p["predicted"], minlength=len(LABELS)).tolist() for p in parts]
+    return {"by": "speaker", "names": [f"s{i}" for i in range(len(parts))], "n": [len(p["confidence"]) for p in parts],
+            "counts": counts}
+
+
 def window(profile: dict, sample: dict, *, device: str, seq: int, t_start: float, duration_s: float = 60.0,
-           model: str = "m1", rng: np.random.Generator | None = None, feedback_share: float = 0.3) -> dict:
-    """One validated stats window holding the given utterances."""
+           model: str = "m1", rng: np.random.Generator | None = None, feedback_share: float = 0.0,
+           audit_share: float = 0.0, noise_floor_dbfs: float | None = -62.0, frames: int = 2000) -> dict:
+    """One validated stats window holding the given utterances (schema 1.1 fields included)."""
     n = len(sample["confidence"])
-    pred = sample["predicted"]
+    pred, truth = sample["predicted"], sample["truth"]
     labels = {LABELS[k]: int(c) for k, c in enumerate(np.bincount(pred, minlength=len(LABELS))) if c}
     pairs: dict[tuple[str, str], int] = {}
-    if rng is not None and feedback_share > 0:
-        for i in np.flatnonzero(rng.random(n) < feedback_share):
-            key = (LABELS[sample["truth"][i]], LABELS[pred[i]])
+    audit: dict[tuple[str, str], int] = {}
+    if rng is not None and n:
+        audited = rng.random(n) < audit_share
+        told = audited | (rng.random(n) < feedback_share)
+        for i in np.flatnonzero(told):
+            key = (LABELS[truth[i]], LABELS[pred[i]])
             pairs[key] = pairs.get(key, 0) + 1
+            if audited[i]:
+                audit[key] = audit.get(key, 0) + 1
     no_answer = int(np.sum(sample["confidence"] < NO_ANSWER_CONFIDENCE))
+    conf_edges = profile["confidence"]["edges"]
+    by_label = {LABELS[k]: counts_of(conf_edges, sample["confidence"][pred == k]) for k in range(len(LABELS))
+                if np.any(pred == k)}
+    noise = [0] * (len(NOISE_DBFS_EDGES) + 1)
+    if noise_floor_dbfs is not None and rng is not None:
+        noise = counts_of(NOISE_DBFS_EDGES, rng.normal(noise_floor_dbfs, 3.0, frames))
     w = {
-        "kind": "window", "v": "1.0", "device": device, "boot": 1, "seq": seq, "t_start": float(t_start),
+        "kind": "window", "v": "1.1", "device": device, "boot": 1, "seq": seq, "t_start": float(t_start),
         "duration_s": duration_s, "audio_start_s": float(seq * duration_s), "agent_version": "0.1.0",
         "model": model, "automation": "full",
         "software": {"frames": 6000, "voiced_frames": 2000, "dropped_frames": 0, "invalid_frames": 0,
@@ -97,39 +155,36 @@ def window(profile: dict, sample: dict, *, device: str, seq: int, t_start: float
         "input": {"utterance_ms": counts_of(profile["utterance_ms"]["edges"], sample["utterance_ms"]),
                   "level_dbfs": counts_of(profile["level_dbfs"]["edges"], sample["level_dbfs"]),
                   "snr_db": counts_of(profile["snr_db"]["edges"], sample["snr_db"]),
-                  "clipped_utterances": 0,
+                  "clipped_utterances": 0, "noise_dbfs": noise,
                   "features": [counts_of(e, sample["features"][:, j])
                                for j, e in enumerate(profile["features"]["edges"])]},
-        "output": {"labels": labels, "confidence": counts_of(profile["confidence"]["edges"], sample["confidence"]),
-                   "no_answer": no_answer, "deferred": 0, "acted": n - no_answer, "suggested": 0},
-        "feedback": {"pairs": [[t, p, c] for (t, p), c in sorted(pairs.items())]},
+        "output": {"labels": labels, "confidence": counts_of(conf_edges, sample["confidence"]),
+                   "confidence_by_label": by_label, "no_answer": no_answer, "deferred": 0,
+                   "acted": n - no_answer, "suggested": 0, "audit_requested": 0},
+        "feedback": {"pairs": [[t, p, c] for (t, p), c in sorted(pairs.items())],
+                     "audit": [[t, p, c] for (t, p), c in sorted(audit.items())]},
     }
     return validate(w)
 
 
-def reference_counts_window(profile: dict, rng: np.random.Generator, n: int, *, device: str = "d0",
-                            seq: int = 0, t_start: float = 0.0, model: str = "m1") -> dict:
-    """A window whose every histogram is drawn straight from the reference proportions (any n)."""
-    def draw(counts):
-        p = np.asarray(counts, dtype=float)
-        return rng.multinomial(n, p / p.sum()).tolist()
+@dataclass
+class Household:
+    device: str
+    speakers: list[Speaker]
+    per_step: float  # mean utterances per step
+    noise_floor_dbfs: float
 
-    w = window(profile, Population().sample(rng, 0), device=device, seq=seq, t_start=t_start, model=model)
-    w["input"].update(utterance_ms=draw(profile["utterance_ms"]["counts"]),
-                      level_dbfs=draw(profile["level_dbfs"]["counts"]), snr_db=draw(profile["snr_db"]["counts"]),
-                      features=[draw(c) for c in profile["features"]["counts"]])
-    w["output"]["confidence"] = draw(profile["confidence"]["counts"])
-    labels = draw(profile["labels"]["counts"])
-    w["output"]["labels"] = {name: c for name, c in zip(profile["labels"]["names"], labels) if c}
-    w["software"].update(utterances=n, inferences=n)
-    conf = np.asarray(profile["confidence"]["counts"], dtype=float)
-    below = profile["confidence"]["edges"].index(NO_ANSWER_CONFIDENCE) + 1
-    w["output"]["no_answer"] = int(rng.binomial(n, conf[:below].sum() / conf.sum()))
-    return w
+
+def households(rng: np.random.Generator, n: int, per_step=(20.0, 60.0)) -> list[Household]:
+    out = []
+    for i in range(n):
+        who = speakers(rng, int(rng.integers(1, 4)))
+        out.append(Household(f"d{i}", who, float(rng.uniform(*per_step)), float(rng.uniform(-68.0, -56.0))))
+    return out
 
 
 class FakeSource:
-    """An in-memory WindowSource."""
+    """An in-memory ``DriftSource``: windows stand in for rollups (the engine reads both alike)."""
 
     def __init__(self, profiles: dict[str, dict], tags: dict[str, set[str]] | None = None):
         self.profiles = profiles
@@ -139,7 +194,7 @@ class FakeSource:
     def add(self, w: dict) -> None:
         self.stored.append(w)
 
-    def windows(self, devices, since_t, until_t):
+    def bodies(self, devices, since_t, until_t):
         return [w for w in self.stored if since_t <= w["t_start"] < until_t
                 and (devices is None or w["device"] in devices)]
 
@@ -148,3 +203,25 @@ class FakeSource:
 
     def profile(self, model_sha):
         return self.profiles.get(model_sha)
+
+    def first_seen(self):
+        out: dict[tuple[str, str], float] = {}
+        for w in self.stored:
+            key = (w["device"], w["model"])
+            out[key] = min(out.get(key, float("inf")), w["t_start"])
+        return out
+
+
+def play(source: FakeSource, profile: dict, homes: list[Household], steps: range, step_s: float,
+         rng: np.random.Generator, drift_of=lambda device, step: HEALTHY, model_of=lambda device: "m1",
+         traffic=lambda step: 1.0, feedback_share: float = 0.0, audit_share: float = 0.0, t0: float = 0.0) -> None:
+    """One window per household and step; ``drift_of(device, step)`` acts on its utterances."""
+    for step in steps:
+        for home in homes:
+            d = drift_of(home.device, step)
+            n = int(rng.poisson(home.per_step * traffic(step)))
+            floor = -95.0 if d.dead else home.noise_floor_dbfs
+            source.add(window(profile, utterances(rng, home.speakers, n, d), device=home.device, seq=step,
+                              t_start=t0 + step * step_s + 1.0, duration_s=step_s, model=model_of(home.device),
+                              rng=rng, feedback_share=feedback_share, audit_share=audit_share,
+                              noise_floor_dbfs=floor))
