@@ -40,6 +40,8 @@ FEEDBACK_LISTS = ("pairs", "audit")
 FEEDBACK_MAPS = ("by_model", "audit_by_model")
 HIST_SECTIONS = {"input": ("utterance_ms", "level_dbfs", "snr_db"), "output": ("confidence",)}
 MIXED_SHADOW = "*"  # shadow_model of a merge over windows that shadowed different candidates
+# Histograms newer agents send (schema 1.1); absent means none were counted.
+OPTIONAL_HISTS = {"input": ("noise_dbfs",)}
 
 
 def _add_map(a: dict, b: dict) -> dict:
@@ -93,6 +95,11 @@ def _merge_two(a: dict, b: dict) -> dict:
     for section, names in HIST_SECTIONS.items():
         for n in names:
             out[section][n] = add_counts(a[section][n], b[section][n])
+    for section, names in OPTIONAL_HISTS.items():
+        for n in names:
+            ha, hb = a[section].get(n), b[section].get(n)
+            if ha is not None or hb is not None:
+                out[section][n] = add_counts(ha or [0] * len(hb), hb or [0] * len(ha))
     fa, fb = a["input"]["features"], b["input"]["features"]
     if len(fa) != len(fb):
         raise ValueError("windows disagree on the feature count: merge windows of one model only")

@@ -225,3 +225,19 @@ def play(source: FakeSource, profile: dict, homes: list[Household], steps: range
                               t_start=t0 + step * step_s + 1.0, duration_s=step_s, model=model_of(home.device),
                               rng=rng, feedback_share=feedback_share, audit_share=audit_share,
                               noise_floor_dbfs=floor))
+
+
+def stored_world(store, profile: dict, model: str, *, steps: int, step_s: float, t0: float, seed: int,
+                 noisy: tuple[str, ...], onset: int, tags: dict[str, list[str]]) -> list[Household]:
+    """Households ``d0..`` of ``tags`` played into a real store (then rolled up): ``noisy``
+    devices hear +10 dB noise from step ``onset``."""
+    rng = np.random.default_rng(seed)
+    homes = households(rng, len(tags))
+    for device, device_tags in tags.items():
+        store.tag(device, device_tags)
+    src = FakeSource({model: profile})
+    play(src, profile, homes, range(steps), step_s, rng, t0=t0, model_of=lambda d: model,
+         drift_of=lambda d, s: Drift(noise_db=10.0) if d in noisy and s >= onset else HEALTHY)
+    store.insert_windows(src.stored, received_t=t0 + steps * step_s)
+    store.rollup(int(step_s), retention_full_s=10 * 86400.0, now=t0 + steps * step_s)
+    return homes
