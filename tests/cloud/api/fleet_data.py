@@ -2,7 +2,7 @@
 and rejects, for the API and dashboard tests.
 
 Six devices report one 60 s window a minute for the last hour, drawn from the models'
-reference profile. ``dev-03`` gets 12 dB louder in the last 20 minutes (level, feature and
+reference profile. ``dev-03`` gets 12 dB louder in the last 15 minutes (level, feature and
 label drift), ``dev-04`` and ``dev-05`` run model
 B in shadow, ``dev-06`` runs model B, ``dev-05`` is offline. Every window passes
 ``shared.messages.validate``. ``fill`` writes it all; ``begin`` / ``write_windows`` /
@@ -33,7 +33,7 @@ DEVICES = {  # device: (tags, active, shadow, online)
 }
 WINDOW_S = 60.0
 N_WINDOWS = 60
-DRIFT_AFTER = 40  # dev-03's windows from this index on are louder
+DRIFT_AFTER = 45  # dev-03's windows from this index on are louder
 
 
 def reference_profile(seed: int = 1) -> dict:

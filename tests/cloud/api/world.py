@@ -36,9 +36,10 @@ from tests.cloud.api.bundles import make_bundle
 from tests.cloud.api.fleet_data import LABELS, Fleet
 
 TOKEN = "test-token-4f9c2a7d1e"
-# floors pinned: the world is built to raise an input and an output alert on dev-03 whatever the defaults
-DRIFT = DriftConfig(step_s=120, short_steps=3, long_steps=25, concept_step_s=600,
-                    floors={"input": 0.2, "output": 0.1, "concept": 0.1})
+# a minute's step and a 10-minute warm-up: dev-03 learns its baseline on model B (from -39 or -29 min)
+# before it gets louder (-15 min)
+DRIFT = DriftConfig(step_s=60, short_steps=3, long_steps=40, concept_step_s=600, warmup_s=10 * 60,
+                    min_baseline_blocks=4, settle_s=0.0)
 # Three kitchen devices and an hour of light traffic cannot show non-inferiority at the default
 # margins (the device is the unit of variance): these pages need a rollout whose first stage
 # passed, so the fixture's margins are wide. The gates' own judgement is tested in tests/cloud/rollout.
