@@ -7,8 +7,9 @@ it. Per score the baseline keeps:
 
 - ``mean`` and ``within``: the score's mean and per-utterance variance over the warm-up;
 - ``tau2``: its step-to-step spread beyond sampling noise (who in the household was talking),
-  a 90 % upper confidence bound from the warm-up's blocks, so a short warm-up that happened to
-  be steady does not make the device's threshold tight;
+  the warm-up blocks' estimate shrunk towards a prior (``prior_tau2``, worth ``PRIOR_BLOCKS``
+  blocks), so a short warm-up that happened to be steady does not make the device's threshold
+  tight and a long one speaks for itself;
 - ``var``: the baseline mean's own estimation variance (``within / n + tau2 / blocks``), which
   every later comparison carries.
 
@@ -20,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
-from scipy import stats
 
 from cloud.drift import blocks
 from cloud.drift.reference import KINDS, ModelReference
 from cloud.drift.scores import Score, mean_and_within
 from cloud.drift.tables import build_snapshot
 
-UCB_LEVEL = 0.10
+PRIOR_BLOCKS = 8.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Baseline:
 
 
 def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[str, np.ndarray]],
-          since_t: float, until_t: float, min_n: int, min_blocks: int, tau2_min: float) -> Baseline:
+          since_t: float, until_t: float, min_n: int, min_blocks: int, priors) -> Baseline:
     """A baseline from one device's per-step counts ``{kind: {signal: [T, k]}}`` of the warm-up."""
     base = Baseline(device, model, since_t, until_t)
     for kind in KINDS:
@@ -64,7 +64,7 @@ def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[s
                 continue
             for score in (s for s in ref.scores[kind] if s.group == group):
                 figures = _score_baseline(score, blocks.reduce(sig[score.signal], bounds), min_n, min_blocks,
-                                          tau2_min)
+                                          priors.within_tau2(score.family), priors.tau2_min)
                 if figures is not None:
                     per_kind[score.name] = figures
         if per_kind:
@@ -72,7 +72,7 @@ def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[s
     return base
 
 
-def _score_baseline(score: Score, block_counts: np.ndarray, min_n: int, min_blocks: int,
+def _score_baseline(score: Score, block_counts: np.ndarray, min_n: int, min_blocks: int, prior_tau2: float,
                     tau2_min: float) -> ScoreBaseline | None:
     n_b, mean_b, within_b = mean_and_within(block_counts, score.weights)
     ok = n_b >= min_n
@@ -81,9 +81,8 @@ def _score_baseline(score: Score, block_counts: np.ndarray, min_n: int, min_bloc
     if ok.sum() < min_blocks or not n > 0:
         return None
     b = int(ok.sum())
-    s2 = float(np.var(mean_b[ok], ddof=1))
-    s2_up = s2 * (b - 1) / stats.chi2.ppf(UCB_LEVEL, b - 1)
-    tau2 = max(s2_up - float(np.mean(within_b[ok] / n_b[ok])), tau2_min)
+    excess = float(np.var(mean_b[ok], ddof=1)) - float(np.mean(within_b[ok] / n_b[ok]))
+    tau2 = max((PRIOR_BLOCKS * prior_tau2 + (b - 1) * excess) / (PRIOR_BLOCKS + b - 1), tau2_min)
     return ScoreBaseline(mean=float(mean), within=float(within), tau2=tau2,
                          var=float(within) / float(n) + tau2 / b, n=int(n))
 
@@ -103,10 +102,10 @@ class BaselineBook:
     def __init__(self, *, first_seen: Callable[[], dict[tuple[str, str], float]],
                  bodies: Callable[[str, float, float], Iterable[dict]],
                  reference_of: Callable[[str], ModelReference | None], warmup_s: float, step_s: float,
-                 concept_step_s: float, min_n: int, min_blocks: int, tau2_min: float):
+                 concept_step_s: float, min_n: int, min_blocks: int, priors):
         self.first_seen, self.bodies, self.reference_of = first_seen, bodies, reference_of
         self.warmup_s, self.step_s, self.concept_step_s = warmup_s, step_s, concept_step_s
-        self.min_n, self.min_blocks, self.tau2_min = min_n, min_blocks, tau2_min
+        self.min_n, self.min_blocks, self.priors = min_n, min_blocks, priors
         self._cache: dict[tuple[str, str], Baseline] = {}
         self._partial: dict[tuple[str, str], tuple[float, Baseline]] = {}  # (retry at, baseline)
         self._starts: dict[tuple[str, str], float] = {}
@@ -153,4 +152,4 @@ class BaselineBook:
             if table is not None and device in table.devices:
                 i = table.devices.index(device)
                 counts[kind] = {s: c[i] for s, c in table.counts[kind].items()}
-        return learn(device, model, ref, counts, since, until, self.min_n, self.min_blocks, self.tau2_min)
+        return learn(device, model, ref, counts, since, until, self.min_n, self.min_blocks, self.priors)

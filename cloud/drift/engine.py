@@ -117,7 +117,7 @@ class DriftEngine:
             first_seen=source.first_seen, bodies=lambda d, a, b: source.bodies([d], a, b),
             reference_of=self.reference_of, warmup_s=config.warmup_s, step_s=config.step_s,
             concept_step_s=config.concept_step_s, min_n=config.min_n, min_blocks=config.min_baseline_blocks,
-            tau2_min=config.priors.tau2_min)
+            priors=config.priors)
 
     # -- public ---------------------------------------------------------------------------
     def evaluate(self, now: float, open_alerts: Iterable[Alert] = ()) -> list[AlertChange]:

@@ -45,12 +45,20 @@ class Floors:
 
 @dataclass(frozen=True)
 class Priors:
-    """Healthy spread assumed where the profile cannot tell (no chunks, no per-speaker accuracy)."""
+    """Healthy spread assumed where the data cannot tell: between devices when the profile has no
+    chunks (or no per-speaker accuracy), and a device's own step-to-step spread before its
+    warm-up has shown it (``baselines``)."""
 
     tau2_ridit: float = 0.1 ** 2
     tau2_share: float = 0.03 ** 2
     tau2_accuracy: float = 0.04 ** 2
+    within_ridit: float = 0.03 ** 2
+    within_share: float = 0.03 ** 2
+    within_accuracy: float = 0.03 ** 2
     tau2_min: float = 0.005 ** 2
+
+    def within_tau2(self, family: str) -> float:
+        return {"ridit": self.within_ridit, "share": self.within_share}.get(family, self.within_accuracy)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 One row per step of ``step_s`` from ``since_t`` to ``until_t``. For each kind of drift the row
 holds the step's n and, on the step that completes a block (``blocks``: steps merged until they
-hold enough data), the block's severity (``|effect| / floor`` of its most severe score), that
-score, its z, and the CUSUM statistic after the block with ``drift`` when it stands over its
+hold enough data), the block's severity (``|effect| / floor`` of its most significant score),
+that score, the block's combined z, and the CUSUM statistic after the block with ``drift`` when it stands over its
 threshold — so a reader sees when and how the drift began. Scores are judged as the engine
 judges them: against the devices' baselines, and for multi-device cohorts against the reference.
 """
@@ -17,7 +17,6 @@ from cloud.drift import blocks
 from cloud.drift.assess import Part, Settings, assess
 from cloud.drift.budget import Budget
 from cloud.drift.reference import KINDS
-from cloud.drift.scores import severity
 from cloud.drift.tables import Cohort, build_snapshot
 
 MAX_STEPS = 10_000
@@ -75,14 +74,15 @@ def _fill(rows, kind, snap, parts, settings, baseline_of) -> None:
         lines = g.change
         if not lines:
             continue
+        sev_blocks = g.block_severity(lines)
+        p = np.vstack([ln.ev.p for ln in lines])
         for b, end in enumerate(g.bounds[1:]):
             row = rows[int(end) - 1]
-            sev = [severity(ln.score, ln.ev)[b] for ln in lines]
-            if all(np.isnan(sev)):
+            if np.isnan(sev_blocks[b]):
                 continue
-            j = int(np.nanargmax(sev))
-            if row[f"{kind}_severity"] is None or sev[j] > row[f"{kind}_severity"]:
-                row.update({f"{kind}_severity": round(float(sev[j]), 4), f"{kind}_top": lines[j].score.name,
+            j = int(np.nanargmin(np.where(np.isnan(p[:, b]), np.inf, p[:, b])))
+            if row[f"{kind}_severity"] is None or sev_blocks[b] > row[f"{kind}_severity"]:
+                row.update({f"{kind}_severity": round(float(sev_blocks[b]), 4), f"{kind}_top": lines[j].score.name,
                             f"{kind}_z": None if np.isnan(g.z[b]) else round(float(g.z[b]), 3),
                             f"{kind}_cusum": round(float(g.run.statistic[b]), 3),
                             f"{kind}_flag": "drift" if g.run.statistic[b] >= g.run.h else ""})

@@ -160,7 +160,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
     days = (n_steps - warm) * step_s / DAY_S
     result = Result(device_days=days * len(table.devices), alarms={k: 0 for k in KINDS})
     bases = {d: learn(d, model, ref, {k: {s: c[i, :warm] for s, c in table.counts[k].items()} for k in KINDS},
-                      0.0, warm * step_s, cfg.min_n, cfg.min_baseline_blocks, cfg.priors.tau2_min)
+                      0.0, warm * step_s, cfg.min_n, cfg.min_baseline_blocks, cfg.priors)
              for i, d in enumerate(table.devices)}
     for kind in KINDS:
         factor = int(round(cfg.step_of(kind) / step_s))

@@ -2,7 +2,7 @@
 and rejects, for the API and dashboard tests.
 
 Six devices report one 60 s window a minute for the last hour, drawn from the models'
-reference profile. ``dev-03`` gets 12 dB louder in the last 15 minutes (level, feature and
+reference profile. ``dev-03`` gets 12 dB louder in the last 15 minutes (level, feature, confidence and
 label drift), ``dev-04`` and ``dev-05`` run model
 B in shadow, ``dev-06`` runs model B, ``dev-05`` is offline. Every window passes
 ``shared.messages.validate``. ``fill`` writes it all; ``begin`` / ``write_windows`` /
@@ -54,7 +54,7 @@ def make_window(rng, profile: dict, device: str, seq: int, t_start: float, model
                 loud_db: float = 0.0, candidate: bool = False) -> dict:
     n = int(rng.integers(8, 16))
     feats = rng.normal(loud_db / 6.0, 1.0, size=(n, len(FEATURES)))
-    conf = rng.beta(8, 2, n)
+    conf = rng.beta(8, 2, n) if not loud_db else rng.beta(4, 3, n)  # a loud room unsettles the model
     labels = rng.multinomial(n, [0.25] * 4 if not loud_db else [0.04, 0.04, 0.46, 0.46])
     no_answer = int((conf < 0.5).sum())
     frames = int(WINDOW_S * 100)

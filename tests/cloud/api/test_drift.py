@@ -28,7 +28,7 @@ def test_alerts_newest_first_and_filtered(api, world, loud):
     opened = api.get("/api/alerts", params={"status": "open"}).json()["alerts"]
     assert [a["id"] for a in opened] == [loud]
     a = opened[0]
-    assert a["severity"] >= 1 and a["top"][0]["signal"] == "level_dbfs"
+    assert a["severity"] >= 1 and {"level_dbfs", "snr_db"} & {t["signal"] for t in a["top"]}
     assert a["top"][0]["model"] in world.fleet.models.values()
     assert api.get("/api/alerts", params={"cohort": "tag:lab"}).json()["alerts"] == []
     acked = api.get("/api/alerts", params={"status": "acked"}).json()["alerts"][0]
@@ -42,18 +42,18 @@ def test_bad_status_is_400(api):
 
 def test_an_alert_shows_the_histograms_it_was_scored_on(api, world, loud):
     a = api.get(f"/api/alerts/{loud}").json()
-    hists = {(h["model"], h["signal"]): h for h in a["histograms"]}
-    top = a["top"][0]
-    level = hists[(top["model"], "level_dbfs")]
-    assert level["edges"] == world.fleet.profile["level_dbfs"]["edges"]
-    assert level["reference"] == world.fleet.profile["level_dbfs"]["counts"]
-    span = 3 * 120 if a["horizon"] != "long" else 25 * 120
-    mine = [w for w in world.fleet.windows if w["device"] == "dev-03" and w["model"] == top["model"]
-            and a["updated_t"] - span <= w["t_start"] < a["updated_t"]]
-    assert level["counts"] == merge_windows(mine)["input"]["level_dbfs"]
-    louder = np.average(range(len(level["counts"])), weights=level["counts"])
-    assert louder > np.average(range(len(level["reference"])), weights=level["reference"]) + 1  # 5 dB bins
-    feature = next(h for (m, s), h in hists.items() if s.startswith("feature:"))
+    hists = {h["score"]: h for h in a["histograms"]}
+    row = next(t for t in a["top"] if t["signal"] in hists and not t["signal"].startswith("feature:"))
+    h = hists[row["signal"]]
+    assert h["edges"] == world.fleet.profile[h["signal"]]["edges"]
+    assert h["reference"] == world.fleet.profile[h["signal"]]["counts"] and h["against"] == "baseline"
+    mine = [w for w in world.fleet.windows if w["device"] == "dev-03" and w["model"] == row["model"]
+            and row["t_start"] <= w["t_start"] < row["t_end"]]
+    assert mine and h["counts"] == merge_windows(mine)["input"][h["signal"]]
+    shift = np.average(range(len(h["counts"])), weights=h["counts"]) - np.average(range(len(h["reference"])),
+                                                                                 weights=h["reference"])
+    assert abs(shift) > 1  # more than a bin away from the reference
+    feature = next(x for s, x in hists.items() if s.startswith("feature:"))
     assert len(feature["counts"]) == len(feature["edges"]) + 1
     r = api.get("/api/alerts/a-nope")
     assert r.status_code == 404 and "a-nope" in r.json()["detail"]
@@ -84,10 +84,10 @@ def test_drift_report_shows_when_the_level_stepped(api, world):
     rows = r["rows"]
     assert len(rows) == 12 and rows[0]["t_start"] == r["from"]
     t_drift = world.fleet.t0 + DRIFT_AFTER * WINDOW_S
-    before = [x["input_severity"] for x in rows if x["t_end"] <= t_drift and x["input_severity"] is not None]
-    after = [x["input_severity"] for x in rows if x["t_start"] >= t_drift]
-    assert before and max(before) < 1 <= min(after)
-    assert {x["input_top"] for x in rows if x["t_start"] >= t_drift} <= {"level_dbfs"} | {
+    assert not any(x["input_flag"] for x in rows if x["t_end"] <= t_drift)
+    after = [x for x in rows if x["t_start"] >= t_drift + 300 and x["input_cusum"] is not None]
+    assert after and all(x["input_flag"] == "drift" and x["input_severity"] >= 1 for x in after)
+    assert {x["input_top"] for x in after} <= {"level_dbfs", "snr_db"} | {
         f"feature:{n}" for n in world.fleet.profile["features"]["names"]}
 
 
