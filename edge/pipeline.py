@@ -96,6 +96,7 @@ class Pipeline:
         self._pending_feedback: list[FeedbackKey] = []
         self._dropped = 0
         self._gate_base = (0, 0, 0)
+        self._noise_base = self.gate.noise_counts
         self._cpu_base = process_cpu_s()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
 
@@ -210,6 +211,9 @@ class Pipeline:
         acc.update_frames(gate.frames - base[0], gate.voiced_frames - base[1], gate.invalid_frames - base[2],
                           self._dropped)
         self._gate_base = (gate.frames, gate.voiced_frames, gate.invalid_frames)
+        noise = gate.noise_counts
+        acc.update_noise(noise - self._noise_base)
+        self._noise_base = noise
         self._dropped = 0
         cpu = process_cpu_s()
         message = acc.to_message(end_sample=self._pos, cpu_s=cpu - self._cpu_base, rss_mb=process_rss_mb(),

@@ -21,7 +21,7 @@ import resource
 import time
 from typing import NamedTuple, Sequence
 
-from shared.histogram import (CONFIDENCE_EDGES, LATENCY_MS_EDGES, LEVEL_DBFS_EDGES, SNR_DB_EDGES,
+from shared.histogram import (CONFIDENCE_EDGES, LATENCY_MS_EDGES, LEVEL_DBFS_EDGES, NOISE_DBFS_EDGES, SNR_DB_EDGES,
                               UTTERANCE_MS_EDGES)
 from shared.messages import LATENCY_STAGES, WINDOW_VERSION, validate
 
@@ -94,6 +94,7 @@ class WindowAccumulator:
         self.outputs = dict.fromkeys(("no_answer", "deferred", "acted", "suggested", "capture",
                                       "audit_requested"), 0)
         self.clipped_utterances = 0
+        self.noise_dbfs = [0] * (len(NOISE_DBFS_EDGES) + 1)
         self.latency = {stage: _Hist(LATENCY_MS_EDGES) for stage in LATENCY_STAGES}
         self.utterance_ms = _Hist(_profile_edges(profile, "utterance_ms", UTTERANCE_MS_EDGES))
         self.level_dbfs = _Hist(_profile_edges(profile, "level_dbfs", LEVEL_DBFS_EDGES))
@@ -114,6 +115,11 @@ class WindowAccumulator:
         c["voiced_frames"] += voiced
         c["invalid_frames"] += invalid
         c["dropped_frames"] += dropped
+        return self
+
+    def update_noise(self, counts) -> "WindowAccumulator":
+        """Add the gate's counts of unvoiced frame levels (over ``NOISE_DBFS_EDGES``)."""
+        self.noise_dbfs = [a + int(b) for a, b in zip(self.noise_dbfs, counts)]
         return self
 
     def update_latency(self, stage: str, ms: float) -> "WindowAccumulator":
@@ -205,7 +211,7 @@ class WindowAccumulator:
             "software": software,
             "input": {"utterance_ms": self.utterance_ms.counts, "level_dbfs": self.level_dbfs.counts,
                       "snr_db": self.snr_db.counts, "clipped_utterances": self.clipped_utterances,
-                      "features": [h.counts for h in self.features]},
+                      "noise_dbfs": self.noise_dbfs, "features": [h.counts for h in self.features]},
             "output": dict(self.outputs, labels=dict(self.labels), confidence=self.confidence.counts,
                            confidence_by_label={k: h.counts for k, h in self.confidence_by_label.items()}),
             "feedback": self._feedback_section(),

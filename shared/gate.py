@@ -32,6 +32,7 @@ import webrtcvad
 
 from shared.audio import SAMPLE_RATE, Framer
 from shared.errors import ConfigError
+from shared.histogram import NOISE_DBFS_EDGES
 from shared.levels import level_dbfs
 
 PLACEMENT_RULES = ("centre", "start")
@@ -188,6 +189,7 @@ class VadGate:
         self._next_index = 0
         self._pos = 0  # samples consumed, including a dropped partial frame at flush
         self._frames_n = self._voiced_n = self._invalid_n = 0
+        self._noise = np.zeros(len(NOISE_DBFS_EDGES) + 1, dtype=np.int64)
         self._samples_in = self._samples_passed = 0
         self._cost_s = 0.0
 
@@ -200,6 +202,12 @@ class VadGate:
     samples_passed = property(lambda self: self._samples_passed,
                               doc="Samples inside emitted utterances.")
     cost_s = property(lambda self: self._cost_s, doc="Seconds spent in webrtcvad and gating.")
+
+    @property
+    def noise_counts(self) -> np.ndarray:
+        """Levels of the frames classified unvoiced so far, counted over ``NOISE_DBFS_EDGES``: the
+        room and the microphone's own floor (digital silence lands in the first bin)."""
+        return self._noise.copy()
 
     @property
     def pass_ratio(self) -> float:
@@ -221,6 +229,7 @@ class VadGate:
         block = self._framer.feed_block(chunk)
         if len(block):
             block, voiced = self._classify(block)
+            self._count_noise(block, voiced)
             for samples, is_voiced in zip(block, voiced):
                 self._step(samples, is_voiced, out)
         self._cost_s += time.perf_counter() - t0
@@ -256,6 +265,14 @@ class VadGate:
         quiet = [level_dbfs(row) < floor for row in block] if floor is not None else [False] * len(block)
         is_speech, rate = self._vad.is_speech, self.sample_rate
         return block, [not q and is_speech(row.tobytes(), rate) for q, row in zip(quiet, pcm)]
+
+    def _count_noise(self, block: np.ndarray, voiced: list[bool]) -> None:
+        quiet = ~np.asarray(voiced, dtype=bool)
+        if quiet.any():
+            power = np.mean(np.square(block[quiet], dtype=np.float64), axis=1)
+            levels = 10.0 * np.log10(power + 1e-12)
+            self._noise += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, levels, side="right"),
+                                       minlength=len(self._noise))
 
     def _step(self, samples: np.ndarray, voiced: bool, out: list[Utterance]) -> None:
         index = self._next_index

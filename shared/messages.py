@@ -9,7 +9,8 @@ Kinds and their required fields (units in the names):
     window   device, boot, seq, t_start, duration_s, audio_start_s, agent_version,
              model, automation, software, input, output, feedback   (shadow optional)
              1.1 adds (optional, absent in 1.0 = empty): output.confidence_by_label,
-             output.audit_requested, feedback.by_model, feedback.audit, feedback.audit_by_model
+             output.audit_requested, input.noise_dbfs (levels of the frames the gate did not pass),
+             feedback.by_model, feedback.audit, feedback.audit_by_model
              and validates shadow.errors (optional; the candidate's failures, sent since 1.0)
     state    device, online, t           (everything else optional; the last will is minimal)
     event    device, boot, seq, t, event (model, reason, detail optional)
@@ -132,7 +133,7 @@ def _validate_window(m: dict) -> None:
     _check_fields(m.get("input"), "window.input", {
         "utterance_ms": _counts, "level_dbfs": _counts, "snr_db": _counts,
         "clipped_utterances": _nonneg_int, "features": _features,
-    })
+    }, {"noise_dbfs": _counts})
     _check_fields(m.get("output"), "window.output", {
         "labels": _count_map, "confidence": _counts, "no_answer": _nonneg_int,
         "deferred": _nonneg_int, "acted": _nonneg_int, "suggested": _nonneg_int,

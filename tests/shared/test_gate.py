@@ -217,3 +217,33 @@ def test_positions_stay_absolute_when_fed_again_after_flush(words):
         assert len(utt.samples) == utt.end_sample - utt.start_sample
         assert np.array_equal(utt.samples, stream[utt.start_sample:utt.end_sample])
     assert gate.samples_in == len(stream)
+
+
+def test_the_noise_floor_counts_the_unvoiced_frames_and_tells_a_dead_microphone(sentence):
+    from shared.histogram import NOISE_DBFS_EDGES
+
+    rng = np.random.default_rng(3)
+    hiss = (rng.normal(0.0, 10 ** (-60 / 20), 16000 * 3)).astype(np.float32)
+    cases = {"hiss": np.concatenate([hiss, sentence]), "silence": np.zeros(16000 * 3, np.float32),
+             "dc": np.full(16000 * 3, 0.25, np.float32)}
+    counts = {}
+    for name, x in cases.items():
+        gate = VadGate()
+        for i in range(0, len(x), 4096):
+            gate.feed(x[i:i + 4096])
+        counts[name] = gate.noise_counts
+        assert counts[name].sum() == gate.frames - gate.voiced_frames
+    around = int(np.searchsorted(NOISE_DBFS_EDGES, -60.0, side="right"))
+    assert counts["hiss"][around - 1: around + 1].sum() >= 90  # the 100 frames of 3 s of hiss sit at -60 dBFS
+    assert counts["silence"][0] == counts["silence"].sum() > 0  # digital silence: below the lowest edge
+    assert counts["dc"][-1] == counts["dc"].sum() > 0  # a DC offset of 0.25 sits at -12 dBFS
+
+
+def test_the_noise_floor_does_not_depend_on_chunking(sentence):
+    results = []
+    for chunk in (160, 480, 4096):
+        gate = VadGate()
+        for i in range(0, len(sentence), chunk):
+            gate.feed(sentence[i:i + chunk])
+        results.append(gate.noise_counts.tolist())
+    assert results[0] == results[1] == results[2]
