@@ -165,11 +165,11 @@ def _baseline_line(model, score, steps, bounds, recent, bases, kind, min_n) -> L
     keep = [i for i, f in enumerate(figs) if f is not None]
     if not keep:
         return None
-    args = [np.array([getattr(figs[i], name) for i in keep]) for name in ("mean", "within", "tau2", "var")]
+    args = [np.array([getattr(figs[i], name) for i in keep]) for name in ("mean", "within", "tau2", "var", "rho", "dof")]
     mine = steps[keep]
 
     def judge(counts, n_min):
-        return against_baseline(score, counts, *args, n_min)
+        return against_baseline(score, counts, *args[:4], n_min, base_rho=args[4], base_dof=args[5])
 
     return Line(model, score, judge(blocks.reduce(mine, bounds), min_n), judge(blocks.reduce(mine, recent), min_n),
                 "baseline", judge(mine, STEP_MIN_N).p)
@@ -200,13 +200,25 @@ def _decide_group(snap: Snapshot, a: Assessment, g: GroupResult, s: Settings) ->
             top = _ranked(g.level, snap, g.recent)
             if pb <= s.level_alpha and (top[0]["severity"] or 0.0) >= 1.0:
                 _raise(a, "level", top)
-                if a.onset_t is None:  # since when the blocks themselves have stood beyond the floor
-                    series = g.block_severity(g.level)
-                    at = run_start(series)
-                    a.onset_t = snap.step_t(int(g.bounds[at]))
-                    a.pattern = pattern(series, at)
+                if a.onset_t is None:
+                    _level_onset(snap, a, g)
     if levels:
         a.level = max(a.level or 0.0, max(levels))
+
+
+def _level_onset(snap: Snapshot, a: Assessment, g: GroupResult) -> None:
+    """Onset and pattern of a drift the level test found: where the change CUSUM's current run
+    began, if the cohort has baselines and one is under way; else since when the blocks have
+    stood beyond the floor against the reference — but not before the recent span the test read
+    (a cohort long off its reference says nothing of when it left)."""
+    if g.run is not None and g.run.onset is not None:
+        onset = next((i for i in range(g.run.onset, len(g.z)) if g.z[i] >= ONSET_Z), g.run.onset)
+        a.onset_t, a.pattern = _onset_time(snap, g, onset), pattern(g.block_severity(g.change), onset)
+        return
+    series = g.block_severity(g.level)
+    first_recent = int(np.searchsorted(g.bounds[:-1], g.recent[0], side="left"))
+    at = max(run_start(series), min(first_recent, len(series) - 1))
+    a.onset_t, a.pattern = snap.step_t(int(g.bounds[at])), pattern(series, at)
 
 
 def _ranked(lines: list[Line], snap: Snapshot, span: tuple[int, int]) -> list[dict]:

@@ -11,7 +11,10 @@ it. Per score the baseline keeps:
   blocks), so a short warm-up that happened to be steady does not make the device's threshold
   tight and a long one speaks for itself;
 - ``var``: the baseline mean's own estimation variance (``within / n + tau2 / blocks``), which
-  every later comparison carries.
+  every later comparison carries;
+- ``rho``: the lag-1 autocorrelation of its block means (a household talks in sessions, so one
+  voice may lead several blocks in a row), shrunk towards ``PRIOR_RHO``; the change detector
+  reads z on the long-run scale ``sqrt((1 + rho) / (1 - rho))`` so a session is not a drift.
 
 A baseline is immutable once learned: the book caches it per (device, model).
 """
@@ -28,6 +31,8 @@ from cloud.drift.scores import Score, mean_and_within
 from cloud.drift.tables import build_snapshot
 
 PRIOR_BLOCKS = 8.0
+PRIOR_RHO = 0.3
+MAX_RHO = 0.9
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class ScoreBaseline:
     tau2: float
     var: float
     n: int
+    rho: float = 0.0  # lag-1 autocorrelation of its block means (a household talks in sessions)
+    dof: float = 1e6  # degrees of freedom of the spread estimate (blocks and the prior's worth)
 
 
 @dataclass
@@ -83,8 +90,11 @@ def _score_baseline(score: Score, block_counts: np.ndarray, min_n: int, min_bloc
     b = int(ok.sum())
     excess = float(np.var(mean_b[ok], ddof=1)) - float(np.mean(within_b[ok] / n_b[ok]))
     tau2 = max((PRIOR_BLOCKS * prior_tau2 + (b - 1) * excess) / (PRIOR_BLOCKS + b - 1), tau2_min)
+    dev = (mean_b[ok] - mean) / np.sqrt(within_b[ok] / n_b[ok] + tau2)
+    r1 = float(np.sum(dev[1:] * dev[:-1]) / max(np.sum(dev * dev), 1e-12))
+    rho = float(np.clip((PRIOR_BLOCKS * PRIOR_RHO + (b - 1) * r1) / (PRIOR_BLOCKS + b - 1), 0.0, MAX_RHO))
     return ScoreBaseline(mean=float(mean), within=float(within), tau2=tau2,
-                         var=float(within) / float(n) + tau2 / b, n=int(n))
+                         var=float(within) / float(n) + tau2 / b, n=int(n), rho=rho, dof=PRIOR_BLOCKS + b - 1)
 
 
 class BaselineBook:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloud.drift.scores import Score
+from cloud.drift.scores import PRIOR_DOF, Score
 from shared.histogram import CONFIDENCE_EDGES, NOISE_DBFS_EDGES
 
 KINDS = ("input", "output", "concept")
@@ -140,7 +140,8 @@ def _distribution_score(name: str, signal: str, family: str, weights: np.ndarray
     tau2 = prior if tau2 is None else tau2
     n_ref = max(float(np.sum(ref_counts)), 1.0)
     ref_var = within / n_ref + tau2 / max(j, 1)
-    return Score(name, signal, family, weights, "two", mu, within, tau2, ref_var, floor)
+    dof = float(max(j - 1, 1)) if j else PRIOR_DOF
+    return Score(name, signal, family, weights, "two", mu, within, tau2, ref_var, floor, ref_dof=dof)
 
 
 def build_reference(profile: dict, model: str | None, no_answer_confidence: float = 0.5,

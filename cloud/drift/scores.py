@@ -36,6 +36,7 @@ from scipy import special
 
 SIDES = ("two", "drop")
 Z_FLOOR = -5.0
+PRIOR_DOF = 8.0  # a between-device spread that is a prior, not a measurement, is worth this much
 MIN_EXPECTED = 5.0  # a share is judged only where at least this many events (and non-events) are expected  # a block that agrees perfectly still lowers a CUSUM by a bounded amount  # drop: only a fall of the mean is drift (accuracy)
 
 
@@ -59,6 +60,7 @@ class Score:
     ref_var: float = 0.0  # variance of the reference's own mean
     floor: float = 0.05  # effect size that matters (in effect units)
     expected_bins: np.ndarray | None = None
+    ref_dof: float = PRIOR_DOF  # degrees of freedom of ``between`` (chunks - 1): against the reference z is a t
     group: str = "speech"  # scores of one group share blocks and one CUSUM (``blocks.PRIMARY``)
 
     @property
@@ -97,11 +99,13 @@ class Evidence:
     p: np.ndarray  # two-sided (one-sided for ``drop`` scores); NaN where z is
 
 
-def _p_values(z: np.ndarray, side: str) -> np.ndarray:
+def _p_values(z: np.ndarray, side: str, dof=None) -> np.ndarray:
+    """p of z (a Student t with ``dof`` degrees of freedom when given, else standard normal)."""
     with np.errstate(invalid="ignore"):
+        lower = special.ndtr if dof is None else (lambda x: special.stdtr(np.minimum(dof, 1e9), x))
         if side == "drop":
-            return special.ndtr(z)  # a fall of the mean: negative z
-        return 2.0 * special.ndtr(-np.abs(z))
+            return lower(z)  # a fall of the mean: negative z
+        return 2.0 * lower(-np.abs(z))
 
 
 def against_reference(score: Score, counts: np.ndarray, min_n: int) -> Evidence:
@@ -119,30 +123,51 @@ def against_reference(score: Score, counts: np.ndarray, min_n: int) -> Evidence:
         else:
             expected = np.full_like(mean, score.ref_mean if score.ref_mean is not None else np.nan)
             within = np.full_like(mean, score.within)
-        var = within / n + score.between * share2 + score.ref_var
-    return _evidence(score, n, mean, expected, var, min_n)
+        estimated = score.between * share2 + score.ref_var
+        var = within / n + estimated
+    # the between-device spread is estimated from the reference's chunks: a t, not a normal, where
+    # it dominates (few devices) — Welch-Satterthwaite degrees of freedom
+    return _evidence(score, n, mean, expected, var, min_n, dof=satterthwaite(var, estimated, score.ref_dof))
 
 
 def against_baseline(score: Score, counts: np.ndarray, base_mean: np.ndarray, base_within: np.ndarray,
-                     base_tau2: np.ndarray, base_var: np.ndarray, min_n: int) -> Evidence:
+                     base_tau2: np.ndarray, base_var: np.ndarray, min_n: int,
+                     base_rho: np.ndarray | None = None, base_dof: np.ndarray | None = None) -> Evidence:
     """Blocks ``[D, B, k]`` against each device's own baseline (arrays over D).
 
     The expectation is the devices' baseline means weighted by what each sent in the block; the
     variance adds each device's step-to-step spread ``base_tau2`` and its baseline's own
     estimation variance ``base_var`` (both persist over the block, so they weigh ``w_d^2``).
+    ``base_rho``, the devices' block-to-block autocorrelation, puts the variance on the long-run
+    scale ``(1 + rho) / (1 - rho)`` (weighted like ``tau2``): consecutive blocks of one
+    household are not independent draws, and a CUSUM summing them must not take them for such.
+    ``base_dof``, the degrees of freedom of the baselines' spread estimates: z is read as a t
+    with the smallest of them.
     """
     n_d, _, _ = mean_and_within(counts, score.weights)  # [D, B]
     n = n_d.sum(axis=0)
     total = counts.sum(axis=0).astype(float)
     bm, bw, bt, bv = (np.asarray(x, dtype=float)[:, None] for x in (base_mean, base_within, base_tau2, base_var))
+    rho = np.zeros_like(bm) if base_rho is None else np.asarray(base_rho, dtype=float)[:, None]
+    long_run = (1.0 + rho) / (1.0 - rho)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (total @ score.weights) / n
         expected = (n_d * bm).sum(axis=0) / n
-        var = ((n_d * bw).sum(axis=0) + (n_d ** 2 * (bt + bv)).sum(axis=0)) / n ** 2
-    return _evidence(score, n, mean, expected, var, min_n)
+        estimated = (n_d ** 2 * (bt * long_run + bv)).sum(axis=0) / n ** 2
+        var = (n_d * bw * long_run).sum(axis=0) / n ** 2 + estimated
+    dof = None if base_dof is None or not len(base_dof) else satterthwaite(var, estimated, float(np.min(base_dof)))
+    return _evidence(score, n, mean, expected, var, min_n, dof=dof)
 
 
-def _evidence(score: Score, n, mean, expected, var, min_n: int) -> Evidence:
+def satterthwaite(var, estimated, dof: float) -> np.ndarray:
+    """Degrees of freedom of a variance whose ``estimated`` part is known to ``dof`` and the rest
+    exactly (Welch-Satterthwaite): large where sampling noise dominates, ``dof`` where the
+    estimated spread does."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(estimated > 0, np.asarray(var) ** 2 / (np.asarray(estimated) ** 2 / dof), 1e9)
+
+
+def _evidence(score: Score, n, mean, expected, var, min_n: int, dof: float | None = None) -> Evidence:
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.sqrt(var)
         diff = mean - expected
@@ -158,7 +183,12 @@ def _evidence(score: Score, n, mean, expected, var, min_n: int) -> Evidence:
     effect = np.where(bad, np.nan, effect)
     if score.side == "drop":
         effect = np.where(np.isnan(effect), np.nan, np.minimum(effect, 0.0))
-    return Evidence(n=n, mean=mean, expected=expected, se=se, z=z, effect=effect, p=_p_values(z, score.side))
+    p = _p_values(z, score.side, dof)
+    if dof is not None:  # z on the normal scale, with the t's tail
+        with np.errstate(invalid="ignore"):
+            normal = -special.ndtri(np.clip(p / (1.0 if score.side == "drop" else 2.0), 1e-300, 1.0))
+        z = np.where(np.isnan(z), np.nan, np.sign(z) * np.abs(normal) if score.side != "drop" else -normal)
+    return Evidence(n=n, mean=mean, expected=expected, se=se, z=z, effect=effect, p=p)
 
 
 def severity(score: Score, ev: Evidence) -> np.ndarray:

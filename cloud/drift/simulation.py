@@ -8,6 +8,7 @@ device's own gate and the bundle produced from held-out speakers' speech
 schedule of its own and a noise floor of its own, and every step its utterances are resampled
 from its speakers and counted into exactly the histograms an agent sends. The counts go
 straight into the engine's tables (``ModelTable``), so the engine's own code judges them:
+households talk in sessions led by one speaker (so a step is not a fresh draw of the household),
 baselines learned over the warm-up, then per-device and fleet CUSUMs and the fleet's level test.
 
 The CUSUM is run over the whole simulated period at once rather than once per evaluation over
@@ -66,6 +67,8 @@ class Households:
     feedback_rate: float = 0.05
     frames_per_step: int = 2000  # unvoiced frames counted into noise_dbfs per step
     noise_floor_dbfs: tuple[float, float] = (-68.0, -55.0)
+    session_min: float = 20.0  # a household talks in sessions led by one of its speakers (mean length)
+    lead_share: float = 0.8  # the session leader's share of its utterances
     seed: int = 0
 
 
@@ -94,8 +97,9 @@ def simulate_table(speakers: list[Speaker], ref: ModelReference, h: Households, 
                            replace=False)
         n_utt = rng.poisson(_expected_utterances(shape, h, rng))
         floor = rng.uniform(*h.noise_floor_dbfs)
+        leaders = _sessions(len(house), n_steps, h, rng)
         for t in range(n_steps):
-            _step(counts, d, t, int(n_utt[t]), [speakers[i] for i in house], ref, h, floor, rng)
+            _step(counts, d, t, int(n_utt[t]), [speakers[i] for i in house], ref, h, floor, rng, leaders[t])
     return ModelTable(ref=ref, devices=names, counts=counts)
 
 
@@ -108,13 +112,26 @@ def _expected_utterances(shape: np.ndarray, h: Households, rng) -> np.ndarray:
     return mine * per_day / mine[:steps_per_day].sum()
 
 
-def _step(counts, d, t, n, house: list[Speaker], ref: ModelReference, h: Households, floor: float, rng) -> None:
+def _sessions(size: int, n_steps: int, h: Households, rng) -> np.ndarray:
+    """The leading speaker of each step: sessions of exponential length (mean ``session_min``)."""
+    stay = math.exp(-h.step_s / (60.0 * h.session_min))
+    leaders = np.empty(n_steps, dtype=np.int64)
+    current = int(rng.integers(size))
+    for t in range(n_steps):
+        if rng.random() > stay:
+            current = int(rng.integers(size))
+        leaders[t] = current
+    return leaders
+
+
+def _step(counts, d, t, n, house: list[Speaker], ref: ModelReference, h: Households, floor: float, rng,
+          leader: int = 0) -> None:
     noise = rng.normal(floor, 3.0, h.frames_per_step)
     counts["input"]["noise_dbfs"][d, t] += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, noise, side="right"),
                                                        minlength=len(NOISE_DBFS_EDGES) + 1)
     if n == 0:
         return
-    who = rng.integers(len(house), size=n)
+    who = np.where(rng.random(n) < h.lead_share, leader, rng.integers(len(house), size=n))
     rows = {k: [] for k in ("features", "utterance_ms", "level_dbfs", "snr_db", "confidence", "predicted", "truth")}
     for s_i in np.unique(who):
         sp = house[s_i]

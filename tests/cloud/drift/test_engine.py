@@ -10,7 +10,7 @@ from cloud.drift.engine import DriftConfig, DriftEngine
 from tests.cloud.drift.population import HEALTHY, Drift, FakeSource, households, play
 
 STEP = 60.0
-WARM = 20
+WARM = 36
 CFG = DriftConfig(step_s=STEP, concept_step_s=STEP, warmup_s=WARM * STEP, settle_s=0.0)
 TAGS = {"d0": {"hall"}, "d1": {"hall"}, "d2": {"hall"}, "d3": {"kitchen"}, "d4": {"kitchen"}, "d5": {"kitchen"},
         "d6": set(), "d7": set()}

@@ -23,7 +23,7 @@ def _score(ref_counts, tau2):
     w = ridits(ref_counts)
     q = (np.asarray(ref_counts) + 0.5) / (np.sum(ref_counts) + 0.5 * len(ref_counts))
     mu = float(q @ w)
-    return Score("x", "x", "ridit", w, "two", mu, float(q @ (w - mu) ** 2), tau2, 0.0, 0.05), q
+    return Score("x", "x", "ridit", w, "two", mu, float(q @ (w - mu) ** 2), tau2, 0.0, 0.05, ref_dof=1e9), q
 
 
 def test_healthy_devices_with_random_effects_give_standard_normal_z_only_when_tau_is_counted():
@@ -70,12 +70,12 @@ def test_against_a_baseline_the_expectation_follows_who_talked():
 
 
 def test_drop_scores_only_report_falls_and_rare_shares_wait():
-    acc = Score("a", "f", "accuracy", np.array([1.0, 0.0]), "drop", 0.9, 0.09, 0.0, 0.0, 0.05)
+    acc = Score("a", "f", "accuracy", np.array([1.0, 0.0]), "drop", 0.9, 0.09, 0.0, 0.0, 0.05, ref_dof=1e9)
     up = against_reference(acc, np.array([[[99, 1]]]), 30)
     down = against_reference(acc, np.array([[[70, 30]]]), 30)
     assert up.effect[0] == 0.0 and up.p[0] > 0.5
     assert down.effect[0] == pytest.approx(-0.2) and down.p[0] < 1e-6
-    rare = Score("r", "f", "share", np.array([0.0, 1.0]), "two", 0.02, 0.0196, 0.0, 0.0, 0.2)
+    rare = Score("r", "f", "share", np.array([0.0, 1.0]), "two", 0.02, 0.0196, 0.0, 0.0, 0.2, ref_dof=1e9)
     assert np.isnan(against_reference(rare, np.array([[[98, 2]]]), 30).z[0])  # 2 expected events: too few
 
 
@@ -87,3 +87,15 @@ def test_combined_z_is_at_most_standard_normal_whatever_the_dependence():
     combined = combined_z(p)
     assert np.mean(combined > 2.326) <= 0.0105  # P(z > 2.33) ≤ 1 % holds
     assert np.isnan(combined_z(np.full((3, 1), np.nan))[0])
+
+
+def test_a_spread_measured_on_few_chunks_reads_as_a_t():
+    w = np.array([0.0, 1.0])
+    few = Score("s", "s", "ridit", w, "two", 0.5, 0.25, 0.01, 0.0, 0.05, ref_dof=5.0)
+    many = Score("s", "s", "ridit", w, "two", 0.5, 0.25, 0.01, 0.0, 0.05, ref_dof=1e9)
+    counts = np.array([[[600, 1400]]])  # mean 0.7: z about 2 against a spread of 0.1
+    p_few, p_many = against_reference(few, counts, 30).p[0], against_reference(many, counts, 30).p[0]
+    var = 0.25 / 2000 + 0.01
+    dof = 5.0 * var ** 2 / 0.01 ** 2  # Welch-Satterthwaite: the spread is most of the variance
+    assert p_few == pytest.approx(2 * stats.t.sf(0.2 / np.sqrt(var), dof), rel=0.01)
+    assert p_few > 2 * p_many
