@@ -11,7 +11,12 @@ mask of the cohort's devices in it). For each score group of the kind (``blocks.
    on the blocks that cover the last ``short_steps`` steps, at the budget's per-look alpha.
 
 Each line (a score of a part) is also read on the **recent** span (the blocks covering the last
-``short_steps`` steps, merged). A detector that fires is only believed when the most significant
+``short_steps`` steps, merged). A **device** whose CUSUM fires is believed only on scores that
+also stand out of the reference population's range now (``population_gate``: p ≤
+``POPULATION_P`` against the reference, whose spread between speakers is in the variance), or
+that have no reference (the noise floor, the label mix): a household member the warm-up did
+not hear, who sounds like people do, is not drift; a noisy room, a muffled or dead microphone,
+voices unlike any in the reference are. A detector that fires is only believed when the most significant
 score's recent effect is at least its floor (significant *and* large); that effect over its
 floor is the **severity**, which does not move with traffic. The **level** of the cohort — how
 close its detectors stand to firing now, ``S / h`` and ``log p / log alpha`` — is what the alert
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -29,11 +35,13 @@ import numpy as np
 from cloud.drift import blocks
 from cloud.drift.baselines import Baseline
 from cloud.drift.cusum import CusumRun, cusum, pattern, run_start
-from cloud.drift.scores import Evidence, Score, against_baseline, against_reference, combined_z, severity
+from cloud.drift.scores import (Evidence, Score, against_baseline, against_reference, combined_z, mean_and_within,
+                                severity)
 from cloud.drift.tables import ModelTable, Snapshot
 
 STEP_MIN_N = 5  # a single step is read for the onset only when it holds this many observations
 ONSET_Z = 2.0  # the first block (and step within it) of an episode shows the drift at least this clearly
+POPULATION_P = 0.01  # a device's changed score must sit this far out of the reference population's range
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,9 @@ class Settings:
     cusum_cap: float
     level_alpha: float
     level_test: bool  # multi-device cohorts are also held against the reference
+    population_gate: bool = False  # a device's change must also leave the population's range (see below)
+    min_devices: int = 2  # a multi-device cohort's verdict needs this many devices moving with it
+    min_device_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,20 @@ class Line:
     recent: Evidence  # the recent span, merged (one entry)
     against: str  # baseline | reference
     step_p: np.ndarray | None = None  # p of every single step (onsets)
+    device_effect: np.ndarray | None = None  # each device's own effect over the recent span (NaN: too little)
+    device_blocks: np.ndarray | None = None  # the same per block, [devices, blocks]
+
+    @cached_property
+    def _severities(self) -> tuple[np.ndarray, float]:
+        return severity(self.score, self.ev), float(severity(self.score, self.recent)[0])
+
+    def at(self, b: int | None) -> tuple[float, float, np.ndarray | None]:
+        """(p, severity, each device's effect) in block ``b``, or over the recent span (``None``)."""
+        blocks_sev, recent_sev = self._severities
+        if b is None:
+            return float(self.recent.p[0]), recent_sev, self.device_effect
+        dev = self.device_blocks[:, b] if self.device_blocks is not None else None
+        return float(self.ev.p[b]), float(blocks_sev[b]), dev
 
     def row(self, snap: Snapshot, span: tuple[int, int]) -> dict:
         """The evidence row of the recent span (for alerts)."""
@@ -85,12 +110,19 @@ class GroupResult:
     recent: tuple[int, int]  # steps of the recent span
     change: list[Line] = field(default_factory=list)
     level: list[Line] = field(default_factory=list)
+    typical: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, score) → p against the reference, recent
+    typical_blocks: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # the same, per block
     z: np.ndarray | None = None
     run: CusumRun | None = None
 
-    def block_severity(self, lines: list[Line]) -> np.ndarray:
-        """Per block: the effect over its floor of the most significant score."""
+    def block_severity(self, lines: list[Line], gated: bool = False) -> np.ndarray:
+        """Per block: the effect over its floor of the most significant score (with ``gated``, of
+        those out of the population's range in that block, where the device is gated)."""
         p = np.vstack([ln.ev.p for ln in lines])
+        if gated and self.typical_blocks:
+            out_of_range = np.vstack([self.typical_blocks.get((ln.model, ln.score.name), np.zeros(p.shape[1]))
+                                      <= POPULATION_P for ln in lines])
+            p = np.where(out_of_range, p, np.nan)
         sev = np.vstack([severity(ln.score, ln.ev) for ln in lines])
         best = np.nanargmin(np.where(np.isnan(p), np.inf, p), axis=0)
         out = sev[best, np.arange(p.shape[1])]
@@ -147,9 +179,18 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
             line = _baseline_line(p.model, score, steps, bounds, recent, bases, kind, tail_n)
             if line is not None:
                 g.change.append(line)
-            if s.level_test and (score.ref_mean is not None or score.expected_bins is not None):
-                g.level.append(Line(p.model, score, against_reference(score, blocks.reduce(steps, bounds), tail_n),
-                                    against_reference(score, blocks.reduce(steps, recent), tail_n), "reference"))
+            has_ref = score.ref_mean is not None or score.expected_bins is not None
+            if s.level_test and has_ref:
+                merged, per_block = blocks.reduce(steps, recent), blocks.reduce(steps, bounds)
+                g.level.append(Line(p.model, score, against_reference(score, per_block, tail_n),
+                                    against_reference(score, merged, tail_n), "reference",
+                                    device_effect=_own(score, merged[:, 0], score.ref_mean, tail_n),
+                                    device_blocks=_own(score, per_block, score.ref_mean, tail_n)))
+            elif s.population_gate and has_ref:
+                g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
+                                                                           tail_n).p[0])
+                g.typical_blocks[(p.model, score.name)] = against_reference(score, blocks.reduce(steps, bounds),
+                                                                            tail_n).p
     return g
 
 
@@ -171,8 +212,25 @@ def _baseline_line(model, score, steps, bounds, recent, bases, kind, min_n) -> L
     def judge(counts, n_min):
         return against_baseline(score, counts, *args[:4], n_min, base_rho=args[4], base_dof=args[5])
 
-    return Line(model, score, judge(blocks.reduce(mine, bounds), min_n), judge(blocks.reduce(mine, recent), min_n),
-                "baseline", judge(mine, STEP_MIN_N).p)
+    merged, per_block = blocks.reduce(mine, recent), blocks.reduce(mine, bounds)
+    return Line(model, score, judge(per_block, min_n), judge(merged, min_n), "baseline", judge(mine, STEP_MIN_N).p,
+                device_effect=_own(score, merged[:, 0], args[0], min_n),
+                device_blocks=_own(score, per_block, args[0][:, None], min_n))
+
+
+def _own(score: Score, counts: np.ndarray, expected, min_n: int) -> np.ndarray:
+    """Each device's own effect (its mean score less what was expected of it, in effect units),
+    less twice its sampling noise: what it shows beyond doubt (0 where it shows nothing)."""
+    n, mean, within = mean_and_within(counts, score.weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if expected is None and score.expected_bins is not None:  # mix-adjusted: each device its own mix
+            expected = (counts @ score.expected_bins) / n
+        elif expected is None:
+            return np.full(mean.shape, np.nan)
+        expected = np.broadcast_to(np.asarray(expected, dtype=float), mean.shape)
+        raw = mean - expected
+        sure = np.sign(raw) * np.clip(np.abs(raw) - 2.0 * np.sqrt(within / n), 0.0, None)
+        return np.where(n >= min_n, sure / score.effect_scale(expected), np.nan)
 
 
 def _decide_group(snap: Snapshot, a: Assessment, g: GroupResult, s: Settings) -> None:
@@ -183,27 +241,82 @@ def _decide_group(snap: Snapshot, a: Assessment, g: GroupResult, s: Settings) ->
         a.n = max(a.n, int(np.nansum(g.change[0].ev.n)))
         if np.any(~np.isnan(g.z)):
             levels.append(float(g.run.statistic[-1]) / s.cusum_h)
-        top = _ranked(g.change, snap, g.recent)
-        if g.run.alarm and top and (top[0]["severity"] or 0.0) >= 1.0:
-            _raise(a, "change", top)
+        if g.run.alarm and change_verdict(g, s, None):
+            _raise(a, "change", _ranked(g.change, snap, g.recent, g, s))
             onset = next((i for i in range(g.run.onset, len(g.z)) if g.z[i] >= ONSET_Z), g.run.onset)
             onset_t = _onset_time(snap, g, onset)
             if a.onset_t is None or onset_t < a.onset_t:
                 a.onset_t = onset_t
                 a.pattern = pattern(g.block_severity(g.change), onset)
     if g.level:
-        p = np.array([ln.recent.p[0] for ln in g.level], dtype=float)
-        m = int(np.sum(~np.isnan(p)))
-        if m:
-            pb = max(float(np.nanmin(p)) * m, 1e-300)
+        pb = _bonferroni(g.level, None)
+        if pb is not None:
             levels.append(min(math.log(pb) / math.log(s.level_alpha), 10.0) if pb < 1 else 0.0)
-            top = _ranked(g.level, snap, g.recent)
-            if pb <= s.level_alpha and (top[0]["severity"] or 0.0) >= 1.0:
-                _raise(a, "level", top)
+            if level_verdict(g, s, None):
+                _raise(a, "level", _ranked(g.level, snap, g.recent))
                 if a.onset_t is None:
                     _level_onset(snap, a, g)
     if levels:
         a.level = max(a.level or 0.0, max(levels))
+
+
+# -- verdicts: one rule for the recent span (the engine) and for every block (the calibration) --
+def _supported(lines: list[Line], b: int | None, g: GroupResult, s: Settings) -> list[tuple[float, float, Line]]:
+    """(p, severity, line) of the lines with data in view ``b``, most significant first; a gated
+    device keeps only the scores out of the population's range there (or without a reference)."""
+    out = []
+    for ln in lines:
+        p, sev, _ = ln.at(b)
+        if np.isnan(p):
+            continue
+        if s.population_gate:
+            key = (ln.model, ln.score.name)
+            typical = g.typical.get(key) if b is None else (g.typical_blocks[key][b] if key in g.typical_blocks
+                                                          else None)
+            if typical is not None and not typical <= POPULATION_P:
+                continue
+        out.append((p, sev, ln))
+    out.sort(key=lambda t: (t[0], -t[1]))
+    return out
+
+
+def change_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
+    """Significant and large: the most significant (gated) score's effect is over its floor, and
+    for a multi-device cohort enough of its devices moved with it."""
+    top = _supported(g.change, b, g, s)
+    return bool(top) and top[0][1] >= 1.0 and _broad(top[0][2], b, s, g)
+
+
+def level_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
+    pb = _bonferroni(g.level, b)
+    top = _supported(g.level, b, g, s)
+    return pb is not None and pb <= s.level_alpha and bool(top) and top[0][1] >= 1.0 and _broad(top[0][2], b, s, g)
+
+
+def _bonferroni(lines: list[Line], b: int | None) -> float | None:
+    p = np.array([ln.at(b)[0] for ln in lines], dtype=float)
+    m = int(np.sum(~np.isnan(p)))
+    return max(float(np.nanmin(p)) * m, 1e-300) if m else None
+
+
+def _broad(line: Line, b: int | None, s: Settings, g: GroupResult) -> bool:
+    """A multi-device cohort's verdict stands only if enough of its devices moved the same way:
+    at least ``max(min_devices, min_device_fraction × devices with data)`` of them whose own effect,
+    beyond their sampling noise, is over half the floor in the cohort's direction. One household
+    (a voice the reference rarely heard, talking alone at night) can carry a cohort's mean; it
+    cannot carry this. Devices are counted against their own baselines where they have one (a
+    household's lasting offset from the reference is its normal, not a move)."""
+    if not s.level_test:
+        return True
+    own = next((ln for ln in g.change if ln.model == line.model and ln.score.name == line.score.name), None)
+    _, _, dev = (own or line).at(b)
+    if dev is None or np.all(np.isnan(dev)):
+        return not s.level_test or dev is None
+    eff = dev[~np.isnan(dev)]
+    ev, i = (line.recent, 0) if b is None else (line.ev, b)
+    direction = np.sign(ev.effect[i]) if not np.isnan(ev.effect[i]) else 0.0
+    moved = int(np.sum(direction * eff >= 0.5 * line.score.floor))
+    return moved >= max(s.min_devices, math.ceil(s.min_device_fraction * len(eff)))
 
 
 def _level_onset(snap: Snapshot, a: Assessment, g: GroupResult) -> None:
@@ -221,8 +334,12 @@ def _level_onset(snap: Snapshot, a: Assessment, g: GroupResult) -> None:
     a.onset_t, a.pattern = snap.step_t(int(g.bounds[at])), pattern(series, at)
 
 
-def _ranked(lines: list[Line], snap: Snapshot, span: tuple[int, int]) -> list[dict]:
-    """The lines' recent rows, most significant first (those without data left out)."""
+def _ranked(lines: list[Line], snap: Snapshot, span: tuple[int, int], g: GroupResult | None = None,
+            s: Settings | None = None) -> list[dict]:
+    """The lines' recent rows, most significant first (those without data left out; with ``g``
+    and ``s``, a gated device's rows within the population's range too)."""
+    if g is not None and s is not None:
+        return [ln.row(snap, span) for _, _, ln in _supported(lines, None, g, s)]
     rows = [ln.row(snap, span) for ln in lines if not np.isnan(ln.recent.z[0])]
     rows.sort(key=lambda r: (r["p_value"] if r["p_value"] is not None else 1.0, -(r["severity"] or 0.0)))
     return rows

@@ -179,7 +179,9 @@ class _KindRun:
     def settings(self, level_test: bool) -> Settings:
         c = self.cfg
         return Settings(min_n=c.min_n, short_steps=c.short_steps, cusum_k=c.cusum_k, cusum_h=self.h,
-                        cusum_cap=c.cusum_cap, level_alpha=self.alpha, level_test=level_test)
+                        cusum_cap=c.cusum_cap, level_alpha=self.alpha, level_test=level_test,
+                        population_gate=not level_test, min_devices=c.min_devices,
+                        min_device_fraction=c.min_device_fraction)
 
     def baseline_of(self, device: str, model: str):
         return self.e.baselines.get(device, model, self.now)

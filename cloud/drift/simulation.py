@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloud.drift import blocks
-from cloud.drift.assess import Part, Settings, assess
+from cloud.drift.assess import Part, Settings, assess, change_verdict, level_verdict
 from cloud.drift.baselines import learn
 from cloud.drift.budget import Budget
 from cloud.drift.engine import DriftConfig
@@ -189,15 +189,16 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
         budget = Budget(cfg.alerts_per_1000_device_days, len(table.devices), DAY_S / snap.step_s)
         h = budget.cusum_h((len(table.devices) + 1) * n_groups, cfg.cusum_k)
         alpha = budget.alpha(n_groups + (len(table.devices) if kind == "input" else 0))
-        settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, False)
+        settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, True, False,
+                            cfg.min_devices, cfg.min_device_fraction)
+        gated = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, False, True)
         cohorts = [(d, np.array([x == d for x in table.devices])) for d in table.devices]
         cohorts.append(("fleet", np.ones(len(table.devices), dtype=bool)))
         for name, mask in cohorts:
-            a = assess(snap, kind, [Part(model, mon, mask)], lambda dv, m: bases[dv], settings)
+            st = settings if name == "fleet" else gated
+            a = assess(snap, kind, [Part(model, mon, mask)], lambda dv, m: bases[dv], st)
             for g in a.groups:
-                n = _episodes(_change_flags(g, h))
-                if name == "fleet":
-                    n += _episodes(_level_flags(snap, kind, g.group, mon, mask, cfg.min_n, alpha))
+                n = _episodes(_block_flags(g, st))
                 if n:
                     result.episodes.append({"kind": kind, "cohort": name, "group": g.group, "episodes": n})
                 result.alarms[kind] += n
@@ -211,33 +212,16 @@ def _coarsen(c: np.ndarray, factor: int) -> np.ndarray:
     return c[:, :t].reshape(c.shape[0], t // factor, factor, c.shape[2]).sum(axis=2)
 
 
-def _change_flags(g, h: float) -> np.ndarray:
-    """Blocks where the CUSUM is over h and the most significant score's effect is over its floor."""
-    if g.run is None:
-        return np.zeros(0, dtype=bool)
-    return (g.run.statistic >= h) & (np.nan_to_num(g.block_severity(g.change)) >= 1.0)
-
-
-def _level_flags(snap, kind, group, table, mask, min_n, alpha) -> np.ndarray:
-    from cloud.drift.scores import against_reference, severity
-
-    primary = blocks.PRIMARY[(kind, group)]
-    bounds = blocks.layout(table.counts[kind][primary][mask].sum(axis=(0, 2)), min_n)
-    if len(bounds) < 2:
-        return np.zeros(0, dtype=bool)
-    ps, sevs = [], []
-    for score in (s for s in table.ref.scores[kind] if s.group == group):
-        if score.ref_mean is None and score.expected_bins is None:
-            continue
-        ev = against_reference(score, blocks.reduce(table.counts[kind][score.signal][mask], bounds), min_n)
-        ps.append(ev.p)
-        sevs.append(severity(score, ev))
-    if not ps:
-        return np.zeros(0, dtype=bool)
-    p, sev = np.vstack(ps), np.vstack(sevs)
-    m = np.sum(~np.isnan(p), axis=0)
-    hit = (p * np.maximum(m, 1) <= alpha) & (sev >= 1.0)
-    return hit.any(axis=0)
+def _block_flags(g, s: Settings) -> np.ndarray:
+    """Per block: would the engine, looking at that block as its recent span, alarm? The change
+    CUSUM over its threshold or the level test failing, each with the engine's own verdict rule."""
+    n = len(g.bounds) - 1
+    change = np.zeros(n, dtype=bool)
+    if g.run is not None:
+        over = np.flatnonzero(g.run.statistic >= g.run.h)
+        change[over] = [change_verdict(g, s, int(b)) for b in over]
+    level = np.array([level_verdict(g, s, b) for b in range(n)], dtype=bool) if g.level else np.zeros(n, bool)
+    return change | level
 
 
 def _episodes(flags: np.ndarray) -> int:
