@@ -14,8 +14,9 @@ Each line (a score of a part) is also read on the **recent** span (the blocks co
 ``short_steps`` steps, merged). A **device** whose CUSUM fires is believed only on scores that
 also stand out of the reference population's range now (``population_gate``: p ≤
 ``POPULATION_P`` against the reference, whose spread between speakers is in the variance), or
-that have no reference (the noise floor, the label mix): a household member the warm-up did
-not hear, who sounds like people do, is not drift; a noisy room, a muffled or dead microphone,
+that have no reference (the noise floor, the label mix) or no measured spread (a profile without
+chunks cannot say what a population's range is): a household member the warm-up did not hear,
+who sounds like people do, is not drift; a noisy room, a muffled or dead microphone,
 voices unlike any in the reference are. A detector that fires is only believed when the most significant
 score's recent effect is at least its floor (significant *and* large); that effect over its
 floor is the **severity**, which does not move with traffic. The **level** of the cohort — how
@@ -186,7 +187,7 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
                                     against_reference(score, merged, tail_n), "reference",
                                     device_effect=_own(score, merged[:, 0], score.ref_mean, tail_n),
                                     device_blocks=_own(score, per_block, score.ref_mean, tail_n)))
-            elif s.population_gate and has_ref:
+            elif s.population_gate and has_ref and score.measured_spread:
                 g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
                                                                            tail_n).p[0])
                 g.typical_blocks[(p.model, score.name)] = against_reference(score, blocks.reduce(steps, bounds),

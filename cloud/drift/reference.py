@@ -141,7 +141,8 @@ def _distribution_score(name: str, signal: str, family: str, weights: np.ndarray
     n_ref = max(float(np.sum(ref_counts)), 1.0)
     ref_var = within / n_ref + tau2 / max(j, 1)
     dof = float(max(j - 1, 1)) if j else PRIOR_DOF
-    return Score(name, signal, family, weights, "two", mu, within, tau2, ref_var, floor, ref_dof=dof)
+    return Score(name, signal, family, weights, "two", mu, within, tau2, ref_var, floor, ref_dof=dof,
+                 measured_spread=bool(j))
 
 
 def build_reference(profile: dict, model: str | None, no_answer_confidence: float = 0.5,

@@ -61,6 +61,7 @@ class Score:
     floor: float = 0.05  # effect size that matters (in effect units)
     expected_bins: np.ndarray | None = None
     ref_dof: float = PRIOR_DOF  # degrees of freedom of ``between`` (chunks - 1): against the reference z is a t
+    measured_spread: bool = False  # ``between`` was measured on the profile's chunks (not a prior)
     group: str = "speech"  # scores of one group share blocks and one CUSUM (``blocks.PRIMARY``)
 
     @property
