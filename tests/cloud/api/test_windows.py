@@ -44,7 +44,7 @@ def test_a_louder_device_shows_in_level_and_feature_drift(api, world):
     t_drift = world.fleet.t0 + DRIFT_AFTER * WINDOW_S
     before = [b for b in s["buckets"] if b["t"] + 300 <= t_drift]
     after = [b for b in s["buckets"] if b["t"] >= t_drift]
-    assert len(before) >= 7 and len(after) >= 2
+    assert len(before) >= 7 and len(after) >= 3
     assert np.mean([b["level_dbfs"]["p50"] for b in after]) > np.mean([b["level_dbfs"]["p50"] for b in before]) + 8
     # dev-03 runs model A, then B after the canary; drift is scored against each model's own profile
     drift_before = [b["feature_drift"][a]["max"] for b in before if a in b["feature_drift"]]

@@ -36,8 +36,8 @@ from tests.cloud.api.bundles import make_bundle
 from tests.cloud.api.fleet_data import LABELS, Fleet
 
 TOKEN = "test-token-4f9c2a7d1e"
-# a minute's step and a 12-minute warm-up: dev-03 learns its baseline on model B (from -39 or -29 min)
-# before it gets louder (-15 min)
+# a minute's step and a 12-minute warm-up: dev-03 learns its baseline on model B (it is the kitchen
+# canary's first device, from -39.5 min) before it gets louder (-20 min)
 DRIFT = DriftConfig(step_s=60, short_steps=3, long_steps=40, concept_step_s=600, warmup_s=12 * 60,
                     min_baseline_blocks=3, settle_s=0.0)
 # Three kitchen devices and an hour of light traffic cannot show non-inferiority at the default
