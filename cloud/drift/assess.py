@@ -42,7 +42,7 @@ from cloud.drift.tables import ModelTable, Snapshot
 
 STEP_MIN_N = 5  # a single step is read for the onset only when it holds this many observations
 ONSET_Z = 2.0  # the first block (and step within it) of an episode shows the drift at least this clearly
-POPULATION_P = 0.01  # a device's changed score must sit this far out of the reference population's range
+POPULATION_P = 0.001  # a device's changed score must sit this far out of the reference population's range
 
 
 @dataclass(frozen=True)
