@@ -22,7 +22,10 @@ as its few devices cannot resolve the margins and the larger step can. The gates
                          by more than floor ms, i.e. margin max(ln ratio, ln(1 + floor / control))
       no_answer_rate     low-confidence answers / inferences; margin in points
       label_mix          each label's share of answers, both ways; margin in points, the
-                         error budget split over the labels (Bonferroni)
+                         error budget split over the labels (Bonferroni). A better model answers
+                         differently, so a moved label mix is a question feedback answers: it
+                         never fails a stage by itself — it holds it until the candidate's
+                         feedback accuracy is shown no worse (pass) or worse (that gate fails)
       feedback_accuracy  wrong answers among human labels; margin in points; sparse and late,
                          so unless ``feedback_required`` it can fail a stage but never holds one
     shadow (paired: the candidate and the active model on the same utterances, per device):
@@ -134,7 +137,26 @@ def evaluate(kind: str, treatment: Sample, control: Sample, gates: Gates, *, sta
     if kind == "shadow":
         return [CHECKS[name](treatment, gates, judge) for name in GATES_BY_KIND[kind]]
     cmp = Compare(treatment, control, before[0], before[1], historical)
-    return [CHECKS[name](cmp, gates, judge) for name in GATES_BY_KIND[kind]]
+    return explain_label_mix([CHECKS[name](cmp, gates, judge) for name in GATES_BY_KIND[kind]])
+
+
+def explain_label_mix(results: list[GateResult]) -> list[GateResult]:
+    """A label mix beyond its margin holds the stage (wait) unless feedback accuracy shows the
+    candidate no worse than control, which explains it (pass); it never fails on its own."""
+    by_gate = {r.gate: r for r in results}
+    mix, feedback = by_gate.get("label_mix"), by_gate.get("feedback_accuracy")
+    if mix is None or mix.verdict not in ("fail", "wait"):
+        return results
+    if feedback is not None and feedback.verdict == "pass":
+        moved = mix.verdict == "fail"
+        new = GateResult(mix.gate, "pass", f"{mix.reason}; {'explained' if moved else 'not needed'}: {feedback.reason}",
+                         {**mix.figures, "explained_by": "feedback_accuracy"})
+    elif mix.verdict == "fail":
+        new = GateResult(mix.gate, "wait", f"{mix.reason}; waiting for feedback accuracy to say whether the "
+                                           f"candidate is right to answer differently", mix.figures)
+    else:
+        return results
+    return [new if r is mix else r for r in results]
 
 
 def overall(results: list[GateResult]) -> str:

@@ -63,10 +63,14 @@ def test_error_rate_gate_rolls_back_naming_the_gate_and_the_figures():
 def test_label_mix_and_no_answer_are_compared_with_the_control_group():
     r = make_rollout()
     fleet = FakeFleet(r.devices)
-    skewed = lambda r, t: sample(4000, labels={"yes": 3800, "no": 200})  # noqa: E731
-    r, log, _ = run(r, fleet, until=200, treatment=skewed, control=healthy)
+    # a skewed label mix with feedback showing the candidate wrong: rolled back on feedback accuracy
+    skewed = lambda r, t: sample(4000, labels={"yes": 3800, "no": 200}, feedback=(400, 200))  # noqa: E731
+    r, log, _ = run(r, fleet, until=200, treatment=skewed,
+                    control=lambda r, t: sample(4000, feedback=(400, 380)))
     assert r.status == "rolled_back"
-    assert "gate label_mix failed" in r.reason and "'yes' 0.950 vs control 0.500" in r.reason
+    assert "gate feedback_accuracy failed" in r.reason
+    mix = r.verdicts[r.stage]["gates"]
+    assert any(g["gate"] == "label_mix" and "'yes' 0.950 vs control 0.500" in g["reason"] for g in mix)
 
     r2 = make_rollout()
     unsure = lambda r, t: sample(4000, no_answer=1600)  # noqa: E731

@@ -202,8 +202,20 @@ def test_label_mix_passes_alike_mixes_and_fails_a_shifted_one_naming_the_label()
     even = by_gate("canary", sample(20000), sample(20000))["label_mix"]
     assert even.verdict == "pass" and set(even.figures["by_label"]) == {"yes", "no"}
     skewed = by_gate("canary", sample(4000, labels={"yes": 3000, "no": 1000}), sample(4000))["label_mix"]
-    assert skewed.verdict == "fail" and "'yes' 0.750 vs control 0.500" in skewed.reason
-    assert skewed.figures["by_label"]["yes"]["low"] > 0.1
+    assert skewed.verdict == "wait" and "'yes' 0.750 vs control 0.500" in skewed.reason
+    assert "waiting for feedback accuracy" in skewed.reason and skewed.figures["by_label"]["yes"]["low"] > 0.1
+
+
+def test_a_moved_label_mix_is_explained_by_feedback_or_held_never_failed_alone():
+    """A better model answers differently: feedback decides whether the new mix is right."""
+    moved = dict(labels={"yes": 3000, "no": 1000})
+    right = by_gate("canary", sample(4000, feedback=(400, 390), **moved), sample(4000, feedback=(400, 330)))
+    assert right["label_mix"].verdict == "pass" and right["label_mix"].figures["explained_by"] == "feedback_accuracy"
+    assert overall(list(right.values())) == "pass"
+    wrong = by_gate("canary", sample(4000, feedback=(400, 240), **moved), sample(4000, feedback=(400, 360)))
+    assert wrong["feedback_accuracy"].verdict == "fail" and overall(list(wrong.values())) == "fail"
+    silent = by_gate("canary", sample(4000, **moved), sample(4000))
+    assert silent["label_mix"].verdict == "wait" and overall(list(silent.values())) == "wait"
 
 
 def _hearing(mixes: np.ndarray, n: int, rng, shift: np.ndarray | None = None, prefix: str = "d") -> Sample:
@@ -232,7 +244,7 @@ def test_each_device_against_its_own_baseline_sees_through_what_devices_hear():
     shift = np.array([0.15, -0.03, -0.03, -0.03, -0.03, -0.03])
     moved = _hearing(t_mix, 2000, rng, shift)
     worse = by_gate("canary", moved, after_c, before=(before_t, before_c))["label_mix"]
-    assert worse.verdict == "fail" and "'w0'" in worse.reason
+    assert worse.verdict == "wait" and "'w0'" in worse.reason and "waiting for feedback" in worse.reason
     # no device left on the old model: each device against itself alone
     alone = by_gate("canary", after_t, after_c, before=(before_t, None), historical=True)["label_mix"]
     assert alone.verdict == "pass"
