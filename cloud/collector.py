@@ -1,6 +1,7 @@
 """The collector process, wired in one place: store, ingest, drift, rollouts, HTTP API.
 
     MQTT ─► Ingest (writer thread: validate, commit, acknowledge) ─► Store
+            └─► field samples: chunks staged in the store ─► Assembler ─► samples_dir (by sha256)
             maintenance thread ─► rollups, pruning, drift job ─► alerts ─► MQTT alert/{id}, webhook
             rollout thread ─► Controller.tick (database lease: one controller acts at a time)
                               ─► Delivery: model/{sha}, dev/{id}/desired (retained)
@@ -23,6 +24,8 @@ from typing import Callable
 from cloud.config import CollectorConfig
 from cloud.ingest import CommitHook, Ingest, IngestHandler
 from cloud.notify import AlertNotifier
+from cloud.samples.assemble import Assembler
+from cloud.samples.files import SampleFiles
 from cloud.store import RollupResult, Store, open_store, safe_url
 from shared import keys
 from shared.errors import HarkenError
@@ -43,8 +46,14 @@ class Collector:
         self.public_keys = [keys.load_public_key(p) for p in config.public_keys]
         self.store = self._open_store()
         self.maintenance_store = self._open_store()
-        self.handler = IngestHandler(self.topics, reject_log_interval_s=config.reject_log_interval_s)
-        self.ingest = Ingest(config, self.store, self.handler, on_commit=on_commit)
+        self.handler = IngestHandler(self.topics, reject_log_interval_s=config.reject_log_interval_s,
+                                     sample_max_clip_bytes=config.samples_max_clip_bytes,
+                                     sample_quota_bytes=config.samples_max_bytes_per_device_hour)
+        self.sample_files = SampleFiles(config.samples_dir)
+        self.assembler = Assembler(self.store, self.sample_files, config.sample_retention())
+        self.sample_sweeper = Assembler(self.maintenance_store, self.sample_files, config.sample_retention())
+        self.ingest = Ingest(config, self.store, self.handler, on_commit=on_commit,
+                             on_samples_ready=self.assembler.assemble)
         self.notifier = AlertNotifier(self.topics, self._publish_alert, config.alert_webhook_url,
                                       config.alert_webhook_timeout_s)
         self.drift_job = self._drift_job() if config.drift_enabled else None
@@ -187,6 +196,7 @@ class Collector:
             log.warning("%d stored windows disagree with their model's histograms and were left out of rollups",
                         self.last_rollup.unmergeable)
         self.maintenance_store.prune_rejected(cfg.rejected_keep)
+        self.sample_sweeper.sweep(now)
         for job in self.jobs:
             job(self.maintenance_store, now)
         every = cfg.retained_sweep_s

@@ -80,6 +80,20 @@ class CollectorConfig:
                                        "queries merge the windows newer than that one by one).", ge=0.1, le=86400.0)
     offline_after_s: float = setting(120.0, "A device not heard from for this long shows as stale.",
                                       ge=1.0, le=30 * 86400.0)
+    # -- field samples (cloud/samples) -------------------------------------------------
+    samples_dir: str = setting("samples", "Directory of field samples: one WAV file per sample, named by the "
+                                          "sha256 of its bytes ({dir}/{sha[:2]}/{sha}.wav).")
+    samples_max_clip_bytes: int = setting(1024 * 1024, "Largest sample accepted; a larger header is rejected "
+                                          "(sample_too_large).", ge=1024, le=16 * 1024 * 1024)
+    samples_max_bytes_per_device_hour: int = setting(16 * 1024 * 1024, "Sample bytes one device may send in an "
+                                                     "hour (by receive time); more is rejected (sample_quota).",
+                                                     ge=1024, le=1 << 40)
+    samples_retention_s: float = setting(30 * 86400.0, "Unlabelled samples are deleted this long after they "
+                                         "arrived (0: kept for ever).", ge=0.0, le=10 * 365 * 86400.0)
+    samples_labelled_retention_s: float = setting(0.0, "Labelled samples are deleted this long after they arrived "
+                                                  "(0: kept for ever).", ge=0.0, le=10 * 365 * 86400.0)
+    samples_incomplete_s: float = setting(86400.0, "A sample whose chunks stop arriving is dropped after this "
+                                          "long (sample_incomplete).", ge=60.0, le=30 * 86400.0)
     # -- registry and rollouts ---------------------------------------------------------
     registry_dir: str = setting("registry", "Directory of registered bundles (by model sha256).")
     public_keys: list[str] = setting([], "Trusted signing.pub files: bundles signed by them can be registered.")
@@ -171,6 +185,12 @@ class CollectorConfig:
             read_tokens_file(self.http_tokens_file)  # a bad line stops the collector before it starts
 
     # -- derived values ---------------------------------------------------------------
+    def sample_retention(self):
+        from cloud.samples.assemble import Retention
+
+        return Retention(unlabelled_s=self.samples_retention_s or None,
+                         labelled_s=self.samples_labelled_retention_s or None, incomplete_s=self.samples_incomplete_s)
+
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or _default_client_id()

@@ -68,6 +68,7 @@ class IngestStats:
     events_new: int = 0
     states: int = 0
     rejects: int = 0
+    sample_pieces: int = 0  # sample headers and chunks staged (cloud/samples assembles them)
     store_failures: int = 0
     last_commit_t: float = 0.0
     connects: int = 0
@@ -131,13 +132,15 @@ class Ingest:
     """The collector's MQTT side: subscribe, batch, commit, acknowledge; and publish."""
 
     def __init__(self, config: CollectorConfig, store: Store, handler: IngestHandler, *,
-                 on_commit: CommitHook | None = None):
+                 on_commit: CommitHook | None = None,
+                 on_samples_ready: Callable[[tuple], None] | None = None):
         self.config = config
         self.store = store
         self.handler = handler
         self.topics = handler.topics
         self.stats = IngestStats()
         self._on_commit = on_commit
+        self._on_samples_ready = on_samples_ready  # (device, sha256) pairs whose every chunk is stored
         self.queue = IngestQueue(config.ingest_queue_max, config.receive_maximum, config.ingest_queue_bytes)
         self._accepting = threading.Event()
         self._stop = threading.Event()
@@ -186,6 +189,8 @@ class Ingest:
         options = SubscribeOptions(qos=QOS)
         client.subscribe([(self.topics.shared_filter(group, "stats"), options),
                           (self.topics.shared_filter(group, "event"), options),
+                          (self.topics.shared_filter(group, "sample"), options),
+                          (self.topics.shared_filter(group, "sample_chunk"), options),
                           (self.topics.filter("state"), options)], properties=props)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -313,6 +318,12 @@ class Ingest:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
         self._count(items, batch, result)
+        if result.samples_ready and self._on_samples_ready is not None:
+            try:  # staged in the store already: a failure here is retried by the maintenance sweep
+                self._on_samples_ready(result.samples_ready)
+            except Exception:
+                log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
+                              len(result.samples_ready))
 
     def _count(self, items: list[_Message], batch: Batch, result: BatchResult) -> None:
         s = self.stats
@@ -322,6 +333,7 @@ class Ingest:
         s.events_new += result.events_new
         s.states += result.states
         s.rejects += result.rejects
+        s.sample_pieces += result.samples_staged
         s.last_commit_t = time.time()
         # lag: from the oldest message's arrival to its commit; duplicates: redelivered windows
         s.extra["lag_s"] = s.last_commit_t - min(m.received_t for m in items)
@@ -354,24 +366,33 @@ class Ingest:
         """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
         from cloud.store import Reject
 
-        totals = [0, 0, 0, 0]
+        totals, ready = [0, 0, 0, 0, 0], []
+        quota = batch.sample_quota_bytes
         singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
-                   + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects])
+                   + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects]
+                   + [Batch(sample_headers=[r], sample_quota_bytes=quota) for r in batch.sample_headers]
+                   + [Batch(sample_parts=[p], sample_quota_bytes=quota) for p in batch.sample_parts])
         for single in singles:
-            rows = single.windows + single.events + single.states
+            rows = single.windows + single.events + single.states + single.sample_headers
             for r in rows:
                 single.see(r.message["device"], r.received_t)
             try:
                 res = self.store.write(single)
             except StoreDataError as exc:
-                if not rows:
+                if single.sample_parts:
+                    p = single.sample_parts[0]
+                    res = self.store.write(Batch(rejects=[Reject.of(p.received_t, p.topic, "unstorable",
+                                                                    str(exc)[:500], p.data)]))
+                elif not rows:
                     log.error("the store refused a rejected message's record (%s); it is only logged", exc)
                     continue
-                r = rows[0]
-                body = dumps(r.message) if r.body is None else r.body.encode()
-                res = self.store.write(Batch(rejects=[Reject.of(r.received_t, f"device:{r.message['device']}",
-                                                                "unstorable", str(exc)[:500], body)]))
-            for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects)):
+                else:
+                    r = rows[0]
+                    body = dumps(r.message) if r.body is None else r.body.encode()
+                    res = self.store.write(Batch(rejects=[Reject.of(r.received_t, f"device:{r.message['device']}",
+                                                                    "unstorable", str(exc)[:500], body)]))
+            for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects, res.samples_staged)):
                 totals[i] += v
-        return BatchResult(*totals)
+            ready.extend(res.samples_ready)
+        return BatchResult(*totals, tuple(ready))
 

@@ -11,16 +11,18 @@ import zlib
 from typing import Callable
 
 from cloud.store import Batch, Received, Reject
+from cloud.store.base import SamplePart
 from shared.codec import dumps
 from shared.errors import ProtocolError
 from shared.messages import decode
+from shared.samples import MAX_CHUNK_BYTES, MAX_SAMPLE_BYTES
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
-KIND_OF_TOPIC = {"stats": "window", "state": "state", "event": "event"}
+KIND_OF_TOPIC = {"stats": "window", "state": "state", "event": "event", "sample": "sample"}
 TEXT_FIELDS = {"window": ("model", "shadow_model", "agent_version"), "event": ("model", "reason"),
-               "state": ()}
+               "state": (), "sample": ("utterance", "model", "label", "alert", "request")}
 
 
 class RejectLog:
@@ -57,8 +59,11 @@ def _text_ok(value) -> bool:
 class IngestHandler:
     """Topic + payload → a validated row in a ``Batch``, or a ``Reject`` in it."""
 
-    def __init__(self, topics: Topics, *, reject_log_interval_s: float = 60.0):
+    def __init__(self, topics: Topics, *, reject_log_interval_s: float = 60.0,
+                 sample_max_clip_bytes: int = MAX_SAMPLE_BYTES, sample_quota_bytes: int | None = None):
         self.topics = topics
+        self.sample_max_clip_bytes = sample_max_clip_bytes
+        self.sample_quota_bytes = sample_quota_bytes  # what a device may send per hour (the store checks it)
         self.reject_log = RejectLog(reject_log_interval_s)
         self.accepted: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -72,7 +77,10 @@ class IngestHandler:
         keeps them exactly once by ``(device, boot, seq)`` whatever their ``t_start``.
         """
         try:
-            kind, message, body = self._check(topic, payload)
+            parsed = self.topics.parse(topic)
+            if parsed.kind == "sample_chunk":
+                return self._add_chunk(batch, parsed, topic, payload, received_t)
+            kind, message, body = self._check(parsed, topic, payload)
         except ProtocolError as exc:
             reject = Reject.of(received_t, topic, exc.code, exc.detail, payload)
             batch.rejects.append(reject)
@@ -80,13 +88,26 @@ class IngestHandler:
             self.reject_log.note(reject)
             return exc.code
         row = Received(message, received_t, body, retained)
-        {"window": batch.windows, "state": batch.states, "event": batch.events}[kind].append(row)
+        if kind == "sample":
+            batch.sample_quota_bytes = self.sample_quota_bytes
+        {"window": batch.windows, "state": batch.states, "event": batch.events,
+         "sample": batch.sample_headers}[kind].append(row)
         batch.see(message["device"], min(received_t, message.get("t", received_t)) if retained else received_t)
         self.accepted[kind] = self.accepted.get(kind, 0) + 1
         return None
 
-    def _check(self, topic: str, payload: bytes) -> tuple[str, dict, str | None]:
-        parsed = self.topics.parse(topic)
+    def _add_chunk(self, batch: Batch, parsed, topic: str, payload: bytes, received_t: float) -> None:
+        """A raw sample chunk: only its size can be checked before its header is known."""
+        if not payload or len(payload) > MAX_CHUNK_BYTES:
+            raise ProtocolError("sample_chunk_size", f"a sample chunk holds 1..{MAX_CHUNK_BYTES} bytes, not "
+                                f"{len(payload)}")
+        batch.sample_parts.append(SamplePart(parsed.device, parsed.sha256, parsed.chunk, bytes(payload),
+                                             received_t, topic))
+        batch.sample_quota_bytes = self.sample_quota_bytes
+        batch.see(parsed.device, received_t)
+        self.accepted["sample_chunk"] = self.accepted.get("sample_chunk", 0) + 1
+
+    def _check(self, parsed, topic: str, payload: bytes) -> tuple[str, dict, str | None]:
         kind = KIND_OF_TOPIC.get(parsed.kind)
         if kind is None:
             raise ProtocolError("unexpected_topic", f"the collector does not read {parsed.kind!r} topics")
@@ -103,6 +124,10 @@ class IngestHandler:
         for name in TEXT_FIELDS[kind]:
             if not _text_ok(message.get(name)):
                 raise ProtocolError("bad_text", f"{kind}.{name} holds a NUL or an unpaired surrogate")
+        if kind == "sample" and message["size_bytes"] > self.sample_max_clip_bytes:
+            raise ProtocolError("sample_too_large", f"a {message['size_bytes']}-byte sample is over the collector's "
+                                f"samples_max_clip_bytes ({self.sample_max_clip_bytes}); lower the device's "
+                                "samples_max_clip_bytes")
         return kind, message, self._body(kind, payload, message)
 
     @staticmethod
@@ -119,4 +144,4 @@ class IngestHandler:
                 text = dumps(message).decode()
             except ValueError:
                 raise ProtocolError("not_finite", f"{kind} holds NaN or Infinity; send finite numbers") from None
-        return text if kind == "window" else None
+        return text if kind in ("window", "sample") else None

@@ -31,6 +31,7 @@ from edge.lifecycle import Lifecycle, ProbationPolicy
 from edge.link import Link, LinkSettings
 from edge.pipeline import Pipeline
 from edge.releases import ReleaseGuard
+from edge.samples import SampleChannel
 from edge.sandbox import SmokeLimits
 from edge.sources import AudioSource, RealtimePacer, open_source
 from edge.spool import Spool, SpoolFlusher
@@ -88,10 +89,12 @@ class Agent:
                                    releases=releases, **extra)
         self.link: Link | None = None
         self.flusher: SpoolFlusher | None = None
+        self.samples = SampleChannel(config, self.topics, clock) if config.samples_upload else None
         self.pipeline: Pipeline | None = None
         self.desired = DesiredState(self.lifecycle, device_id=config.device_id, request_bundle=self._want_bundle,
                                     release_bundle=self._drop_bundle, set_automation=self._set_automation,
-                                    report=self._report, fetch_timeout_s=config.fetch_timeout_s)
+                                    report=self._report, fetch_timeout_s=config.fetch_timeout_s,
+                                    apply_config=self._apply_config)
         self._feedback: FeedbackFile | None = None
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -116,7 +119,7 @@ class Agent:
             window_s=cfg.window_s, automation=automation, models=self.lifecycle, sink=self._make_sink(),
             on_window=self._on_window, on_inference=self.lifecycle.record_inference,
             start_seq=self.spool.meta("last_seq", -1) + 1, clock=self.clock, capture=self._capture_config(),
-            audit_rate=cfg.audit_rate,
+            audit_rate=cfg.audit_rate, sampler=self.samples.uploader if self.samples else None,
             on_feedback=lambda fb: self._report("feedback", model=fb.get("model") or "", detail=fb))
         self._feedback = FeedbackFile(cfg.feedback_path) if cfg.feedback_path else None
         if cfg.broker_url:
@@ -150,6 +153,8 @@ class Agent:
                          on_connected=self._on_connected)
         self.flusher = SpoolFlusher(self.spool, self.link.publish, self.link.connected, rate_per_s=cfg.flush_rate,
                                     max_inflight=cfg.spool_inflight).start()
+        if self.samples is not None:
+            self.samples.start(self.link)
         self.link.subscribe(self.topics.desired(cfg.device_id), self.topics.revocations())
         self.link.start()
 
@@ -200,9 +205,12 @@ class Agent:
         for t in self._threads:
             if t.name != "reader":
                 t.join(5.0)
+        deadline = time.monotonic() + self.drain_s
+        if self.link is not None and self.drain_s > 0:  # the broker may be reconnecting: give it the grace period
+            self.flusher.wait_drained(self.drain_s)
+        if self.samples is not None:  # clips get what the windows left of it
+            self.samples.close(max(0.0, deadline - time.monotonic()) if self.link else 0.0)
         if self.link is not None:
-            if self.drain_s > 0:  # the broker may be reconnecting: give it the grace period
-                self.flusher.wait_drained(self.drain_s)
             self._say_offline()
             self.flusher.stop()
             self.link.stop()
@@ -340,6 +348,8 @@ class Agent:
                "spool_backlog": len(self.spool), "spool_dropped_windows": self.spool.dropped_total}
         if self.pipeline is not None:
             msg["automation"] = self.pipeline.automation
+        if self.samples is not None:
+            msg["samples"] = self.samples.state()
         return msg
 
     def _publish_state(self) -> None:
@@ -357,6 +367,13 @@ class Agent:
     def _on_connected(self, session_present: bool) -> None:
         self._publish_state()
         self.flusher.on_connected()
+        if self.samples is not None:
+            self.samples.flusher.on_connected()
+
+    def _apply_config(self, config: dict) -> None:
+        """The desired state's ``config``; today only field samples read it (ignored unless opted in)."""
+        if self.samples is not None:
+            self.samples.uploader.apply_config(config)
 
     def _set_automation(self, level: str) -> None:
         self.pipeline.set_automation(level)

@@ -100,6 +100,27 @@ class AgentConfig:
     capture_burst: int = setting(3, "Captures allowed back to back.", ge=1, le=1000)
     capture_max_confidence: float | None = setting(None, "Capture below this confidence; unset uses the "
                                                    "bundle's threshold.", ge=0.001, le=1.0)
+    # -- field samples (opt-in upload to the collector; edge/samples.py) ----------------
+    samples_upload: bool = setting(False, "Opt-in: upload low-confidence, audit and alert-requested utterances "
+                                   "to the collector (WAV, over MQTT). Off: no audio leaves the device, whatever "
+                                   "the collector asks; on, the collector may switch uploads off and on again.")
+    samples_low_confidence: bool = setting(True, "Upload utterances below the confidence threshold.")
+    samples_audit: bool = setting(True, "Upload the utterances the audit sample flags (audit_rate).")
+    samples_max_confidence: float | None = setting(None, "Low confidence means below this; unset uses the "
+                                                   "bundle's threshold.", ge=0.001, le=1.0)
+    samples_max_bytes_per_hour: int = setting(4 * 1024 * 1024, "Bytes of clips queued for upload in any hour, at "
+                                              "most; clips over it are dropped and counted.", ge=1024, le=1 << 34)
+    samples_max_clip_bytes: int = setting(256 * 1024, "Largest clip uploaded (256 KiB is 8 s); longer ones are "
+                                          "dropped and counted.", ge=1024, le=16 * 1024 * 1024)
+    samples_ring_bytes: int = setting(2 * 1024 * 1024, "Recent utterances kept in memory (16-bit, 2 MiB is ~65 s "
+                                      "of speech) for the collector's requests around an alert; only when opted "
+                                      "in.", ge=0, le=1 << 32)
+    samples_request_max_clips: int = setting(50, "Clips one collector request may take, at most.", ge=0, le=10000)
+    samples_spool_max_bytes: int = setting(32 * 1024 * 1024, "Bound of the on-disk spool of clips waiting for the "
+                                           "broker; a clip that does not fit is dropped and counted.",
+                                           ge=64 * 1024, le=1 << 40)
+    samples_flush_rate: float = setting(10.0, "Sample messages (a header or a 64 KiB chunk) sent per second, at most.",
+                                        ge=0.1, le=10000)
 
     # -- named cross-field checks ------------------------------------------------------
     def check(self) -> None:

@@ -1,7 +1,8 @@
 """Converging on the desired state the cloud retains on ``dev/{id}/desired``.
 
 A desired message names the ``active`` and ``shadow`` bundles (by the bundle file's sha256),
-the ``automation`` level, ``probation`` overrides and a ``rev``. A rev not newer than the
+the ``automation`` level, ``probation`` overrides, ``config`` (settings the cloud may change,
+e.g. the field-sample switch; absent means keep them) and a ``rev``. A rev not newer than the
 one applied is ignored, so a retained message delivered again changes nothing. Bundles not
 in the store are fetched from ``model/{sha}`` (whole, or a header plus chunks), installed
 (verified, smoke-tested, stored) and only then activated. A bundle that fails is reported
@@ -35,12 +36,14 @@ class DesiredState:
     def __init__(self, lifecycle: Lifecycle, *, device_id: str, request_bundle: Callable[[str], None],
                  release_bundle: Callable[[str], None], set_automation: Callable[[str], None],
                  report: Callable[..., None], fetch_timeout_s: float = FETCH_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 apply_config: Callable[[dict], None] | None = None):
         self.lifecycle = lifecycle
         self.device_id = device_id
         self._request = request_bundle
         self._release = release_bundle
         self._set_automation = set_automation
+        self._apply_config = apply_config  # the desired ``config`` (absent: keep what applies)
         self._report = report
         self._base_policy = lifecycle.policy  # the device's own probation settings
         self._pending: dict | None = None
@@ -136,6 +139,8 @@ class DesiredState:
     def _apply(self, msg: dict) -> None:
         lc = self.lifecycle
         errors = [f"{sha[:12]}: {code}" for sha, code in self._failed.items()]
+        if msg.get("config") is not None and self._apply_config is not None:
+            self._apply_config(msg["config"])
         level = self._limits(msg)
         if level and level != lc.slots.automation:
             self._set_automation(level)

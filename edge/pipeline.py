@@ -73,7 +73,7 @@ class Pipeline:
                  start_seq: int = 0, clock: Callable[[], float] = time.time,
                  capture: CaptureConfig | None = None, on_feedback: Callable[[dict], None] | None = None,
                  memory_size: int = DEFAULT_MEMORY, audit_rate: float = DEFAULT_AUDIT_RATE,
-                 audit_seed: str | None = None):
+                 audit_seed: str | None = None, sampler=None):
         if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 1.0 <= window_s <= 3600.0:
             raise ConfigError(f"window_s must be a number of seconds in [1, 3600], got {window_s!r}; 10 is the default")
         self.device, self.boot, self.agent_version = device, boot, agent_version
@@ -85,6 +85,7 @@ class Pipeline:
         self._window_samples = int(round(window_s * SAMPLE_RATE))
         self._level = check_level(automation)
         self._capture = Capture(capture, clock) if capture is not None else None
+        self._sampler = sampler  # edge.samples.SampleUploader: opt-in field samples
         self._memory = PredictionMemory(memory_size)
         self._audit = AuditSampler(audit_rate, device if audit_seed is None else audit_seed)
         self._lock = threading.RLock()
@@ -234,8 +235,9 @@ class Pipeline:
         acc = self._acc
         active, shadow, level = self.models.active, self.models.shadow, self._level
         pred = self._infer(active, x, acc) if active is not None else None
+        audit = False
         if pred is not None:
-            self._decide(uid, u, pred, active, shadow, level, acc)
+            audit = self._decide(uid, u, pred, active, shadow, level, acc)
             acc.update_latency("decision", (time.perf_counter() - t_ready) * 1000.0)
         # input statistics and capture come after the decision: they are not on its latency path
         acc.update_utterance(u.duration_ms, level_dbfs(x), snr_db(x), clipped_fraction(x))
@@ -244,9 +246,13 @@ class Pipeline:
                 model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):
             acc.update_capture()
             self._stats["captured"] += 1
+        if pred is not None and self._sampler is not None:
+            self._sampler.offer(uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
+                                model=active.sha256, audit=audit)
 
     def _decide(self, uid: str, u: Utterance, pred, active: LoadedModel, shadow: LoadedModel | None, level: str,
-                acc: WindowAccumulator) -> None:
+                acc: WindowAccumulator) -> bool:
+        """Count, emit and remember one prediction; returns whether it was flagged for audit."""
         acc.update_latency("model", pred.latency_ms)
         acc.update_prediction(pred.label, pred.confidence, pred.no_answer, pred.features.tolist())
         self._stats["inferences"] += 1
@@ -267,6 +273,7 @@ class Pipeline:
                 label=pred.label, confidence=pred.confidence, action=action, automation=level,
                 model=active.sha256, shadow_label=None if spred is None else spred.label,
                 shadow_confidence=None if spred is None else spred.confidence, t=self.clock(), audit=audit))
+        return audit
 
     def _infer(self, model: LoadedModel, x: np.ndarray, acc: WindowAccumulator):
         t0 = time.perf_counter()

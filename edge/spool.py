@@ -85,6 +85,21 @@ class Spool:
             self._count += 1
             return int(cur.lastrowid)
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> list[int]:
+        """Append several messages in one transaction, all or none, and never by dropping older
+        ones (a sample's header and chunks travel together); StoreError when they do not fit."""
+        size = sum(_row_size(t, p) for t, p in items)
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                raise StoreError(f"spool {self.path.name} is full ({self._bytes} of {self.max_bytes} bytes) for "
+                                 f"{size} more; it drains while the broker is reachable")
+            with self._transaction():
+                ids = [int(self._db.execute("INSERT INTO spool (topic, payload, size) VALUES (?, ?, ?)",
+                                            (t, sqlite3.Binary(p), _row_size(t, p))).lastrowid) for t, p in items]
+                self._bytes += size
+                self._count += len(items)
+        return ids
+
     def _make_room(self, size: int) -> int:
         dropped = 0
         while self._count and self._bytes + size > self.max_bytes:

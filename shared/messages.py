@@ -18,6 +18,9 @@ Kinds and their required fields (units in the names):
                                           probation)
     bundle   sha256, size, chunks, chunk_size, chunk_sha256   (chunked bundle header)
     alert    id, status, cohort, signal, pattern, opened_t
+    sample   device, sha256, size_bytes, chunks, chunk_bytes, chunk_sha256, reason, captured_t,
+             duration_ms   (utterance, model, label, confidence, alert, request optional;
+             ``shared.samples`` holds the cross-field rules)
 """
 from __future__ import annotations
 
@@ -194,9 +197,21 @@ def _validate_alert(m: dict) -> None:
     })
 
 
+def _validate_sample(m: dict) -> None:
+    from shared.samples import validate_header
+
+    _check_fields(m, "sample", {
+        "device": _device, "sha256": _str, "size_bytes": _nonneg_int, "chunks": _nonneg_int,
+        "chunk_bytes": _nonneg_int, "chunk_sha256": lambda x: isinstance(x, list) and all(_str(s) for s in x),
+        "reason": _str, "captured_t": _number, "duration_ms": _number,
+    }, {"utterance": _str, "model": _str, "label": _str, "confidence": _number, "alert": _str, "request": _str})
+    validate_header(m)
+
+
 VALIDATORS: dict[str, Callable[[dict], None]] = {
     "window": _validate_window, "state": _validate_state, "event": _validate_event,
     "desired": _validate_desired, "bundle": _validate_bundle, "alert": _validate_alert,
+    "sample": _validate_sample,
 }
 
 

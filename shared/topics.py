@@ -4,6 +4,8 @@
     {prefix}/dev/{device}/state      device → cloud   QoS 1, retained, last will "offline"
     {prefix}/dev/{device}/event      device → cloud   QoS 1, not retained
     {prefix}/dev/{device}/desired    cloud → device   QoS 1, retained
+    {prefix}/dev/{device}/sample     device → cloud   QoS 1, not retained (a sample header, opt-in)
+    {prefix}/dev/{device}/sample/{sha256}/{chunk}   device → cloud   QoS 1, not retained (its bytes)
     {prefix}/model/{sha256}          cloud → devices  QoS 1, retained (bundle or chunk header)
     {prefix}/model/{sha256}/{chunk}  cloud → devices  QoS 1, retained (chunk bytes)
     {prefix}/model/revocations       cloud → devices  QoS 1, retained (signed revocation list)
@@ -24,6 +26,8 @@ TEMPLATES: dict[str, str] = {
     "state": "dev/{device}/state",
     "event": "dev/{device}/event",
     "desired": "dev/{device}/desired",
+    "sample": "dev/{device}/sample",
+    "sample_chunk": "dev/{device}/sample/{sha256}/{chunk}",
     "model": "model/{sha256}",
     "chunk": "model/{sha256}/{chunk}",
     "revocations": "model/revocations",  # under model/: every device may read it already
@@ -80,6 +84,12 @@ class Topics:
     def desired(self, device: str) -> str:
         return self.build("desired", device=device)
 
+    def sample(self, device: str) -> str:
+        return self.build("sample", device=device)
+
+    def sample_chunk(self, device: str, sha256: str, index: int) -> str:
+        return self.build("sample_chunk", device=device, sha256=sha256, chunk=index)
+
     def model(self, sha256: str) -> str:
         return self.build("model", sha256=sha256)
 
@@ -98,6 +108,8 @@ class Topics:
             return f"{self.prefix}/model/#"
         if kind == "alert":
             return f"{self.prefix}/alert/+"
+        if kind == "sample_chunk":
+            return f"{self.prefix}/dev/{device}/sample/+/+"
         return f"{self.prefix}/{TEMPLATES[kind].format(device=device)}"
 
     def shared_filter(self, group: str, kind: str) -> str:
@@ -109,12 +121,16 @@ class Topics:
         if not topic.startswith(head):
             raise ProtocolError("bad_topic", f"topic {topic!r} is not under {head!r}")
         parts = topic[len(head):].split("/")
-        if len(parts) == 3 and parts[0] == "dev" and parts[2] in ("stats", "state", "event", "desired"):
+        if len(parts) == 3 and parts[0] == "dev" and parts[2] in ("stats", "state", "event", "desired", "sample"):
             if not _ID_RE.match(parts[1]):
                 raise ProtocolError("bad_topic", f"device id in {topic!r} is not valid")
             return ParsedTopic(kind=parts[2], device=parts[1])
         if parts == ["model", "revocations"]:
             return ParsedTopic(kind="revocations")
+        if len(parts) == 5 and parts[0] == "dev" and parts[2] == "sample":
+            if _ID_RE.match(parts[1]) and _SHA_RE.match(parts[3]) and parts[4].isascii() and parts[4].isdigit() \
+                    and len(parts[4]) < 7:
+                return ParsedTopic(kind="sample_chunk", device=parts[1], sha256=parts[3], chunk=int(parts[4]))
         if parts[0] == "model" and len(parts) in (2, 3) and _SHA_RE.match(parts[1]):
             if len(parts) == 2:
                 return ParsedTopic(kind="model", sha256=parts[1])

@@ -70,18 +70,37 @@ class Received:
     retained: bool = False
 
 
+@dataclass(frozen=True)
+class SamplePart:
+    """One raw chunk of a field sample (``dev/{device}/sample/{sha256}/{index}``)."""
+
+    device: str
+    sha256: str
+    index: int
+    data: bytes
+    received_t: float
+    topic: str
+
+
 @dataclass
 class Batch:
-    """Everything one commit writes. ``seen`` maps device → latest receive time."""
+    """Everything one commit writes. ``seen`` maps device → latest receive time.
+
+    ``sample_headers`` (validated ``sample`` messages) and ``sample_parts`` stage field samples;
+    ``sample_quota_bytes`` caps the bytes a device may send in an hour (None: no cap)."""
 
     windows: list[Received] = field(default_factory=list)
     events: list[Received] = field(default_factory=list)
     states: list[Received] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)
+    sample_headers: list[Received] = field(default_factory=list)
+    sample_parts: list[SamplePart] = field(default_factory=list)
+    sample_quota_bytes: int | None = None
 
     def __len__(self) -> int:
-        return len(self.windows) + len(self.events) + len(self.states) + len(self.rejects)
+        return (len(self.windows) + len(self.events) + len(self.states) + len(self.rejects)
+                + len(self.sample_headers) + len(self.sample_parts))
 
     def see(self, device: str, t: float) -> None:
         if t > self.seen.get(device, float("-inf")):
@@ -94,6 +113,8 @@ class BatchResult:
     events_new: int
     states: int
     rejects: int
+    samples_staged: int = 0  # sample headers and chunks stored for assembly (duplicates not counted)
+    samples_ready: tuple = ()  # (device, sha256) whose every chunk is in: ready to assemble
 
 
 @dataclass(frozen=True)

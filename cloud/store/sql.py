@@ -19,6 +19,8 @@ from cloud.store import rollup as rollup_mod
 from cloud.store.base import DEFAULT_BUCKET_S, FLEET, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
 from cloud.store.records import RecordsMixin
+from cloud.store.sample_rows import SampleRowsMixin
+from cloud.store.samples import SampleStagingMixin
 from cloud.store.writes import WritesMixin
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class SqlStore(WritesMixin, RecordsMixin, Store):
+class SqlStore(WritesMixin, SampleStagingMixin, SampleRowsMixin, RecordsMixin, Store):
     dialect = "sql"
     GREATEST = "MAX"
 

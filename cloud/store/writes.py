@@ -35,12 +35,14 @@ class WritesMixin:
             late = self._refuse_below_floors(cur, batch)
             windows_new = self._write_windows(cur, batch.windows)
             events_new = self._write_events(cur, batch)
+            staged, ready, refused = self._write_samples(cur, batch)
             self._write_seen(cur, batch.seen)
             for st in batch.states:
                 self._write_state(cur, st)
             self._write_offsets(cur, clock_samples(batch))
-            self._write_rejects(cur, [*batch.rejects, *late])
-        return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects) + len(late))
+            self._write_rejects(cur, [*batch.rejects, *late, *refused])
+        return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects) + len(late) + len(refused),
+                           staged, tuple(ready))
 
     # -- windows and events ----------------------------------------------------------------------
     def _refuse_below_floors(self, cur, batch: Batch) -> list[Reject]:
