@@ -183,6 +183,7 @@ class Collector:
                                 self.drift_job.config)
         return Services.from_config(self.config, store, registry=registry, drift=drift,
                                     rollouts=RolloutService(store, registry), ingest=self.ingest,
+                                    samples=self.sample_files,
                                     readiness=self.readiness, public_metrics=self.config.http_public_metrics,
                                     drift_findings=(lambda: self.drift_job.last_findings) if self.drift_job else None)
 
@@ -197,12 +198,26 @@ class Collector:
                         self.last_rollup.unmergeable)
         self.maintenance_store.prune_rejected(cfg.rejected_keep)
         self.sample_sweeper.sweep(now)
+        self._publish_sample_commands()
         for job in self.jobs:
             job(self.maintenance_store, now)
         every = cfg.retained_sweep_s
         if every and time.monotonic() - self._last_sweep >= every and self.ingest.connected.is_set():
             self._last_sweep = time.monotonic()
             self.ingest.sweep.start()
+
+    def _publish_sample_commands(self) -> None:
+        """Queued sample switches and requests go out as desired states (while the broker is there)."""
+        from cloud.delivery import Delivery
+        from cloud.rollout.repo import SqlDesiredRevs
+        from cloud.samples import control
+
+        if not control.pending(self.maintenance_store):
+            return
+        if not self.ingest.connected.is_set():
+            return  # the next tick tries again
+        delivery = Delivery(self.publisher(), SqlDesiredRevs(self.maintenance_store), self.topics)
+        control.publish_pending(self.maintenance_store, delivery)
 
     def _maintenance_loop(self) -> None:
         while not self._stop.wait(self.config.rollup_interval_s):

@@ -144,6 +144,8 @@ class Delivery:
                       config: dict | None = None, floors: dict[str, int] | None = None) -> dict[str, dict]:
         """Persist the next rev for every device, then publish all retained; returns the messages.
 
+        ``config`` None keeps each device's last ``config`` (absent stays absent).
+
         ``floors``: the rev each device reports it applied; a new rev is always above it. A
         device reports what it likes, so a floor is clamped to ``MAX_REV - 1``: one device
         claiming rev 2^63-1 cannot overflow the rev column and fail every other device's write.
@@ -151,10 +153,13 @@ class Delivery:
         floors = {d: clamp_floor(f) for d, f in (floors or {}).items()}
         builds = {}
         for device, target in targets.items():
-            def build(rev: int, device=device, target=target) -> dict:
+            # no config given: keep the device's last one (a field-sample switch outlives a canary step)
+            kept = config if config is not None else (self.revs.get(device) or {}).get("config")
+
+            def build(rev: int, device=device, target=target, kept=kept) -> dict:
                 return desired_message(device, rev, active=target.active, shadow=target.shadow,
                                        automation=target.automation, rollout=rollout,
-                                       probation=self.probation if target.active else None, config=config)
+                                       probation=self.probation if target.active else None, config=kept)
             builds[device] = (build, floors.get(device, 0))
         messages = self.revs.write_many(builds) if builds else {}
         if messages:

@@ -28,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "model": ("cloud.cli.model:group", "Train, evaluate, inspect, verify, release and register model bundles."),
     "rollout": ("cloud.cli.rollout:group", "Start and steer staged model rollouts."),
     "runs": ("cloud.cli.runs:group", "List, show and compare training runs."),
+    "samples": ("cloud.cli.samples:group", "List, play, label and export the field samples devices uploaded."),
     "serve": ("edge.serve.cli:command", "Serve a model over HTTP as a device (predictions, windows, shadow)."),
     "sim": ("edge.sim.cli:command", "Run a simulated fleet of real agents."),
 }

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
-from cloud.api import drift, fleet, metrics, models, rollouts, windows
+from cloud.api import drift, fleet, metrics, models, rollouts, samples, windows
 from cloud.api.auth import TokenBook, require_token
 from cloud.api.backend import Backend, Conflict, NotFound, Services, Unavailable
 from shared.errors import ConfigError, HarkenError, StoreError
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 API_VERSION = "1.0"
+# media-src blob:: the Samples page plays a WAV it fetched with the token (an <audio src> cannot send one)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "media-src 'self' blob:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 # Declared so the OpenAPI document shows the scheme; ``require_token`` does the checking.
@@ -74,7 +76,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.backend = Backend(services)
     app.state.tokens = services.tokens if services.tokens is not None else TokenBook.build(services.token)
     secured = [Depends(_bearer), Depends(require_token)]
-    for module in (fleet, windows, drift, models, rollouts):
+    for module in (fleet, windows, drift, models, rollouts, samples):
         app.include_router(module.router, dependencies=secured)
     app.include_router(metrics.router, dependencies=[] if services.public_metrics else secured)
     _error_handlers(app)

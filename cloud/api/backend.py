@@ -47,6 +47,7 @@ class Services:
     drift: Any = None
     rollouts: Any = None
     ingest: Any = None
+    samples: Any = None  # the sample directory (cloud.samples.files.SampleFiles)
     public_metrics: bool = False
     offline_after_s: float = 120.0
     rollup_bucket_s: int = DEFAULT_BUCKET_S
@@ -172,6 +173,12 @@ class Backend:
                 "shed_total": queue.shed if queue is not None else None,
                 "shed_bytes_total": queue.shed_bytes if queue is not None else None,
                 "retained_cleared_total": sweep.cleared if sweep is not None else None}
+
+    # -- field samples -------------------------------------------------------------------------
+    def sample_files(self):
+        if self.s.samples is None:
+            raise Unavailable("this collector runs without a sample directory (samples_dir)")
+        return self.s.samples
 
     # -- models ------------------------------------------------------------------------------
     @staticmethod

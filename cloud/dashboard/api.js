@@ -36,3 +36,12 @@ async function request(method, path, { params, body } = {}) {
 
 export const get = (path, params) => request("GET", path, { params });
 export const post = (path, body = {}) => request("POST", path, { body });
+
+// Bytes (a sample's WAV) fetched with the token; an <audio src> cannot send the header, so the
+// page plays a blob: URL of what this returns.
+export async function getBlob(path) {
+  const res = await fetch(new URL(path, location.origin), { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` } });
+  if (res.status === 401) throw new AuthError("the API wants a token");
+  if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
+  return res.blob();
+}

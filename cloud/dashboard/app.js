@@ -7,6 +7,7 @@ import { cohortPage } from "./pages/cohort.js";
 import { alertPage, alertsPage } from "./pages/alerts.js";
 import { modelPage, modelsPage } from "./pages/models.js";
 import { rolloutPage, rolloutsPage } from "./pages/rollouts.js";
+import { samplesPage } from "./pages/samples.js";
 
 const ROUTES = [
   [/^\/?$/, "fleet", fleetPage],
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^\/model\/([0-9a-f]+)$/, "model", modelPage],
   [/^\/rollouts$/, "rollouts", rolloutsPage],
   [/^\/rollout\/([^/]+)$/, "rollout", rolloutPage],
+  [/^\/samples$/, "samples", samplesPage],
 ];
 const REFRESH_MS = 30000;
 
