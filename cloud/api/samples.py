@@ -17,6 +17,8 @@ Reading needs a ``read`` token; labelling and commands an ``operate`` token (``c
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -29,6 +31,7 @@ from cloud.samples.labels import label_sample, model_labels
 from shared.samples import REASONS
 
 router = APIRouter(tags=["samples"])
+Reason = Literal[REASONS]
 
 
 def _sample(b: Backend, ref: str) -> dict:
@@ -39,7 +42,7 @@ def _sample(b: Backend, ref: str) -> dict:
 
 
 @router.get("/api/samples", summary="Field samples, newest first")
-def samples(device: str | None = None, model: str | None = None, reason: str | None = Query(None, enum=REASONS),
+def samples(device: str | None = None, model: str | None = None, reason: Reason | None = None,
             label: str | None = None, alert: str | None = None, unlabelled: bool = False, conflicts: bool = False,
             limit: int = Query(200, ge=1, le=5000), b: Backend = Depends(backend)) -> dict:
     rows = b.s.store.samples(device=device, model=model, reason=reason, label=label, alert=alert,

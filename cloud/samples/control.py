@@ -36,7 +36,7 @@ DEFAULT_MAX_CLIPS = 20
 
 
 def _queue(store, per_device: dict[str, dict], actor: str, now: float) -> str:
-    cid = f"sc-{uuid.uuid4().hex[:10]}"
+    cid = f"sc-{time.time_ns():016x}-{uuid.uuid4().hex[:6]}"  # ids sort in the order commands were given
     with store.transaction() as cur:
         cur.execute("INSERT INTO sample_commands (id, t, actor, devices, config) VALUES (?, ?, ?, ?, ?)",
                     (cid, now, actor, json.dumps(sorted(per_device)), json.dumps(per_device, sort_keys=True)))
@@ -103,7 +103,7 @@ def _alert_devices(store, alert: dict) -> list[str]:
 
 def pending(store) -> list[dict]:
     with store.transaction(write=False) as cur:
-        rows = cur.execute("SELECT id, t, actor, config FROM sample_commands WHERE done_t IS NULL ORDER BY t, id"
+        rows = cur.execute("SELECT id, t, actor, config FROM sample_commands WHERE done_t IS NULL ORDER BY id"
                            ).fetchall()
     return [{"id": i, "t": t, "actor": a, "config": json.loads(c)} for i, t, a, c in rows]
 
