@@ -320,6 +320,22 @@ def test_device_cannot_publish_as_another_device(connect):
     assert not set(forged.values()) & observer.payloads()
 
 
+def test_device_writes_its_own_sample_topics_and_no_one_elses(connect):
+    collector = connect("collector", client_id="collector-samples")
+    collector.subscribe(f"$share/g/{T.filter('sample')}", f"$share/g/{T.filter('sample_chunk')}")
+    a = connect("dev-A")
+    sha = "cd" * 32
+    forged = {T.sample("dev-B"): token(), T.sample_chunk("dev-B", sha, 0): token(),
+              f"{T.prefix}/dev/dev-B/sample/x": token(), f"{T.prefix}/dev/dev-A/sample/{sha}/0/1": token()}
+    for topic, payload in forged.items():
+        assert a.publish(topic, payload).value == NOT_AUTHORIZED, topic
+    own = {T.sample("dev-A"): token(), T.sample_chunk("dev-A", sha, 3): token()}
+    for topic, payload in own.items():
+        assert not a.publish(topic, payload).is_failure
+        assert collector.wait_for(payload) == topic
+    assert not set(forged.values()) & collector.payloads()
+
+
 def test_device_cannot_write_desired_or_models_but_reads_its_own(connect):
     b = connect("dev-B")
     b.subscribe(T.desired("dev-B"), T.filter("model"))
