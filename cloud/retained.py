@@ -4,8 +4,8 @@ Windows, events and samples are news, never state: a device that publishes one r
 broker store it and replay it to every later subscriber (an operator's ``mosquitto_sub``,
 another collector's direct subscription) for ever. mosquitto's ACL cannot deny the retain
 flag per topic, so the collector undoes it: a sweep subscribes to ``dev/+/stats``,
-``dev/+/event``, ``dev/+/sample`` and ``dev/+/sample/+/+`` (QoS 0, subscription identifier ``SWEEP_ID``), and as soon as the SUBACK
-arrives unsubscribes again. Between the two the broker sends every retained message on
+``dev/+/event``, ``dev/+/sample`` and ``dev/+/sample/+/+`` (QoS 0, subscription identifier
+``SWEEP_ID``), and as soon as the SUBACK arrives unsubscribes again. Between the two the broker sends every retained message on
 those topics (flagged retained; live messages that slip in are not, and are ignored here:
 the shared subscription stores them). Each retained one is cleared with an empty retained
 publish and counted per device. The live copy of each was stored when it was sent, so
@@ -80,7 +80,8 @@ class RetainedSweep:
     def on_subscribed(self, mid: int, reason_codes) -> None:
         if any(rc.is_failure for rc in reason_codes):
             log.error("the broker refused the retained-message sweep's subscription to %s; the collector's ACL "
-                      "needs read and write on %s/dev/+/stats, /event and /sample", ", ".join(self.filters), self.topics.prefix)
+                      "needs read and write on %s/dev/+/stats, /event and /sample", ", ".join(self.filters),
+                      self.topics.prefix)
             self.abandon()
             return
         rc, unsub = self._client.unsubscribe(self.filters)

@@ -23,12 +23,10 @@ The remote switch, the open requests and the ids of handled requests survive a r
 from __future__ import annotations
 
 import collections
-import io
 import json
 import logging
 import threading
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from shared import samples as wire
-from shared.audio import SAMPLE_RATE, to_int16
+from shared.audio import SAMPLE_RATE, to_int16, wav_bytes
 from shared.errors import HarkenError
 from shared.files import atomic_write
 from shared.topics import Topics
@@ -48,17 +46,6 @@ DONE_KEPT = 200  # handled request ids remembered (a re-sent desired state does 
 STATE_FILE = "samples.json"
 STAT_NAMES = ("offered", "queued", "queued_bytes", "low_confidence", "audit", "alert", "limited", "too_large",
               "spool_full", "requests")
-
-
-def wav_bytes(pcm: np.ndarray) -> bytes:
-    """16-bit mono 16 kHz WAV file bytes (deterministic: the same samples, the same bytes)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
-    return buf.getvalue()
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     from edge.model import LoadedModel
-    from edge.samples import wav_bytes
+    from shared.audio import wav_bytes
     from shared import keys
     from shared.audio import to_int16
     from shared.bundle import load_bundle

@@ -146,21 +146,25 @@ def _decode_samples(payload: bytes, fmt: dict, name: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- encoding
 
-def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write 16-bit mono PCM atomically (temporary file, fsync, rename).
+def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit mono PCM WAV file bytes; the same samples always give the same bytes.
 
     ``samples`` is float in [-1, 1] (clipped and rounded) or int16 (written as is).
     """
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    pcm = to_int16(samples)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sample_rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    atomic_write(path, buf.getvalue())
+        w.writeframes(to_int16(samples).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit mono PCM (``wav_bytes``) atomically (temporary file, fsync, rename)."""
+    atomic_write(path, wav_bytes(samples, sample_rate))
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:

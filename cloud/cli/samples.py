@@ -19,7 +19,8 @@ PLAYERS = {"aplay": ["-q"], "paplay": [], "play": ["-q"], "ffplay": ["-nodisp", 
 
 
 def _options(f):
-    f = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Collector TOML configuration.")(f)
+    f = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="Collector TOML configuration.")(f)
     f = click.option("--samples-dir", help=_DIR_HELP)(f)
     return click.option("--db", "db_url", help=_DB_HELP)(f)
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from cloud.ingest_handler import IngestHandler
 from cloud.samples.assemble import Assembler
 from cloud.store import Batch
-from edge.samples import wav_bytes
 from shared import samples as wire
-from shared.audio import SAMPLE_RATE, read_wav, to_int16
+from shared.audio import SAMPLE_RATE, read_wav, to_int16, wav_bytes
 from shared.topics import Topics
 
 T = Topics()

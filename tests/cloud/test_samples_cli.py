@@ -45,7 +45,8 @@ def test_list_show_and_play(world, tmp_path, capsys):
     text = harken(world, "list", "--reason", "alert").output
     assert "5 samples: 0 labelled, 5 unlabelled, 0 in conflict; showing 1" in text and world.ids[3] in text
     shown = json.loads(harken(world, "show", world.ids[1][:8], "--json").output)
-    assert (shown["device"], shown["reason"], shown["predicted"], shown["file_ok"]) == ("kitchen-1", "audit", "no", True)
+    assert (shown["device"], shown["reason"], shown["predicted"], shown["file_ok"]) == \
+        ("kitchen-1", "audit", "no", True)
     out = tmp_path / "one.wav"
     harken(world, "play", world.ids[1], "--out", str(out))
     assert hashlib.sha256(out.read_bytes()).hexdigest() == shown["sha256"] and len(read_wav(out)) > 4000

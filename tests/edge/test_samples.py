@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from edge.pipeline import StaticModels
-from edge.samples import SampleSettings, SampleUploader, wav_bytes
+from edge.samples import SampleSettings, SampleUploader
 from edge.spool import Spool
 from shared import samples as wire
-from shared.audio import to_int16
+from shared.audio import to_int16, wav_bytes
 from shared.errors import StoreError
 from shared.messages import decode
 from shared.topics import Topics

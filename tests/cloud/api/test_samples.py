@@ -66,7 +66,8 @@ def test_an_operate_token_labels_and_is_recorded_as_the_labeller(world):
 def test_switches_and_alert_requests_are_queued_for_the_collector(world):
     world.store.save_alert({"id": "al-1", "status": "open", "cohort": "device:hall-2", "signal": "input",
                             "pattern": "sudden", "opened_t": world.now - 600,
-                            "evidence": {"onset_t": world.now - 900, "devices": [{"device": "hall-2", "driving": True}]}})
+                            "evidence": {"onset_t": world.now - 900,
+                                         "devices": [{"device": "hall-2", "driving": True}]}})
     api = client(world, OPERATE_TOKEN)
     r = api.post("/api/samples/switch", json={"devices": ["kitchen-1", "hall-2"], "on": False})
     assert r.status_code == 202 and r.json()["devices"] == ["hall-2", "kitchen-1"]
