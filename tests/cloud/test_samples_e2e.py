@@ -32,7 +32,7 @@ from tests.brokers import free_port
 from tests.cloud.conftest import collector_config, wait_until
 from tests.cloud.tcp_proxy import StallingProxy
 from tests.cloud.test_broker import NOT_AUTHORIZED, Client
-from tests.edge.conftest import _speak, calibration_utterances, make_stream, make_test_bundle
+from tests.edge.conftest import _speak, calibration_utterances, make_stream, make_test_bundle, release_test_bundle
 from tests.edge.test_agent_integration import CHUNK, Running, ScriptedSource
 from tests.edge.watcher import Watcher
 
@@ -51,10 +51,12 @@ def speech_and_bundle(tmp_path_factory):
         return cache[(text, speed, voice)].copy()
 
     priv, pub = keys.generate_keypair(folder / "keys")
+    release_priv, release_pub = keys.generate_keypair(folder / "release-keys", name="release")
     bundle = folder / "words.hkb"
     make_test_bundle(bundle, keys.load_private_key(priv), calibration_utterances(say), seed=0)
+    release_test_bundle(bundle, keys.load_private_key(release_priv), version=1)
     samples, _ = make_stream(say, 36, seed=11)  # ~55 s of words with pauses
-    return samples, bundle, pub
+    return samples, bundle, (pub, release_pub)
 
 
 @pytest.fixture
@@ -69,11 +71,13 @@ def rig(tmp_path):
     brokers.stop(d)
 
 
-def agent_for(device: str, broker, tmp_path, bundle, pub, source, **changes) -> Agent:
+def agent_for(device: str, broker, tmp_path, bundle, pubs, source, **changes) -> Agent:
     creds = broker.credentials()
+    pub, release_pub = pubs
     config = load_agent_config(env={}, overrides={
         "device_id": device, "broker_url": broker.tls_url, "username": device, "password": creds[device],
-        "tls_ca": str(broker.ca_path), "trust_keys": [str(pub)], "state_dir": str(tmp_path / device),
+        "tls_ca": str(broker.ca_path), "trust_keys": [str(pub)], "release_keys": [str(release_pub)],
+        "state_dir": str(tmp_path / device),
         "bundle": str(bundle), "window_s": 5.0, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5,
         "keepalive_s": 5, "flush_rate": 200, "samples_flush_rate": 500, "probation_utterances": 100000,
         "probation_s": 86400, "latency_budget_ms": 60000.0, "audit_rate": 0.25,
