@@ -17,6 +17,7 @@ Families (every name starts ``harken_``):
     alerts{status}, alerts_open{cohort,kind}
     rollout_info{rollout,model,cohort,state}  1 per rollout
     rollout_stage{rollout}, rollout_stages{rollout}, rollout_devices{rollout,status}
+    samples{state}, samples_by_reason{reason}  field samples: labelled / unlabelled / conflicts; by reason
 
 Scrape it with the API token: in Prometheus, ``authorization: {credentials: <token>}``.
 """
@@ -93,9 +94,17 @@ def _rollouts(x: Exposition, b: Backend) -> None:
               for s in ("converged", "pending", "failed")])
 
 
+def _samples(x: Exposition, b: Backend) -> None:
+    s = b.s.store.sample_summary()
+    x.family("harken_samples", "gauge", "Field samples stored, by labelling state.",
+             [({"state": k}, s[k]) for k in ("labelled", "unlabelled", "conflicts")])
+    x.family("harken_samples_by_reason", "gauge", "Field samples stored, by why the device captured them.",
+             [({"reason": r}, n) for r, n in s["by_reason"].items()])
+
+
 def exposition(b: Backend) -> str:
     x = Exposition()
-    for part in (_ingest, _devices, _drift, _rollouts):
+    for part in (_ingest, _devices, _drift, _rollouts, _samples):
         part(x, b)
     return x.text()
 

@@ -36,8 +36,10 @@ def export_samples(store, files: SampleFiles, out: str | Path, *, model: str | N
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder; export into a new one")
-    rows = [s for s in store.samples(model=model, device=device, limit=PAGE, oldest_first=True)
-            if s["label"] is not None and not (skip_conflicts and s["conflict"])]
+    found = store.samples(model=model, device=device, labelled=True, limit=PAGE + 1, oldest_first=True)
+    if len(found) > PAGE:
+        raise ConfigError(f"more than {PAGE} labelled samples match: export them in parts, by --model or --device")
+    rows = [s for s in found if not (skip_conflicts and s["conflict"])]
     histories = store.sample_label_histories([s["sha256"] for s in rows])
     entries, missing = [], []
     for s in rows:

@@ -33,9 +33,9 @@ def label_state(history: list[dict]) -> tuple[str | None, float | None, bool]:
 
 class SampleRowsMixin:
     def samples(self, *, device: str | None = None, model: str | None = None, reason: str | None = None,
-                label: str | None = None, unlabelled: bool = False, conflicts: bool = False,
-                alert: str | None = None, since: float | None = None, until: float | None = None,
-                limit: int = 100, oldest_first: bool = False) -> list[dict]:
+                label: str | None = None, unlabelled: bool = False, labelled: bool = False,
+                conflicts: bool = False, alert: str | None = None, since: float | None = None,
+                until: float | None = None, limit: int = 100, oldest_first: bool = False) -> list[dict]:
         """Samples, newest first by receive time (``oldest_first``: the other way)."""
         where, params = [], []
         for clause, value in (("device = ?", device), ("reason = ?", reason), ("label = ?", label),
@@ -46,8 +46,8 @@ class SampleRowsMixin:
         if model is not None:  # a sha256 prefix
             where.append("model LIKE ? ESCAPE '\\'")
             params.append(model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        if unlabelled:
-            where.append("label IS NULL")
+        if unlabelled or labelled:
+            where.append("label IS NULL" if unlabelled else "label IS NOT NULL")
         if conflicts:
             where.append("conflict <> 0")
         order = "ASC" if oldest_first else "DESC"

@@ -83,6 +83,14 @@ def test_switches_and_alert_requests_are_queued_for_the_collector(world):
     assert json.loads(json.dumps(queued))  # plain JSON all the way
 
 
+def test_metrics_count_samples_by_state_and_reason(world):
+    world.store.label_sample(world.store.sample(world.ids[0])["sha256"], "yes", "ana", 1.0)
+    text = client(world, READ_TOKEN).get("/metrics").text
+    for line in ('harken_samples{state="labelled"} 1', 'harken_samples{state="unlabelled"} 4',
+                 'harken_samples{state="conflicts"} 0', 'harken_samples_by_reason{reason="audit"} 2'):
+        assert line in text.splitlines(), line
+
+
 def test_the_samples_routes_are_documented(world):
     doc = client(world, READ_TOKEN).get("/openapi.json").json()
     assert {"/api/samples", "/api/samples/{ref}", "/api/samples/{ref}/audio", "/api/samples/{ref}/label",
