@@ -180,7 +180,7 @@ class SampleUploader:
             return  # handled already (a desired state sent again)
         self.stats["requests"] += 1
         if not self.enabled:
-            self._done.append(req.id)  # nothing leaves a device that did not opt in
+            self._done.append(req.id)  # switched off: the request is answered with nothing
             return
         for u in [u for u in self._ring if not u.sent and req.covers(u.t)]:
             if not req.covers(u.t):
