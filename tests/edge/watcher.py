@@ -24,18 +24,24 @@ class Watcher:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.05, 0.3)
         self.client.on_connect = self._connected
+        self.client.on_subscribe = self._subscribed
         self.client.on_message = self._message
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker confirmed the subscriptions (they are in its session)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
         self.client.connect_async("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.connected.wait(10), "the watcher could not connect"
+        assert self.subscribed.wait(10), "the broker did not confirm the watcher's subscriptions"
 
     def _connected(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
             client.subscribe([(f, 1) for f in self.filters])
             self.connected.set()
+
+    def _subscribed(self, client, userdata, mid, reason_codes, properties):
+        self.subscribed.set()
 
     def _message(self, client, userdata, msg):
         with self.cond:

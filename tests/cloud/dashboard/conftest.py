@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,26 @@ class Served:
     world: World
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory):
-    world = build(tmp_path_factory.mktemp("dashboard-world"))
+@contextmanager
+def serving(app):
+    """``app`` served by uvicorn on a free loopback port in a thread; yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world.services()), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     wait_port(port)
-    yield Served(f"http://127.0.0.1:{port}", world)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    world = build(tmp_path_factory.mktemp("dashboard-world"))
+    with serving(create_app(world.services())) as url:
+        yield Served(url, world)
     world.store.close()
 
 

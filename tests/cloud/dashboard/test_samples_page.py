@@ -2,13 +2,10 @@
 URL under the page's CSP) and labels it with one key press, then moves to the next sample."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-import uvicorn
 
 from cloud.api.app import create_app
-from tests.brokers import free_port, wait_port
+from tests.cloud.dashboard.conftest import serving
 from tests.cloud.dashboard.test_dashboard import assert_clean_console
 from tests.cloud.samples_world import LABELS, OPERATE_TOKEN, READ_TOKEN, SENT, build
 
@@ -16,15 +13,8 @@ from tests.cloud.samples_world import LABELS, OPERATE_TOKEN, READ_TOKEN, SENT, b
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     world = build(tmp_path_factory.mktemp("samples-world"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world.services()), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn-samples", daemon=True)
-    thread.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}", world
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(world.services())) as url:
+        yield url, world
     world.store.close()
 
 
