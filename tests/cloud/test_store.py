@@ -276,7 +276,7 @@ def test_rollups_written_before_the_shadow_model_key_are_still_read(store_url, m
     monkeypatch.undo()
     store = open_store(store_url)
     try:
-        assert store.applied_migrations()[-1] == "0003_rollups_shadow_model"
+        assert "0003_rollups_shadow_model" in store.applied_migrations()  # later ones may follow
         parts = list(store.device_buckets())
         assert len(parts) == 1 and parts[0]["software"] == body["software"] and parts[0]["shadow"] == body["shadow"]
         later = [_strip(w) for w in _windows(2, seed=9, shadow=True, t_start=T0 + 50)]
