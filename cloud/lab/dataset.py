@@ -22,7 +22,7 @@ MANIFEST = "manifest.json"
 KIND = "harken.dataset"
 SCHEMA_VERSION = 1
 GENERATOR = "harken-lab-synth"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)

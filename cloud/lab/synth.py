@@ -1,26 +1,32 @@
-"""Synthesize a speech-commands dataset with espeak-ng plus numpy augmentation.
+"""Synthesize a speech-commands dataset with several speech engines plus numpy augmentation.
 
 Each clip is a pure function of ``(seed, clip index)``: the plan fixes label, word and
-speaker; a per-clip RNG seeded from ``(seed, index)`` picks speed, pitch, tempo, gain, noise
-and offset. espeak-ng is deterministic for the same arguments, so the same seed gives the
-same dataset hash. Clips are written as 16 kHz mono 16-bit WAV, 1 s long.
+speaker (engine, voice, variant); a per-clip RNG seeded from ``(seed, index)`` picks the
+engine's speed and pitch, then tempo, gain, noise and offset. Every engine is deterministic
+for the same request, so the same seed gives the same dataset hash. Clips are written as
+16 kHz mono 16-bit WAV, 1 s long.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from cloud.lab import augment, voices
+from cloud.lab import augment, engines, voices
+from cloud.lab import cast as cast_mod
 from cloud.lab.dataset import GENERATOR, GENERATOR_VERSION, write_manifest
+from cloud.lab.engines import espeak
 from shared.audio import SAMPLE_RATE, to_int16
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,9 @@ UNKNOWN_FACTOR = 2
 FLOOR_LEVELS_DBFS = (-75, -70, -65)  # self-noise of the "microphone", under every clip
 # Default clips per word: trains to the accuracy target with synthesis + training in ~5 min on 2 cores.
 DEFAULT_PER_WORD = 900
+CHUNK = 16  # clips per task handed to a synthesis process
+# Per-clip engine settings: each engine fills those it has (the rest stay None).
+ENGINE_SETTING_TAGS = {"speed_wpm": None, "pitch": None, "stretch": None, "pitch_st": None, "formant_scale": None}
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class ClipSpec:
     index: int
     label: str
     word: str | None
-    speaker: str
+    speaker: str  # "engine:voice+variant" (engines.speaker_name)
     seed: int
 
 
@@ -56,14 +65,19 @@ def clips_per_label(per_word: int) -> dict[str, int]:
             for label in voices.LABELS}
 
 
-def plan(per_word: int, seed: int, speakers: list[str]) -> list[ClipSpec]:
-    """The clips to make (see ``clips_per_label``), speakers taken round-robin per label."""
+def plan(per_word: int, seed: int, cast_parts: Sequence[cast_mod.Cast]) -> list[ClipSpec]:
+    """The clips to make (see ``clips_per_label``): per label, the engines take turns by their
+    shares (``cast.interleave``) and each engine's speakers round-robin."""
     specs: list[ClipSpec] = []
-    n = len(speakers)
+    speakers = [part.speakers() for part in cast_parts]
     counts = clips_per_label(per_word)
     for li, label in enumerate(voices.LABELS):
-        for i in range(counts[label]):
-            speaker = speakers[(i + li * 3) % n]
+        turns = cast_mod.interleave([part.share for part in cast_parts], counts[label])
+        taken = [0] * len(cast_parts)
+        for i, k in enumerate(turns):
+            pool = speakers[k]
+            speaker = pool[(taken[k] + li * 3) % len(pool)]
+            taken[k] += 1
             if label == voices.UNKNOWN_LABEL:
                 word = voices.UNKNOWN_WORDS[(i + seed) % len(voices.UNKNOWN_WORDS)]
             elif label == voices.SILENCE_LABEL:
@@ -74,11 +88,12 @@ def plan(per_word: int, seed: int, speakers: list[str]) -> list[ClipSpec]:
     return specs
 
 
-def _word_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    speed, pitch = int(rng.choice(voices.SPEEDS_WPM)), int(rng.choice(voices.PITCHES))
+def _word_clip(spec: ClipSpec, rng: np.random.Generator, engine_set: engines.Engines) -> tuple[np.ndarray, dict]:
+    engine_name, voice, variant = engines.parse_speaker(spec.speaker)
+    engine = engine_set.get(engine_name)
+    rendered = engine.render(spec.word, voice, variant, rng)  # draws the engine's speed and pitch
     tempo = float(rng.choice(TEMPO_FACTORS))
-    raw, rate = voices.speak(spec.word, spec.speaker, speed, pitch)
-    word = augment.change_rate(augment.trim(raw), rate, SAMPLE_RATE)
+    word = augment.change_rate(augment.trim(rendered.samples), rendered.rate, SAMPLE_RATE)
     up, down = TEMPO_RATIOS[tempo]
     word = augment.change_rate(word, down, up)  # play back 'tempo' times faster (pitch moves too)
     steps = ["tempo"] if tempo != 1.0 else []
@@ -98,20 +113,24 @@ def _word_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, di
         clip = clip + scale * augment.noise(noise_kind, CLIP_SAMPLES, rng, SAMPLE_RATE)
         steps.append("noise")
     steps += ["gain", "offset"]
-    accent, variant = spec.speaker.split("+", 1)
-    tags = {"voice": spec.speaker, "accent": accent, "variant": variant, "word": spec.word,
-            "speed_wpm": speed, "pitch": pitch, "tempo": tempo, "noise": noise_kind,
-            "snr_db": snr_db, "gain_db": peak_dbfs, "offset_ms": int(offset * 1000 / SAMPLE_RATE),
-            "augmentation": "+".join(steps)}
+    tags = {**_voice_tags(spec.speaker, engine), "word": spec.word, **ENGINE_SETTING_TAGS, **rendered.tags,
+            "tempo": tempo, "noise": noise_kind, "snr_db": snr_db, "gain_db": peak_dbfs,
+            "offset_ms": int(offset * 1000 / SAMPLE_RATE), "augmentation": "+".join(steps)}
     return clip, tags
+
+
+def _voice_tags(speaker: str, engine) -> dict:
+    """engine, voice, variant and accent: together with ``speaker`` they name one speaker."""
+    engine_name, voice, variant = engines.parse_speaker(speaker)
+    return {"engine": engine_name, "voice": voice, "variant": variant, "accent": engine.accent(voice)}
 
 
 def _silence_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     kind = str(rng.choice(augment.NOISE_TYPES))
     level_dbfs = int(rng.choice(SILENCE_LEVELS_DBFS))
     clip = augment.noise(kind, CLIP_SAMPLES, rng, SAMPLE_RATE) * 10 ** (level_dbfs / 20.0)
-    tags = {"voice": None, "accent": None, "variant": None, "word": None, "speed_wpm": None,
-            "pitch": None, "tempo": None, "noise": kind, "snr_db": None, "gain_db": level_dbfs,
+    tags = {"engine": None, "voice": None, "variant": None, "accent": None, "word": None,
+            **ENGINE_SETTING_TAGS, "tempo": None, "noise": kind, "snr_db": None, "gain_db": level_dbfs,
             "offset_ms": None, "augmentation": "background"}
     return clip, tags
 
@@ -126,11 +145,13 @@ def _wav_bytes(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_clip(spec: ClipSpec, out_dir: str) -> dict:
+def make_clip(spec: ClipSpec, out_dir: str, engine_set: engines.Engines) -> dict:
     """Synthesize, augment and write one clip; return its manifest record."""
     rng = np.random.default_rng([spec.seed, spec.index])
-    maker = _silence_clip if spec.word is None else _word_clip
-    clip, tags = maker(spec, rng)
+    if spec.word is None:
+        clip, tags = _silence_clip(spec, rng)
+    else:
+        clip, tags = _word_clip(spec, rng, engine_set)
     # A microphone never outputs digital silence. Without a floor, webrtcvad adapts to the
     # zeros around a clean word and then takes any quiet noise that follows for speech.
     floor_dbfs = int(rng.choice(FLOOR_LEVELS_DBFS))
@@ -148,35 +169,75 @@ def make_clip(spec: ClipSpec, out_dir: str) -> dict:
     return {"path": rel, "label": spec.label, "speaker": spec.speaker, "sha256": digest, "tags": tags}
 
 
-def _make_chunk(args: tuple[list[ClipSpec], str]) -> list[dict]:
-    specs, out_dir = args
-    return [make_clip(s, out_dir) for s in specs]
+_worker_engines: engines.Engines | None = None  # one set per synthesis process (festival stays up)
 
 
-def synthesize(out_dir: str | os.PathLike, per_word: int = DEFAULT_PER_WORD, seed: int = 0,
-               accents=voices.ACCENTS, variants=voices.VARIANTS, workers: int = 2,
-               progress: Callable[[int], None] | None = None) -> dict:
-    """Write a dataset to ``out_dir`` (clips + ``manifest.json``) and return the manifest."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spk = voices.speakers(accents, variants)
-    specs = plan(per_word, seed, spk)
-    chunks = [(specs[i: i + 16], str(out)) for i in range(0, len(specs), 16)]
+def _process_engines(scratch: str) -> engines.Engines:
+    global _worker_engines
+    if _worker_engines is None:
+        _worker_engines = engines.Engines(scratch)
+        atexit.register(_worker_engines.close)
+    return _worker_engines
+
+
+def _make_chunk(args: tuple[list[ClipSpec], str, str]) -> list[dict]:
+    specs, out_dir, scratch = args
+    engine_set = _process_engines(scratch)
+    return [make_clip(s, out_dir, engine_set) for s in specs]
+
+
+def _run_chunks(chunks: list, workers: int, progress) -> list[dict]:
     records: list[dict] = []
     if workers <= 1:
-        results = map(_make_chunk, chunks)
-        for batch in results:
-            records += batch
-            if progress:
-                progress(len(batch))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for batch in pool.map(_make_chunk, chunks):
+        batches = map(_make_chunk, chunks)
+        try:
+            for batch in batches:
                 records += batch
                 if progress:
                     progress(len(batch))
-    params = {"per_word": per_word, "accents": list(accents), "variants": list(variants),
-              "espeak_ng": voices.espeak_version(), "generator": GENERATOR,
+        finally:
+            _close_process_engines()
+        return records
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for batch in pool.map(_make_chunk, chunks):
+            records += batch
+            if progress:
+                progress(len(batch))
+    return records
+
+
+def _close_process_engines() -> None:
+    global _worker_engines
+    if _worker_engines is not None:
+        _worker_engines.close()
+        _worker_engines = None
+
+
+def synthesize(out_dir: str | os.PathLike, per_word: int = DEFAULT_PER_WORD, seed: int = 0,
+               accents=espeak.ACCENTS, variants=espeak.VARIANTS, workers: int = 2,
+               progress: Callable[[int], None] | None = None,
+               engine_names: Sequence[str] = engines.ENGINES, shares=None,
+               cast_parts: Sequence[cast_mod.Cast] | None = None) -> dict:
+    """Write a dataset to ``out_dir`` (clips + ``manifest.json``) and return the manifest.
+
+    ``engine_names`` picks the engines (their default voices; ``accents`` and ``variants``
+    are espeak-ng's) and ``shares`` their parts of the clips; ``cast_parts`` overrides both."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = list(cast_parts or cast_mod.default_cast(engine_names, accents, variants, shares))
+    versions = cast_mod.check(parts)  # before any work: say what to install
+    specs = plan(per_word, seed, parts)
+    scratch = tempfile.mkdtemp(prefix=".synth-", dir=out)
+    try:
+        chunks = [(specs[i: i + CHUNK], str(out), scratch) for i in range(0, len(specs), CHUNK)]
+        records = _run_chunks(chunks, workers, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    espeak_part = next((p for p in parts if p.engine == "espeak-ng"), None)
+    params = {"per_word": per_word, "engines": cast_mod.describe(parts, versions),
+              "accents": list(espeak_part.voices) if espeak_part else [],
+              "variants": list(espeak_part.variants) if espeak_part else [],
+              "espeak_ng": versions.get("espeak-ng"), "generator": GENERATOR,
               "generator_version": GENERATOR_VERSION}
     manifest = write_manifest(out, records, list(voices.LABELS), seed, params)
     log.info("synthesized %d clips into %s (dataset %s)", len(records), out, manifest["dataset_hash"][:12])
