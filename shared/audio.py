@@ -62,6 +62,12 @@ def decode_wav_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     return samples
 
 
+def wav_format(data: bytes, name: str = "<bytes>") -> dict:
+    """``{"tag", "channels", "rate", "bits"}`` of WAV bytes; raises AudioError as ``read_wav`` does."""
+    fmt, _ = _parse_riff(bytes(data), name)
+    return {k: fmt[k] for k in ("tag", "channels", "rate", "bits")}
+
+
 def _parse_riff(data: bytes, name: str) -> tuple[dict, bytes]:
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
         raise AudioError(

@@ -44,8 +44,10 @@ def _default_key() -> Path:
 @click.option("--version", "version", default="0.1.0", show_default=True, help="Model version in the manifest.")
 @click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
               help="Experiment store (default $HARKEN_RUNS_DIR or ~/.harken/runs).")
+@click.option("--leave-one-engine-out/--no-leave-one-engine-out", "leave_one_engine_out", default=False,
+              show_default=True, help="Also train a model without each speech engine and test it on that engine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
-def train_cmd(data, out, seed, key_path, name, version, runs_dir, as_json) -> None:
+def train_cmd(data, out, seed, key_path, name, version, runs_dir, leave_one_engine_out, as_json) -> None:
     """Train on DATA (through the device's gate), evaluate, and write one signed bundle."""
     from cloud.lab import pipeline
 
@@ -55,7 +57,7 @@ def train_cmd(data, out, seed, key_path, name, version, runs_dir, as_json) -> No
                           f"`harken keys generate {key_file.parent}` or pass --key")
     record = pipeline.run(pipeline.TrainRequest(
         data_dir=data, out=out, private_key=keys.load_private_key(key_file), seed=seed, name=name,
-        version=version, runs_dir=runs_dir, progress=_stderr_progress))
+        version=version, runs_dir=runs_dir, leave_one_engine_out=leave_one_engine_out, progress=_stderr_progress))
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
@@ -68,6 +70,11 @@ def train_cmd(data, out, seed, key_path, name, version, runs_dir, as_json) -> No
                + f"  | bundle vs scikit-learn agreement {m['sklearn_agreement']:.4%}")
     click.echo(f"confidence threshold {m['threshold']['value']} (dev coverage {m['threshold']['dev_coverage']:.1%})"
                f"; timings {record['timings']}")
+    if m.get("leave_one_engine_out"):
+        from cloud.lab import loeo
+
+        click.echo("leave one engine out (stream accuracy on the engine's test clips):\n"
+                   + loeo.table_text(m["leave_one_engine_out"]))
 
 
 @group.command("evaluate")
@@ -114,7 +121,7 @@ def _summary(b: bundle_format.Bundle, path: str) -> dict:
         "sizes": {"bundle_bytes": len(b.raw), "model_bytes": len(b.model_bytes),
                   **{f"{k}_bytes": len(v) for k, v in b.files.items()}},
         "metrics": {k: metrics.get(k) for k in ("accuracy", "macro_f1", "min_f1", "stream_accuracy",
-                                                 "sklearn_agreement", "baselines")},
+                                                 "sklearn_agreement", "baselines", "leave_one_engine_out")},
         "lineage": m.get("lineage"), "feature_names": m.get("feature_names"),
         "release": _release_summary(b),
     }
@@ -161,9 +168,9 @@ def inspect_cmd(bundle_path, as_json) -> None:
                f"{info['placement']}, opset {info['opset']}, threshold {info['confidence_threshold']}")
     click.echo("sizes         " + ", ".join(f"{k} {v}" for k, v in info["sizes"].items()))
     click.echo("metrics       " + json.dumps(info["metrics"]))
-    lin = info["lineage"] or {}
-    click.echo(f"lineage       run {lin.get('run_id')}, dataset {str(lin.get('dataset_hash'))[:16]}..., "
-               f"code {lin.get('code_revision')}, seed {lin.get('seed')}, parent {lin.get('parent')}")
+    from cloud.cli.registry import echo_lineage
+
+    echo_lineage(b.manifest)
 
 
 @group.command("verify")

@@ -113,6 +113,21 @@ def show(version, db_url, registry_dir, as_json) -> None:
             click.echo(f"{key:14} {_num(m.metrics[key])}")
     for label, pc in (m.metrics.get("per_class") or {}).items():
         click.echo(f"  f1 {label:10} {_num(pc.get('f1'))}")
+    echo_lineage(m.manifest)
+
+
+def echo_lineage(manifest: dict) -> None:
+    """The walk from the model back to its datasets, their parts and the field samples."""
+    from cloud.lab import lineage, loeo
+
+    click.echo("lineage")
+    for line in lineage.walk(manifest.get("lineage") or {}):
+        click.echo(f"  {line}")
+    held_out = (manifest.get("metrics") or {}).get("leave_one_engine_out")
+    if held_out and held_out.get("engines"):
+        click.echo("leave one engine out (stream accuracy)")
+        for line in loeo.table_text(held_out).splitlines():
+            click.echo(f"  {line}")
 
 
 def _release_line(path: str) -> str:

@@ -5,6 +5,9 @@ Errors (the dataset should not be trained on as is):
 - ``wrong_sample_rate``: not 16 kHz;
 - ``hash_mismatch``: the file's sha256 is not the manifest's (edited after synthesis);
 - ``conflicting_labels``: identical audio under different labels;
+- ``label_conflict``: a field sample whose labellers disagree, whose last label is not the one
+  it is filed under, or whose sample id is filed under two labels (the label history comes
+  from the ``samples.json`` of an export, kept in each clip's ``sample``; ``fieldsamples.py``);
 - ``near_silent`` / ``clipped``: a word clip whose loudest 30 ms frame is below ``SILENT_DBFS``, or with more than
   ``CLIPPED_FRACTION`` of its samples at full scale.
 Warnings: identical audio twice under one label, clips that are not 1 s or not mono, label
@@ -21,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from cloud.lab import fieldsamples
 from cloud.lab.dataset import Dataset, dataset_hash
 from cloud.lab.voices import SILENCE_LABEL
 from shared.audio import SAMPLE_RATE
@@ -107,6 +111,25 @@ def _duplicates(audio_owner: dict, report: dict) -> None:
             report["warnings"].append(_issue("duplicate", clips[0].path, f"identical audio: {paths}"))
 
 
+def _label_history(dataset: Dataset, report: dict) -> None:
+    """Conflicts in the field samples' label histories, and one sample id under two labels."""
+    by_id: dict[str, list] = defaultdict(list)
+    for clip in dataset.clips:
+        if not clip.sample:
+            continue
+        for reason in fieldsamples.conflicts(clip.sample, clip.label):
+            report["errors"].append(_issue("label_conflict", clip.path,
+                                           f"sample {clip.sample.get('id') or '?'}: {reason}"))
+        if clip.sample.get("id"):
+            by_id[str(clip.sample["id"])].append(clip)
+    for sample_id, clips in by_id.items():
+        labels = sorted({c.label for c in clips})
+        if len(labels) > 1:
+            report["errors"].append(_issue("label_conflict", clips[0].path, f"sample {sample_id} is filed "
+                                           f"under {labels}: {', '.join(c.path for c in clips)}"))
+    report["field_samples"] = len(by_id)
+
+
 def check(dataset: Dataset, progress: Callable[[int], None] | None = None) -> dict:
     """The quality report of a loaded dataset (``ok`` is False when there are errors)."""
     report: dict = {"root": str(dataset.root), "clips": len(dataset.clips), "errors": [], "warnings": []}
@@ -116,6 +139,7 @@ def check(dataset: Dataset, progress: Callable[[int], None] | None = None) -> di
         if progress:
             progress(1)
     _duplicates(audio_owner, report)
+    _label_history(dataset, report)
     counts = Counter(c.label for c in dataset.clips)
     report["labels"] = {label: counts.get(label, 0) for label in dataset.labels}
     present = [n for n in report["labels"].values() if n]

@@ -6,14 +6,19 @@ changes when any clip's audio or label changes and not when files are renamed or
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import tempfile
+import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from shared.audio import SAMPLE_RATE, to_int16
 from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,8 @@ class Clip:
     speaker: str
     sha256: str
     tags: dict = field(default_factory=dict, hash=False, compare=False)
+    # an imported field sample: {"id", "device", "labels": [{"label", "labeller", "t"}, ...]}
+    sample: dict | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,24 @@ class Dataset:
     def path_of(self, clip: Clip) -> Path:
         return self.root / clip.path
 
+    @property
+    def lineage(self) -> dict:
+        """Where the clips came from: ``{"kind": "synth" | "import" | "merge", ...}`` (a merge
+        lists its parts' hashes, paths and lineages; see ``cloud.lab.lineage``)."""
+        return self.raw.get("lineage") or {"kind": "synth"}
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """A clip as 16 kHz mono 16-bit WAV bytes (clips are written without an fsync each: the
+    manifest, written last and atomically, commits a dataset)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(to_int16(np.asarray(samples, dtype=np.float32)).astype("<i2").tobytes())
+    return buf.getvalue()
+
 
 def dataset_hash(records) -> str:
     lines = sorted(f"{r['sha256']} {r['label']}" for r in records)
@@ -54,7 +79,7 @@ def dataset_hash(records) -> str:
 
 
 def write_manifest(root: Path, records: list[dict], labels: list[str], seed: int,
-                   params: dict, placement: str = "centre") -> dict:
+                   params: dict, placement: str = "centre", lineage: dict | None = None) -> dict:
     """Write ``manifest.json`` atomically and return it."""
     records = sorted(records, key=lambda r: r["path"])
     manifest = {
@@ -62,7 +87,7 @@ def write_manifest(root: Path, records: list[dict], labels: list[str], seed: int
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed, "sample_rate": 16000, "clip_samples": 16000, "placement": placement,
         "labels": labels, "dataset_hash": dataset_hash(records), "params": params,
-        "clips": records,
+        "lineage": lineage or {"kind": "synth"}, "clips": records,
     }
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest-", suffix=".tmp")
@@ -87,7 +112,7 @@ def load(root: str | os.PathLike) -> Dataset:
     if raw.get("kind") != KIND or raw.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{path} is not a harken dataset manifest (schema {SCHEMA_VERSION})")
     try:
-        clips = [Clip(c["path"], c["label"], c["speaker"], c["sha256"], c.get("tags", {}))
+        clips = [Clip(c["path"], c["label"], c["speaker"], c["sha256"], c.get("tags", {}), c.get("sample"))
                  for c in raw["clips"]]
         labels = list(raw["labels"])
     except (KeyError, TypeError) as exc:

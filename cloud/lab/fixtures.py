@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.lab import pipeline, synth, train
+from cloud.lab import cast, pipeline, synth, train
 from shared import keys
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,24 @@ class TinyLab:
 
 def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2,
                  variants: tuple[str, ...] = TINY_VARIANTS) -> dict:
-    """Synthesize a tiny dataset (``per_word`` clips per label, twice that for ``_unknown_``;
-    3 accents x ``variants`` speakers, 6 by default) into ``out_dir``."""
+    """Synthesize a tiny espeak-ng dataset (``per_word`` clips per label, twice that for
+    ``_unknown_``; 3 accents x ``variants`` speakers, 6 by default) into ``out_dir``."""
     return synth.synthesize(out_dir, per_word=per_word, seed=seed, accents=TINY_ACCENTS,
-                            variants=variants, workers=workers)
+                            variants=variants, workers=workers, engine_names=("espeak-ng",))
+
+
+def tiny_engines_cast() -> list[cast.Cast]:
+    """Every engine with three or four speakers: 3 espeak-ng accents x 1 variant, festival's
+    3 voices and flite's 4 at their own pitch and size, a third of the clips each."""
+    return [cast.Cast("espeak-ng", TINY_ACCENTS, ("m3",), 1 / 3),
+            cast.Cast("festival", ("kal", "ked", "slt"), ("mid-m",), 1 / 3),
+            cast.Cast("flite", ("kal16", "awb", "rms", "slt"), ("mid-m",), 1 / 3)]
+
+
+def tiny_engines_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2) -> dict:
+    """A tiny dataset from every engine (``tiny_engines_cast``, 10 speakers) into ``out_dir``."""
+    return synth.synthesize(out_dir, per_word=per_word, seed=seed, workers=workers,
+                            cast_parts=tiny_engines_cast())
 
 
 def tiny_dataset_and_bundle(tmp_dir: str | Path, per_word: int = 6, seed: int = 0,

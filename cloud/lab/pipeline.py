@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from cloud.lab import dataset as ds_mod
-from cloud.lab import export, features, graph, infer, metrics, runs, slices, splits, stream, train, windows
+from cloud.lab import lineage as lineage_mod
+from cloud.lab import export, features, graph, infer, loeo, metrics, runs, slices, splits, stream, train, windows
 from cloud.lab.voices import SILENCE_LABEL
 from shared.errors import ModelError
 from shared.gate import GateConfig
@@ -48,6 +49,7 @@ class TrainRequest:
     gate: GateConfig = field(default_factory=GateConfig)
     runs_dir: str | None = None
     record_run: bool = True
+    leave_one_engine_out: bool = False  # also train one model per held-out engine (loeo.py)
     progress: Callable = no_progress
 
 
@@ -131,11 +133,27 @@ def _evaluate(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict) -> 
     return evaluation, concept
 
 
+def _leave_one_engine_out(req, dataset, sp, wins, feats, fitted: _Fitted, timings: dict) -> dict:
+    t = time.perf_counter()
+    label_index = {n: i for i, n in enumerate(dataset.labels)}
+    task = loeo.Task(
+        dataset, sp.indices["train"], sp.indices["test"], feats["train"][0], wins["train"].labels,
+        fit=lambda x, y: train.fit_main(x, y, len(dataset.labels), req.hyperparameters, req.seed),
+        reference=lambda w: infer.run(fitted.sess, w).label, gate=req.gate, placement=dataset.placement,
+        input_samples=features.INPUT_SAMPLES, label_index=label_index, silence=label_index.get(SILENCE_LABEL),
+        seed=req.seed)
+    n = len(loeo.held_out_engines(dataset, sp.indices["train"], sp.indices["test"]))
+    with req.progress("leaving one engine out", n) as bar:
+        result = loeo.run(task, progress=bar.update)
+    timings["loeo_s"] = time.perf_counter() - t
+    return result
+
+
 def _lineage(req, dataset, sp, run_id: str) -> dict:
     return {"run_id": run_id, "dataset_hash": dataset.dataset_hash,
             "dataset_path": str(Path(req.data_dir).resolve()), "split": sp.summary(),
             "hyperparameters": req.hyperparameters.to_dict(), "code_revision": runs.code_revision(),
-            "seed": req.seed, "parent": None}
+            "seed": req.seed, "parent": None, **lineage_mod.of_training(dataset, sp)}
 
 
 def run(req: TrainRequest) -> dict:
@@ -151,6 +169,8 @@ def run(req: TrainRequest) -> dict:
     timings["features_s"] = time.perf_counter() - t
     fitted = _fit(req, dataset, feats["train"][0], wins["train"].labels, timings)
     evaluation, concept = _evaluate(req, dataset, sp, wins, feats, fitted, timings)
+    if req.leave_one_engine_out:
+        evaluation["leave_one_engine_out"] = _leave_one_engine_out(req, dataset, sp, wins, feats, fitted, timings)
     vectors_npy, vectors_entry = export.test_vectors(
         fitted.model_bytes, export.pick_test_vectors(wins["test"].audio, wins["test"].labels))
     run_id, created = runs.new_run_id(), runs.now_iso()
@@ -165,6 +185,7 @@ def run(req: TrainRequest) -> dict:
     record = {"id": run_id, "created": created, "code_revision": lineage["code_revision"],
               "dataset_hash": dataset.dataset_hash, "dataset_path": lineage["dataset_path"],
               "seed": req.seed, "split": sp.summary(), "hyperparameters": lineage["hyperparameters"],
+              "dataset": lineage["dataset"], "sample_ids": lineage["sample_ids"],
               "metrics": evaluation, "timings": {k: round(v, 2) for k, v in timings.items()},
               "artifacts": {"bundle": str(Path(req.out).resolve()), "model_sha256": sha,
                             "bundle_bytes": Path(req.out).stat().st_size}}

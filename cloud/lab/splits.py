@@ -3,8 +3,11 @@
 Whole speakers are assigned, one at a time in a seeded order (largest first), to the split
 whose label counts fall furthest short of its target fraction of every label — a greedy
 stratified group split. No speaker ever appears in two splits. The same shortfall is also
-counted per accent (the part of the speaker name before ``+``), so a test split does not
-end up with twice its share of one accent by chance.
+counted per voice (the part of the speaker name before ``+``: an espeak-ng accent, or
+``engine:voice``), so a test split does not end up with twice its share of one accent by
+chance, and, when the speakers come from two or more sources (speech engines, imports:
+the part before ``:``), per source, so every engine is in every split in proportion.
+A voice or source with fewer than three speakers cannot be spread and is no stratum.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from cloud.lab.dataset import Clip
+from cloud.lab.engines import source_of
 from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -54,13 +58,9 @@ def split(clips: Sequence[Clip], labels: Sequence[str], seed: int = 0,
                            "synthesize with more accents or variants")
     col = {label: j for j, label in enumerate(labels)}
     names = sorted(by_speaker)
-    accent_of = {s: s.split("+", 1)[0] for s in names}
-    per_accent = Counter(accent_of.values())
-    # an accent with fewer than three speakers cannot be spread over three splits: not a stratum
-    accents = sorted(a for a, n in per_accent.items() if n >= 3)
-    vectors = {s: _strata_vector([col[clips[i].label] for i in by_speaker[s]], len(labels),
-                                 accents.index(accent_of[s]) if accent_of[s] in accents else None,
-                                 len(accents)) for s in names}
+    strata = _strata(names)
+    vectors = {s: _strata_vector([col[clips[i].label] for i in by_speaker[s]], len(labels), strata, s)
+               for s in names}
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     order.sort(key=lambda s: -len(by_speaker[s]))  # stable: ties keep the seeded order
     total = sum(vectors.values()).astype(float)
@@ -80,12 +80,28 @@ def split(clips: Sequence[Clip], labels: Sequence[str], seed: int = 0,
     return Split(seed, fractions, indices, {k: sorted(v) for k, v in assigned.items()})
 
 
-def _strata_vector(label_cols: list[int], n_labels: int, accent: int | None, n_accents: int) -> np.ndarray:
-    """Label counts, then the clip count in this speaker's accent column (if it has one)."""
-    v = np.zeros(n_labels + n_accents)
+def _strata(names: list[str]) -> list[frozenset]:
+    """The speaker groups counted beside the labels: voices, then sources when there are two
+    or more; each with at least three speakers."""
+    groups: dict[tuple[str, str], set] = defaultdict(set)
+    for s in names:
+        groups[("voice", s.split("+", 1)[0])].add(s)
+    sources: dict[str | None, set] = defaultdict(set)
+    for s in names:
+        sources[source_of(s)].add(s)
+    if len(sources) >= 2:
+        for source, members in sources.items():
+            groups[("source", str(source))] |= members
+    return [frozenset(groups[k]) for k in sorted(groups) if len(groups[k]) >= 3]
+
+
+def _strata_vector(label_cols: list[int], n_labels: int, strata: list[frozenset], speaker: str) -> np.ndarray:
+    """Label counts, then the speaker's clip count in the column of each stratum it is in."""
+    v = np.zeros(n_labels + len(strata))
     v[:n_labels] = np.bincount(label_cols, minlength=n_labels)
-    if accent is not None:
-        v[n_labels + accent] = len(label_cols)
+    for j, members in enumerate(strata):
+        if speaker in members:
+            v[n_labels + j] = len(label_cols)
     return v
 
 

@@ -123,27 +123,36 @@ def credit(utts, spans: Sequence[tuple[int, int]]) -> np.ndarray:
     return owner
 
 
-def score(p: StreamPass, labels: np.ndarray, silence_label: int | None, predicted: np.ndarray) -> StreamResult:
-    """Clip-level stream accuracy (rules in the module docstring) of a pass's predictions."""
+def clip_results(p: StreamPass, labels: np.ndarray, silence_label: int | None,
+                 predicted: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(right per clip index, gate misses, extra utterances) by the rules in the module docstring."""
     mine: dict[int, list[int]] = {}
     for k, clip_index in enumerate(p.owner):
         if clip_index >= 0:
             mine.setdefault(int(clip_index), []).append(k)
-    right = missed = extra = 0
+    right = np.zeros(len(p.order), dtype=bool)
+    missed = extra = 0
     for clip_index in p.order:
-        truth, credited = int(labels[clip_index]), mine.get(int(clip_index), [])
+        clip_index = int(clip_index)
+        truth, credited = int(labels[clip_index]), mine.get(clip_index, [])
         if silence_label is not None and truth == silence_label:
-            right += all(predicted[k] == truth for k in credited)
+            right[clip_index] = all(predicted[k] == truth for k in credited)
             extra += len(credited)
             continue
         if not credited:
             missed += 1
             continue
         longest = max(credited, key=lambda k: len(p.utterances[k].samples))
-        right += int(predicted[longest] == truth)
+        right[clip_index] = predicted[longest] == truth
         extra += len(credited) - 1
+    return right, missed, extra
+
+
+def score(p: StreamPass, labels: np.ndarray, silence_label: int | None, predicted: np.ndarray) -> StreamResult:
+    """Clip-level stream accuracy (rules in the module docstring) of a pass's predictions."""
+    right, missed, extra = clip_results(p, labels, silence_label, predicted)
     n = len(p.order)
-    return StreamResult(right / max(1, n), n, len(p.utterances), missed, extra, int(np.sum(p.owner < 0)))
+    return StreamResult(int(right.sum()) / max(1, n), n, len(p.utterances), missed, extra, int(np.sum(p.owner < 0)))
 
 
 def stream_accuracy(clips: Sequence[np.ndarray], labels: np.ndarray, silence_label: int | None,

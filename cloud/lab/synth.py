@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import io
 import logging
 import os
 import shutil
 import tempfile
-import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +23,9 @@ import numpy as np
 
 from cloud.lab import augment, engines, voices
 from cloud.lab import cast as cast_mod
-from cloud.lab.dataset import GENERATOR, GENERATOR_VERSION, write_manifest
+from cloud.lab.dataset import GENERATOR, GENERATOR_VERSION, wav_bytes, write_manifest
 from cloud.lab.engines import espeak
-from shared.audio import SAMPLE_RATE, to_int16
+from shared.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +133,6 @@ def _silence_clip(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray,
     return clip, tags
 
 
-def _wav_bytes(samples: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(to_int16(samples.astype(np.float32)).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 def make_clip(spec: ClipSpec, out_dir: str, engine_set: engines.Engines) -> dict:
     """Synthesize, augment and write one clip; return its manifest record."""
     rng = np.random.default_rng([spec.seed, spec.index])
@@ -163,7 +151,7 @@ def make_clip(spec: ClipSpec, out_dir: str, engine_set: engines.Engines) -> dict
     rel = f"clips/{spec.label}/{spec.label}_{spec.index:05d}.wav"
     path = Path(out_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = _wav_bytes(clip)
+    data = wav_bytes(clip)
     path.write_bytes(data)  # no fsync per clip: manifest.json, written last and atomically, commits
     digest = hashlib.sha256(data).hexdigest()
     return {"path": rel, "label": spec.label, "speaker": spec.speaker, "sha256": digest, "tags": tags}
