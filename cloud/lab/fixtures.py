@@ -43,16 +43,19 @@ def tiny_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers:
                             variants=variants, workers=workers, engine_names=("espeak-ng",))
 
 
+TINY_ENGINE_VARIANTS = ("lo-l", "hi-s")
+
+
 def tiny_engines_cast() -> list[cast.Cast]:
-    """Every engine with three or four speakers: 3 espeak-ng accents x 1 variant, festival's
-    3 voices and flite's 4 at their own pitch and size, a third of the clips each."""
-    return [cast.Cast("espeak-ng", TINY_ACCENTS, ("m3",), 1 / 3),
-            cast.Cast("festival", ("kal", "ked", "slt"), ("mid-m",), 1 / 3),
-            cast.Cast("flite", ("kal16", "awb", "rms", "slt"), ("mid-m",), 1 / 3)]
+    """Every engine with six to eight speakers (enough for three in dev and in test): 3 espeak-ng
+    accents x 2 variants, festival's 3 voices and flite's 4 x 2 variants, a third of the clips each."""
+    return [cast.Cast("espeak-ng", TINY_ACCENTS, TINY_VARIANTS, 1 / 3),
+            cast.Cast("festival", ("kal", "ked", "slt"), TINY_ENGINE_VARIANTS, 1 / 3),
+            cast.Cast("flite", ("kal16", "awb", "rms", "slt"), TINY_ENGINE_VARIANTS, 1 / 3)]
 
 
 def tiny_engines_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2) -> dict:
-    """A tiny dataset from every engine (``tiny_engines_cast``, 10 speakers) into ``out_dir``."""
+    """A tiny dataset from every engine (``tiny_engines_cast``, 20 speakers) into ``out_dir``."""
     return synth.synthesize(out_dir, per_word=per_word, seed=seed, workers=workers,
                             cast_parts=tiny_engines_cast())
 

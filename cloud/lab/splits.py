@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+# Source columns count double: one source's few, large speakers otherwise fall mostly into train.
+SOURCE_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ def split(clips: Sequence[Clip], labels: Sequence[str], seed: int = 0,
     return Split(seed, fractions, indices, {k: sorted(v) for k, v in assigned.items()})
 
 
-def _strata(names: list[str]) -> list[frozenset]:
-    """The speaker groups counted beside the labels: voices, then sources when there are two
-    or more; each with at least three speakers."""
+def _strata(names: list[str]) -> list[tuple[frozenset, float]]:
+    """The speaker groups counted beside the labels, with their weights: voices, then sources
+    when there are two or more; each with at least three speakers."""
     groups: dict[tuple[str, str], set] = defaultdict(set)
     for s in names:
         groups[("voice", s.split("+", 1)[0])].add(s)
@@ -92,16 +94,18 @@ def _strata(names: list[str]) -> list[frozenset]:
     if len(sources) >= 2:
         for source, members in sources.items():
             groups[("source", str(source))] |= members
-    return [frozenset(groups[k]) for k in sorted(groups) if len(groups[k]) >= 3]
+    return [(frozenset(groups[k]), SOURCE_WEIGHT if k[0] == "source" else 1.0)
+            for k in sorted(groups) if len(groups[k]) >= 3]
 
 
-def _strata_vector(label_cols: list[int], n_labels: int, strata: list[frozenset], speaker: str) -> np.ndarray:
-    """Label counts, then the speaker's clip count in the column of each stratum it is in."""
+def _strata_vector(label_cols: list[int], n_labels: int, strata: list[tuple[frozenset, float]],
+                   speaker: str) -> np.ndarray:
+    """Label counts, then the speaker's (weighted) clip count in each stratum it is in."""
     v = np.zeros(n_labels + len(strata))
     v[:n_labels] = np.bincount(label_cols, minlength=n_labels)
-    for j, members in enumerate(strata):
+    for j, (members, weight) in enumerate(strata):
         if speaker in members:
-            v[n_labels + j] = len(label_cols)
+            v[n_labels + j] = weight * len(label_cols)
     return v
 
 

@@ -64,15 +64,17 @@ def clips_per_label(per_word: int) -> dict[str, int]:
 
 
 def plan(per_word: int, seed: int, cast_parts: Sequence[cast_mod.Cast]) -> list[ClipSpec]:
-    """The clips to make (see ``clips_per_label``): per label, the engines take turns by their
-    shares (``cast.interleave``) and each engine's speakers round-robin."""
+    """The clips to make (see ``clips_per_label``): the engines take turns by their shares
+    (``cast.interleave``, one sequence over all labels, so even a tiny dataset hears every
+    engine) and, within a label, each engine's speakers round-robin."""
     specs: list[ClipSpec] = []
     speakers = [part.speakers() for part in cast_parts]
     counts = clips_per_label(per_word)
+    turns = iter(cast_mod.interleave([part.share for part in cast_parts], sum(counts.values())))
     for li, label in enumerate(voices.LABELS):
-        turns = cast_mod.interleave([part.share for part in cast_parts], counts[label])
         taken = [0] * len(cast_parts)
-        for i, k in enumerate(turns):
+        for i in range(counts[label]):
+            k = next(turns)
             pool = speakers[k]
             speaker = pool[(taken[k] + li * 3) % len(pool)]
             taken[k] += 1

@@ -25,3 +25,13 @@ def voices_lab(tmp_path_factory) -> TinyLab:
     """Like ``tiny_lab`` with 18 voices (3 accents x 6 variants): dev and test hold 3 voices each."""
     return tiny_dataset_and_bundle(tmp_path_factory.mktemp("voices-lab"), per_word=8,
                                    variants=("m3", "f2", "m1", "f4", "m2", "f1"))
+
+
+@pytest.fixture(scope="session")
+def engines_data(tmp_path_factory):
+    """A tiny dataset from all three engines (3 + 3 + 4 speakers, 8 clips per word)."""
+    from cloud.lab.fixtures import tiny_engines_dataset
+
+    out = tmp_path_factory.mktemp("engines-data")
+    tiny_engines_dataset(out, per_word=8)
+    return out

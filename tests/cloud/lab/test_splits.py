@@ -87,3 +87,45 @@ def test_accents_are_spread_over_the_splits():
             per_accent = Counter(s.split("+")[0] for s in sp.speakers[name])
             assert set(per_accent) == set(accents), (seed, name, per_accent)  # every accent, ~1-2 each
             assert max(per_accent.values()) <= 2
+
+
+def _engine_clips(counts={"espeak-ng": 48, "festival": 9, "flite": 12}, per_label=2):
+    clips = []
+    for engine, n in counts.items():
+        for v in range(n):
+            speaker = f"{engine}:voice{v % 3}+x{v}"
+            clips += [Clip(f"{speaker}{label}{k}.wav", label, speaker, "0" * 64, {"engine": engine})
+                      for label in LABELS for k in range(per_label * (4 if engine != "espeak-ng" else 1))]
+    return clips
+
+
+def test_every_engine_is_in_every_split_in_proportion():
+    """festival has 9 speakers, espeak-ng 48; each split still gets its share of every engine's clips."""
+    clips = _engine_clips()
+    for seed in range(5):
+        sp = splits.split(clips, LABELS, seed=seed)
+        _check_disjoint_and_complete(clips, sp)
+        for engine in ("espeak-ng", "festival", "flite"):
+            mine = [i for i, c in enumerate(clips) if c.tags["engine"] == engine]
+            for name, frac in zip(splits.SPLITS, splits.DEFAULT_FRACTIONS):
+                share = len(set(mine) & set(sp.indices[name])) / len(mine)
+                assert abs(share - frac) <= 0.08, (seed, engine, name, share)  # about a speaker of 9
+
+
+def test_one_source_splits_as_before_engines_were_named():
+    """A pre-engine espeak-ng dataset ("en-us+m3") and the same with "espeak-ng:" names split
+    alike, so a bundle's recorded split still means the same clips."""
+    accents = ["en-us", "en-gb", "en-029", "en-gb-scotland"]
+    old = [Clip(f"{a}{v}{label}.wav", label, f"{a}+v{v}", "0" * 64) for a in accents for v in range(10)
+           for label in LABELS]
+    new = [Clip(c.path, c.label, "espeak-ng:" + c.speaker, c.sha256) for c in old]
+    for seed in range(3):
+        assert splits.split(old, LABELS, seed=seed).indices == splits.split(new, LABELS, seed=seed).indices
+
+
+def test_a_real_multi_engine_dataset_splits_by_speaker_with_every_engine_everywhere(engines_data):
+    ds = dataset.load(engines_data)
+    sp = splits.split(ds.clips, ds.labels, seed=0)
+    _check_disjoint_and_complete(ds.clips, sp)
+    for name in splits.SPLITS:
+        assert {ds.clips[i].tags["engine"] for i in sp.indices[name]} >= {"espeak-ng", "festival", "flite"}, name
