@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for cmd_pkg in espeak-ng:espeak-ng sox:sox mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver; do
+for cmd_pkg in espeak-ng:espeak-ng sox:sox mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver \
+               festival:festival flite:flite; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+# festival's English voices (the model lab synthesizes with every engine; see cloud/lab/engines)
+for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"

@@ -84,14 +84,20 @@ def train_cmd(data, out, seed, key_path, name, version, runs_dir, leave_one_engi
               type=click.Choice(["train", "dev", "test", "all"]), help="Which clips to evaluate on.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory for the JSON report and confusion PNG (default: next to the bundle).")
+@click.option("--leave-one-engine-out", "leave_one_engine_out", is_flag=True,
+              help="Also retrain without each speech engine (the bundle's recipe) and test on that engine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(bundle_path, data, split, out_dir, as_json) -> None:
+def evaluate_cmd(bundle_path, data, split, out_dir, leave_one_engine_out, as_json) -> None:
     """Run BUNDLE with onnxruntime on a split of DATA: metrics, confusion, slice table."""
-    from cloud.lab import evaluate, metrics, slices
+    from cloud.lab import evaluate, loeo, metrics, slices
 
     b = bundle_format.load_bundle(bundle_path, None, require_signature=False)
     with _stderr_progress(f"evaluating {split}", 1) as bar:
         report = evaluate.evaluate(b, data, split, progress=bar.update)
+    if leave_one_engine_out:
+        with _stderr_progress("leaving one engine out", 3) as bar:
+            report["leave_one_engine_out"] = evaluate.leave_one_engine_out(b, data, progress=bar.update)
+    held_out = report.get("leave_one_engine_out") or (b.manifest.get("metrics") or {}).get("leave_one_engine_out")
     stem = f"{Path(bundle_path).stem}-{split}"
     report["files"] = evaluate.write_report(report, out_dir or Path(bundle_path).parent, stem)
     if as_json:
@@ -106,6 +112,10 @@ def evaluate_cmd(bundle_path, data, split, out_dir, as_json) -> None:
         click.echo(f"{name:<12}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")
     click.echo("\nconfusion (rows true, columns predicted):\n" + metrics.confusion_text(report["confusion"], report["labels"]))
     click.echo("\nslices by priority:\n" + slices.table_text(report["slices"]))
+    if held_out and held_out.get("engines"):
+        when = "" if "leave_one_engine_out" in report else " (recorded at training)"
+        click.echo(f"\nleave one engine out{when}, stream accuracy on the engine's test clips:\n"
+                   + loeo.table_text(held_out))
     click.echo(f"\nwrote {report['files']['report']} and {report['files']['confusion_png']}")
 
 

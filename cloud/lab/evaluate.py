@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from cloud.lab import dataset as ds_mod
-from cloud.lab import infer, metrics, slices, splits, windows
+from cloud.lab import features, infer, loeo, metrics, slices, splits, train, windows
+from cloud.lab.voices import SILENCE_LABEL
 from shared.bundle import Bundle, atomic_write
 from shared.errors import DatasetError
 from shared.gate import GateConfig
@@ -71,6 +73,40 @@ def evaluate(bundle: Bundle, data_dir: str | Path, split: str = "test",
         "slices": slices.slice_table(tags, out.label == y_true, min_count=1),
     })
     return report
+
+
+def hyperparameters_of(bundle: Bundle) -> train.Hyperparameters:
+    """The recipe the bundle was trained with (its lineage), for retraining without an engine."""
+    recorded = dict(bundle.manifest.get("lineage", {}).get("hyperparameters") or {})
+    known = {f.name for f in fields(train.Hyperparameters)}
+    values = {k: v for k, v in recorded.items() if k in known}
+    if "hidden_layers" in values:
+        values["hidden_layers"] = tuple(values["hidden_layers"])
+    return train.Hyperparameters(**values)
+
+
+def leave_one_engine_out(bundle: Bundle, data_dir: str | Path, progress: Callable[[int], None] | None = None) -> dict:
+    """Per held-out engine: a model trained on the bundle's train split of DATA without that
+    engine (the bundle's recipe and seed), against the bundle itself, on the engine's test clips."""
+    dataset = ds_mod.load(data_dir)
+    manifest = bundle.manifest
+    train_idx, test_idx = _clip_indices(bundle, dataset, "train"), _clip_indices(bundle, dataset, "test")
+    gate = GateConfig.from_dict(manifest.get("gate", {}))
+    wins = windows.build(dataset, [dataset.clips[i] for i in train_idx], gate, manifest["placement"],
+                         bundle.input_samples)
+    label_map = _label_map(bundle, dataset)
+    seed = int(manifest.get("lineage", {}).get("seed", 0))
+    hp = hyperparameters_of(bundle)
+    sess = infer.session(bundle.model_bytes)
+    index = {name: i for i, name in enumerate(bundle.labels)}
+    task = loeo.Task(
+        dataset, train_idx, test_idx, features.compute(wins.audio)[0], label_map[wins.labels],
+        fit=lambda x, y: train.fit_main(x, y, len(bundle.labels), hp, seed),
+        reference=lambda w: infer.run(sess, w, manifest.get("io")).label, gate=gate,
+        placement=manifest["placement"], input_samples=bundle.input_samples,
+        label_index={label: int(label_map[i]) for i, label in enumerate(dataset.labels)},
+        silence=index.get(SILENCE_LABEL), seed=seed)
+    return loeo.run(task, progress=progress)
 
 
 def confusion_png(path: str | Path, confusion, labels) -> None:

@@ -84,3 +84,15 @@ def test_a_single_engine_dataset_has_nothing_to_leave_out(tiny_lab):
     ds = dataset.load(tiny_lab.data_dir)
     sp = splits.split(ds.clips, ds.labels, seed=0)
     assert loeo.held_out_engines(ds, sp.indices["train"], sp.indices["test"]) == []
+
+
+def test_evaluate_recomputes_the_same_figures_from_the_bundles_recipe(loeo_run, engines_data, capsys):
+    record, _, tmp = loeo_run
+    capsys.readouterr()
+    assert main(["model", "evaluate", record["artifacts"]["bundle"], str(engines_data), "--out", str(tmp / "eval"),
+                 "--leave-one-engine-out", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["leave_one_engine_out"] == record["metrics"]["leave_one_engine_out"]
+    written = json.loads(open(report["files"]["report"]).read())
+    assert written["leave_one_engine_out"]["engines"].keys() == {"espeak-ng", "festival", "flite"}
+    assert {r["value"] for r in report["slices"] if r["tag"] == "engine"} == {"espeak-ng", "festival", "flite"}
