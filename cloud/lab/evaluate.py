@@ -80,8 +80,11 @@ def hyperparameters_of(bundle: Bundle) -> train.Hyperparameters:
     recorded = dict(bundle.manifest.get("lineage", {}).get("hyperparameters") or {})
     known = {f.name for f in fields(train.Hyperparameters)}
     values = {k: v for k, v in recorded.items() if k in known}
-    if "hidden_layers" in values:
-        values["hidden_layers"] = tuple(values["hidden_layers"])
+    for key in ("hidden_layers", "band_shifts"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if "band_shifts" not in values and recorded:  # trained before the augmentation existed
+        values["band_shifts"] = (0,)
     return train.Hyperparameters(**values)
 
 

@@ -226,6 +226,20 @@ def summary(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
     return np.concatenate([bands, mean, std, centroid, centre, spread], axis=1).astype(np.float32)
 
 
+def shift_bands(x: np.ndarray, bands: int) -> np.ndarray:
+    """Classifier inputs [N, POOLED_SIZE] with every pooled log-mel moved ``bands`` mel bands
+    up (> 0) or down, the edge band repeated: about what a vocal tract 4-5 % shorter (longer)
+    per band does to a voice. Training uses it as augmentation (``train.Hyperparameters.band_shifts``)."""
+    if bands == 0:
+        return x
+    m = x.reshape(len(x), -1, N_MELS)
+    if bands > 0:
+        m = np.concatenate([np.repeat(m[:, :, :1], bands, axis=2), m[:, :, :-bands]], axis=2)
+    else:
+        m = np.concatenate([m[:, :, -bands:], np.repeat(m[:, :, -1:], -bands, axis=2)], axis=2)
+    return m.reshape(len(x), -1)
+
+
 def _compute_batches(audio: np.ndarray, batch: int, xs: list, fs: list) -> None:
     for i in range(0, len(audio), batch):
         power = mel_power(audio[i: i + batch])
