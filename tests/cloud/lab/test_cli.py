@@ -16,10 +16,10 @@ from shared.cli import main
 def test_data_synth_then_split_prints_side_by_side_distribution(tmp_path):
     out = tmp_path / "d"
     runner = CliRunner()
-    res = runner.invoke(data_group, ["synth", str(out), "--per-word", "3", "--seed", "3",
+    res = runner.invoke(data_group, ["synth", str(out), "--per-word", "3", "--seed", "3", "--engines", "espeak-ng",
                                      "--accents", "en-us", "--variants", "m1,m3,f2"])
     assert res.exit_code == 0, res.output
-    assert "39 clips, 3 speakers" in res.stdout
+    assert "39 clips, 3 speakers from espeak-ng" in res.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dataset_hash"] in res.stdout and manifest["seed"] == 3
     split = runner.invoke(data_group, ["split", str(out)])
@@ -78,3 +78,18 @@ def test_train_command_writes_a_verified_bundle_and_records_the_run(tiny_lab, tm
     assert b.sha256 == record["artifacts"]["model_sha256"]
     assert main(["runs", "list", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [record["id"]]
+
+
+def test_synth_takes_engines_and_shares_and_refuses_a_malformed_share(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "d"
+    res = runner.invoke(data_group, ["synth", str(out), "--per-word", "1", "--engines", "festival,flite",
+                                     "--shares", "festival=3,flite=1"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {p["engine"]: p["share"] for p in manifest["params"]["engines"]} == {"festival": 0.75, "flite": 0.25}
+    speech = [c for c in manifest["clips"] if c["label"] != "_silence_"]
+    assert sum(c["tags"]["engine"] == "festival" for c in speech) == 3 * sum(c["tags"]["engine"] == "flite"
+                                                                            for c in speech)
+    bad = runner.invoke(data_group, ["synth", str(tmp_path / "e"), "--shares", "festival"])
+    assert bad.exit_code == 2 and "ENGINE=SHARE" in bad.output

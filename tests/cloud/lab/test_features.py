@@ -76,3 +76,20 @@ def test_classifier_input_follows_the_speech_not_the_clock():
     reversed_ = np.abs(pooled[0] - pooled[3]).mean()
     assert stretched < 0.3 * reversed_  # a slower sweep lands in the same segments
     assert np.abs(pooled[0] - pooled[2]).mean() < 0.1 * reversed_  # so does a shifted one
+
+
+def test_band_shift_moves_every_pooled_log_mel_along_the_mel_axis():
+    from cloud.lab import train
+
+    x = np.arange(2 * F.POOLED_SIZE, dtype=np.float32).reshape(2, -1)
+    up = F.shift_bands(x, 2).reshape(2, -1, F.N_MELS)
+    m = x.reshape(2, -1, F.N_MELS)
+    assert np.array_equal(up[:, :, 2:], m[:, :, :-2]) and np.array_equal(up[:, :, 0], m[:, :, 0])
+    down = F.shift_bands(x, -1).reshape(2, -1, F.N_MELS)
+    assert np.array_equal(down[:, :, :-1], m[:, :, 1:]) and np.array_equal(down[:, :, -1], m[:, :, -1])
+    many = np.repeat(x[:1], 500, axis=0)
+    aug = train.shift_augment(many, (-1, 0, 1), seed=0)
+    kinds = {tuple(row[:3]) for row in aug.reshape(500, -1, F.N_MELS)[:, 0, :]}
+    assert len(kinds) == 3  # each clip got one of the three shifts
+    assert np.array_equal(aug, train.shift_augment(many, (-1, 0, 1), seed=0))  # seeded
+    assert train.shift_augment(many, (0,), seed=0) is many
