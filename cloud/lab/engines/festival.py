@@ -53,26 +53,19 @@ VOICES = {
 }
 
 
-class Festival:
+class Festival(variation.FewVoices):
     """One festival process, started on the first word and ended by ``close``."""
 
     name = "festival"
 
+    VOICES = VOICES
+
     def __init__(self, scratch: str | os.PathLike | None = None):
-        self.scratch = scratch  # where its temporary files go (default: the system's temp dir)
+        super().__init__(scratch)
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
         self._voice: str | None = None
         self._errors = None
-
-    def voices(self) -> tuple[str, ...]:
-        return tuple(VOICES)
-
-    def variants(self) -> tuple[str, ...]:
-        return variation.VARIANTS
-
-    def accent(self, voice: str) -> str:
-        return VOICES[voice].accent
 
     def version(self) -> str:
         out = subprocess.run([_executable(), "--version"], capture_output=True, text=True, check=False)

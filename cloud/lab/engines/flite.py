@@ -47,21 +47,14 @@ def _executable() -> str:
     return exe
 
 
-class Flite:
+class Flite(variation.FewVoices):
     name = "flite"
 
+    VOICES = VOICES
+
     def __init__(self, scratch: str | os.PathLike | None = None):
-        self.scratch = scratch  # where its temporary files go (default: the system's temp dir)
+        super().__init__(scratch)
         self._tmp: Path | None = None
-
-    def voices(self) -> tuple[str, ...]:
-        return tuple(VOICES)
-
-    def variants(self) -> tuple[str, ...]:
-        return variation.VARIANTS
-
-    def accent(self, voice: str) -> str:
-        return VOICES[voice].accent
 
     def version(self) -> str:
         out = subprocess.run([_executable(), "--version"], capture_output=True, text=True, check=False)

@@ -47,6 +47,25 @@ class Setting:
         return int(round(rate * self.formant_scale))
 
 
+class FewVoices:
+    """What festival and flite share: a ``VOICES`` table (voice → spec with ``accent``), the
+    variants above, and temporary files under ``scratch``."""
+
+    VOICES: dict = {}
+
+    def __init__(self, scratch=None):
+        self.scratch = scratch  # where its temporary files go (default: the system's temp dir)
+
+    def voices(self) -> tuple[str, ...]:
+        return tuple(self.VOICES)
+
+    def variants(self) -> tuple[str, ...]:
+        return VARIANTS
+
+    def accent(self, voice: str) -> str:
+        return self.VOICES[voice].accent
+
+
 def setting(variant: str, rng: np.random.Generator) -> Setting:
     """The variant's pitch and formant scale plus this clip's stretch and pitch jitter."""
     try:
