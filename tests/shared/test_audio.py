@@ -7,7 +7,7 @@ import wave
 import numpy as np
 import pytest
 
-from shared.audio import (SAMPLE_RATE, Framer, decode_wav_bytes, read_wav, resample,
+from shared.audio import (SAMPLE_RATE, Framer, decode_wav_bytes, read_wav, resample, wav_format,
                           to_float32, to_int16, write_wav)
 from shared.errors import AudioError, ConfigError
 
@@ -201,3 +201,11 @@ def test_framer_carries_leftovers_between_calls():
     assert np.array_equal(framer.clear(), x[1920:]) and framer.pending == 0
     with pytest.raises(ConfigError):
         Framer(0)
+
+
+def test_wav_format_tells_rate_channels_and_encoding_without_decoding():
+    stereo = np.stack([sine(440, 44100), sine(660, 44100)], axis=1)
+    assert wav_format(make_wav(stereo, 44100, 24, "extensible")) == {"tag": 1, "channels": 2, "rate": 44100, "bits": 24}
+    assert wav_format(make_wav(sine(440, 8000), 8000, 32, "float"))["tag"] == 3
+    with pytest.raises(AudioError, match="not a WAV"):
+        wav_format(b"nothing here", "x.wav")
