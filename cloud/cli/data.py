@@ -139,7 +139,7 @@ def import_cmd(source_dir, out, source, label_mode, as_json) -> None:
         click.echo(json.dumps({"dataset_hash": manifest["dataset_hash"], "out": out, **summary}, indent=1))
         return
     for item in report.rejected:
-        click.echo(f"rejected: {item['code']}: {item['file']}: {item['detail']}")
+        click.echo(f"rejected: {item['code']}: {item['detail']}")  # the detail names the file
     click.echo(f"{len(manifest['clips'])} clips into {out} "
                f"({summary['resampled']} resampled, {summary['padded']} padded, {summary['trimmed']} trimmed, "
                f"{summary['rejected']} rejected); dataset hash {manifest['dataset_hash']}")
