@@ -201,7 +201,7 @@ def _import_file(req: ImportRequest, folder: str, path: Path, rel: str, sample: 
         data = path.read_bytes()
         samples, origin = decode(data, rel, report)
     except OSError as exc:
-        report.reject(rel, "unreadable", f"cannot read: {exc.strerror or exc}; check its permissions")
+        report.reject(rel, "unreadable", f"{rel}: cannot read ({exc.strerror or exc}); check its permissions")
         return []
     except Rejected as exc:
         report.reject(rel, exc.code, exc.detail)
@@ -211,7 +211,7 @@ def _import_file(req: ImportRequest, folder: str, path: Path, rel: str, sample: 
     if folder == BACKGROUND:
         pieces = _background_clips(samples)
         if not pieces:
-            report.reject(rel, "too_short", "a background recording shorter than 1 s gives no clip")
+            report.reject(rel, "too_short", f"{rel}: a background recording shorter than 1 s gives no clip")
         shaped = [(p, {"background_offset_s": k}) for k, p in enumerate(pieces)]
     else:
         shaped = [to_one_second(samples, digest, report)]
