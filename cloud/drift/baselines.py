@@ -104,7 +104,9 @@ class BaselineBook:
     the device's rollups of that span; ``reference_of(model)`` the model's reference. A device
     too quiet to fill its warm-up with speech keeps extending it (re-tried every quarter of a
     warm-up, up to ``MAX_EXTEND`` warm-ups); meanwhile what it did learn (e.g. its noise floor)
-    is used.
+    is used, and kept: an extension only learns the scores the warm-up could not, so a change
+    that begins while a quiet device is still extending (a noise, a dead microphone) is not
+    learned into the noise floor it is judged against.
     """
 
     MAX_EXTEND = 7
@@ -142,6 +144,9 @@ class BaselineBook:
             return None
         until = start + self.warmup_s if partial is None else now
         base = self._learn(device, model, ref, start, until)
+        if partial is not None:  # what the warm-up learned stands; the extension only fills the gaps
+            base.scores = {kind: {**base.scores.get(kind, {}), **partial.scores.get(kind, {})}
+                           for kind in KINDS if kind in base.scores or kind in partial.scores}
         heard_speech = any(s.group == "speech" and s.name in base.scores.get("input", {})
                            for s in ref.scores["input"])
         if heard_speech or now >= start + self.MAX_EXTEND * self.warmup_s:

@@ -171,3 +171,22 @@ def test_older_profiles_still_work_with_priors(profile, missing):
     old = {k: v for k, v in profile.items() if k != missing}
     src = fleet(old, steps=40)
     assert not any(evaluate(src, range(WARM, 40)).values())
+
+
+def test_a_quiet_device_still_extending_its_warm_up_keeps_the_noise_floor_it_learned(profile):
+    """d0 says nothing, so it keeps extending its warm-up (re-learning every quarter of one); its
+    microphone dies after the warm-up. The noise floor the warm-up learned stands, so the dead
+    microphone stays an alarm instead of being learned into the baseline at the next retry (with
+    4 devices there are no peers to catch it either)."""
+    rng = np.random.default_rng(5)
+    homes = households(rng, 4)
+    homes[0].per_step = 0.0
+    src = FakeSource({"m1": profile})
+    onset, steps = WARM + 2, 3 * WARM
+    play(src, profile, homes, range(steps), STEP, rng,
+         drift_of=lambda d, s: Drift(dead=True) if d == "d0" and s >= onset else HEALTHY)
+    found = evaluate(src, range(WARM, steps))
+    flagged = [k for k in range(onset, steps) if ("device:d0", "input") in found[k]]
+    assert flagged and flagged[0] <= onset + 2 and flagged == list(range(flagged[0], steps)), flagged
+    assert not any(key[0] == "fleet" for v in found.values() for key in v)
+
