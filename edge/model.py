@@ -159,7 +159,7 @@ class LoadedModel:
     def predict(self, utterance: np.ndarray) -> Prediction:
         """Place the utterance in the model window and run the model once."""
         t0 = time.perf_counter()
-        self._batch[0] = place(utterance, self.input_samples, self._placement)
+        place(utterance, self.input_samples, self._placement, out=self._batch[0])
         label, probs, feats = self._run(self._batch)
         probs = _probability_row(probs, self._labels)
         index = _label_index(label, self._labels)

@@ -29,11 +29,10 @@ from edge.capture import Capture, CaptureConfig
 from edge.decisions import DEFAULT_AUDIT_RATE, AuditSampler, Decision, DecisionSink, action_for, check_level
 from edge.feedback import DEFAULT_MEMORY, PredictionMemory
 from edge.model import LoadedModel
-from edge.windows import FeedbackKey, WindowAccumulator, process_cpu_s, process_rss_mb
+from edge.windows import FeedbackKey, ResidentMemory, WindowAccumulator, process_cpu_s
 from shared.audio import SAMPLE_RATE
 from shared.errors import ConfigError
-from shared.gate import GateConfig, Utterance, VadGate
-from shared.levels import clipped_fraction, level_dbfs, snr_db
+from shared.gate import GateConfig, Utterance, VadGate, as_audio
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +93,13 @@ class Pipeline:
         self._n = 0  # utterances since the pipeline started (ids are {boot}-{n})
         self._acc: WindowAccumulator | None = None
         self._acc_key: tuple[str | None, str | None] = (None, None)
+        self._acc_models: tuple = (None, None)  # the objects the key was read from
         self._pending_feedback: list[FeedbackKey] = []
         self._dropped = 0
         self._gate_base = (0, 0, 0)
         self._noise_base = self.gate.noise_counts
         self._cpu_base = process_cpu_s()
+        self._rss = ResidentMemory()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
 
     # -- properties ------------------------------------------------------------------------
@@ -129,8 +130,8 @@ class Pipeline:
 
     # -- streaming -------------------------------------------------------------------------
     def feed(self, chunk: np.ndarray) -> None:
-        """Take float32 mono 16 kHz audio of any length."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        """Take mono 16 kHz audio of any length: int16 PCM, or float in [-1, 1]."""
+        chunk = as_audio(chunk)
         W = self._window_samples
         with self._lock:
             i = 0
@@ -184,8 +185,13 @@ class Pipeline:
     def _check_models(self) -> None:
         """Open a window if none is open; cut it early if the active/shadow pair changed."""
         active, shadow = self.models.active, self.models.shadow
+        if self._acc is not None and active is self._acc_models[0] and shadow is self._acc_models[1]:
+            return  # the same objects: the same pair (checked per chunk, so kept cheap)
         key = (_sha(active), _sha(shadow))
-        if self._acc is not None and key != self._acc_key:
+        if self._acc is not None and key == self._acc_key:
+            self._acc_models = (active, shadow)  # other objects, the same models
+            return
+        if self._acc is not None:
             if self._pos > self._acc.audio_start_sample or self._acc.counters["utterances"]:
                 self._close_window()
             else:  # nothing counted yet: just relabel, keeping any feedback already landed
@@ -200,7 +206,7 @@ class Pipeline:
             automation=self._level, audio_start_sample=self._pos, t_start=self.clock(),
             model=key[0], profile=None if active is None else active.profile,
             shadow_model=key[1], shadow_profile=None if shadow is None else shadow.profile)
-        self._acc_key = key
+        self._acc_key, self._acc_models = key, (active, shadow)
         for item in self._pending_feedback:
             self._acc.update_feedback(item.true_label, item.predicted, item.model, item.audit)
         self._pending_feedback.clear()
@@ -217,7 +223,7 @@ class Pipeline:
         self._noise_base = noise
         self._dropped = 0
         cpu = process_cpu_s()
-        message = acc.to_message(end_sample=self._pos, cpu_s=cpu - self._cpu_base, rss_mb=process_rss_mb(),
+        message = acc.to_message(end_sample=self._pos, cpu_s=cpu - self._cpu_base, rss_mb=self._rss.mb(),
                                  automation=self._level)
         self._cpu_base = cpu
         self._seq += 1
@@ -230,7 +236,7 @@ class Pipeline:
         self._stats["utterances"] += 1
         uid = f"{self.boot}-{self._n}"
         x = u.samples
-        if (_sha(self.models.active), _sha(self.models.shadow)) != self._acc_key:
+        if self.models.active is not self._acc_models[0] or self.models.shadow is not self._acc_models[1]:
             self._check_models()  # a swap landed in the middle of a chunk
         acc = self._acc
         active, shadow, level = self.models.active, self.models.shadow, self._level
@@ -240,7 +246,7 @@ class Pipeline:
             audit = self._decide(uid, u, pred, active, shadow, level, acc)
             acc.update_latency("decision", (time.perf_counter() - t_ready) * 1000.0)
         # input statistics and capture come after the decision: they are not on its latency path
-        acc.update_utterance(u.duration_ms, level_dbfs(x), snr_db(x), clipped_fraction(x))
+        acc.update_utterance(u.duration_ms, *u.levels())
         if pred is not None and self._capture is not None and self._capture.offer(
                 uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
                 model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):

@@ -2,7 +2,9 @@
 
 The files are played back to back as one stream (an utterance never spans two files: the
 gate is flushed at each file's end), through the same pipeline the live agent runs, with
-one verified bundle. Each decision names its file and its time inside the file.
+one verified bundle. Each decision names its file and its time inside the file. Files are
+read in blocks of ``chunk_samples`` (16-bit 16 kHz files as int16, unconverted), so memory
+does not grow with their length.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from edge.decisions import ListSink
 from edge.model import LoadedModel
 from edge.pipeline import Pipeline, StaticModels
 from shared import keys as keyring
-from shared.audio import read_wav
+from shared.audio import WavReader
 from shared.bundle import load_bundle
 from shared.errors import ConfigError
 from shared.gate import GateConfig
@@ -62,18 +64,25 @@ def replay(paths: Sequence[str | os.PathLike], bundle_path, *, public_keys=None,
     pipeline = Pipeline(device=device, boot=boot, agent_version=REPLAY_VERSION, gate_config=gate_config,
                         window_s=window_s, automation=automation, models=StaticModels(model), sink=sink,
                         on_window=windows.append, clock=clock)
-    starts: list[tuple[float, str]] = []
-    for path in paths:
-        samples = read_wav(path)
-        starts.append((pipeline.position_s, str(path)))
-        for i in range(0, len(samples), chunk_samples):
-            pipeline.feed(samples[i:i + chunk_samples])
-        pipeline.flush(close_window=False)
-    pipeline.flush()
+    starts = play(paths, pipeline, chunk_samples)
     decisions = [_with_file(d.to_dict(), starts) for d in sink.decisions]
     log.info("replayed %d file(s), %.1f s of audio: %d decisions, %d windows", len(paths),
              pipeline.position_s, len(decisions), len(windows))
     return decisions, windows
+
+
+def play(paths: Sequence[str | os.PathLike], pipeline: Pipeline,
+         chunk_samples: int = DEFAULT_CHUNK_SAMPLES) -> list[tuple[float, str]]:
+    """Stream the files through ``pipeline`` back to back; returns (start second, path) of each."""
+    starts: list[tuple[float, str]] = []
+    for path in paths:
+        with WavReader(path) as reader:
+            starts.append((pipeline.position_s, str(path)))
+            for block in reader.blocks(chunk_samples):
+                pipeline.feed(block)
+        pipeline.flush(close_window=False)
+    pipeline.flush()
+    return starts
 
 
 def _with_file(decision: dict, starts: list[tuple[float, str]]) -> dict:

@@ -1,7 +1,9 @@
 """Audio sources for the agent: WAV file, directory of WAV files, stdin, microphone.
 
-Every source yields float32 mono 16 kHz chunks from ``chunks()`` and releases what it
-holds on ``close()``. ``open_source(spec)`` picks one from a command-line argument;
+Every source yields mono 16 kHz chunks from ``chunks()`` and releases what it holds on
+``close()``. A chunk is int16 PCM when the audio is 16-bit (stdin, the microphone, a 16-bit
+16 kHz WAV: the samples as they come, for the gate to use without conversion) and float32 in
+[-1, 1] otherwise. Files are read in blocks of ``chunk_samples``, never whole. ``open_source(spec)`` picks one from a command-line argument;
 ``RealtimePacer`` slows a file source down to the pace a microphone would deliver.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from shared.audio import SAMPLE_RATE, read_wav
+from shared.audio import SAMPLE_RATE, WavReader
 from shared.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,14 @@ def _check_chunk(chunk_samples: int) -> int:
 
 
 class AudioSource(abc.ABC):
-    """Where audio comes from. ``chunks()`` yields float32 mono 16 kHz arrays."""
+    """Where audio comes from. ``chunks()`` yields mono 16 kHz arrays: int16 PCM or float32."""
 
     name: str = "audio"
     sample_rate: int = SAMPLE_RATE
 
     @abc.abstractmethod
     def chunks(self) -> Iterator[np.ndarray]:
-        """Yield float32 mono 16 kHz chunks until the source is exhausted or closed."""
+        """Yield mono 16 kHz chunks (int16 or float32) until the source is exhausted or closed."""
 
     def close(self) -> None:
         """Release the device or file; further ``chunks()`` yield nothing."""
@@ -56,13 +58,8 @@ class AudioSource(abc.ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
-def _split(samples: np.ndarray, chunk_samples: int) -> Iterator[np.ndarray]:
-    for i in range(0, len(samples), chunk_samples):
-        yield samples[i:i + chunk_samples]
-
-
 class WavFileSource(AudioSource):
-    """One WAV file (any PCM/float encoding, rate and channel count), decoded when read."""
+    """One WAV file (any PCM/float encoding, rate and channel count), read in blocks."""
 
     def __init__(self, path: str | os.PathLike, chunk_samples: int = DEFAULT_CHUNK_SAMPLES):
         self.path = Path(path)
@@ -75,10 +72,11 @@ class WavFileSource(AudioSource):
     def chunks(self) -> Iterator[np.ndarray]:
         if self._closed:
             return
-        for chunk in _split(read_wav(self.path), self.chunk_samples):
-            if self._closed:
-                return
-            yield chunk
+        with WavReader(self.path) as reader:
+            for chunk in reader.blocks(self.chunk_samples):
+                if self._closed:
+                    return
+                yield chunk
 
     def close(self) -> None:
         self._closed = True
@@ -89,7 +87,8 @@ class DirectorySource(AudioSource):
 
     A file that cannot be decoded is skipped, logged and recorded in ``bad_files`` as
     ``(path, message)`` so the rest of the data is not lost; ``files_read`` counts the
-    good ones. Files are played back to back without a gap (the gate sees one stream).
+    good ones. A file that fails while it is read (an I/O error) ends early and is recorded
+    too. Files are played back to back without a gap (the gate sees one stream).
     """
 
     def __init__(self, directory: str | os.PathLike, chunk_samples: int = DEFAULT_CHUNK_SAMPLES):
@@ -113,17 +112,22 @@ class DirectorySource(AudioSource):
             if self._closed:
                 return
             try:
-                samples = read_wav(path)
+                reader = WavReader(path)
             except AudioError as exc:
                 log.warning("skipping unreadable audio file: %s", exc)
                 self.bad_files.append((str(path), str(exc)))
                 continue
             self.current = path
             self.files_read += 1
-            for chunk in _split(samples, self.chunk_samples):
-                if self._closed:
-                    return
-                yield chunk
+            with reader:
+                try:
+                    for chunk in reader.blocks(self.chunk_samples):
+                        if self._closed:
+                            return
+                        yield chunk
+                except AudioError as exc:
+                    log.warning("audio file failed while read: %s", exc)
+                    self.bad_files.append((str(path), str(exc)))
         self.current = None
 
     def close(self) -> None:
@@ -160,7 +164,7 @@ class StdinSource(AudioSource):
             usable = len(data) - (len(data) & 1)
             carry = data[usable:]
             if usable:
-                yield np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+                yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16, copy=False)
         self.dropped_bytes += len(carry)
 
     def close(self) -> None:
@@ -170,8 +174,8 @@ class StdinSource(AudioSource):
 class MicrophoneSource(AudioSource):
     """A live input device through the optional ``sounddevice`` package.
 
-    The stream is opened at 16 kHz mono float32 (PortAudio converts when the device runs
-    at another rate). ``device`` is a device name or index, None for the default.
+    The stream is opened at 16 kHz mono int16 (PortAudio converts when the device runs at
+    another rate or depth). ``device`` is a device name or index, None for the default.
     Buffer overruns (audio lost because the reader fell behind) are counted in
     ``overflows``.
     """
@@ -196,7 +200,7 @@ class MicrophoneSource(AudioSource):
 
     def _open(self):
         try:
-            stream = self._sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32",
+            stream = self._sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16",
                                           blocksize=self.chunk_samples, device=self.device)
             stream.start()
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
@@ -219,7 +223,7 @@ class MicrophoneSource(AudioSource):
                     raise AudioError(f"{self.name}: reading the input device failed "
                                      f"({exc}); check that it is still connected") from exc
                 self.overflows += bool(overflowed)
-                yield np.asarray(data, dtype=np.float32).reshape(-1)
+                yield np.asarray(data).reshape(-1)
         finally:
             self._shutdown()
 

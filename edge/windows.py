@@ -35,12 +35,37 @@ def process_cpu_s() -> float:
 
 def process_rss_mb() -> float:
     """Current resident memory of this process in MiB (peak RSS where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return ResidentMemory().mb()
+
+
+class ResidentMemory:
+    """Reads this process's resident memory; keeps ``/proc/self/statm`` open between reads,
+    because opening it costs more than reading it (the pipeline reads it at every window)."""
+
+    _PATH = "/proc/self/statm"
+
+    def __init__(self):
+        self._fd: int | None = None
+        self._pid = 0
+
+    def mb(self) -> float:
+        """Current RSS in MiB (peak RSS where /proc is missing)."""
+        try:
+            if self._fd is None or self._pid != os.getpid():  # /proc/self named the parent before a fork
+                self.close()
+                self._fd, self._pid = os.open(self._PATH, os.O_RDONLY | os.O_CLOEXEC), os.getpid()
+            pages = int(os.pread(self._fd, 128, 0).split()[1])
+            return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        except (OSError, ValueError, IndexError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _Hist:

@@ -1,14 +1,22 @@
-"""Benchmark the agent's core pipeline against a bare webrtcvad + onnxruntime loop.
+"""Benchmark the agent against a bare webrtcvad + onnxruntime loop doing the same work.
 
-    .venv/bin/python scripts/bench_agent.py [--bundle B.hkb (--trust-key signing.pub | --no-verify)]
-                                            [--lab-graph] [--seconds 60] [--repeat 3]
+    .venv/bin/python scripts/bench_agent.py [--bundle B.hkb (--trust-key signing.pub | --no-verify) | --lab-graph]
+                                            [--seconds 600] [--repeat 5] [--chunk 4096] [--profile]
 
-Without ``--bundle`` it builds the small signed test bundle of ``tests/edge/conftest.py``;
-``--lab-graph`` puts the model lab's real feature graph (log-mel by DFT matmuls) in front of
-a random linear head instead, so the model costs what a lab model costs. Speech is made with
-espeak-ng. Each measurement runs in a child process pinned to one core that imports only
-what a device imports, so RSS is the device's. Prints one JSON object: machine, versions,
-and each figure beside its baseline and target.
+Without ``--bundle`` it trains a small bundle with the model lab's default hyperparameters (the
+default feature graph and network, on a tiny espeak-ng dataset: ~15 s); ``--lab-graph`` puts
+a random head on the lab's feature graph instead. Three streams of ``--seconds`` each are
+composed from espeak-ng speech and written as 16-bit WAV: ``typical`` (about a third speech),
+``speech`` (continuous) and ``silence90`` (90 % silence); see ``bench_agent_data.py``.
+
+Each repeat runs the agent (``harken agent replay`` after start-up) and then the bare loop in
+child processes pinned to one core that import only what a device imports (see
+``bench_agent_loops.py``); figures are medians over the repeats, CPU seconds, with the bare loop
+beside each. Decision latency is the gate's hang-over (audio time from the end of speech to the
+frame that closes the utterance) plus processing (that frame's arrival to the decision), from a
+run fed 30 ms at a time. The script refuses to print figures (exit 1, reasons on stderr) when
+what it times did not happen: a frame not classified, an utterance not run through the model,
+a decision missing, the bare loop doing less than the agent, repeats disagreeing.
 """
 from __future__ import annotations
 
@@ -16,355 +24,261 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-TEXT = ("Turn the kitchen lights on. Set a timer for ten minutes. What is the weather like tomorrow "
-        "morning? Play some quiet music in the living room. Stop. Go back to the previous song. "
-        "Turn the volume down a little. Open the garage door and switch off the heating. "
-        "Call mum on her mobile phone. Remind me to water the plants at six. Yes. No. "
-        "Left, right, up and down. Start the washing machine when the power is cheap. ")
-WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+import bench_agent_loops as loops  # noqa: E402
 
-
-# ---------------------------------------------------------------------------- parent: data
-
-def espeak(text: str, folder: Path, name: str, speed: int = 160, voice: str = "en-us") -> np.ndarray:
-    from shared.audio import read_wav
-
-    raw, wav = folder / f"{name}.raw.wav", folder / f"{name}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True, capture_output=True)
-    return read_wav(wav)
-
-
-def make_audio(folder: Path, seconds: float) -> dict[str, Path]:
-    """Continuous read speech, and the same length at 90 % silence (isolated words in low noise)."""
-    from shared.audio import write_wav
-
-    rng = np.random.default_rng(0)
-    n = int(seconds * 16000)
-    parts, total, voices = [], 0, ("en-us", "en-gb", "en-us+f3", "en-gb+m3")
-    while total < n:
-        x = espeak(TEXT, folder, f"read{len(parts)}", speed=150 + 10 * len(parts), voice=voices[len(parts) % 4])
-        parts.append(x)
-        total += len(x)
-    speech = np.concatenate(parts)[:n]
-    quiet = rng.normal(0, 10 ** (-60 / 20), n).astype(np.float32)
-    words = [espeak(w, folder, f"w-{w}") for w in WORDS]
-    pos, voiced = 16000, 0
-    while voiced < 0.1 * n and pos < n - 16000:
-        w = words[rng.integers(len(words))]
-        quiet[pos:pos + len(w)] += 0.8 * w
-        voiced += len(w)
-        pos += int(10 * len(w) * rng.uniform(0.8, 1.2))
-    speech = speech + rng.normal(0, 10 ** (-60 / 20), n).astype(np.float32)
-    paths = {"speech": folder / "speech.wav", "silence90": folder / "silence90.wav"}
-    write_wav(paths["speech"], speech)
-    write_wav(paths["silence90"], quiet)
-    return paths
-
-
-def make_bundle(folder: Path, lab_graph: bool) -> tuple[Path, Path, str]:
-    from shared import keys
-    from tests.edge import conftest as C
-
-    priv, pub = keys.generate_keypair(folder / "keys")
-    cache: dict = {}
-
-    def say(text, speed=150, voice="en-us"):
-        if (text, speed, voice) not in cache:
-            cache[(text, speed, voice)] = C._speak(folder, text, speed, voice)
-        return cache[(text, speed, voice)].copy()
-
-    path = folder / "bench.hkb"
-    utterances = C.calibration_utterances(say)
-    if not lab_graph:
-        C.make_test_bundle(path, keys.load_private_key(priv), utterances)
-        return path, pub, "tests/edge/conftest.py test bundle (band energies + linear head)"
-    make_lab_graph_bundle(path, keys.load_private_key(priv), utterances)
-    return path, pub, "cloud.lab.graph feature graph (log-mel via DFT matmuls) + random linear head"
-
-
-def make_lab_graph_bundle(path: Path, private_key, utterances) -> None:
-    """The lab's feature graph (its real cost) composed with a random softmax head on ``pooled``."""
-    import io
-
-    import onnxruntime as ort
-    from onnx import TensorProto, compose, helper, numpy_helper
-
-    from cloud.lab import graph as G
-    from shared.audio import to_int16
-    from shared.bundle import write_bundle
-    from shared.gate import GateConfig, place
-    from shared.levels import level_dbfs, snr_db
-    from shared.profile import build_profile
-    from tests.edge.conftest import WORDS as LABELS
-
-    feat = G.feature_model()
-    dim = feat.graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    n_feat = feat.graph.output[1].type.tensor_type.shape.dim[1].dim_value
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(0, 0.05, (dim, len(LABELS))).astype(np.float32), "head_w")
-    head = helper.make_graph(
-        [helper.make_node("MatMul", [G.POOLED, "head_w"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)], "head",
-        [helper.make_tensor_value_info(G.POOLED, TensorProto.FLOAT, ["N", dim])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(LABELS)])], [w])
-    head_model = helper.make_model(head, opset_imports=[helper.make_opsetid("", G.OPSET)])
-    head_model.ir_version = feat.ir_version
-    merged = compose.merge_models(feat, head_model, io_map=[(G.POOLED, G.POOLED)],
-                                  outputs=["label", "probabilities", G.FEATURES])
-    model_bytes = merged.SerializeToString()
-    placed = to_int16(np.stack([place(u, 16000, "centre") for u in utterances])).astype(np.float32) / 32768
-    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    label, probs, feats = sess.run(["label", "probabilities", G.FEATURES], {"audio": placed})
-    names = [f"f{j}" for j in range(n_feat)]
-    profile = build_profile(feats, names, utterance_ms=[len(u) / 16 for u in utterances],
-                            level_dbfs=[level_dbfs(u) for u in utterances], snr_db=[snr_db(u) for u in utterances],
-                            confidence=probs.max(axis=1), labels=label, label_names=list(LABELS))
-    buf = io.BytesIO()
-    np.save(buf, to_int16(placed[:3]))
-    manifest = {"name": "bench-lab-graph", "version": "0.0.1", "labels": list(LABELS), "sample_rate": 16000,
-                "input_samples": 16000, "placement": "centre", "opset": {"": G.OPSET},
-                "io": {"input": "audio", "label": "label", "probabilities": "probabilities", "features": G.FEATURES},
-                "confidence_threshold": float(np.median(probs.max(axis=1))), "feature_names": names,
-                "profile": profile, "gate": GateConfig().to_dict(),
-                "test_vectors": {"file": "test_vectors.npy", "atol": 1e-4, "expected": [
-                    {"label": LABELS[int(label[i])], "probabilities": probs[i].tolist()} for i in range(3)]}}
-    write_bundle(path, model_bytes, manifest, private_key, {"test_vectors.npy": buf.getvalue()})
+TARGETS = {"ratio": 1.25, "rtf_typical": 1000.0, "rtf_silence90": 3000.0, "rss_mb": 120.0, "processing_p99_ms": 5.0,
+           "window_bytes": 1024}
 
 
 # ---------------------------------------------------------------------------- children
 
-def _pin_one_core() -> int | None:
-    try:
-        core = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {core})
-        return core
-    except (AttributeError, OSError):
-        return None
-
-
-def _best_cpu(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
-
-
-def _quantiles(values) -> dict:
-    if not values:
-        return {"p50": None, "p99": None, "n": 0}
-    a = np.asarray(values)
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3), "n": len(a)}
-
-
 def child_agent(args) -> dict:
-    from edge.decisions import CallbackSink
-    from edge.pipeline import Pipeline, StaticModels
     from edge.replay import load_model
     from edge.windows import process_rss_mb
-    from shared.audio import read_wav
-    from shared.codec import encode
-    from shared.gate import GateConfig
 
-    core = _pin_one_core()
-    gate_class = None
-    if args.gate_class:
-        import importlib
-
-        module, _, name = args.gate_class.partition(":")
-        gate_class = getattr(importlib.import_module(module), name)
+    core = loops.pin_one_core()
     model = load_model(args.bundle, public_keys=[args.trust_key] if args.trust_key else None,
                        verify=args.trust_key is not None)
-    out: dict = {"core": core, "audio": {}}
-    spans: dict[str, list] = {}
-    for name, path in (("speech", args.speech), ("silence90", args.silence)):
-        x = read_wav(path)
-        state: dict = {}
-
-        def run(chunk=4096, sink=None, on_inference=None):
-            windows = []
-            p = Pipeline(device="bench", boot=1, agent_version="bench", gate_config=GateConfig(), automation="partial",
-                         models=StaticModels(model), sink=sink, on_window=windows.append, on_inference=on_inference)
-            if gate_class is not None:  # evaluating another gate implementation
-                p.gate = gate_class(GateConfig())
-            for i in range(0, len(x), chunk):
-                state["t_feed"] = time.perf_counter()
-                p.feed(x[i:i + chunk])
-            p.flush()
-            state["windows"], state["pipeline"] = windows, p
-
-        cpu = _best_cpu(run, args.repeat)
-        sizes = [len(encode(w)) for w in state["windows"]]
-        lat, found, model_ms = [], [], []
-
-        def on_decision(d):  # latency from the arrival of the 30 ms chunk that ended the utterance
-            lat.append((time.perf_counter() - state["t_feed"]) * 1000.0)
-            found.append((round(d.audio_start_s * 16000), round(d.audio_end_s * 16000)))
-
-        run(chunk=480, sink=CallbackSink(on_decision), on_inference=lambda sha, ms, err: model_ms.append(ms))
-        spans[name] = found
-        out["audio"][name] = {
-            "seconds": len(x) / 16000, "cpu_s": round(cpu, 4), "rtf": round(len(x) / 16000 / cpu, 1),
-            "utterances": state["pipeline"].stats["utterances"], "inferences": state["pipeline"].stats["inferences"],
-            "decision_latency_ms": _quantiles(lat), "inference_ms": _quantiles(model_ms), "window_bytes_max": max(sizes),
-            "window_bytes_mean": round(float(np.mean(sizes)), 1), "windows": len(sizes)}
+    streams = json.loads(args.streams)
+    out: dict = {"core": core, "streams": {}}
+    for name, path in streams.items():
+        out["streams"][name] = loops.agent_run(model, path, args.chunk)
+        if args.latency:
+            out["streams"][name]["latency"] = loops.agent_latency(model, path)
     out["rss_mb"] = round(process_rss_mb(), 1)
-    out["model_warmup_ms"] = round(model.warmup_ms, 2)
-    Path(args.spans).write_text(json.dumps(spans))
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["modules"] = sorted({m.split(".")[0] for m in sys.modules})
     return out
 
 
 def child_bare(args) -> dict:
-    """webrtcvad on every 30 ms frame + onnxruntime on each utterance the agent found: the floor."""
-    import onnxruntime as ort
-    import webrtcvad
-
-    from edge.model import session_options
     from edge.windows import process_rss_mb
-    from shared.audio import read_wav, to_int16
     from shared.bundle import load_bundle
-    from shared.gate import place
 
-    core = _pin_one_core()
+    core = loops.pin_one_core()
     bundle = load_bundle(args.bundle, None, require_signature=False)
-    sess = ort.InferenceSession(bundle.model_bytes, session_options(), providers=["CPUExecutionProvider"])
-    io = bundle.manifest["io"]
-    names = [io["label"], io["probabilities"], io["features"]]
-    sess.run(names, {io["input"]: np.zeros((1, 16000), dtype=np.float32)})
+    session, names, feed, n_input = loops.bare_session(bundle)
+    mode = bundle.manifest.get("gate", {}).get("aggressiveness", 2)
     spans = json.loads(Path(args.spans).read_text())
-    out: dict = {"core": core, "audio": {}}
-    for name, path in (("speech", args.speech), ("silence90", args.silence)):
-        x = read_wav(path)
-        vad = webrtcvad.Vad(2)
-        lat: list[float] = []
-
-        def run():  # frames and inferences interleaved, as they happen on a live stream
-            pcm = to_int16(x).tobytes()
-            lat.clear()
-            ends = {b // 480: (a, b) for a, b in spans[name]}  # the frame that ends each utterance
-            for k, i in enumerate(range(0, len(pcm) - 959, 960)):
-                vad.is_speech(pcm[i:i + 960], 16000)
-                if k in ends:
-                    a, b = ends[k]
-                    t0 = time.perf_counter()
-                    sess.run(names, {io["input"]: place(x[a:b], 16000, "centre")[None, :]})
-                    lat.append((time.perf_counter() - t0) * 1000.0)
-
-        cpu = _best_cpu(run, args.repeat)
-        out["audio"][name] = {"cpu_s": round(cpu, 4), "rtf": round(len(x) / 16000 / cpu, 1),
-                              "inferences": len(spans[name]), "inference_ms": _quantiles(lat)}
+    out: dict = {"core": core, "streams": {}}
+    for name, path in json.loads(args.streams).items():
+        out["streams"][name] = loops.bare_run(session, names, feed, n_input, bundle.placement, path, args.chunk,
+                                              spans[name], mode)
     out["rss_mb"] = round(process_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
 
-# ---------------------------------------------------------------------------- report
+def child_profile(args) -> dict:
+    import cProfile
+    import pstats
 
-def _versions() -> dict:
-    import onnxruntime
+    from edge.replay import load_model
 
-    from importlib.metadata import PackageNotFoundError, version
+    loops.pin_one_core()
+    model = load_model(args.bundle, verify=False)
+    path = json.loads(args.streams)["typical"]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    loops.agent_run(model, path, args.chunk)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:20]
+    return {"total_s": round(total, 3), "top_by_own_time": [
+        {"function": f"{Path(f).name}:{line}({fn})", "calls": row[1], "own_s": round(row[2], 4),
+         "share": round(row[2] / total, 3)} for (f, line, fn), row in rows]}
 
-    def dist(*names):
-        for n in names:
-            try:
-                return version(n)
-            except PackageNotFoundError:
-                continue
-        return None
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "webrtcvad": dist("webrtcvad", "webrtcvad-wheels"),
-            "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()}
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _child(mode: str, args, bundle: Path, key: Path | None, audio: dict, spans: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--bundle", str(bundle), "--speech", str(audio["speech"]),
-           "--silence", str(audio["silence90"]), "--spans", str(spans), "--repeat", str(args.repeat)]
+# ---------------------------------------------------------------------------- parent
+
+def run_child(mode: str, args, bundle: Path, key: Path | None, streams: dict, spans: Path, latency: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--bundle", str(bundle), "--chunk", str(args.chunk),
+           "--streams", json.dumps({k: v["path"] for k, v in streams.items()}), "--spans", str(spans)]
     if key is not None:
         cmd += ["--trust-key", str(key)]
-    if args.gate_class:
-        cmd += ["--gate-class", args.gate_class]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    if latency:
+        cmd.append("--latency")
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        sys.exit(f"the {mode} child failed:\n{done.stderr}")
     return json.loads(done.stdout)
 
 
-def figure(value, baseline, target: str, ok: bool) -> dict:
-    return {"value": value, "baseline": baseline, "target": target, "ok": bool(ok)}
+def measure(args, bundle: Path, key: Path | None, streams: dict, folder: Path) -> dict:
+    spans = folder / "spans.json"
+    agents, bares = [], []
+    for r in range(args.repeat):  # alternate, so a change in the machine's load hits both alike
+        agents.append(run_child("agent", args, bundle, key, streams, spans, latency=(r == 0)))
+        if r == 0:
+            spans.write_text(json.dumps({k: v["spans"] for k, v in agents[0]["streams"].items()}))
+        bares.append(run_child("bare", args, bundle, key, streams, spans, latency=False))
+    profile = run_child("profile", args, bundle, key, streams, spans, False) if args.profile else None
+    return {"agents": agents, "bares": bares, "profile": profile}
 
 
-def report(agent: dict, bare: dict) -> dict:
-    a, b = agent["audio"], bare["audio"]
-    lat = a["speech"]["decision_latency_ms"]
-    ratio = {k: round(a[k]["cpu_s"] / b[k]["cpu_s"], 3) for k in a}
-    return {
-        "rtf_speech": figure(a["speech"]["rtf"], b["speech"]["rtf"], ">= 300 (baseline: bare loop)",
-                             a["speech"]["rtf"] >= 300),
-        "rtf_silence90": figure(a["silence90"]["rtf"], b["silence90"]["rtf"], ">= 2000 (baseline: bare loop)",
-                                a["silence90"]["rtf"] >= 2000),
-        "time_vs_bare_loop_speech": figure(ratio["speech"], 1.0, "<= 1.25", ratio["speech"] <= 1.25),
-        "time_vs_bare_loop_silence90": figure(ratio["silence90"], 1.0, "<= 1.25", ratio["silence90"] <= 1.25),
-        "inference_p50_ms": figure(a["speech"]["inference_ms"]["p50"], b["speech"]["inference_ms"]["p50"],
-                                   "(baseline: bare session.run)", True),
-        "decision_latency_p50_ms": figure(lat["p50"], b["speech"]["inference_ms"]["p50"],
-                                          "(baseline: bare session.run)", True),
-        "decision_latency_p99_ms": figure(lat["p99"], b["speech"]["inference_ms"]["p99"], "<= 10",
-                                          lat["p99"] is not None and lat["p99"] <= 10),
-        "steady_rss_mb": figure(agent["rss_mb"], bare["rss_mb"], "<= 120 (baseline: bare loop process)",
-                                agent["rss_mb"] <= 120),
-        "window_bytes_max": figure(max(a[k]["window_bytes_max"] for k in a), None, "<= 1024",
-                                   max(a[k]["window_bytes_max"] for k in a) <= 1024),
-    }
+def check(streams: dict, agents: list, bares: list) -> list[str]:
+    """What must have happened for the figures to mean anything; an empty list when it all did."""
+    problems = []
+    first = agents[0]["streams"]
+    for name in streams:
+        a = first[name]
+        frames = a["samples"] // loops.FRAME
+        if a["frames"] != frames:
+            problems.append(f"{name}: the agent classified {a['frames']} of {frames} frames")
+        if not a["utterances"] or a["inferences"] != a["utterances"] or a["decisions"] != a["inferences"]:
+            problems.append(f"{name}: utterances {a['utterances']}, inferences {a['inferences']}, "
+                            f"decisions {a['decisions']}: every utterance must reach the model and the sink")
+        if a["windows"] < int(streams[name]["seconds"] // 10):
+            problems.append(f"{name}: only {a['windows']} windows for {streams[name]['seconds']} s")
+        for run in agents[1:]:
+            if run["streams"][name]["spans"] != a["spans"]:
+                problems.append(f"{name}: the agent's repeats found different utterances")
+        for run in bares:
+            b = run["streams"][name]
+            if b["frames"] != a["frames"] or b["inferences"] != a["utterances"]:
+                problems.append(f"{name}: the bare loop ran {b['frames']} frames and {b['inferences']} inferences, "
+                                f"the agent {a['frames']} and {a['utterances']}")
+        lat = a["latency"]
+        if lat["decisions"] != a["decisions"] or len(lat["processing_ms"]) != lat["decisions"] \
+                or not lat["hangover_ms"]:
+            problems.append(f"{name}: the latency run saw {lat['decisions']} decisions "
+                            f"({len(lat['processing_ms'])} timed, {len(lat['hangover_ms'])} ended by the hang-over)")
+    leaked = sorted(set(agents[0]["modules"]) & {"cloud", "sklearn", "skl2onnx", "onnx", "scipy", "tests"})
+    if leaked:
+        problems.append(f"the agent's process imported {leaked}: its RSS is not a device's")
+    return problems
+
+
+def row(figure: str, agent, bare, target: str | None, met: bool | None, ratio=None) -> dict:
+    return {"figure": figure, "agent": agent, "bare_loop": bare,
+            "ratio": ratio if ratio is not None else (round(agent / bare, 3) if agent and bare else None),
+            "target": target, "met": met}
+
+
+def figures(streams: dict, agents: list, bares: list) -> list[dict]:
+    rows = []
+    for name in streams:
+        a_cpu = statistics.median(run["streams"][name]["cpu_s"] for run in agents)
+        b_cpu = statistics.median(run["streams"][name]["cpu_s"] for run in bares)
+        seconds = streams[name]["seconds"]
+        ratio = round(a_cpu / b_cpu, 3)
+        wants_ratio = name in ("typical", "speech")
+        rows.append(row(f"cpu_s {name} ({seconds:.0f} s audio)", round(a_cpu, 4), round(b_cpu, 4),
+                        f"<= {TARGETS['ratio']}x the bare loop" if wants_ratio else None,
+                        ratio <= TARGETS["ratio"] if wants_ratio else None, ratio))
+        rtf_target = TARGETS.get(f"rtf_{name}")
+        rows.append(row(f"real-time factor {name}", round(seconds / a_cpu, 1), round(seconds / b_cpu, 1),
+                        f">= {rtf_target:.0f}x real time" if rtf_target else None,
+                        seconds / a_cpu >= rtf_target if rtf_target else None, round(b_cpu / a_cpu, 3)))
+    lat = agents[0]["streams"]["typical"]["latency"]
+    hang, proc = loops.quantiles(lat["hangover_ms"]), loops.quantiles(lat["processing_ms"])
+    bare_inf = loops.quantiles([ms for run in bares for ms in run["streams"]["typical"]["inference_ms"]])
+    rows.append(row("decision latency p99 ms typical = hang-over + processing",
+                    {"total": round(hang["p99"] + proc["p99"], 2), "hangover": hang["p99"], "processing": proc["p99"]},
+                    {"processing": bare_inf["p99"]}, f"processing p99 <= {TARGETS['processing_p99_ms']} ms",
+                    proc["p99"] <= TARGETS["processing_p99_ms"], round(proc["p99"] / bare_inf["p99"], 3)))
+    rows.append(row("decision latency p50 ms typical = hang-over + processing",
+                    {"total": round(hang["p50"] + proc["p50"], 2), "hangover": hang["p50"], "processing": proc["p50"]},
+                    {"processing": bare_inf["p50"]}, None, None, round(proc["p50"] / bare_inf["p50"], 3)))
+    rss = statistics.median(run["rss_mb"] for run in agents)
+    rows.append(row("steady RSS MB (after all three streams)", rss, statistics.median(r["rss_mb"] for r in bares),
+                    f"<= {TARGETS['rss_mb']:.0f} MB", rss <= TARGETS["rss_mb"]))
+    size = max(run["streams"][n]["window_bytes_max"] for run in agents for n in streams)
+    rows.append(row("window bytes max (encoded)", size, None, f"<= {TARGETS['window_bytes']}",
+                    size <= TARGETS["window_bytes"]))
+    return rows
+
+
+def stream_details(streams: dict, agents: list, bares: list) -> dict:
+    out = {}
+    for name, info in streams.items():
+        a = agents[0]["streams"][name]
+        lat = a["latency"]
+        out[name] = {**{k: v for k, v in info.items() if k != "path"},
+                     "gate_voiced_share": round(a["voiced_frames"] / a["frames"], 3), "gate_pass_ratio": a["pass_ratio"],
+                     "utterances": a["utterances"], "windows": a["windows"], "window_bytes_mean": a["window_bytes_mean"],
+                     "agent_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in agents],
+                     "bare_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in bares],
+                     "hangover_ms": loops.quantiles(lat["hangover_ms"]),
+                     "processing_ms": loops.quantiles(lat["processing_ms"]), "split_pieces": lat["split_pieces"],
+                     "bare_inference_ms": loops.quantiles([ms for r in bares for ms in r["streams"][name]["inference_ms"]])}
+    return out
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    import numpy as np
+    import onnxruntime
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
+            "webrtcvad": version("webrtcvad-wheels"),
+            "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--bundle", type=Path, help="a bundle to measure instead of a freshly trained small lab bundle")
     ap.add_argument("--trust-key", type=Path)
     ap.add_argument("--no-verify", action="store_true")
-    ap.add_argument("--lab-graph", action="store_true")
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--gate-class", help="MODULE:CLASS of a VadGate variant to measure instead of shared.gate's")
-    ap.add_argument("--child", choices=["agent", "bare"])
-    ap.add_argument("--speech", type=Path)
-    ap.add_argument("--silence", type=Path)
+    ap.add_argument("--lab-graph", action="store_true", help="the lab's feature graph with a random head")
+    ap.add_argument("--seconds", type=float, default=600.0, help="length of each stream")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=4096, help="samples per block read from the file")
+    ap.add_argument("--profile", action="store_true", help="add a cProfile of the agent on the typical stream")
+    ap.add_argument("--child", choices=["agent", "bare", "profile"])
+    ap.add_argument("--streams")
     ap.add_argument("--spans", type=Path)
+    ap.add_argument("--latency", action="store_true")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps((child_agent if args.child == "agent" else child_bare)(args)))
+        print(json.dumps({"agent": child_agent, "bare": child_bare, "profile": child_profile}[args.child](args)))
         return
-    with tempfile.TemporaryDirectory(prefix="harken-bench-") as tmp:
+    if args.bundle and not (args.trust_key or args.no_verify):
+        ap.error("--bundle needs --trust-key KEY (or --no-verify)")
+    import bench_agent_data as data
+
+    with tempfile.TemporaryDirectory(prefix="harken-bench-agent-") as tmp:
         folder = Path(tmp)
-        audio = make_audio(folder, args.seconds)
+        streams = data.make_streams(folder, args.seconds)
         if args.bundle:
             bundle, key, what = args.bundle, (None if args.no_verify else args.trust_key), f"given: {args.bundle}"
         else:
-            bundle, key, what = make_bundle(folder, args.lab_graph)
-        spans = folder / "spans.json"
-        agent = _child("agent", args, bundle, key, audio, spans)
-        bare = _child("bare", args, bundle, key, audio, spans)
-    print(json.dumps({
+            bundle, key, what = (data.random_head_bundle if args.lab_graph else data.train_lab_bundle)(folder)
+        runs = measure(args, bundle, key, streams, folder)
+    agents, bares = runs["agents"], runs["bares"]
+    problems = check(streams, agents, bares)
+    if problems:
+        print(json.dumps({"error": "refusing to print figures: what they time did not happen", "problems": problems},
+                         indent=1), file=sys.stderr)
+        sys.exit(1)
+    report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "pinned_core": agent["core"],
+                    "cpus": os.cpu_count(), "pinned_core": agents[0]["core"],
                     "load_average_1m": round(os.getloadavg()[0], 2)},
-        "versions": _versions(), "bundle": what, "gate": args.gate_class or "shared.gate.VadGate", "seconds": args.seconds, "repeat": args.repeat,
-        "figures": report(agent, bare), "agent": agent, "bare_loop": bare,
-    }, indent=1))
+        "versions": versions(), "bundle": what, "seconds": args.seconds, "repeat": args.repeat, "chunk": args.chunk,
+        "figures": figures(streams, agents, bares), "streams": stream_details(streams, agents, bares),
+        "agent_peak_rss_mb": max(r["peak_rss_mb"] for r in agents), "bare_peak_rss_mb": max(r["peak_rss_mb"] for r in bares),
+    }
+    if runs["profile"]:
+        report["profile_typical"] = runs["profile"]
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

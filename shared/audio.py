@@ -1,9 +1,11 @@
-"""Audio in: WAV decoding and encoding, resampling, sample conversions and framing.
+"""Audio in: WAV decoding and encoding, resampling and sample conversions.
 
-Everything Harken processes is float32 mono at 16 kHz in [-1, 1]. ``read_wav`` turns any
-PCM WAV (8/16/24/32-bit integer or 32/64-bit float, plain or WAVE_FORMAT_EXTENSIBLE, any
-channel count and rate) into that; ``write_wav`` writes 16-bit mono PCM atomically.
-Pure numpy: this module runs on the device.
+Everything Harken processes is mono at 16 kHz: float32 in [-1, 1], or int16 PCM where the
+source is 16-bit (the gate takes both; int16 is cheaper and converted once per utterance).
+``read_wav`` turns any PCM WAV (8/16/24/32-bit integer or 32/64-bit float, plain or
+WAVE_FORMAT_EXTENSIBLE, any channel count and rate) into float32; ``WavReader`` streams a
+file in blocks (int16 when it is 16-bit mono 16 kHz); ``write_wav`` writes 16-bit mono PCM
+atomically. Pure numpy: this module runs on the device.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import struct
 import wave
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -44,18 +47,18 @@ _RESAMPLE_BLOCK = 8192  # output samples per vectorised block (bounds memory)
 
 def read_wav(path: str | os.PathLike) -> np.ndarray:
     """Read a WAV file as float32 mono 16 kHz in [-1, 1]; raise AudioError naming the file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise AudioError(
-            f"{path}: cannot read the file ({exc.strerror or exc}); check the path and "
-            "its permissions") from exc
-    return decode_wav_bytes(data, name=str(path))
+    with WavReader(path) as reader:
+        return reader.read_all()
 
 
 def decode_wav_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode WAV bytes as float32 mono 16 kHz in [-1, 1]; ``name`` appears in errors."""
-    fmt, payload = _parse_riff(bytes(data), name)
+    data = bytes(data)
+    fmt, start, size = _scan_riff(lambda pos, n: data[pos:pos + n], len(data), name)
+    return _to_float_16k(data[start:start + size], fmt, name)
+
+
+def _to_float_16k(payload: bytes, fmt: dict, name: str) -> np.ndarray:
     samples = _decode_samples(payload, fmt, name)
     if fmt["rate"] != SAMPLE_RATE:
         samples = resample(samples, fmt["rate"], SAMPLE_RATE)
@@ -64,42 +67,124 @@ def decode_wav_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def wav_format(data: bytes, name: str = "<bytes>") -> dict:
     """``{"tag", "channels", "rate", "bits"}`` of WAV bytes; raises AudioError as ``read_wav`` does."""
-    fmt, _ = _parse_riff(bytes(data), name)
+    data = bytes(data)
+    fmt, _, _ = _scan_riff(lambda pos, n: data[pos:pos + n], len(data), name)
     return {k: fmt[k] for k in ("tag", "channels", "rate", "bits")}
 
 
-def _parse_riff(data: bytes, name: str) -> tuple[dict, bytes]:
-    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+class WavReader:
+    """A WAV file read in blocks, so a long recording never sits in memory whole.
+
+    ``blocks(n)`` yields mono 16 kHz audio ``n`` samples at a time: int16 PCM, as stored, when
+    the file is 16-bit mono PCM at 16 kHz (the common case: no conversion at all); float32 in
+    [-1, 1] for any other encoding, decoded block by block to the values ``read_wav`` gives.
+    A file at another rate is resampled whole (the resampler's kernel spans blocks) and then
+    yielded in blocks. Header problems (not a WAV, unsupported encoding, truncated, empty)
+    raise ``AudioError`` when the reader is opened, before any audio is yielded.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.name = str(path)
+        try:
+            self._file = open(self.path, "rb")
+            total = os.fstat(self._file.fileno()).st_size
+        except OSError as exc:
+            raise AudioError(
+                f"{path}: cannot read the file ({exc.strerror or exc}); check the path and "
+                "its permissions") from exc
+        try:
+            self.format, self._start, size = _scan_riff(self._read_at, total, self.name)
+            self.frames = size // self.format["block_align"]  # a partial last frame is dropped
+            if self.frames == 0:
+                raise AudioError(f"{self.name}: empty: the WAV file holds no samples; re-record it")
+        except BaseException:
+            self._file.close()
+            raise
+        fmt = self.format
+        self.is_pcm16 = (fmt["tag"] == _FORMAT_PCM and fmt["bits"] == 16 and fmt["channels"] == 1
+                         and fmt["rate"] == SAMPLE_RATE)
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        self._file.seek(pos)
+        return self._read(n)
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._file.read(n)
+        except OSError as exc:
+            raise AudioError(f"{self.name}: reading failed ({exc.strerror or exc}); check the "
+                             "disk and re-copy the file") from exc
+
+    def read_all(self) -> np.ndarray:
+        """The whole file as float32 (what ``read_wav`` returns)."""
+        return _to_float_16k(self._read_at(self._start, self.frames * self.format["block_align"]),
+                             self.format, self.name)
+
+    def blocks(self, block_samples: int) -> Iterator[np.ndarray]:
+        """Yield the audio ``block_samples`` at a time (the last block may be shorter)."""
+        if isinstance(block_samples, bool) or not isinstance(block_samples, int) or block_samples <= 0:
+            raise ConfigError(f"block_samples must be a positive integer, got {block_samples!r}")
+        if self.format["rate"] != SAMPLE_RATE:
+            samples = self.read_all()
+            for i in range(0, len(samples), block_samples):
+                yield samples[i:i + block_samples]
+            return
+        align = self.format["block_align"]
+        self._file.seek(self._start)
+        for first in range(0, self.frames, block_samples):
+            n = min(block_samples, self.frames - first)
+            payload = self._read(n * align)
+            if len(payload) < n * align:
+                raise AudioError(f"{self.name}: the file shrank while it was read; re-copy it")
+            yield (np.frombuffer(payload, dtype="<i2").astype(np.int16, copy=False) if self.is_pcm16
+                   else _decode_samples(payload, self.format, self.name))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "WavReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _scan_riff(read_at: Callable[[int, int], bytes], total: int, name: str) -> tuple[dict, int, int]:
+    """The format and the (offset, size) of the data chunk, reading only the chunk headers."""
+    head = read_at(0, 12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
         raise AudioError(
             f"{name}: not a WAV file (no RIFF/WAVE header); give a .wav file or {_CONVERT_HINT}")
-    if data[:4] == b"RIFX":
+    if head[:4] == b"RIFX":
         raise AudioError(f"{name}: big-endian RIFX WAV is not supported; {_CONVERT_HINT}")
     fmt, payload, pos = None, None, 12
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+    while pos + 8 <= total:
+        header = read_at(pos, 8)
+        chunk_id, size = header[:4], struct.unpack_from("<I", header, 4)[0]
         body_start = pos + 8
         if chunk_id == b"data":
-            available = len(data) - body_start
+            available = total - body_start
             if size == _UNKNOWN_SIZE:
                 size = available
             elif size > available:
                 raise AudioError(
                     f"{name}: truncated: the data chunk declares {size} bytes but only "
                     f"{available} are present; the file was cut short (re-copy or re-record it)")
-            payload = data[body_start:body_start + size]
+            payload = (body_start, size)
             if fmt is not None:
                 break
         elif chunk_id == b"fmt ":
-            if body_start + size > len(data) or size < 16:
+            if body_start + size > total or size < 16:
                 raise AudioError(f"{name}: truncated or malformed 'fmt ' chunk; {_CONVERT_HINT}")
-            fmt = _parse_fmt(data[body_start:body_start + size], name)
+            fmt = _parse_fmt(read_at(body_start, size), name)
         pos = body_start + size + (size & 1)  # chunks are word aligned
     if fmt is None:
         raise AudioError(f"{name}: WAV file without a 'fmt ' chunk (truncated?); {_CONVERT_HINT}")
     if payload is None:
         raise AudioError(
             f"{name}: WAV file without a 'data' chunk (truncated or empty); re-record it")
-    return fmt, payload
+    return fmt, payload[0], payload[1]
 
 
 def _parse_fmt(body: bytes, name: str) -> dict:
@@ -234,41 +319,3 @@ def _sinc_taps(frac: np.ndarray, offsets: np.ndarray, cutoff: float, half: int) 
     ratio = np.clip(tau / half, -1.0, 1.0)
     window = np.i0(_KAISER_BETA * np.sqrt(1.0 - ratio * ratio)) / np.i0(_KAISER_BETA)
     return cutoff * np.sinc(cutoff * tau) * window
-
-
-# ---------------------------------------------------------------------------- framing
-
-class Framer:
-    """Cut a stream of arbitrary chunks into frames of exactly ``frame_samples``.
-
-    ``feed(chunk)`` returns the frames completed by this chunk (copies, float32);
-    leftovers are carried to the next call and counted by ``pending``.
-    """
-
-    def __init__(self, frame_samples: int):
-        if not isinstance(frame_samples, int) or frame_samples <= 0:
-            raise ConfigError(f"frame_samples must be a positive integer, got {frame_samples!r}")
-        self.frame_samples = frame_samples
-        self._rest = np.zeros(0, dtype=np.float32)
-
-    @property
-    def pending(self) -> int:
-        """Samples held back until the next frame is complete."""
-        return len(self._rest)
-
-    def feed(self, chunk: np.ndarray) -> list[np.ndarray]:
-        return list(self.feed_block(chunk))
-
-    def feed_block(self, chunk: np.ndarray) -> np.ndarray:
-        """Like ``feed``, as one [n_frames, frame_samples] float32 array (a copy)."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        buf = np.concatenate([self._rest, chunk]) if len(self._rest) else chunk
-        n = len(buf) // self.frame_samples
-        block = buf[:n * self.frame_samples].reshape(n, self.frame_samples).copy()
-        self._rest = buf[n * self.frame_samples:].copy()
-        return block
-
-    def clear(self) -> np.ndarray:
-        """Drop and return the pending samples (at the end of a stream)."""
-        rest, self._rest = self._rest, np.zeros(0, dtype=np.float32)
-        return rest

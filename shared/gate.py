@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import webrtcvad
 
-from shared.audio import SAMPLE_RATE, Framer
+from shared.audio import SAMPLE_RATE
 from shared.errors import ConfigError
+from shared.framestore import FrameStore, pcm_to_float
 from shared.histogram import NOISE_DBFS_EDGES
-from shared.levels import level_dbfs
+from shared.levels import (CLIP_THRESHOLD, SNR_FRAME_SAMPLES, clipped_fraction, level_dbfs, level_from_power,
+                           levels_from_powers, snr_db, snr_from_powers)
+from shared.segmenter import Segmenter
+
+from _webrtcvad import process as _vad_process  # what Vad.is_speech calls, without its wrapper
 
 PLACEMENT_RULES = ("centre", "start")
 VAD_SAMPLE_RATES = (8000, 16000, 32000, 48000)
@@ -142,28 +146,70 @@ def _ratio_field(cfg: GateConfig, name: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Utterance:
-    """A stretch of speech cut by the gate; positions count samples since the gate started."""
+    """A stretch of speech cut by the gate; positions count samples since the gate started.
+
+    ``frame_energy`` (the sum of squared int16 values of each gate frame) and ``clipped_samples``
+    are set when the gate held int16 audio; ``levels`` then reads them instead of the samples.
+    """
 
     samples: np.ndarray
     start_sample: int
     end_sample: int
     voiced_frames: int
     sample_rate: int = SAMPLE_RATE
+    frame_energy: np.ndarray | None = None
+    clipped_samples: int | None = None
 
     @property
     def duration_ms(self) -> float:
         return 1000.0 * (self.end_sample - self.start_sample) / self.sample_rate
 
+    def levels(self) -> tuple[float, float, float]:
+        """(level dBFS, SNR dB, clipped fraction): ``shared.levels`` of the samples, bit for bit.
 
-class _Frame(NamedTuple):
-    index: int
-    start_sample: int
-    samples: np.ndarray
-    voiced: bool
+        From the frame energies when the gate kept them: their sum is the utterance's energy
+        exactly (integers below 2^53) and, with 480-sample frames, they are the frames
+        ``snr_db`` cuts. Otherwise (float audio) from the samples.
+        """
+        energy, n = self.frame_energy, len(self.samples)
+        if energy is None or not len(energy) or n != len(energy) * SNR_FRAME_SAMPLES:
+            x = self.samples
+            return level_dbfs(x), snr_db(x), clipped_fraction(x)
+        total = float(energy.sum())
+        if total >= 2.0 ** 53:  # not exact any more: read the samples
+            x = self.samples
+            return level_dbfs(x), snr_db(x), clipped_fraction(x)
+        return (level_from_power(total / (n * _PCM_SCALE)), snr_from_powers(energy / (SNR_FRAME_SAMPLES * _PCM_SCALE)),
+                self.clipped_samples / n)
+
+
+def as_audio(chunk) -> np.ndarray:
+    """1-D int16 PCM as it is, anything else as float32 (no copy when it already is)."""
+    if type(chunk) is np.ndarray and chunk.ndim == 1 and chunk.dtype in _AUDIO_DTYPES:
+        return chunk
+    chunk = np.asarray(chunk)
+    if chunk.dtype == np.int16:
+        return chunk.reshape(-1)
+    return chunk.astype(np.float32, copy=False).reshape(-1)
+
+
+_AUDIO_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
+_PCM_SCALE = 2.0 ** 30  # (x / 32768)^2 = x^2 / 2^30, exact
+_CLIP_PCM = math.ceil(CLIP_THRESHOLD * 32768)  # |x| / 32768 >= CLIP_THRESHOLD  <=>  |x| >= _CLIP_PCM
 
 
 class VadGate:
-    """Streaming VAD gate: ``feed`` chunks of any length, ``flush`` at the end of the stream."""
+    """Streaming VAD gate: ``feed`` chunks of any length, ``flush`` at the end of the stream.
+
+    Chunks are int16 PCM or float in [-1, 1]. Keep a 16-bit source int16: the gate then hands
+    webrtcvad the samples as they are and converts to float once per utterance. Per chunk it
+    does what cannot wait (webrtcvad on each new frame, the rules on their flags); the frames'
+    energies, which the noise floor and the utterances' levels read, are computed later in one
+    step for many frames (when an utterance is emitted, the noise floor read, or
+    ``SETTLE_FRAMES`` frames wait to be dropped).
+    """
+
+    SETTLE_FRAMES = 256
 
     def __init__(self, config: GateConfig = GateConfig(), sample_rate: int = SAMPLE_RATE):
         if not isinstance(config, GateConfig):
@@ -175,21 +221,12 @@ class VadGate:
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * config.frame_ms // 1000
         self._vad = webrtcvad.Vad(config.aggressiveness)
-        self._framer = Framer(self.frame_samples)
-        n = config.ring_frames
-        self._start_count = max(1, math.ceil(config.start_ratio * n - 1e-9))
-        self._end_count = max(1, math.ceil(config.end_ratio * n - 1e-9))
-        self._ring: deque[bool] = deque(maxlen=n)
-        self._history = n + config.pre_roll_frames  # frames kept while idle
-        self._frames: list[_Frame] = []  # recent frames, and all of an utterance in progress
-        self._utt_start: int | None = None  # frame index where the current utterance starts
-        self._first_voiced: int | None = None
-        self._last_voiced: int | None = None
-        self._boundary = 0  # frame index an utterance may not start before
-        self._next_index = 0
-        self._pos = 0  # samples consumed, including a dropped partial frame at flush
+        self._store = FrameStore(self.frame_samples)
+        self._rules = Segmenter(config)
+        self._settled = 0  # frames before this one have their energy and noise level counted
         self._frames_n = self._voiced_n = self._invalid_n = 0
         self._noise = np.zeros(len(NOISE_DBFS_EDGES) + 1, dtype=np.int64)
+        self._quiet: list[np.ndarray] = []  # powers of unvoiced frames not yet in the noise floor
         self._samples_in = self._samples_passed = 0
         self._cost_s = 0.0
 
@@ -207,6 +244,8 @@ class VadGate:
     def noise_counts(self) -> np.ndarray:
         """Levels of the frames classified unvoiced so far, counted over ``NOISE_DBFS_EDGES``: the
         room and the microphone's own floor (digital silence lands in the first bin)."""
+        self._settle(self._store.next_frame)
+        self._count_noise()
         return self._noise.copy()
 
     @property
@@ -217,127 +256,133 @@ class VadGate:
     @property
     def in_utterance(self) -> bool:
         """True while an utterance is in progress."""
-        return self._utt_start is not None
+        return self._rules.in_utterance
 
     # -- streaming --------------------------------------------------------------------
     def feed(self, chunk: np.ndarray) -> list[Utterance]:
-        """Take float32 samples (any length); return the utterances completed by them."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        """Take int16 PCM or float samples (any length); return the utterances completed by them."""
         t0 = time.perf_counter()
+        chunk = as_audio(chunk)
         self._samples_in += len(chunk)
+        store = self._store
+        first = store.next_frame
+        block = store.append(chunk)
         out: list[Utterance] = []
-        block = self._framer.feed_block(chunk)
         if len(block):
-            block, voiced = self._classify(block)
-            self._count_noise(block, voiced)
-            for samples, is_voiced in zip(block, voiced):
-                self._step(samples, is_voiced, out)
+            voiced, n_voiced = self._classify(block, first)
+            pieces = self._rules.update(voiced, n_voiced)
+            if pieces:
+                out = [self._utterance(a, b) for a, b in pieces]
+            keep = self._rules.keep_from
+            if keep - store.first >= self.SETTLE_FRAMES:
+                self._settle(store.next_frame)
+                store.drop_before(keep)
         self._cost_s += time.perf_counter() - t0
         return out
 
     def flush(self) -> list[Utterance]:
         """End the stream: emit the utterance in progress if long enough, drop a partial frame."""
         t0 = time.perf_counter()
-        self._pos += len(self._framer.clear())
-        out: list[Utterance] = []
-        if self._utt_start is not None:
-            self._finish(self._next_index, out)
-        # a stream fed after flush starts afresh: no pre-roll across the dropped samples
-        self._ring.clear()
-        self._frames.clear()
-        self._boundary = self._next_index
+        out = [self._utterance(a, b) for a, b in self._rules.flush()]
+        self._settle(self._store.next_frame)
+        self._store.clear()  # a stream fed after flush starts afresh: no pre-roll across the gap
+        self._settled = self._store.first
         self._cost_s += time.perf_counter() - t0
         return out
 
-    def _classify(self, block: np.ndarray) -> tuple[np.ndarray, list[bool]]:
-        """Voiced flags for a [n, frame] block, converted to PCM in one vectorised step.
+    def _classify(self, block: np.ndarray, first: int) -> tuple[np.ndarray, int]:
+        """Voiced flags of a [n, frame] block of new frames, and how many are voiced."""
+        pcm = self._float_pcm(block) if self._store.is_float else block
+        floor = self.config.energy_floor_dbfs
+        quiet = None if floor is None else levels_from_powers(self._powers(block)) < floor
+        voiced = self._vad_flags(pcm, quiet)
+        self._store.voiced(first, first + len(block))[:] = voiced
+        n_voiced = int(np.count_nonzero(voiced))
+        self._frames_n += len(voiced)
+        self._voiced_n += n_voiced
+        return voiced, n_voiced
 
-        Per-frame conversion dominated the gate's cost; x * 32768 is exact in float32 and
-        rint rounds like ``to_int16``, so the PCM (and every decision) is bit-identical.
-        """
+    def _float_pcm(self, block: np.ndarray) -> np.ndarray:
+        """Zero NaN and inf (in place, counted); PCM for webrtcvad in one vectorised step.
+
+        x * 32768 is exact in float32 and rint rounds like ``to_int16``, so the PCM is what a
+        per-frame conversion would give."""
         finite = np.isfinite(block)
         bad_rows = ~finite.all(axis=1)
         if bad_rows.any():
             self._invalid_n += int(bad_rows.sum())
-            block = np.where(finite, block, np.float32(0.0))
-        pcm = np.clip(np.rint(block * np.float32(32768.0)), -32768, 32767).astype(np.int16)
-        floor = self.config.energy_floor_dbfs
-        quiet = [level_dbfs(row) < floor for row in block] if floor is not None else [False] * len(block)
-        is_speech, rate = self._vad.is_speech, self.sample_rate
-        return block, [not q and is_speech(row.tobytes(), rate) for q, row in zip(quiet, pcm)]
+            block[~finite] = 0.0
+        return np.clip(np.rint(block * np.float32(32768.0)), -32768, 32767).astype(np.int16)
 
-    def _count_noise(self, block: np.ndarray, voiced: list[bool]) -> None:
-        quiet = ~np.asarray(voiced, dtype=bool)
-        if quiet.any():
-            power = np.mean(np.square(block[quiet], dtype=np.float64), axis=1)
-            levels = 10.0 * np.log10(power + 1e-12)
+    def _vad_flags(self, pcm: np.ndarray, quiet: np.ndarray | None) -> np.ndarray:
+        """webrtcvad on every frame (in order: it adapts), skipping those under the energy floor."""
+        data, step, n = pcm.tobytes(), 2 * self.frame_samples, self.frame_samples
+        handle, rate = self._vad._vad, self.sample_rate
+        if quiet is None:
+            flags = [_vad_process(handle, rate, data[i:i + step], n) for i in range(0, len(data), step)]
+        else:
+            flags = [not q and _vad_process(handle, rate, data[i:i + step], n)
+                     for q, i in zip(quiet.tolist(), range(0, len(data), step))]
+        return np.array(flags, dtype=bool)
+
+    def _powers(self, frames: np.ndarray, energy_out: np.ndarray | None = None) -> np.ndarray:
+        """Mean square of each frame, as ``level_dbfs`` computes it on the float samples.
+
+        From int16, the sum of squares is an exact integer (below 2^53), so dividing it once by
+        frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does."""
+        if frames.dtype == np.float32:
+            return np.mean(np.square(frames, dtype=np.float64), axis=1)
+        wide = frames.astype(np.float64)[:, None, :]
+        energy = np.matmul(wide, wide.transpose(0, 2, 1)).reshape(-1)  # exact in any order: integers
+        if energy_out is not None:
+            energy_out[:] = energy
+        return energy / (self.frame_samples * _PCM_SCALE)
+
+    def _settle(self, upto: int) -> None:
+        """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
+        a = self._settled
+        if upto <= a:
+            return
+        store = self._store
+        power = self._powers(store.frames(a, upto), None if store.is_float else store.energy(a, upto))
+        self._quiet.append(power[~store.voiced(a, upto)])
+        if len(self._quiet) >= 64:
+            self._count_noise()
+        self._settled = upto
+
+    def _count_noise(self) -> None:
+        """Count the waiting unvoiced powers into the noise floor, all in one step."""
+        if self._quiet:
+            quiet = np.concatenate(self._quiet) if len(self._quiet) > 1 else self._quiet[0]
+            self._quiet.clear()
+            levels = 10.0 * np.log10(quiet + 1e-12)
             self._noise += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, levels, side="right"),
                                        minlength=len(self._noise))
 
-    def _step(self, samples: np.ndarray, voiced: bool, out: list[Utterance]) -> None:
-        index = self._next_index
-        self._next_index += 1
-        self._frames.append(_Frame(index, self._pos, samples, voiced))
-        self._pos += len(samples)
-        self._frames_n += 1
-        self._voiced_n += voiced
-        self._ring.append(voiced)
-        n_voiced = sum(self._ring)
-        if self._utt_start is None:
-            if n_voiced >= self._start_count:
-                self._begin(index)
-            else:
-                del self._frames[:-self._history]
-            return
-        if voiced:
-            self._last_voiced = index
-            if self._first_voiced is None:
-                self._first_voiced = index
-        if len(self._ring) - n_voiced >= self._end_count:
-            self._finish(index + 1, out)
-        elif index + 1 - self._utt_start >= self.config.max_frames:
-            self._emit(self._utt_start, index + 1, out)
-            self._utt_start, self._first_voiced, self._last_voiced = index + 1, None, None
-            del self._frames[:index + 1 - self._frames[0].index]  # bounded memory
-
-    def _begin(self, index: int) -> None:
-        ring = list(self._ring)
-        onset = index - len(ring) + 1 + ring.index(True)
-        oldest = self._frames[0].index
-        self._utt_start = max(onset - self.config.pre_roll_frames, self._boundary, oldest)
-        self._first_voiced = onset
-        self._last_voiced = index
-
-    def _finish(self, stop: int, out: list[Utterance]) -> None:
-        """End the utterance in progress at frame ``stop`` (exclusive), trimming the tail."""
-        start, first, last = self._utt_start, self._first_voiced, self._last_voiced
-        self._utt_start = self._first_voiced = self._last_voiced = None
-        if first is None or last is None:  # the piece after a split held no speech
-            self._boundary = stop
+    def _utterance(self, start: int, stop: int) -> Utterance:
+        store = self._store
+        self._settle(stop)
+        held = store.samples(start, stop)
+        if store.is_float:
+            samples, energy, clipped = held.copy(), None, None
         else:
-            end = min(stop, last + 1 + self.config.pre_roll_frames)
-            self._boundary = end
-            if (last - first + 1) * self.config.frame_ms >= self.config.min_utterance_ms:
-                self._emit(start, end, out)
-        del self._frames[:-self._history]
-
-    def _emit(self, start: int, stop: int, out: list[Utterance]) -> None:
-        offset = self._frames[0].index
-        chosen = self._frames[start - offset:stop - offset]
-        samples = np.concatenate([f.samples for f in chosen]).astype(np.float32)
+            samples = pcm_to_float(held)
+            energy = store.energy(start, stop).copy()
+            clipped = int(np.count_nonzero(held >= _CLIP_PCM)) + int(np.count_nonzero(held <= -_CLIP_PCM))
         self._samples_passed += len(samples)
-        self._boundary = stop
-        out.append(Utterance(
-            samples=samples, start_sample=chosen[0].start_sample,
-            end_sample=chosen[-1].start_sample + len(chosen[-1].samples),
-            voiced_frames=sum(f.voiced for f in chosen), sample_rate=self.sample_rate))
+        begin = store.sample_of(start)
+        return Utterance(samples=samples, start_sample=begin, end_sample=begin + len(samples),
+                         voiced_frames=int(np.count_nonzero(store.voiced(start, stop))),
+                         sample_rate=self.sample_rate, frame_energy=energy, clipped_samples=clipped)
 
 
-def place(samples: np.ndarray, input_samples: int, rule: str = "centre") -> np.ndarray:
+def place(samples: np.ndarray, input_samples: int, rule: str = "centre",
+          out: np.ndarray | None = None) -> np.ndarray:
     """Fit an utterance into a model window of exactly ``input_samples`` (float32).
 
     "centre": zero padding split evenly (the extra sample goes after), or a centred crop;
-    "start": the utterance starts the window, padded or cropped at the end.
+    "start": the utterance starts the window, padded or cropped at the end. ``out``, if
+    given, is a float32 array of ``input_samples`` to fill (and return) instead of a new one.
     """
     if rule not in PLACEMENT_RULES:
         raise ConfigError(f"unknown placement rule {rule!r}; use one of {PLACEMENT_RULES}")
@@ -346,13 +391,18 @@ def place(samples: np.ndarray, input_samples: int, rule: str = "centre") -> np.n
         raise ConfigError(f"input_samples must be a positive integer, got {input_samples!r}")
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     n = int(input_samples)
-    out = np.zeros(n, dtype=np.float32)
+    if out is None:
+        out = np.zeros(n, dtype=np.float32)
+    elif out.shape != (n,) or out.dtype != np.float32:
+        raise ConfigError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
     if len(x) >= n:
         skip = (len(x) - n) // 2 if rule == "centre" else 0
         out[:] = x[skip:skip + n]
     else:
         lead = (n - len(x)) // 2 if rule == "centre" else 0
+        out[:lead] = 0.0
         out[lead:lead + len(x)] = x
+        out[lead + len(x):] = 0.0
     return out
 
 

@@ -43,9 +43,11 @@ def test_directory_source_skips_a_bad_file_counts_it_and_continues(tmp_path):
     (tmp_path / "notes.txt").write_text("not audio")
     source = DirectorySource(tmp_path, chunk_samples=4096)
     assert [p.name for p in source.files] == ["01.wav", "02.wav", "03.WAV"]
-    audio = np.concatenate(collect(source))
+    chunks = collect(source)
+    assert all(c.dtype == np.int16 for c in chunks)  # 16-bit 16 kHz files: the stored samples
+    audio = np.concatenate(chunks)
     assert len(audio) == 8000 + 4000
-    assert np.array_equal(to_int16(audio[:8000]), to_int16(tone(300, 0.5)))
+    assert np.array_equal(audio[:8000], to_int16(tone(300, 0.5)))
     assert source.files_read == 2
     assert len(source.bad_files) == 1
     bad_path, message = source.bad_files[0]
@@ -62,7 +64,8 @@ def test_stdin_source_reads_raw_pcm_and_drops_an_odd_byte():
     source = StdinSource(io.BytesIO(pcm.tobytes() + b"\x7f"), chunk_samples=1024)
     chunks = collect(source)
     assert [len(c) for c in chunks[:-1]] == [1024] * (len(chunks) - 1)
-    assert np.array_equal(to_int16(np.concatenate(chunks)), pcm)
+    assert all(c.dtype == np.int16 for c in chunks)
+    assert np.array_equal(np.concatenate(chunks), pcm)
     assert source.dropped_bytes == 1
 
 
@@ -138,7 +141,7 @@ def test_microphone_reads_blocks_and_counts_overflows(monkeypatch):
 
         def read(self, n):
             opened["reads"] += 1
-            return np.full((n, 1), 0.25, dtype=np.float32), opened["reads"] == 2
+            return np.full((n, 1), 8192, dtype=opened["dtype"]), opened["reads"] == 2
 
         def stop(self):
             pass
@@ -155,8 +158,9 @@ def test_microphone_reads_blocks_and_counts_overflows(monkeypatch):
         got.append(chunk)
         if len(got) == 3:
             source.close()
-    assert [c.shape for c in got] == [(800,)] * 3 and float(got[0][0]) == 0.25
+    assert [c.shape for c in got] == [(800,)] * 3 and int(got[0][0]) == 8192 and got[0].dtype == np.int16
     assert opened["device"] == 3 and opened["samplerate"] == 16000 and opened["closed"]
+    assert opened["dtype"] == "int16"  # PortAudio hands over 16-bit PCM: no float on the way to the VAD
     assert source.overflows == 1
 
 
@@ -183,6 +187,22 @@ def test_closed_source_stops_yielding(tmp_path):
             got.append(chunk)
             source.close()
     assert len(got) == 1
+
+
+def test_a_long_file_is_read_in_blocks_not_whole(tmp_path):
+    """A file source holds one block: memory does not grow with the file."""
+    import tracemalloc
+
+    x = to_int16(0.1 * np.sin(np.arange(16000 * 120) * 0.05).astype(np.float32))  # two minutes
+    write_wav(tmp_path / "long.wav", x)
+    tracemalloc.start()
+    n = 0
+    for chunk in WavFileSource(tmp_path / "long.wav", chunk_samples=4096).chunks():
+        n += len(chunk)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == len(x)
+    assert peak < 200_000  # the file is 3.8 MB; one block is 8 KB
 
 
 def test_file_source_feeds_the_gate_identically_to_reading_it_whole(tmp_path):

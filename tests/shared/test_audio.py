@@ -1,4 +1,4 @@
-"""WAV decoding of every encoding, errors that name the file, resampling, framing."""
+"""WAV decoding of every encoding, in blocks or whole, errors that name the file, resampling."""
 from __future__ import annotations
 
 import struct
@@ -7,7 +7,7 @@ import wave
 import numpy as np
 import pytest
 
-from shared.audio import (SAMPLE_RATE, Framer, decode_wav_bytes, read_wav, resample, wav_format,
+from shared.audio import (SAMPLE_RATE, WavReader, decode_wav_bytes, read_wav, resample, wav_format,
                           to_float32, to_int16, write_wav)
 from shared.errors import AudioError, ConfigError
 
@@ -187,25 +187,44 @@ def test_resample_is_deterministic_and_identity_at_same_rate():
         resample(x, 0, 16000)
 
 
-def test_framer_carries_leftovers_between_calls():
-    framer = Framer(480)
-    x = np.arange(2000, dtype=np.float32)
-    frames = framer.feed(x[:300])
-    assert frames == [] and framer.pending == 300
-    frames = framer.feed(x[300:1500])
-    assert len(frames) == 3 and framer.pending == 60
-    frames += framer.feed(x[1500:])
-    assert len(frames) == 4 and framer.pending == 2000 - 4 * 480
-    assert all(len(f) == 480 and f.dtype == np.float32 for f in frames)
-    assert np.array_equal(np.concatenate(frames), x[:1920])
-    assert np.array_equal(framer.clear(), x[1920:]) and framer.pending == 0
-    with pytest.raises(ConfigError):
-        Framer(0)
-
-
 def test_wav_format_tells_rate_channels_and_encoding_without_decoding():
     stereo = np.stack([sine(440, 44100), sine(660, 44100)], axis=1)
     assert wav_format(make_wav(stereo, 44100, 24, "extensible")) == {"tag": 1, "channels": 2, "rate": 44100, "bits": 24}
     assert wav_format(make_wav(sine(440, 8000), 8000, 32, "float"))["tag"] == 3
     with pytest.raises(AudioError, match="not a WAV"):
         wav_format(b"nothing here", "x.wav")
+
+
+@pytest.mark.parametrize("bits,kind,channels,rate", [
+    (16, "pcm", 1, 16000), (16, "pcm", 2, 16000), (8, "pcm", 1, 16000), (24, "pcm", 3, 16000),
+    (32, "float", 1, 16000), (16, "extensible", 1, 16000), (16, "pcm", 1, 8000), (16, "pcm", 1, 44100),
+])
+def test_a_wav_read_in_blocks_is_the_file_read_whole(tmp_path, bits, kind, channels, rate):
+    """int16 blocks (16-bit mono 16 kHz) are the stored samples; others are read_wav's floats."""
+    x = np.stack([sine(300 + 100 * c, rate, 0.37, 0.4) for c in range(channels)], axis=1)
+    path = tmp_path / "t.wav"
+    path.write_bytes(make_wav(x, rate, bits, kind))
+    whole = read_wav(path)
+    for block in (1, 333, 4096, 10 ** 6):
+        with WavReader(path) as reader:
+            blocks = list(reader.blocks(block))
+        assert all(len(b) == block for b in blocks[:-1]) and 0 < len(blocks[-1]) <= block
+        pcm16 = (bits, channels, rate) == (16, 1, 16000)
+        assert reader.is_pcm16 == pcm16 and all(b.dtype == (np.int16 if pcm16 else np.float32) for b in blocks)
+        got = np.concatenate(blocks)
+        assert np.array_equal(to_float32(got) if pcm16 else got, whole)
+
+
+def test_a_wav_reader_refuses_a_bad_file_before_yielding_anything(tmp_path):
+    good = make_wav(sine(440, SAMPLE_RATE), SAMPLE_RATE)
+    tag = good.index(b"fmt ") + 8
+    cases = {"cut.wav": (good[:-100], "truncated"), "empty.wav": (make_wav(np.zeros(1), SAMPLE_RATE, data_size=0)[:-2], "holds no samples"),
+             "junk.wav": (b"RIFF\x00\x00\x00\x00WAVEjunk", "without a 'fmt '"),
+             "mp3.wav": (good[:tag] + struct.pack("<H", 0x55) + good[tag + 2:], "MP3")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(AudioError, match=message) as err:
+            WavReader(tmp_path / name)
+        assert name in str(err.value)
+    with pytest.raises(AudioError, match="cannot read the file"):
+        WavReader(tmp_path / "missing.wav")
