@@ -1,7 +1,7 @@
 """Benchmark the agent against a bare webrtcvad + onnxruntime loop doing the same work.
 
     .venv/bin/python scripts/bench_agent.py [--bundle B.hkb (--trust-key signing.pub | --no-verify) | --lab-graph]
-                                            [--seconds 600] [--repeat 5] [--chunk 4096] [--profile]
+                                            [--seconds 600] [--repeat 5] [--chunk 160000] [--profile]
 
 Without ``--bundle`` it trains a small bundle with the model lab's default hyperparameters (the
 default feature graph and network, on a tiny espeak-ng dataset: ~15 s); ``--lab-graph`` puts
@@ -49,6 +49,7 @@ def child_agent(args) -> dict:
     model = load_model(args.bundle, public_keys=[args.trust_key] if args.trust_key else None,
                        verify=args.trust_key is not None)
     streams = json.loads(args.streams)
+    loops.agent_run(model, args.warmup, args.chunk)  # after start-up: lazy imports and first-call costs paid
     out: dict = {"core": core, "streams": {}}
     for name, path in streams.items():
         out["streams"][name] = loops.agent_run(model, path, args.chunk)
@@ -69,6 +70,7 @@ def child_bare(args) -> dict:
     session, names, feed, n_input = loops.bare_session(bundle)
     mode = bundle.manifest.get("gate", {}).get("aggressiveness", 2)
     spans = json.loads(Path(args.spans).read_text())
+    loops.bare_run(session, names, feed, n_input, bundle.placement, args.warmup, args.chunk, spans["typical"], mode)
     out: dict = {"core": core, "streams": {}}
     for name, path in json.loads(args.streams).items():
         out["streams"][name] = loops.bare_run(session, names, feed, n_input, bundle.placement, path, args.chunk,
@@ -87,6 +89,7 @@ def child_profile(args) -> dict:
     loops.pin_one_core()
     model = load_model(args.bundle, verify=False)
     path = json.loads(args.streams)["typical"]
+    loops.agent_run(model, args.warmup, args.chunk)
     profiler = cProfile.Profile()
     profiler.enable()
     loops.agent_run(model, path, args.chunk)
@@ -109,7 +112,8 @@ def peak_rss_mb() -> float:
 
 def run_child(mode: str, args, bundle: Path, key: Path | None, streams: dict, spans: Path, latency: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--bundle", str(bundle), "--chunk", str(args.chunk),
-           "--streams", json.dumps({k: v["path"] for k, v in streams.items()}), "--spans", str(spans)]
+           "--streams", json.dumps({k: v["path"] for k, v in streams.items()}), "--spans", str(spans),
+           "--warmup", str(Path(streams["typical"]["path"]).with_name("warmup.wav"))]
     if key is not None:
         cmd += ["--trust-key", str(key)]
     if latency:
@@ -188,13 +192,16 @@ def figures(streams: dict, agents: list, bares: list) -> list[dict]:
                         seconds / a_cpu >= rtf_target if rtf_target else None, round(b_cpu / a_cpu, 3)))
     lat = agents[0]["streams"]["typical"]["latency"]
     hang, proc = loops.quantiles(lat["hangover_ms"]), loops.quantiles(lat["processing_ms"])
+    proc_cpu = loops.quantiles(lat["processing_cpu_ms"])
     bare_inf = loops.quantiles([ms for run in bares for ms in run["streams"]["typical"]["inference_ms"]])
     rows.append(row("decision latency p99 ms typical = hang-over + processing",
-                    {"total": round(hang["p99"] + proc["p99"], 2), "hangover": hang["p99"], "processing": proc["p99"]},
+                    {"total": round(hang["p99"] + proc["p99"], 2), "hangover": hang["p99"], "processing": proc["p99"],
+                     "processing_cpu": proc_cpu["p99"]},
                     {"processing": bare_inf["p99"]}, f"processing p99 <= {TARGETS['processing_p99_ms']} ms",
                     proc["p99"] <= TARGETS["processing_p99_ms"], round(proc["p99"] / bare_inf["p99"], 3)))
     rows.append(row("decision latency p50 ms typical = hang-over + processing",
-                    {"total": round(hang["p50"] + proc["p50"], 2), "hangover": hang["p50"], "processing": proc["p50"]},
+                    {"total": round(hang["p50"] + proc["p50"], 2), "hangover": hang["p50"], "processing": proc["p50"],
+                     "processing_cpu": proc_cpu["p50"]},
                     {"processing": bare_inf["p50"]}, None, None, round(proc["p50"] / bare_inf["p50"], 3)))
     rss = statistics.median(run["rss_mb"] for run in agents)
     rows.append(row("steady RSS MB (after all three streams)", rss, statistics.median(r["rss_mb"] for r in bares),
@@ -216,7 +223,8 @@ def stream_details(streams: dict, agents: list, bares: list) -> dict:
                      "agent_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in agents],
                      "bare_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in bares],
                      "hangover_ms": loops.quantiles(lat["hangover_ms"]),
-                     "processing_ms": loops.quantiles(lat["processing_ms"]), "split_pieces": lat["split_pieces"],
+                     "processing_ms": loops.quantiles(lat["processing_ms"]),
+                     "processing_cpu_ms": loops.quantiles(lat["processing_cpu_ms"]), "split_pieces": lat["split_pieces"],
                      "bare_inference_ms": loops.quantiles([ms for r in bares for ms in r["streams"][name]["inference_ms"]])}
     return out
 
@@ -240,12 +248,14 @@ def main() -> None:
     ap.add_argument("--lab-graph", action="store_true", help="the lab's feature graph with a random head")
     ap.add_argument("--seconds", type=float, default=600.0, help="length of each stream")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--chunk", type=int, default=4096, help="samples per block read from the file")
+    ap.add_argument("--chunk", type=int, default=160000,
+                    help="samples per block read from the file (harken agent replay's default)")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of the agent on the typical stream")
     ap.add_argument("--child", choices=["agent", "bare", "profile"])
     ap.add_argument("--streams")
     ap.add_argument("--spans", type=Path)
     ap.add_argument("--latency", action="store_true")
+    ap.add_argument("--warmup", type=Path)
     args = ap.parse_args()
     if args.child:
         print(json.dumps({"agent": child_agent, "bare": child_bare, "profile": child_profile}[args.child](args)))

@@ -77,6 +77,7 @@ def make_streams(folder: Path, seconds: float) -> dict[str, dict]:
         path = folder / f"{kind}.wav"
         write_wav(path, x)
         streams[kind] = {"path": str(path), "seconds": len(x) / 16000, "speech_share": round(share, 3)}
+    write_wav(folder / "warmup.wav", compose(pool, "typical", 30.0, 99)[0])  # run once, untimed, by each child
     return streams
 
 

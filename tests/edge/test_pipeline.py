@@ -62,6 +62,21 @@ def test_odd_chunks_straddling_window_boundaries_change_nothing(speech, referenc
     assert [_stable(w) for w in windows] == [_stable(w) for w in reference[1]]
 
 
+@pytest.mark.parametrize("chunk", [480, 4096, 160000])
+def test_int16_audio_gives_the_decisions_and_windows_of_its_float_values(speech, models, chunk):
+    """16-bit sources stay int16 to the VAD; the statistics come out as from the same values in float."""
+    from shared.audio import to_int16
+
+    pcm = to_int16(speech[0])
+    floats = pcm.astype(np.float32) / np.float32(32768.0)
+    pair = StaticModels(models[0], models[1])
+    want_d, want_w, _ = run_pipeline(floats, 4096, pair)
+    got_d, got_w, pipeline = run_pipeline(pcm, chunk, pair)
+    assert len(got_d) == len(speech[1]) and pipeline.stats["utterances"] == len(got_d)
+    assert _stable_decisions(got_d) == _stable_decisions(want_d)
+    assert [_stable(w) for w in got_w] == [_stable(w) for w in want_w]
+
+
 def test_shadow_is_compared_on_every_inference(reference, models):
     decisions, windows, _ = reference
     for w in windows:

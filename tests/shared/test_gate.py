@@ -247,3 +247,68 @@ def test_the_noise_floor_does_not_depend_on_chunking(sentence):
             gate.feed(sentence[i:i + chunk])
         results.append(gate.noise_counts.tolist())
     assert results[0] == results[1] == results[2]
+
+
+def as_pcm(x: np.ndarray) -> np.ndarray:
+    from shared.audio import to_int16
+
+    return to_int16(x)
+
+
+def summary(found, gate) -> list:
+    return [[(u.start_sample, u.end_sample, u.voiced_frames, u.samples.tobytes()) for u in found],
+            gate.frames, gate.voiced_frames, gate.invalid_frames, gate.samples_passed, gate.noise_counts.tolist()]
+
+
+@pytest.mark.parametrize("chunk", [333, 4096, 160000])
+def test_int16_pcm_gives_what_its_float_values_give(words, sentence, chunk):
+    """The int16 path (no conversion before the VAD) is the float path on the same values, bit for bit."""
+    pcm = as_pcm(np.concatenate([words[0], 3.0 * sentence, np.zeros(20000, np.float32), sentence]))
+    as_float = pcm.astype(np.float32) / np.float32(32768.0)
+    config = GateConfig(max_utterance_ms=1000)
+    from_pcm, gate_pcm = run(pcm, config, chunk)
+    from_float, gate_float = run(as_float, config, chunk)
+    assert len(from_pcm) >= len(WORDS) + 2
+    assert summary(from_pcm, gate_pcm) == summary(from_float, gate_float)
+    assert all(u.samples.dtype == np.float32 for u in from_pcm)
+    assert any(u.clipped_samples for u in from_pcm)  # the loud sentence clips
+
+
+def test_levels_from_the_gates_energies_are_the_levels_of_the_samples(words, sentence):
+    """``Utterance.levels`` reads frame energies for int16 audio: the same floats as shared.levels."""
+    from shared.levels import clipped_fraction, level_dbfs, snr_db
+
+    x = np.concatenate([words[0], np.clip(4.0 * sentence, -1, 1), np.zeros(16000, np.float32), 0.01 * sentence])
+    found, _ = run(as_pcm(x), GateConfig(max_utterance_ms=5000), 4096)
+    assert len(found) >= len(WORDS) + 1
+    for u in found:
+        assert u.frame_energy is not None and len(u.frame_energy) * 480 == len(u.samples)
+        assert u.levels() == (level_dbfs(u.samples), snr_db(u.samples), clipped_fraction(u.samples))
+    assert max(u.levels()[2] for u in found) > 0.001  # clipping counted
+    float_utt = run(x, GateConfig(max_utterance_ms=5000), 4096)[0][0]
+    assert float_utt.frame_energy is None  # float audio: levels come from the samples
+    assert float_utt.levels() == (level_dbfs(float_utt.samples), snr_db(float_utt.samples),
+                                  clipped_fraction(float_utt.samples))
+
+
+def test_a_stream_may_mix_int16_and_float_chunks(words, sentence):
+    x = as_pcm(np.concatenate([words[0], sentence]))
+    reference = summary(*run(x.astype(np.float32) / np.float32(32768.0), GateConfig(), 4096))
+    gate, found = VadGate(), []
+    for k, i in enumerate(range(0, len(x), 4096)):
+        piece = x[i:i + 4096]
+        found += gate.feed(piece if k % 3 else piece.astype(np.float32) / np.float32(32768.0))
+    found += gate.flush()
+    assert summary(found, gate) == reference
+
+
+def test_a_long_utterance_grows_the_buffer_and_keeps_every_sample(sentence):
+    """Frames are held until an utterance ends, however long (max_utterance_ms up to minutes)."""
+    x = np.concatenate([np.zeros(8000, np.float32)] + [sentence] * 6 + [np.zeros(16000, np.float32)])
+    x = x + 0.01 * np.random.default_rng(1).standard_normal(len(x)).astype(np.float32)  # no pause quite silent
+    config = GateConfig(max_utterance_ms=60000, end_ratio=1.0, padding_ms=900)
+    for chunk in (480, 100000):
+        found, _ = run(as_pcm(x), config, chunk)
+        longest = max(found, key=lambda u: len(u.samples))
+        assert len(longest.samples) > 5 * len(sentence)
+        assert np.array_equal(as_pcm(longest.samples), as_pcm(x[longest.start_sample:longest.end_sample]))

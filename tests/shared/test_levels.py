@@ -61,3 +61,18 @@ def test_clipped_fraction_counts_samples_at_full_scale(utterance):
     assert expected > 0.01
     assert clipped_fraction(boosted) == pytest.approx(expected)
     assert clipped_fraction(np.zeros(0)) == 0.0
+
+
+def test_the_snr_percentiles_are_numpys_bit_for_bit():
+    """snr_db interpolates its percentiles itself (numpy's cost it once per utterance); same values."""
+    from shared.levels import _percentile, snr_from_powers
+
+    rng = np.random.default_rng(4)
+    for trial in range(3000):
+        n = int(rng.integers(1, 150))
+        power = np.exp(rng.normal(-12, 4, n)) if trial % 2 else rng.integers(0, 4, n) * 1e-4
+        ordered = np.sort(power)
+        assert (_percentile(ordered, 0.9), _percentile(ordered, 0.1)) == tuple(np.percentile(power, [90.0, 10.0]))
+        loud, quiet = np.percentile(power, [90.0, 10.0])
+        want = 0.0 if loud <= 1e-12 else float(np.clip(10 * np.log10(loud / max(quiet, 1e-12)), 0, 120))
+        assert snr_from_powers(power) == want
