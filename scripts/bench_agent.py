@@ -11,10 +11,12 @@ composed from espeak-ng speech and written as 16-bit WAV: ``typical`` (about a t
 
 Each repeat runs the agent (``harken agent replay`` after start-up) and then the bare loop in
 child processes pinned to one core that import only what a device imports (see
-``bench_agent_loops.py``); figures are medians over the repeats, CPU seconds, with the bare loop
-beside each. Decision latency is the gate's hang-over (audio time from the end of speech to the
-frame that closes the utterance) plus processing (that frame's arrival to the decision), from a
-run fed 30 ms at a time. The script refuses to print figures (exit 1, reasons on stderr) when
+``bench_agent_loops.py``); figures are medians over the repeats, CPU seconds, with the bare
+loop beside each; a ratio is the median of the repeats' agent / bare (each pair runs back to
+back, so a change in the machine's load hits both). Decision latency is the gate's hang-over
+(audio time from the end of speech to the frame that closes the utterance) plus processing
+(that frame's arrival to the decision, wall time; its CPU time is shown too), from a run fed
+30 ms at a time. The script refuses to print figures (exit 1, reasons on stderr) when
 what it times did not happen: a frame not classified, an utterance not run through the model,
 a decision missing, the bare loop doing less than the agent, repeats disagreeing.
 """
@@ -175,13 +177,18 @@ def row(figure: str, agent, bare, target: str | None, met: bool | None, ratio=No
             "target": target, "met": met}
 
 
+def paired_ratio(agents: list, bares: list, name: str) -> float:
+    """Median over repeats of agent / bare, each pair run back to back (a load change hits both)."""
+    return statistics.median(a["streams"][name]["cpu_s"] / b["streams"][name]["cpu_s"] for a, b in zip(agents, bares))
+
+
 def figures(streams: dict, agents: list, bares: list) -> list[dict]:
     rows = []
     for name in streams:
         a_cpu = statistics.median(run["streams"][name]["cpu_s"] for run in agents)
         b_cpu = statistics.median(run["streams"][name]["cpu_s"] for run in bares)
         seconds = streams[name]["seconds"]
-        ratio = round(a_cpu / b_cpu, 3)
+        ratio = round(paired_ratio(agents, bares, name), 3)
         wants_ratio = name in ("typical", "speech")
         rows.append(row(f"cpu_s {name} ({seconds:.0f} s audio)", round(a_cpu, 4), round(b_cpu, 4),
                         f"<= {TARGETS['ratio']}x the bare loop" if wants_ratio else None,
@@ -222,6 +229,8 @@ def stream_details(streams: dict, agents: list, bares: list) -> dict:
                      "utterances": a["utterances"], "windows": a["windows"], "window_bytes_mean": a["window_bytes_mean"],
                      "agent_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in agents],
                      "bare_cpu_s": [round(r["streams"][name]["cpu_s"], 4) for r in bares],
+                     "ratio_of_medians": round(statistics.median(r["streams"][name]["cpu_s"] for r in agents)
+                                               / statistics.median(r["streams"][name]["cpu_s"] for r in bares), 3),
                      "hangover_ms": loops.quantiles(lat["hangover_ms"]),
                      "processing_ms": loops.quantiles(lat["processing_ms"]),
                      "processing_cpu_ms": loops.quantiles(lat["processing_cpu_ms"]), "split_pieces": lat["split_pieces"],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from shared.gate import GateConfig
+    from shared.gate_config import GateConfig
 
 _NONE = np.zeros(0, dtype=bool)
 
