@@ -119,6 +119,30 @@ def test_process_figures_are_plausible():
     assert process_cpu_s() > before
 
 
+def test_resident_memory_rereads_the_open_file_and_follows_a_fork():
+    """The pipeline keeps /proc/self/statm open; each read is current, and a forked child reads its own."""
+    import os
+
+    from edge.windows import ResidentMemory
+
+    meter = ResidentMemory()
+    before = meter.mb()
+    ballast = np.ones(64 * 2 ** 20 // 8)  # 64 MiB, touched
+    grown = meter.mb()
+    assert grown - before > 50.0
+    del ballast
+    assert meter.mb() < grown - 50.0  # freed, and seen on the same descriptor
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child grows on its own; its meter must read the child, not the parent
+        mine = np.ones(64 * 2 ** 20 // 8)
+        os.write(write, f"{meter.mb()} {ResidentMemory().mb()} {mine[-1]}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    inherited, fresh, _ = map(float, os.read(read, 128).decode().split())
+    assert abs(inherited - fresh) < 8.0
+
+
 def test_feedback_is_credited_to_the_model_that_predicted():
     acc = _acc(None, model="a" * 64)
     acc.update_feedback("yes", "no").update_feedback("yes", "no", "a" * 64, audit=True)
