@@ -140,6 +140,8 @@ def test_resident_memory_rereads_the_open_file_and_follows_a_fork():
         os._exit(0)
     os.waitpid(pid, 0)
     inherited, fresh, _ = map(float, os.read(read, 128).decode().split())
+    os.close(read)
+    os.close(write)
     assert abs(inherited - fresh) < 8.0
 
 
