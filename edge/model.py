@@ -157,7 +157,7 @@ class LoadedModel:
             raise ModelError(f"model {self.sha256[:12]} failed to run: {exc}") from exc
 
     def predict(self, utterance: np.ndarray) -> Prediction:
-        """Place the utterance in the model window and run the model once."""
+        """Place the utterance (float samples, or int16 PCM) in the model window and run the model once."""
         t0 = time.perf_counter()
         place(utterance, self.input_samples, self._placement, out=self._batch[0])
         label, probs, feats = self._run(self._batch)

@@ -235,7 +235,7 @@ class Pipeline:
         self._n += 1
         self._stats["utterances"] += 1
         uid = f"{self.boot}-{self._n}"
-        x = u.samples
+        x = u.audio  # int16 PCM from a 16-bit source: the model converts it as it places it
         if self.models.active is not self._acc_models[0] or self.models.shadow is not self._acc_models[1]:
             self._check_models()  # a swap landed in the middle of a chunk
         acc = self._acc
@@ -248,7 +248,7 @@ class Pipeline:
         # input statistics and capture come after the decision: they are not on its latency path
         acc.update_utterance(u.duration_ms, *u.levels())
         if pred is not None and self._capture is not None and self._capture.offer(
-                uid, x, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
+                uid, u.samples, label=pred.label, confidence=pred.confidence, threshold=active.threshold,
                 model=active.sha256, audio_start_s=u.start_sample / SAMPLE_RATE):
             acc.update_capture()
             self._stats["captured"] += 1
@@ -263,7 +263,7 @@ class Pipeline:
         acc.update_prediction(pred.label, pred.confidence, pred.no_answer, pred.features.tolist())
         self._stats["inferences"] += 1
         self._stats["no_answer"] += pred.no_answer
-        spred = self._infer_shadow(shadow, u.samples, pred.label, acc) if shadow is not None else None
+        spred = self._infer_shadow(shadow, u.audio, pred.label, acc) if shadow is not None else None
         action = action_for(level, pred.no_answer)
         acc.update_action(action)
         self._count_action(action)

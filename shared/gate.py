@@ -25,6 +25,7 @@ float: a 16-bit source stays int16 all the way to webrtcvad.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from _webrtcvad import process as _vad_process  # what Vad.is_speech calls, with
 
 from shared.audio import SAMPLE_RATE
 from shared.errors import ConfigError
-from shared.framestore import FrameStore, pcm_to_float
+from shared.framestore import PCM_SCALE, FrameStore, pcm_to_float
 from shared.gate_config import GateConfig  # noqa: F401  (imported from here by the lab and the agent)
 from shared.histogram import NOISE_DBFS_EDGES
 from shared.levels import (CLIP_THRESHOLD, SNR_FRAME_SAMPLES, clipped_fraction, level_dbfs, level_from_power,
@@ -50,11 +51,13 @@ VAD_SAMPLE_RATES = (8000, 16000, 32000, 48000)
 class Utterance:
     """A stretch of speech cut by the gate; positions count samples since the gate started.
 
+    ``audio`` is what the gate held: int16 PCM, or float32 when it was fed float; ``samples`` is
+    it as float32 in [-1, 1] (converted on first use: the model places the PCM itself).
     ``frame_energy`` (the sum of squared int16 values of each gate frame) and ``clipped_samples``
     are set when the gate held int16 audio; ``levels`` then reads them instead of the samples.
     """
 
-    samples: np.ndarray
+    audio: np.ndarray
     start_sample: int
     end_sample: int
     voiced_frames: int
@@ -66,6 +69,11 @@ class Utterance:
     def duration_ms(self) -> float:
         return 1000.0 * (self.end_sample - self.start_sample) / self.sample_rate
 
+    @functools.cached_property
+    def samples(self) -> np.ndarray:
+        """float32 in [-1, 1): the PCM / 32768 (exact), or the float audio as it was fed."""
+        return pcm_to_float(self.audio) if self.audio.dtype == np.int16 else self.audio
+
     def levels(self) -> tuple[float, float, float]:
         """(level dBFS, SNR dB, clipped fraction): ``shared.levels`` of the samples, bit for bit.
 
@@ -73,7 +81,7 @@ class Utterance:
         exactly (integers below 2^53) and, with 480-sample frames, they are the frames
         ``snr_db`` cuts. Otherwise (float audio) from the samples.
         """
-        energy, n = self.frame_energy, len(self.samples)
+        energy, n = self.frame_energy, len(self.audio)
         if energy is None or not len(energy) or n != len(energy) * SNR_FRAME_SAMPLES:
             x = self.samples
             return level_dbfs(x), snr_db(x), clipped_fraction(x)
@@ -263,17 +271,16 @@ class VadGate:
     def _utterance(self, start: int, stop: int) -> Utterance:
         store = self._store
         self._settle(stop)
-        held = store.samples(start, stop)
+        held = store.samples(start, stop).copy()
         if store.is_float:
-            samples, energy, clipped = held.copy(), None, None
+            energy, clipped = None, None
         else:
-            samples = pcm_to_float(held)
             energy = store.energy(start, stop).copy()
             clipped = 0 if -_CLIP_PCM < held.min() and held.max() < _CLIP_PCM else \
                 int(np.count_nonzero(held >= _CLIP_PCM)) + int(np.count_nonzero(held <= -_CLIP_PCM))
-        self._samples_passed += len(samples)
+        self._samples_passed += len(held)
         begin = store.sample_of(start)
-        return Utterance(samples=samples, start_sample=begin, end_sample=begin + len(samples),
+        return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),
                          voiced_frames=int(np.count_nonzero(store.voiced(start, stop))),
                          sample_rate=self.sample_rate, frame_energy=energy, clipped_samples=clipped)
 
@@ -283,15 +290,17 @@ def place(samples: np.ndarray, input_samples: int, rule: str = "centre",
     """Fit an utterance into a model window of exactly ``input_samples`` (float32).
 
     "centre": zero padding split evenly (the extra sample goes after), or a centred crop;
-    "start": the utterance starts the window, padded or cropped at the end. ``out``, if
-    given, is a float32 array of ``input_samples`` to fill (and return) instead of a new one.
+    "start": the utterance starts the window, padded or cropped at the end. int16 samples are
+    PCM (x / 32768, converted as they are copied). ``out``, if given, is a float32 array of
+    ``input_samples`` to fill (and return) instead of a new one.
     """
     if rule not in PLACEMENT_RULES:
         raise ConfigError(f"unknown placement rule {rule!r}; use one of {PLACEMENT_RULES}")
     if isinstance(input_samples, bool) or not isinstance(input_samples, (int, np.integer)) \
             or input_samples <= 0:
         raise ConfigError(f"input_samples must be a positive integer, got {input_samples!r}")
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    x = np.asarray(samples)
+    x = x.reshape(-1) if x.dtype == np.int16 else x.astype(np.float32, copy=False).reshape(-1)
     n = int(input_samples)
     if out is None:
         out = np.zeros(n, dtype=np.float32)
@@ -299,13 +308,20 @@ def place(samples: np.ndarray, input_samples: int, rule: str = "centre",
         raise ConfigError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
     if len(x) >= n:
         skip = (len(x) - n) // 2 if rule == "centre" else 0
-        out[:] = x[skip:skip + n]
+        _copy_audio(x[skip:skip + n], out)
     else:
         lead = (n - len(x)) // 2 if rule == "centre" else 0
         out[:lead] = 0.0
-        out[lead:lead + len(x)] = x
+        _copy_audio(x, out[lead:lead + len(x)])
         out[lead + len(x):] = 0.0
     return out
+
+
+def _copy_audio(x: np.ndarray, out: np.ndarray) -> None:
+    if x.dtype == np.int16:
+        np.multiply(x, PCM_SCALE, out=out, dtype=np.float32)  # what pcm_to_float gives, without the copy
+    else:
+        out[:] = x
 
 
 def cut_clip(samples: np.ndarray, config: GateConfig = GateConfig(),
@@ -319,4 +335,4 @@ def cut_clip(samples: np.ndarray, config: GateConfig = GateConfig(),
     found = gate.feed(samples) + gate.flush()
     if not found:
         return None
-    return max(found, key=lambda u: (len(u.samples), -u.start_sample))
+    return max(found, key=lambda u: (len(u.audio), -u.start_sample))

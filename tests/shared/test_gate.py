@@ -176,6 +176,17 @@ def test_place_centre_and_start():
         place(x, 0)
 
 
+def test_place_reads_int16_as_pcm_and_fills_a_given_window():
+    pcm = np.array([-32768, -1, 0, 1, 16384, 32767], dtype=np.int16)
+    floats = pcm.astype(np.float32) / np.float32(32768.0)
+    for n, rule in ((10, "centre"), (4, "centre"), (9, "start"), (3, "start")):
+        assert place(pcm, n, rule).tobytes() == place(floats, n, rule).tobytes()
+    window = np.full(10, 7.0, dtype=np.float32)  # a reused window: stale values must not survive
+    assert place(pcm, 10, out=window) is window and window.tobytes() == place(floats, 10).tobytes()
+    with pytest.raises(ConfigError, match="float32 of shape"):
+        place(pcm, 9, out=window)
+
+
 def test_config_round_trips_and_rejects_unknown_keys():
     config = GateConfig(aggressiveness=3, frame_ms=20, energy_floor_dbfs=-50.0)
     assert GateConfig.from_dict(config.to_dict()) == config
