@@ -10,6 +10,7 @@ costs two counts. Pure numpy; no audio here.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from typing import TYPE_CHECKING
 
@@ -67,7 +68,8 @@ class Segmenter:
         if self._start is None and tail_voiced + n_voiced < self._start_count:
             pass  # nothing can start in this block
         elif self._start is not None and self._quiet_block(v, n_voiced, tail_voiced, g0):
-            self._see_voiced(v, 0, n - 1, g0)
+            if n_voiced:
+                self._see_voiced(v, g0)
         else:
             self._scan(v, g0, out)
         self._next = g0 + n
@@ -109,26 +111,30 @@ class Segmenter:
         begins = np.maximum(ends - self._ring, 0)  # the ring of frame k is flags[begins[k]:ends[k]]
         voiced = csum[ends] - csum[begins]
         unvoiced = (ends - begins) - voiced
-        can_start = np.flatnonzero(voiced >= self._start_count)
-        can_end = np.flatnonzero(unvoiced >= self._end_count)
-        voiced_at = np.flatnonzero(flags)  # positions in flags (tail + block)
+        can_start = np.flatnonzero(voiced >= self._start_count).tolist()
+        can_end = np.flatnonzero(unvoiced >= self._end_count).tolist()
+        voiced_at = np.flatnonzero(flags).tolist()  # positions in flags (tail + block)
         k = 0
-        while k < n:
+        while k < n:  # once per state change; bisect on lists: cheaper than numpy on a handful of values
             if self._start is None:
-                i = int(np.searchsorted(can_start, k))
+                i = bisect.bisect_left(can_start, k)
                 if i == len(can_start):
                     return
-                j = int(can_start[i])
-                onset = int(voiced_at[np.searchsorted(voiced_at, begins[j])]) - h + g0
+                j = can_start[i]
+                onset = voiced_at[bisect.bisect_left(voiced_at, int(begins[j]))] - h + g0
                 self._start = max(onset - self._pre, self._boundary)
                 self._first, self._last = onset, g0 + j
                 k = j + 1
                 continue
-            i = int(np.searchsorted(can_end, k))
-            end = int(can_end[i]) if i < len(can_end) else n
+            i = bisect.bisect_left(can_end, k)
+            end = can_end[i] if i < len(can_end) else n
             split = max(k, self._start + self._max - 1 - g0)
             event = min(end, split)
-            self._see_voiced(v, k, min(event, n - 1), g0)
+            lo, hi = bisect.bisect_left(voiced_at, h + k), bisect.bisect_right(voiced_at, h + min(event, n - 1))
+            if hi > lo:  # voiced frames among k..event: move the utterance's first / last
+                self._last = voiced_at[hi - 1] - h + g0
+                if self._first is None:
+                    self._first = voiced_at[lo] - h + g0
             if event >= n:
                 return
             if end <= split:
@@ -139,15 +145,13 @@ class Segmenter:
                 self._start, self._first, self._last = g0 + split + 1, None, None
             k = event + 1
 
-    def _see_voiced(self, v: np.ndarray, lo: int, hi: int, g0: int) -> None:
-        """Move the first / last voiced frame of the utterance over block frames lo..hi."""
-        if hi < lo:
-            return
-        at = np.flatnonzero(v[lo:hi + 1])
+    def _see_voiced(self, v: np.ndarray, g0: int) -> None:
+        """Move the first / last voiced frame of the utterance over a whole block."""
+        at = np.flatnonzero(v)
         if len(at):
-            self._last = g0 + lo + int(at[-1])
+            self._last = g0 + int(at[-1])
             if self._first is None:
-                self._first = g0 + lo + int(at[0])
+                self._first = g0 + int(at[0])
 
     def _finish(self, stop: int, out: list) -> None:
         """End the utterance at frame ``stop`` (exclusive), trimming the tail to the pre-roll."""
