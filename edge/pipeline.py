@@ -169,6 +169,7 @@ class Pipeline:
             old, base = self.gate, self._gate_base
             self.gate = VadGate(self.gate_config, SAMPLE_RATE)
             self._gate_base = (base[0] - old.frames, base[1] - old.voiced_frames, base[2] - old.invalid_frames)
+            self._noise_base = self._noise_base - old.noise_counts  # the old gate's floor stays in the window
 
     def _feed_piece(self, piece: np.ndarray) -> None:
         frames_before = self.gate.frames

@@ -77,6 +77,23 @@ def test_int16_audio_gives_the_decisions_and_windows_of_its_float_values(speech,
     assert [_stable(w) for w in got_w] == [_stable(w) for w in want_w]
 
 
+def test_the_noise_floor_counts_every_unvoiced_frame_across_new_streams(speech, models):
+    """Windows that span ``new_stream`` (a fresh gate) count the noise floor of both recordings."""
+    from shared.audio import to_int16
+
+    pcm = to_int16(speech[0])
+    _, windows, pipeline = run_pipeline(pcm[:150000], 4096, StaticModels(models[0]), flush=False, window_s=4.0)
+    for _ in range(2):
+        pipeline.new_stream()
+        for i in range(0, 110001, 4096):
+            pipeline.feed(pcm[i:min(i + 4096, 110001)])
+    pipeline.flush()
+    assert len(windows) == 6  # 370,001 samples in windows of 64,000
+    for w in windows:
+        assert min(w["input"]["noise_dbfs"]) >= 0
+        assert sum(w["input"]["noise_dbfs"]) == w["software"]["frames"] - w["software"]["voiced_frames"]
+
+
 def test_shadow_is_compared_on_every_inference(reference, models):
     decisions, windows, _ = reference
     for w in windows:
