@@ -99,14 +99,15 @@ def test_the_base_closure_is_what_a_device_installs():
     assert not closure & {"scikit-learn", "skl2onnx", "onnx", "scipy", "psycopg", "fastapi"}
 
 
-def test_running_the_agent_imports_only_its_base_dependencies(tmp_path, speech, bundle_paths, signing, allowed,
-                                                              at_startup):
+def test_running_the_agent_imports_only_its_base_dependencies(tmp_path, speech, bundle_paths, signing,
+                                                              release_signing, allowed, at_startup):
     wav = tmp_path / "speech.wav"
     write_wav(wav, speech[0][:16000 * 8])
     replay = imported_by(["agent", "replay", str(wav), "--bundle", str(bundle_paths[0]), "--trust-key",
                           str(signing[2]), "--json"], tmp_path)
     run = imported_by(["agent", "run", "--device-id", "imports-1", "--source", str(wav), "--bundle",
-                       str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--state-dir", str(tmp_path / "state"),
+                       str(bundle_paths[0]), "--trust-keys", str(signing[2]), "--release-keys",
+                       str(release_signing[2]), "--state-dir", str(tmp_path / "state"),
                        "--decisions", str(tmp_path / "decisions.jsonl")], tmp_path)
     for what, modules in (("agent replay", replay - at_startup), ("agent run", run - at_startup)):
         assert {"edge", "onnxruntime", "webrtcvad", "numpy"} <= modules, what  # it really ran
