@@ -137,7 +137,12 @@ def test_a_partial_last_window_is_flushed_and_closing_early_stops_the_workers(sp
     assert len(windows) == 25 and windows[-1]["duration_s"] == 5.0 and windows[-1]["t_start"] == EPOCH + 240.0
     run = run_offline(_plan(split_lab, hours=1.0, processes=2))
     first = next(run)
-    assert multiprocessing.active_children()
+    assert _workers()
     run.close()
     assert first["t_start"] == EPOCH and run.summary is None
-    assert multiprocessing.active_children() == []
+    assert _workers() == []
+
+
+def _workers() -> list:
+    """This run's worker processes (other tests' session-wide pools may be alive too)."""
+    return [p for p in multiprocessing.active_children() if p.name.startswith("sim-offline-")]
