@@ -17,7 +17,7 @@ import click
 @click.option("--devices", type=click.IntRange(1, 500), default=8, show_default=True, help="Simulated devices.")
 @click.option("--per-word", type=click.IntRange(5, 5000), default=120, show_default=True,
               help="Clips per label when the dataset has to be synthesized.")
-@click.option("--speed", type=click.FloatRange(0.5, 100), default=10.0, show_default=True,
+@click.option("--speed", type=click.FloatRange(0.5, 100), default=20.0, show_default=True,
               help="Audio seconds per wall second on each simulated device.")
 @click.option("--http-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="Port of the dashboard and HTTP API.")

@@ -25,16 +25,17 @@ LABELLER = "simulated-labeller"
 class SimulatedLabeller:
     """Labels field samples from the devices' truth logs under ``devices_root/<device>/``."""
 
-    def __init__(self, store, devices_root: Path, registry=None):
+    def __init__(self, store, devices_root: Path, registry=None, since: float | None = None):
         self.store, self.devices_root, self.registry = store, Path(devices_root), registry
+        self.since = since  # only samples received since then (the drifted condition's)
         self.labelled = 0
         self.unknown: set[str] = set()  # samples whose utterance is in no truth log (yet)
 
-    def label_new(self) -> int:
-        """Label every unlabelled sample the truth logs know; returns how many were labelled now."""
+    def label_new(self, limit: int = 5000) -> int:
+        """Label up to ``limit`` unlabelled samples the truth logs know; returns how many."""
         from cloud.samples.labels import label_sample
 
-        pending = self.store.samples(unlabelled=True, limit=5000, oldest_first=True)
+        pending = self.store.samples(unlabelled=True, since=self.since, limit=5000, oldest_first=True)
         truths: dict[str, dict[str, str]] = {}
         done = 0
         for s in pending:
@@ -45,6 +46,8 @@ class SimulatedLabeller:
             if truth is None:
                 self.unknown.add(s["sha256"])
                 continue
+            if done >= limit:
+                break
             label_sample(self.store, s["sha256"], truth, by=LABELLER, registry=self.registry)
             self.unknown.discard(s["sha256"])
             done += 1
@@ -67,6 +70,6 @@ def wait_for_labels(labeller: SimulatedLabeller, target: int, timeout_s: float, 
     deadline = time.monotonic() + timeout_s
     while labeller.labelled < target and time.monotonic() < deadline:
         check_alive()
-        if not labeller.label_new():
+        if not labeller.label_new(target - labeller.labelled):
             time.sleep(1.0)
     return labeller.labelled

@@ -34,7 +34,7 @@ class DemoSettings:
     workdir: Path
     devices: int = 8
     per_word: int = 120
-    speed: float = 10.0
+    speed: float = 20.0
     onset_s: float | None = None  # audio seconds before the noise starts (default: warm-up + 3 drift steps)
     scenario: str = "sudden-noise"
     window_s: float = 10.0
@@ -42,7 +42,7 @@ class DemoSettings:
     warmup_s: float = 120.0  # wall seconds a device learns its own baseline (the collector's drift_warmup_s)
     http_port: int = 8080
     bake: str = "20s"
-    steps: str = "25,100"
+    steps: str = "50,100"
     alert_timeout_s: float = 240.0
     rollout_timeout_s: float = 420.0
     field_samples: int = 150  # labelled field samples to wait for before training the next model
@@ -211,7 +211,7 @@ class Demo:
             request = control.request_alert(store, alert["id"], actor="demo", max_clips=200)
             self.step(f"asked {len(request['devices'])} device(s) for the utterances around alert {alert['id']}; "
                       f"a simulated labeller labels what arrives from the simulator's ground truth ...")
-            labeller = SimulatedLabeller(store, self.path("devices"), registry)
+            labeller = SimulatedLabeller(store, self.path("devices"), registry, since=self.injected_t)
             labelled = wait_for_labels(labeller, self.s.field_samples, self.s.samples_timeout_s,
                                        self.procs.check_alive)
             summary = store.sample_summary()
@@ -297,7 +297,8 @@ def _public(path: Path):
 
 def _describe_alert(alert: dict) -> str:
     evidence = alert.get("evidence") or {}
-    top = ", ".join(f"{t.get('signal')} {t.get('score', 0):.2f}" for t in (evidence.get("top") or [])[:3])
+    top = ", ".join(f"{t.get('signal')} {t.get('severity') or 0:.1f}× its floor"
+                    for t in (evidence.get("top") or [])[:3])
     drivers = ", ".join(d["device"] for d in evidence.get("devices") or [] if d.get("driving"))[:80]
     return (f"DRIFT ALERT {alert['id']}: {alert['signal']} drift on {alert['cohort']}, "
             f"pattern {alert.get('pattern') or '?'}; top signals: {top or '-'}; devices: {drivers or '-'}")

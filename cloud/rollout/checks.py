@@ -114,7 +114,7 @@ class Compare:
         Two designs, each a valid confidence sequence: candidate devices against control devices
         as two groups; and, where devices have a baseline, each device against itself — its
         change since before the rollout, less the control devices' change over the same time
-        (with no control left, the change alone). The first is best when devices are alike, the
+        (only while control devices are left: a change alone is confounded with time). The first is best when devices are alike, the
         second when they differ a lot (rooms, boards, what they hear). With both, each gets half
         the error budget and the verdict reads their intersection, which is valid at the whole."""
         t, c = per_device(self.treatment), per_device(self.control)
@@ -133,9 +133,11 @@ class Compare:
         """(changes since the baseline: treatment's [, control's], devices) or None without enough."""
         if self.treatment_before is None or not len(self.treatment_before):
             return None
-        td = sq.change(t, per_device(self.treatment_before))
         if self.historical:
-            return ((td,), td.devices) if td.devices >= g.min_devices else None
+            # no control devices whose own change would cancel what changed for everyone since
+            # before the rollout (a drift, a season): a change alone would blame the candidate
+            return None
+        td = sq.change(t, per_device(self.treatment_before))
         cb = self.control_before
         cd = sq.change(c, per_device(cb)) if cb is not None and len(cb) else sq.Devices.empty()
         if td.devices and cd.devices and td.devices + cd.devices >= g.min_devices:

@@ -173,10 +173,15 @@ class Rollout:
         control = self.control_devices()
         if control:
             return Sources(treatment, since, control=control, control_since=since, **before)
-        # nobody left on the old model: the cohort on the old model before this stage began,
-        # back to when the previous stage began (its control devices), at least one bake
-        lookback = max(stage.bake_s, MIN_BASELINE_S, since - (self.previous_stage_started_t or since))
-        return Sources(treatment, since, control=list(self.devices), control_since=since - lookback,
+        # nobody left on the old model: the cohort on the old model before this stage began, since
+        # the previous stage began (its control devices, under the conditions of now: a longer
+        # look-back would blame the candidate for a drift in between, and drift is when models
+        # are retrained); with no previous stage (blue-green), at least a bake and MIN_BASELINE_S
+        if self.previous_stage_started_t is not None and self.previous_stage_started_t < since:
+            control_since = self.previous_stage_started_t
+        else:
+            control_since = since - max(stage.bake_s, MIN_BASELINE_S)
+        return Sources(treatment, since, control=list(self.devices), control_since=control_since,
                        control_until=since, historical=True, **before)
 
     def targets_for(self, index: int) -> dict[str, DesiredTarget]:

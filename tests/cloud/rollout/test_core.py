@@ -205,7 +205,12 @@ def test_blue_green_switches_everyone_and_a_failed_gate_switches_everyone_back()
     fleet = FakeFleet(r.devices)
     slow = lambda r, t: sample(4000, latency_bin=17) if t > 40 else sample(100)  # noqa: E731
     r, log, _ = run(r, fleet, until=200, treatment=slow, control=healthy)
-    assert len(events(log, "stage_started")[0].figures["devices"]) == 20
+    started = events(log, "stage_started")[0]
+    assert len(started.figures["devices"]) == 20
+    from cloud.rollout.state import MIN_BASELINE_S
+
+    src = r.sources()  # no previous stage: the control is the fleet's own recent past, at least MIN_BASELINE_S
+    assert src.historical and src.control_since == started.t - max(120, MIN_BASELINE_S)
     assert r.status == "rolled_back" and "gate latency failed in blue-green 100%" in r.reason
     assert all(t.active == OLD for t in fleet.running.values())
 
@@ -298,5 +303,5 @@ def test_sources_name_each_sides_windows_and_every_devices_baseline():
     last_start = events(log, "stage_started")[-1].t
     full = r.sources()
     assert full.historical and full.control == r.devices and full.control_until == last_start
-    assert full.control_since == last_start - max(60, MIN_BASELINE_S, last_start - canary_start)
+    assert full.control_since == canary_start  # the previous stage's control devices: conditions of now
     assert (full.before_since, full.before_until) == (-BASELINE_LOOKBACK_S, canary_start)

@@ -245,9 +245,24 @@ def test_each_device_against_its_own_baseline_sees_through_what_devices_hear():
     moved = _hearing(t_mix, 2000, rng, shift)
     worse = by_gate("canary", moved, after_c, before=(before_t, before_c))["label_mix"]
     assert worse.verdict == "wait" and "'w0'" in worse.reason and "waiting for feedback" in worse.reason
-    # no device left on the old model: each device against itself alone
+    # no device left on the old model: no control devices to cancel what changed for everyone,
+    # so a device's change alone is not read (it would blame the candidate for any drift)
     alone = by_gate("canary", after_t, after_c, before=(before_t, None), historical=True)["label_mix"]
-    assert alone.verdict == "pass"
+    assert alone.figures["design"] == "groups"
+
+
+def test_a_drift_since_before_the_rollout_is_not_blamed_on_the_candidate_once_no_control_is_left():
+    """The demo's story: noise arrives, a model is retrained and rolled out; in its 100 % stage
+    the old model's recent windows are the control, and the no-answer rate of every device rose
+    with the noise since before the rollout. An equal candidate must not fail."""
+    rng = np.random.default_rng(11)
+    base = rng.uniform(0.30, 0.31, 8)  # healthy no-answer rates, device by device
+    before = devices(list(base), 3000)
+    noisy = list(base + 0.25)  # everyone's rate rose with the noise
+    candidate = devices([p + rng.normal(0, 0.005) for p in noisy], 3000)  # as good as the old model now
+    control = devices(noisy, 3000)
+    verdict = by_gate("canary", candidate, control, before=(before, None), historical=True)["no_answer_rate"]
+    assert verdict.verdict == "pass" and verdict.figures["design"] == "groups", verdict.reason
 
 
 # --- guard stages and the budget -----------------------------------------------------------------
