@@ -13,6 +13,7 @@ model's prediction, over the windows since a given time.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -63,6 +64,19 @@ def field_accuracy(store, model: str, since: float, until: float | None = None) 
             total += n
             right += n if true == predicted else 0
     return {"accuracy": round(right / total, 4) if total else None, "answers": total}
+
+
+def accuracy_gain(before: dict, after: dict, z: float = 1.96) -> dict | None:
+    """The new model's accuracy minus the old one's, with a normal-approximation interval. It
+    takes the answers as independent draws (the simulated people answer at random, and the
+    demo's devices hear speakers of one pool); a fleet whose devices differ would need a
+    device-clustered interval, as the rollout gates use."""
+    if not before["answers"] or not after["answers"]:
+        return None
+    p0, n0, p1, n1 = before["accuracy"], before["answers"], after["accuracy"], after["answers"]
+    se = math.sqrt(p0 * (1 - p0) / n0 + p1 * (1 - p1) / n1)
+    d = p1 - p0
+    return {"estimate": round(d, 4), "low": round(d - z * se, 4), "high": round(d + z * se, 4)}
 
 
 def wait_for_labels(labeller: SimulatedLabeller, target: int, timeout_s: float, check_alive) -> int:

@@ -233,7 +233,7 @@ class Demo:
 
     # -- 6. canary ----------------------------------------------------------------------------
     def canary(self, model_v2: Path) -> dict | None:
-        from cloud.demo.loop import field_accuracy
+        from cloud.demo.loop import accuracy_gain, field_accuracy
 
         store, registry, rollouts = self.services()
         with store:
@@ -271,6 +271,11 @@ class Demo:
             acc = "-" if q["accuracy"] is None else f"{100 * q['accuracy']:.1f} %"
             self.step(f"accuracy of {label} on the drifted fleet (simulated people's answers): {acc} "
                       f"of {q['answers']}")
+        gain = accuracy_gain(self.outcome["quality"][old.label], self.outcome["quality"][record.label])
+        self.outcome["quality"]["gain"] = gain
+        if gain is not None:
+            self.step(f"the data loop changed accuracy on the drifted fleet by {100 * gain['estimate']:+.1f} points "
+                      f"(95 % interval {100 * gain['low']:+.1f} to {100 * gain['high']:+.1f})")
         return self.outcome["rollout"]
 
     # -- 7. summary and the end -----------------------------------------------------------------

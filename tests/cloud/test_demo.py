@@ -45,10 +45,13 @@ def test_demo_alerts_after_the_injection_retrains_on_field_samples_and_leaves_no
     assert len(parts) == 2 and any(p["path"].endswith("field") for p in parts), lineage["dataset"]
     assert sum(len(v) for v in lineage["sample_ids"].values()) > 0, "training records the field samples it used"
 
-    # the rollout ended, said why, and both models were measured on the drifted fleet
-    assert rollout is not None and rollout["status"] in ("completed", "rolled_back"), progress[-3000:]
+    # both models measured on the drifted fleet: the loop raised accuracy there, beyond the noise of
+    # the measurement, and the gates promoted the better model (the outcome matches the quality)
+    assert quality["kws:1"]["answers"] > 0 and quality["kws:2"]["answers"] > 0, quality
+    assert quality["gain"]["low"] > 0, quality
+    assert "the data loop changed accuracy on the drifted fleet by +" in progress
+    assert rollout is not None and rollout["status"] == "completed", progress[-3000:]
     assert rollout["reason"], "every rollout outcome says why"
-    assert set(quality) == {"kws:1", "kws:2"} and all(q["answers"] > 0 for q in quality.values()), quality
 
     assert outcome["dashboard"].startswith(f"http://127.0.0.1:{port}/#token=")
     assert "stopped; nothing is left running" in progress
