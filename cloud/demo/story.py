@@ -45,7 +45,7 @@ class DemoSettings:
     steps: str = "50,100"
     alert_timeout_s: float = 240.0
     rollout_timeout_s: float = 420.0
-    field_samples: int = 150  # labelled field samples to wait for before training the next model
+    field_samples: int = 600  # labelled field samples to wait for before training the next model
     samples_timeout_s: float = 120.0
 
 
