@@ -16,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("edge", "cloud", "shared")
+# a string that names one of the project's modules ("edge.cli:group", "shared.cli")
+PACKAGES_RE = re.compile(r"(?:edge|cloud|shared)(?:\.\w+)+(?::\w+)?|(?:edge|cloud|shared):\w+")
 
 OWNERS: list[tuple[str, str]] = [
     ("edge.serve*", "serve"),
