@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import signal
 import subprocess
 import tarfile
@@ -183,3 +184,12 @@ def test_collector_serves_the_dashboard_and_the_fleet(role_envs, tmp_path):
         code = proc.wait(60)
         broker.stop()
     assert code == 0, (tmp_path / "collector.log").read_text()[-3000:]
+
+
+def test_the_readmes_install_lines_are_the_roles_installed_here():
+    """README's `pip install` lines name the roles these venvs install (mic: PortAudio; cloud = collector + lab)."""
+    readme = (roles.ROOT / "README.md").read_text()
+    named = set(re.findall(r"pip install '?harken(?:\[(\w+)\])?'?", readme))
+    installed = {"" if r == "base" else r for r in SMOKE_ROLES}
+    assert {"", "collector", "lab"} <= named
+    assert named - installed <= {"mic", "cloud"}, named - installed
