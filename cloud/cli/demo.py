@@ -42,8 +42,10 @@ def command(workdir, duration, devices, per_word, speed, http_port, scenario, ex
         demo.prepare()
         demo.start_collector()
         demo.start_fleet()
-        demo.await_alert()
-        demo.canary()
+        alert = demo.await_alert()
+        if alert is not None:
+            demo.collect_field_samples(alert)
+            demo.canary(demo.retrain_with_field_samples())
         outcome = demo.summary()
         if not duration and not exit_after_story:
             demo.step("the fleet keeps running; open the dashboard, Ctrl-C ends the demo")

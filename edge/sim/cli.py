@@ -121,12 +121,14 @@ def _speakers_per_device(ctx, param, value: str) -> tuple[int, int] | None:
               help="TOML agent config applied to every device (device id, broker and state dir are the sim's).")
 @click.option("--status-interval", type=click.FloatRange(0.2, 600), default=5.0, show_default=True,
               help="Seconds between status lines.")
+@click.option("--truth-log", is_flag=True, help="Each device writes what was really said, per decision, to "
+              "truth.jsonl in its state directory (a simulated labeller reads it).")
 @click.option("--json-status", is_flag=True, help="Status lines as JSON objects (for scripts).")
 def command(devices, scenario, duration_s, data_dir, broker_url, model, state_root, trust_keys, release_keys, speed,
             seed, credentials, tls_ca, prefix, tags, feedback_rate, audit_answer_rate, speakers_per_device,
             speaker_split, traffic, talk_fraction, day_start_h, onset_s, snr_db, start_snr_db, ramp_s, noise, gain_db,
             shift, fault, affected, processes, chunk_samples, window_s, agent_config, status_interval,
-            json_status) -> None:
+            truth_log, json_status) -> None:
     """Run a simulated fleet of real agents on synthesized speech."""
     params = ScenarioParams(name=scenario, onset_s=onset_s, snr_db=snr_db, start_snr_db=start_snr_db,
                             ramp_s=ramp_s, noise=noise, gain_db=gain_db, shift=shift, fault=fault,
@@ -139,7 +141,7 @@ def command(devices, scenario, duration_s, data_dir, broker_url, model, state_ro
                      tags=_tags(tags), window_s=window_s, chunk_samples=chunk_samples,
                      agent_config=agent_config or "", processes=processes, speakers_per_device=speakers_per_device,
                      speaker_split=speaker_split, traffic=traffic, talk_fraction=talk_fraction,
-                     day_start_h=day_start_h)
+                     day_start_h=day_start_h, truth_log=truth_log)
     stop = threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
 

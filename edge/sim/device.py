@@ -24,6 +24,7 @@ from edge.model import LoadedModel
 from edge.sim.audio import SimSource, Timeline
 from edge.sim.pacing import FleetPacer
 from edge.sim.person import FeedbackFileWriter, Person
+from edge.sim.truth import TRUTH_FILE, TruthLog
 from edge.sim.world import World
 from edge.spool import Spool
 from edge.store import SlotsFile
@@ -108,6 +109,10 @@ class SimDevice:
             self.person = Person(self.timeline, FeedbackFileWriter(self.state_dir / "feedback.jsonl"),
                                  plan.feedback_rate, np.random.default_rng([plan.seed, index, 2]),
                                  labels=world.pool.labels, audit_rate=plan.audit_answer_rate)
+        # the person and the truth log read decisions (the truth log hands each on to the person)
+        self.sink = self.person
+        if plan.truth_log:
+            self.sink = TruthLog(self.timeline, self.state_dir / TRUTH_FILE, world.pool.labels, inner=self.person)
         self.pacer = FleetPacer(self.source, plan.speed, consumed_s=self._consumed_s,
                                 max_ahead_s=2.0 * self.config.chunk_samples / SAMPLE_RATE)
         self.agent = Agent(self.config, source=self.pacer, loader=loader)
@@ -125,8 +130,8 @@ class SimDevice:
         self.started_t = time.monotonic()
         self.agent.start()
         self.first_seq = self.agent.pipeline.seq
-        if self.person is not None:
-            self.agent.pipeline.sink = self.person  # the config's sink is none: the person reads decisions
+        if self.sink is not None:
+            self.agent.pipeline.sink = self.sink  # the config's sink is none: the person (and truth log) read
         self.thread = threading.Thread(target=self._run, name=f"agent-{self.device_id}", daemon=True)
         self.thread.start()
 
@@ -137,8 +142,8 @@ class SimDevice:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("device %s stopped with an error", self.device_id)
         finally:
-            if self.person is not None:
-                self.person.close()
+            if self.sink is not None:
+                self.sink.close()
             self.ended_t = time.monotonic()
 
     def stop(self) -> None:

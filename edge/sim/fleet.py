@@ -68,6 +68,7 @@ class FleetPlan:
     traffic: str = "constant"
     talk_fraction: float = 0.3
     day_start_h: float = 8.0  # local hour at audio second 0 (diurnal traffic)
+    truth_log: bool = False  # each device writes what was really said per decision (edge/sim/truth.py)
 
     @property
     def answers(self) -> bool:
