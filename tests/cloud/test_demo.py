@@ -19,7 +19,7 @@ def test_demo_raises_the_drift_alert_runs_the_canary_and_leaves_nothing_running(
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "shared.cli", "demo", "--workdir", str(work), "--per-word", "24", "--devices", "4",
-         "--exit-after-story", "--duration", "1100", "--http-port", str(port), "--json"],
+         "--exit-after-story", "--duration", "560", "--http-port", str(port), "--json"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "HARKEN_LOG_LEVEL": "WARNING"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
