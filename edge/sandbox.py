@@ -31,7 +31,8 @@ from shared.errors import HarkenError, SmokeTestError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+# the folder holding the top-level package: the repository (edge.sandbox) or site-packages (harken.edge.sandbox)
+ROOT = Path(__file__).resolve().parents[__name__.count(".")]
 MEMORY_WORDS = ("failed to allocate", "bad_alloc", "memoryerror", "cannot allocate memory",
                 "failed to map segment")
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for cmd_pkg in espeak-ng:espeak-ng sox:sox mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver \
-               festival:festival flite:flite; do
+               festival:festival flite:flite systemd-analyze:systemd; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -31,7 +31,7 @@ stamp=.venv/.harken-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[cloud,serve,dev]"
+  .venv/bin/python -m pip install -q -e ".[cloud,serve,mic,dev]"
   touch "$stamp"
 fi
 
@@ -40,7 +40,4 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   echo "setup: starting mosquitto on 127.0.0.1:1883"
   mosquitto -d -c /etc/mosquitto/mosquitto.conf 2>/dev/null || mosquitto -d -p 1883
 fi
-if command -v pg_ctlcluster >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
-  echo "setup: starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
-fi
+scripts/setup_postgres.sh  # installs, starts and prepares PostgreSQL only where something is missing

@@ -32,8 +32,30 @@ GROUPS: dict[str, tuple[str, str]] = {
     "serve": ("edge.serve.cli:command", "Serve a model over HTTP as a device (predictions, windows, shadow)."),
     "sim": ("edge.sim.cli:command", "Run a simulated fleet of real agents."),
 }
-# the optional extra a group needs when one of its imports is missing (default: cloud)
-EXTRAS = {"serve": "serve"}
+# The extra each group's commands need (pyproject.toml; the agent and keys need only the base).
+GROUP_EXTRA = {"broker": "collector", "collector": "collector", "data": "lab", "demo": "cloud", "drift": "collector",
+               "fleet": "collector", "model": "lab", "rollout": "collector", "runs": "lab", "samples": "collector",
+               "serve": "serve", "sim": "cloud"}
+# The extra that provides an optional module, to name in the error when it is missing; a module
+# that several extras provide (scipy, fastapi, uvicorn) is named by the group's own extra.
+EXTRA_OF_MODULE = {"sklearn": "lab", "skl2onnx": "lab", "onnx": "lab", "matplotlib": "lab", "threadpoolctl": "lab",
+                   "psycopg": "collector", "pydantic": "collector", "anyio": "serve", "sounddevice": "mic"}
+SHARED_BY_EXTRAS = {"scipy": ("collector", "lab"), "fastapi": ("collector", "serve"),
+                    "uvicorn": ("collector", "serve")}
+
+
+def missing_extra(exc: ModuleNotFoundError, group: str | None) -> click.ClickException | None:
+    """The one-line error for a module an uninstalled extra provides (None: not an extra's module)."""
+    top = (exc.name or "").split(".")[0]
+    if top in EXTRA_OF_MODULE:
+        extra = EXTRA_OF_MODULE[top]
+    elif top in SHARED_BY_EXTRAS:
+        own = GROUP_EXTRA.get(group or "")
+        extra = own if own in (*SHARED_BY_EXTRAS[top], "cloud") else SHARED_BY_EXTRAS[top][0]
+    else:
+        return None
+    return click.ClickException(f"this command needs the {extra} extra ({exc.name} is missing): "
+                                f"pip install 'harken[{extra}]'")
 
 
 def _load(name: str) -> click.Command:
@@ -41,13 +63,10 @@ def _load(name: str) -> click.Command:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("sklearn", "skl2onnx", "onnx", "psycopg", "fastapi",
-                                                   "uvicorn", "matplotlib"):
-            extra = EXTRAS.get(name, "cloud")
-            raise click.ClickException(
-                f"this command needs the {extra} extra ({exc.name} is missing): pip install 'harken[{extra}]'"
-            ) from exc
-        raise
+        error = missing_extra(exc, name)
+        if error is None:
+            raise
+        raise error from exc
     return getattr(module, attr)
 
 
@@ -59,6 +78,15 @@ class LazyGroup(click.Group):
         if name not in GROUPS:
             return None
         return _load(name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:  # a command's own lazy import of an extra's module
+            error = missing_extra(exc, ctx.invoked_subcommand)
+            if error is None:
+                raise
+            raise error from exc
 
     def format_commands(self, ctx, formatter):
         # Help must not import every group: use the one-line help kept here.

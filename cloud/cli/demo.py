@@ -13,7 +13,8 @@ import click
 @click.option("--workdir", type=click.Path(file_okay=False), default="harken-demo", show_default=True,
               help="Where the demo keeps its broker, data, models, database and logs (data and models are reused).")
 @click.option("--duration", type=click.FloatRange(min=0), default=0.0,
-              help="Stop after this many seconds in all (default: run until Ctrl-C once the story is told).")
+              help="Stop after this many seconds in all, wherever the story is (default: run until Ctrl-C once "
+                   "the story is told).")
 @click.option("--devices", type=click.IntRange(1, 500), default=8, show_default=True, help="Simulated devices.")
 @click.option("--per-word", type=click.IntRange(5, 5000), default=120, show_default=True,
               help="Clips per label when the dataset has to be synthesized.")
@@ -23,16 +24,19 @@ import click
               help="Port of the dashboard and HTTP API.")
 @click.option("--scenario", default="sudden-noise", show_default=True,
               help="The drift the fleet meets (see `harken sim --help`).")
+@click.option("--exit-after-story", is_flag=True, help="Stop as soon as the story is told (tests, CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object at the end.")
-def command(workdir, duration, devices, per_word, speed, http_port, scenario, as_json) -> None:
+def command(workdir, duration, devices, per_word, speed, http_port, scenario, exit_after_story, as_json) -> None:
     """Run the whole loop on this machine, end to end."""
     from cloud.demo.story import Demo, DemoSettings
 
     settings = DemoSettings(workdir=Path(workdir), devices=devices, per_word=per_word, speed=speed,
                             http_port=http_port, scenario=scenario)
     demo = Demo(settings, say=lambda line: click.echo(line, err=as_json))
-    deadline = time.monotonic() + duration if duration else None
     signal.signal(signal.SIGTERM, _interrupt)
+    if duration:  # a hard deadline: it ends the story wherever it is, not only once it is told
+        signal.signal(signal.SIGALRM, _deadline)
+        signal.setitimer(signal.ITIMER_REAL, duration)
     outcome = {}
     try:
         demo.prepare()
@@ -43,18 +47,29 @@ def command(workdir, duration, devices, per_word, speed, http_port, scenario, as
             demo.collect_field_samples(alert)
             demo.canary(demo.retrain_with_field_samples())
         outcome = demo.summary()
-        if deadline is None:
+        if not duration and not exit_after_story:
             demo.step("the fleet keeps running; open the dashboard, Ctrl-C ends the demo")
-        while deadline is None or time.monotonic() < deadline:
+        while not exit_after_story:
             demo.procs.check_alive()
             time.sleep(1.0)
+    except DeadlineReached:
+        demo.step(f"--duration {duration:g} s is up")
     except KeyboardInterrupt:
         demo.step("interrupted")
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         demo.stop()
     if as_json:
         click.echo(json.dumps(outcome or {"dashboard": None, **demo.outcome}, default=str))
 
 
+class DeadlineReached(KeyboardInterrupt):
+    """--duration ran out (a KeyboardInterrupt, so that every wait of the story gives way to it)."""
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the demo the way Ctrl-C does: cleanly
+
+
+def _deadline(signum, frame) -> None:
+    raise DeadlineReached

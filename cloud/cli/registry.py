@@ -118,7 +118,8 @@ def show(version, db_url, registry_dir, as_json) -> None:
 
 def echo_lineage(manifest: dict) -> None:
     """The walk from the model back to its datasets, their parts and the field samples."""
-    from cloud.lab import lineage, loeo
+    from cloud.lab import lineage
+    from cloud.lab.loeo_table import table_text
 
     click.echo("lineage")
     for line in lineage.walk(manifest.get("lineage") or {}):
@@ -126,7 +127,7 @@ def echo_lineage(manifest: dict) -> None:
     held_out = (manifest.get("metrics") or {}).get("leave_one_engine_out")
     if held_out and held_out.get("engines"):
         click.echo("leave one engine out (stream accuracy)")
-        for line in loeo.table_text(held_out).splitlines():
+        for line in table_text(held_out).splitlines():
             click.echo(f"  {line}")
 
 

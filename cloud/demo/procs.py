@@ -59,6 +59,9 @@ class Processes:
         proc = self.start(name, argv, env)
         try:
             code = proc.wait(timeout_s)
+        except BaseException:  # interrupted (Ctrl-C, --duration) or too slow: the step must not outlive us
+            self._end(name, proc, 20.0)
+            raise
         finally:
             self.running.remove((name, proc))
         if code != 0:

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cloud.lab import features, stream
+from cloud.lab.loeo_table import table_text  # noqa: F401  (re-exported: the lab's commands print it)
 from shared.audio import read_wav
 from shared.gate import GateConfig
 
@@ -112,14 +113,3 @@ def _score(task: Task, test: list[int], held_out: Predict) -> dict:
                          "held_out": round(float(results["held_out"][0][ks].mean()), 4)}
                      for v, ks in sorted(by_voice.items())},
     }
-
-
-def table_text(result: dict) -> str:
-    """The leave-one-engine-out table as aligned text."""
-    lines = [f"{'held-out engine':<18}{'test clips':>11}{'in-distribution':>17}{'held out':>10}{'drop':>8}"]
-    for engine, r in result.get("engines", {}).items():
-        lines.append(f"{engine:<18}{r['test_clips']:>11}{r['in_distribution']:>17.4f}{r['held_out']:>10.4f}"
-                     f"{r['in_distribution'] - r['held_out']:>8.4f}")
-        for voice, v in r["by_voice"].items():
-            lines.append(f"  {voice:<16}{v['test_clips']:>11}{v['in_distribution']:>17.4f}{v['held_out']:>10.4f}")
-    return "\n".join(lines)

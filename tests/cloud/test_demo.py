@@ -14,7 +14,7 @@ from cloud.broker import running_pid
 from cloud.demo.story import DemoSettings
 from tests.brokers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # about 6 minutes here, more under load
 
 
 def test_demo_alerts_after_the_injection_retrains_on_field_samples_and_leaves_nothing_running(tmp_path):
@@ -22,8 +22,8 @@ def test_demo_alerts_after_the_injection_retrains_on_field_samples_and_leaves_no
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "shared.cli", "demo", "--workdir", str(work), "--per-word", "24",
-         "--duration", "1", "--http-port", str(port), "--json"],
-        capture_output=True, text=True, timeout=1500, env={**os.environ, "HARKEN_LOG_LEVEL": "WARNING"})
+         "--exit-after-story", "--duration", "1300", "--http-port", str(port), "--json"],
+        capture_output=True, text=True, timeout=1400, env={**os.environ, "HARKEN_LOG_LEVEL": "WARNING"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     progress = proc.stderr
