@@ -169,7 +169,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
     Every device learns its baseline from the first ``cfg.warmup_s``; then each device's CUSUMs,
     the fleet's CUSUMs, the fleet's level test (per block) and each device's peer test (per
     evaluation) run over the rest, with the thresholds the budget gives a fleet of this size.
-    An episode is a run of evaluations over threshold: one alert.
+    An episode is what one alert covers: flagged blocks until ``resolve_after`` quiet ones.
     """
     ref = table.ref
     warm = int(round(cfg.warmup_s / step_s))
@@ -198,7 +198,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
             st = settings if name == "fleet" else gated
             a = assess(snap, kind, [Part(model, mon, mask)], lambda dv, m: bases[dv], st)
             for g in a.groups:
-                n = _episodes(_block_flags(g, st))
+                n = _episodes(_block_flags(g, st), cfg.policy.resolve_after)
                 if n:
                     result.episodes.append({"kind": kind, "cohort": name, "group": g.group, "episodes": n})
                 result.alarms[kind] += n
@@ -224,6 +224,16 @@ def _block_flags(g, s: Settings) -> np.ndarray:
     return change | level
 
 
-def _episodes(flags: np.ndarray) -> int:
+def _episodes(flags: np.ndarray, resolve_after: int) -> int:
+    """Alerts a run of per-block flags opens: an alert stays open until ``resolve_after`` blocks in
+    a row are quiet (the engine resolves one after as many quiet evaluations, and a block is at
+    least one), so a household that flickers around its threshold is one alert, not dozens."""
     f = np.asarray(flags, dtype=bool)
-    return int(np.sum(f[1:] & ~f[:-1]) + (1 if len(f) and f[0] else 0))
+    alerts, quiet = 0, resolve_after  # quiet blocks since the last flag (open: fewer than resolve_after)
+    for flagged in f:
+        if flagged:
+            alerts += quiet >= resolve_after
+            quiet = 0
+        else:
+            quiet += 1
+    return alerts

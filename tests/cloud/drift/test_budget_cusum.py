@@ -63,3 +63,12 @@ def test_the_statistic_is_capped_so_an_episode_can_end():
 def test_run_start_finds_since_when_a_level_held():
     assert run_start(np.array([2.0, 0.3, np.nan, 1.5, 2.0])) == 3
     assert run_start(np.array([0.2, 0.3])) == 1
+
+
+def test_the_calibration_counts_alerts_as_they_open_and_resolve_not_flagged_blocks():
+    from cloud.drift.simulation import _episodes
+
+    flicker = [1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 1]  # quiet runs of 1 and 2 keep the alert open; 3 resolve it
+    assert _episodes(flicker, resolve_after=3) == 2
+    assert _episodes(flicker, resolve_after=1) == 4 and _episodes([0, 0], resolve_after=3) == 0
+    assert _episodes([1, 1, 1], resolve_after=3) == 1
