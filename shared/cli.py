@@ -41,7 +41,7 @@ GROUP_EXTRA = {"broker": "collector", "collector": "collector", "data": "lab", "
 EXTRA_OF_MODULE = {"sklearn": "lab", "skl2onnx": "lab", "onnx": "lab", "matplotlib": "lab", "threadpoolctl": "lab",
                    "psycopg": "collector", "pydantic": "collector", "anyio": "serve", "sounddevice": "mic"}
 SHARED_BY_EXTRAS = {"scipy": ("collector", "lab"), "fastapi": ("collector", "serve"),
-                    "uvicorn": ("collector", "serve")}
+                    "uvicorn": ("collector", "serve"), "prometheus_client": ("collector", "serve")}
 
 
 def missing_extra(exc: ModuleNotFoundError, group: str | None) -> click.ClickException | None:

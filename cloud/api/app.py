@@ -74,6 +74,7 @@ def create_app(services: Services) -> FastAPI:
                   description="Fleet, windows, drift, models and rollouts. Every /api route needs "
                               "'Authorization: Bearer <token>'; a token with role read may only GET.")
     app.state.backend = Backend(services)
+    app.state.metrics_registry = metrics.registry(app.state.backend)
     app.state.tokens = services.tokens if services.tokens is not None else TokenBook.build(services.token)
     secured = [Depends(_bearer), Depends(require_token)]
     for module in (fleet, windows, drift, models, rollouts, samples):

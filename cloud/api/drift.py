@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from cloud.api.auth import actor
 from cloud.api.backend import Backend
+from cloud.api.schemas import Alerts
 from cloud.api.deps import backend, time_range
 from cloud.drift.signals import KINDS
 
@@ -51,7 +52,8 @@ def _cohort_ok(b: Backend, cohort: str) -> None:
         raise HTTPException(400, str(exc)) from exc
 
 
-@router.get("/api/alerts", summary="Drift alerts, most recently updated first")
+@router.get("/api/alerts", summary="Drift alerts, most recently updated first", response_model=Alerts,
+            response_model_exclude_unset=True)
 def alerts(status: str | None = None, cohort: str | None = None, b: Backend = Depends(backend)) -> dict:
     if status is not None and status not in STATUSES:
         raise HTTPException(400, f"status {status!r} is not one of {', '.join(STATUSES)}")

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from cloud.api.backend import Backend
 from cloud.api.deps import backend
 from cloud.api.rollouts import is_active
+from cloud.api.schemas import Device, Fleet
 
 router = APIRouter(tags=["fleet"])
 
@@ -26,7 +27,8 @@ def _model_names(b: Backend) -> dict[str, dict]:
     return {m["sha256"]: m for m in b.models()}
 
 
-@router.get("/api/fleet", summary="Fleet headline figures")
+@router.get("/api/fleet", summary="Fleet headline figures", response_model=Fleet,
+            response_model_exclude_unset=True)
 def fleet(b: Backend = Depends(backend)) -> dict:
     devices = b.devices()
     online = sum(1 for d in devices if d["online"])
@@ -43,7 +45,8 @@ def fleet(b: Backend = Depends(backend)) -> dict:
     }
 
 
-@router.get("/api/devices", summary="Every device with its reported state and tags")
+@router.get("/api/devices", summary="Every device with its reported state and tags", response_model=list[Device],
+            response_model_exclude_unset=True)
 def devices(tag: str | None = None, online: bool | None = None, b: Backend = Depends(backend)) -> list[dict]:
     out = b.devices()
     if tag is not None:

@@ -1,4 +1,8 @@
-"""Prometheus ``/metrics`` in the text exposition format (0.0.4; ``shared.exposition``, no client library).
+"""Prometheus ``/metrics`` in the text exposition format 0.0.4, written by ``prometheus_client``.
+
+The figures are read from the store at scrape time: a collector (``FleetCollector``) yields
+the families and each app has its own ``CollectorRegistry`` (``registry(backend)``), so
+several apps in one process (tests, the demo) never share or collide on metrics.
 
 Families (every name starts ``harken_``):
 
@@ -25,17 +29,38 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastapi import APIRouter, Depends, Request
+from typing import Iterable, Iterator
+
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cloud.api.backend import Backend
-from cloud.api.deps import backend
 from cloud.api.rollouts import rollout_view
-from shared.exposition import CONTENT_TYPE, Exposition
+
+# the format prometheus_client writes for these ASCII names, under the header scrapers have seen
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 router = APIRouter(tags=["metrics"])
 
-def _ingest(x: Exposition, b: Backend) -> None:
+
+class Families:
+    """Collects metric families from ``(labels, value)`` pairs; a None value is left out (no fake 0)."""
+
+    def __init__(self):
+        self.found: list[Metric] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict, float]]) -> "Families":
+        kept = [(labels, value) for labels, value in samples if value is not None]
+        names = sorted(kept[0][0]) if kept else []
+        fam = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=names)
+        for labels, value in kept:
+            fam.add_metric([str(labels[n]) for n in names], value)
+        self.found.append(fam)
+        return self
+
+def _ingest(x: Families, b: Backend) -> None:
     ing = b.ingest()
     for key, help_text in (("messages", "MQTT messages received"), ("windows", "new statistics windows stored"),
                            ("events", "new device events stored"), ("states", "device states stored"),
@@ -58,7 +83,7 @@ def _ingest(x: Exposition, b: Backend) -> None:
              [({}, 0 if b.readiness() else 1)])
 
 
-def _devices(x: Exposition, b: Backend) -> None:
+def _devices(x: Families, b: Backend) -> None:
     devices = b.devices()
     status = Counter(d["status"] for d in devices)
     x.family("harken_devices", "gauge", "Devices by status (stale: not heard from recently).",
@@ -68,7 +93,7 @@ def _devices(x: Exposition, b: Backend) -> None:
              [({"model": m}, n) for m, n in sorted(running.items())])
 
 
-def _drift(x: Exposition, b: Backend) -> None:
+def _drift(x: Families, b: Backend) -> None:
     x.family("harken_drift_severity", "gauge", "Latest drift severity per cohort and kind (>= 1 alarms).",
              [({"cohort": s["cohort"], "kind": s["kind"]}, s["severity"]) for s in b.drift_severities()])
     alerts = b.alerts(None, None)
@@ -80,7 +105,7 @@ def _drift(x: Exposition, b: Backend) -> None:
              [({"cohort": c, "kind": s}, n) for (c, s), n in sorted(open_.items())])
 
 
-def _rollouts(x: Exposition, b: Backend) -> None:
+def _rollouts(x: Families, b: Backend) -> None:
     views = [rollout_view(r) for r in b.rollouts()]
     x.family("harken_rollout_info", "gauge", "One series per rollout, labelled with its state.",
              [({"rollout": v["id"], "model": v["model"], "cohort": v["cohort"], "state": v["state"]}, 1)
@@ -94,7 +119,7 @@ def _rollouts(x: Exposition, b: Backend) -> None:
               for s in ("converged", "pending", "failed")])
 
 
-def _samples(x: Exposition, b: Backend) -> None:
+def _samples(x: Families, b: Backend) -> None:
     s = b.s.store.sample_summary()
     x.family("harken_samples", "gauge", "Field samples stored, by labelling state.",
              [({"state": k}, s[k]) for k in ("labelled", "unlabelled", "conflicts")])
@@ -102,13 +127,27 @@ def _samples(x: Exposition, b: Backend) -> None:
              [({"reason": r}, n) for r, n in s["by_reason"].items()])
 
 
-def exposition(b: Backend) -> str:
-    x = Exposition()
-    for part in (_ingest, _devices, _drift, _rollouts, _samples):
-        part(x, b)
-    return x.text()
+class FleetCollector:
+    """A ``prometheus_client`` collector: every scrape reads the backend afresh."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        x = Families()
+        for part in (_ingest, _devices, _drift, _rollouts, _samples):
+            part(x, self.backend)
+        yield from x.found
+
+
+def registry(backend: Backend) -> CollectorRegistry:
+    """One app's registry (never the process-global one). No describe at registration: the store is
+    not read until the first scrape."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FleetCollector(backend))
+    return reg
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-def metrics(request: Request, b: Backend = Depends(backend)) -> PlainTextResponse:
-    return PlainTextResponse(exposition(b), media_type=CONTENT_TYPE)
+def metrics(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE)

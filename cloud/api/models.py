@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends
 
 from cloud.api.backend import Backend
 from cloud.api.deps import backend
+from cloud.api.schemas import Models
 
 router = APIRouter(tags=["models"])
 
@@ -67,7 +68,7 @@ def model_view(m: dict, devices: list[dict] | None = None) -> dict:
     }
 
 
-@router.get("/api/models", summary="Registered models")
+@router.get("/api/models", summary="Registered models", response_model=Models, response_model_exclude_unset=True)
 def models(b: Backend = Depends(backend)) -> dict:
     devices = b.devices()
     out = []

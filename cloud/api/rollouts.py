@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from cloud.api.auth import actor
 from cloud.api.backend import Backend
 from cloud.api.deps import backend
+from cloud.api.schemas import Rollouts
 from cloud.rollout.state import ACTIVE, TERMINAL, Rollout
 
 router = APIRouter(tags=["rollouts"])
@@ -97,7 +98,8 @@ def rollout_view(raw, log=()) -> dict:
     }
 
 
-@router.get("/api/rollouts", summary="Every rollout, newest first")
+@router.get("/api/rollouts", summary="Every rollout, newest first", response_model=Rollouts,
+            response_model_exclude_unset=True)
 def rollouts(b: Backend = Depends(backend)) -> dict:
     views = [rollout_view(r) for r in b.rollouts()]
     views.sort(key=lambda v: v["created_t"] or 0, reverse=True)

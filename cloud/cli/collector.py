@@ -1,7 +1,6 @@
 """`harken collector`: run the fleet collector; inspect what it rejected; list its settings."""
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -11,6 +10,7 @@ import click
 
 from cloud.config import ENV_PREFIX, CollectorConfig
 from shared.cli_config import config_options, overrides_from_flags, reference
+from shared.cli_output import json_option, print_json, print_table
 from shared.config import redacted
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def run(broker_url, db_url, group_name, config_file, **flags) -> None:
 @click.option("--db", "db_url", help="Store URL (default $HARKEN_DB, then sqlite:///./harken.db).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(0, 100000),
               help="How many of the latest rejected messages to list.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def rejected(db_url, limit, as_json) -> None:
     """Show rejected-message counts per code and the latest rejected messages."""
     from cloud.config import resolve_db_url
@@ -63,13 +63,15 @@ def rejected(db_url, limit, as_json) -> None:
     with open_store(resolve_db_url(db_url)) as store:
         counts, latest = store.reject_counts(), store.rejected(limit=limit)
     if as_json:
-        click.echo(json.dumps({"counts": counts, "latest": latest}, indent=2))
+        print_json({"counts": counts, "latest": latest})
         return
-    for code, n in counts.items():
-        click.echo(f"{code:20} {n}")
-    for r in latest:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["t"]))
-        click.echo(f"{when}  {r['code']:16} {r['topic']}  {r['detail'][:80]}")
+    print_table([{"code": code, "n": n} for code, n in counts.items()], [("code", "CODE"), ("n", "REJECTED")],
+                right=("n",), empty="no rejected messages")
+    if latest:
+        click.echo()
+        print_table([{**r, "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["t"])),
+                      "detail": r["detail"][:80]} for r in latest],
+                    [("when", "RECEIVED"), ("code", "CODE"), ("topic", "TOPIC"), ("detail", "DETAIL")])
 
 
 @group.command("settings")

@@ -16,6 +16,8 @@ from datetime import datetime
 
 import click
 
+from shared.cli_output import json_option, print_json, print_table
+
 DB_HELP = "Store URL (default $HARKEN_DB, then sqlite:///./harken.db)."
 REGISTRY_HELP = "Directory of registered bundles (default $HARKEN_REGISTRY, then ./registry)."
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -89,15 +91,6 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
-def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """Left-aligned text table of ``rows`` with (key, title) columns."""
-    cells = [[title for _, title in columns]]
-    for r in rows:
-        cells.append(["-" if r.get(k) is None or r.get(k) == "" else str(r.get(k)) for k, _ in columns])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
-
-
 def format_alert(alert) -> str:
     """A person-readable page about one alert and its evidence."""
     s, ev = alert_summary(alert), alert.evidence
@@ -147,7 +140,7 @@ def group() -> None:
 @group.command("status")
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("--all", "show_all", is_flag=True, help="Include resolved alerts.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def status(db_url, show_all, as_json) -> None:
     """List open and acknowledged drift alerts (newest first)."""
     from cloud.drift.alerts import Alert
@@ -158,17 +151,15 @@ def status(db_url, show_all, as_json) -> None:
     alerts = [a for a in alerts if show_all or a.status != "resolved"]
     rows = [alert_summary(a) for a in alerts]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no open drift alerts" if not show_all else "no drift alerts")
+        print_json(rows)
         return
     for r in rows:
         r["opened"] = _when(r["opened_t"])
         r["drivers"] = ",".join(r["driving_devices"][:3] + r["driving_tags"][:2])
-    click.echo(format_table(rows, [("id", "ID"), ("status", "STATUS"), ("cohort", "COHORT"), ("kind", "KIND"),
-                                   ("severity", "SEVERITY"), ("pattern", "PATTERN"), ("opened", "OPENED"),
-                                   ("top_signal", "TOP SIGNAL"), ("drivers", "DRIVERS")]))
+    print_table(rows, [("id", "ID"), ("status", "STATUS"), ("cohort", "COHORT"), ("kind", "KIND"),
+                       ("severity", "SEVERITY"), ("pattern", "PATTERN"), ("opened", "OPENED"),
+                       ("top_signal", "TOP SIGNAL"), ("drivers", "DRIVERS")],
+                empty="no open drift alerts" if not show_all else "no drift alerts")
 
 
 def _get_alert(store, alert_id: str):
@@ -219,7 +210,7 @@ def ack(alert_id, db_url, by) -> None:
 @click.option("--step", "step", default=None, help="Row length: 300, 5m, 1h (default: span / 48, at least 60 s).")
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("--registry", "registry_dir", help=REGISTRY_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
     """Print a cohort's drift scores over time."""
     from cloud.drift.engine import DriftEngine
@@ -243,11 +234,10 @@ def report(cohort, since, until, step, db_url, registry_dir, as_json) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"cohort": cohort, "since_t": since_t, "until_t": until_t, "step_s": step_s,
-                               "rows": rows}, indent=2))
+        print_json({"cohort": cohort, "since_t": since_t, "until_t": until_t, "step_s": step_s, "rows": rows})
         return
     for r in rows:
         r["t_start_text"] = _when(r["t_start"])
     click.echo(f"{cohort}: drift per {step_s:g} s step (severity: effect over its floor; cusum: the change "
                f"statistic, 'drift' over its threshold)")
-    click.echo(format_table(rows, REPORT_COLUMNS))
+    print_table(rows, REPORT_COLUMNS)

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from shared.cli_output import json_option, print_json, print_table
 from shared.topics import check_device_id
 
 _DB_HELP = "Store URL (default $HARKEN_DB, then the config file's db_url, then sqlite:///./harken.db)."
@@ -50,7 +51,7 @@ def group() -> None:
 @group.command("status")
 @click.option("--db", "db_url", help=_DB_HELP)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Collector TOML configuration.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def status(db_url, config_file, as_json) -> None:
     """List every device: online or not, last seen, clock offset, agent, models, automation, health, tags."""
     from cloud.fleet import counts, fleet_status, format_offset
@@ -59,18 +60,19 @@ def status(db_url, config_file, as_json) -> None:
     with store:
         views = fleet_status(store, now=time.time(), offline_after_s=_offline_after_s(cfg))
     if as_json:
-        click.echo(json.dumps({"counts": counts(views), "devices": [v.as_dict() for v in views]}, indent=2))
+        print_json({"counts": counts(views), "devices": [v.as_dict() for v in views]})
         return
     c = counts(views)
     click.echo(f"{c['devices']} devices: {c['online']} online, {c['offline']} offline, {c['stale']} stale")
-    if views:
-        click.echo(f"{'DEVICE':20} {'STATUS':8} {'SEEN':>6} {'CLOCK':>7} {'AGENT':10} {'ACTIVE':12} {'SHADOW':12} "
-                   f"{'AUTOMATION':10} {'HEALTH':9} TAGS")
-    for v in views:
-        click.echo(f"{v.device:20} {v.status:8} {_ago(v.last_seen_ago_s):>6} {format_offset(v.clock_offset_s):>7} "
-                   f"{(v.agent_version or '-'):10} "
-                   f"{_short(v.active_model):12} {_short(v.shadow_model):12} {(v.automation or '-'):10} "
-                   f"{(v.health or '-'):9} {','.join(v.tags)}")
+    rows = [{"device": v.device, "status": v.status, "seen": _ago(v.last_seen_ago_s),
+             "clock": format_offset(v.clock_offset_s), "agent": v.agent_version, "active": _short(v.active_model),
+             "shadow": _short(v.shadow_model), "automation": v.automation, "health": v.health,
+             "tags": ",".join(v.tags)} for v in views]
+    if rows:
+        print_table(rows, [("device", "DEVICE"), ("status", "STATUS"), ("seen", "SEEN"), ("clock", "CLOCK"),
+                           ("agent", "AGENT"), ("active", "ACTIVE"), ("shadow", "SHADOW"),
+                           ("automation", "AUTOMATION"), ("health", "HEALTH"), ("tags", "TAGS")],
+                    right=("seen", "clock"))
 
 
 @group.command("show")

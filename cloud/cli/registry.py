@@ -12,6 +12,8 @@ import time
 
 import click
 
+from shared.cli_output import json_option, print_json, print_table
+
 DB_HELP = "Store URL (default $HARKEN_DB, then sqlite:///./harken.db)."
 REGISTRY_HELP = "Directory of registered bundles (default $HARKEN_REGISTRY, then ./registry)."
 KEY_HELP = "Trusted public key (signing.pub); repeat for several (default $HARKEN_PUBLIC_KEY)."
@@ -66,23 +68,21 @@ def register(bundle, db_url, registry_dir, public_keys, aliases, as_json) -> Non
 
 @click.command("list")
 @registry_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def list_models(db_url, registry_dir, as_json) -> None:
     """List registered models, oldest first, with accuracy and aliases."""
     store, reg = open_registry(db_url, registry_dir)
     with store:
         models = reg.list()
     if as_json:
-        click.echo(json.dumps([m.summary() | {"metrics": m.metrics} for m in models], indent=2, default=str))
+        print_json([m.summary() | {"metrics": m.metrics} for m in models], default=str)
         return
-    if not models:
-        click.echo("no models registered; `harken model register BUNDLE` adds one")
-        return
-    click.echo(f"{'SHA':12} {'NAME:VERSION':24} {'ACC':>6} {'F1':>6} {'REGISTERED':16} {'RUN':22} ALIASES")
-    for m in models:
-        acc, f1 = m.metrics.get("accuracy"), m.metrics.get("macro_f1")
-        click.echo(f"{m.sha256[:12]} {m.label:24} {_num(acc):>6} {_num(f1):>6} {_when(m.registered_t):16} "
-                   f"{(m.run_id or '-'):22} {', '.join(m.aliases)}")
+    rows = [{"sha": m.sha256[:12], "label": m.label, "acc": _num(m.metrics.get("accuracy")),
+             "f1": _num(m.metrics.get("macro_f1")), "registered": _when(m.registered_t), "run": m.run_id,
+             "aliases": ", ".join(m.aliases)} for m in models]
+    print_table(rows, [("sha", "SHA"), ("label", "NAME:VERSION"), ("acc", "ACC"), ("f1", "F1"),
+                       ("registered", "REGISTERED"), ("run", "RUN"), ("aliases", "ALIASES")],
+                right=("acc", "f1"), empty="no models registered; `harken model register BUNDLE` adds one")
 
 
 def _num(x) -> str:

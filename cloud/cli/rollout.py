@@ -14,6 +14,7 @@ import time
 import click
 
 from cloud.cli.registry import KEY_HELP, open_registry, registry_options
+from shared.cli_output import json_option, print_json, print_table
 
 ACTIONS = {
     "pause": "Pause a rollout: no promotion, no retries, until resumed.",
@@ -85,26 +86,24 @@ def start(version, cohort, strategy, steps, bake, gates_file, approval, deadline
 
 @group.command("list")
 @registry_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def list_rollouts(db_url, registry_dir, as_json) -> None:
     """List rollouts, newest last: model, cohort, status, stage, reason."""
     store, svc = _service(db_url, registry_dir)
     with store:
         rollouts = svc.list()
     if as_json:
-        click.echo(json.dumps([{"id": r.id, "model": r.model, "model_label": r.model_label, "cohort": r.cohort,
-                                "status": r.status, "stage": r.stage, "stages": len(r.plan), "reason": r.reason,
-                                "created_t": r.created_t, "updated_t": r.updated_t, "devices": _counts(r)}
-                               for r in rollouts], indent=2))
+        print_json([{"id": r.id, "model": r.model, "model_label": r.model_label, "cohort": r.cohort,
+                     "status": r.status, "stage": r.stage, "stages": len(r.plan), "reason": r.reason,
+                     "created_t": r.created_t, "updated_t": r.updated_t, "devices": _counts(r)}
+                    for r in rollouts])
         return
-    if not rollouts:
-        click.echo("no rollouts; `harken rollout start VERSION` begins one")
-        return
-    click.echo(f"{'ID':12} {'MODEL':18} {'COHORT':16} {'STATUS':18} {'STAGE':18} REASON")
-    for r in rollouts:
-        stage = f"{r.stage + 1}/{len(r.plan)} {r.current_stage.label}"
-        click.echo(f"{r.id:12} {r.model_label[:18]:18} {r.cohort[:16]:16} {r.status:18} {stage[:18]:18} "
-                   f"{r.reason[:80]}")
+    rows = [{"id": r.id, "model": r.model_label, "cohort": r.cohort, "status": r.status,
+             "stage": f"{r.stage + 1}/{len(r.plan)} {r.current_stage.label}", "reason": r.reason[:80]}
+            for r in rollouts]
+    print_table(rows, [("id", "ID"), ("model", "MODEL"), ("cohort", "COHORT"), ("status", "STATUS"),
+                       ("stage", "STAGE"), ("reason", "REASON")],
+                empty="no rollouts; `harken rollout start VERSION` begins one")
 
 
 @group.command("status")

@@ -7,6 +7,7 @@ import logging
 import click
 
 from cloud.lab.runs import ENV, RunStore, compare
+from shared.cli_output import json_option, print_json, print_table
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def _fmt(v) -> str:
 
 @group.command("list")
 @runs_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option("Print as JSON.")
 def list_cmd(runs_dir, as_json) -> None:
     """List runs, newest first."""
     store = RunStore(runs_dir)
@@ -36,15 +37,13 @@ def list_cmd(runs_dir, as_json) -> None:
              "stream_accuracy": r.get("metrics", {}).get("stream_accuracy"),
              "bundle": r.get("artifacts", {}).get("bundle")} for r in store.list()]
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        print_json(rows, indent=1)
         return
-    if not rows:
-        click.echo(f"no runs in {store.directory}")
-        return
-    click.echo(f"{'id':<24}{'created':<27}{'dataset':<14}{'accuracy':>9}{'stream':>9}  bundle")
-    for r in rows:
-        click.echo(f"{r['id']:<24}{r['created']:<27}{str(r['dataset_hash'])[:12]:<14}"
-                   f"{_fmt(r['accuracy']):>9}{_fmt(r['stream_accuracy']):>9}  {r['bundle']}")
+    table = [{**r, "dataset": str(r["dataset_hash"])[:12], "accuracy": _fmt(r["accuracy"]),
+              "stream": _fmt(r["stream_accuracy"])} for r in rows]
+    print_table(table, [("id", "ID"), ("created", "CREATED"), ("dataset", "DATASET"), ("accuracy", "ACCURACY"),
+                        ("stream", "STREAM"), ("bundle", "BUNDLE")],
+                right=("accuracy", "stream"), empty=f"no runs in {store.directory}")
 
 
 @group.command("show")

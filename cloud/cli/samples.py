@@ -11,6 +11,7 @@ import time
 
 import click
 
+from shared.cli_output import json_option, print_table
 from shared.samples import REASONS
 
 _DB_HELP = "Store URL (default $HARKEN_DB, then the config file's db_url, then sqlite:///./harken.db)."
@@ -59,7 +60,7 @@ def group() -> None:
 @click.option("--conflicts", is_flag=True, help="Only samples whose labellers disagree.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
 @_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def list_(device, model, reason, label, alert, unlabelled, conflicts, limit, db_url, samples_dir, config_file,
           as_json) -> None:
     """List samples, newest first, with what the model said and the latest label."""
@@ -73,15 +74,14 @@ def list_(device, model, reason, label, alert, unlabelled, conflicts, limit, db_
         return
     click.echo(f"{summary['total']} samples: {summary['labelled']} labelled, {summary['unlabelled']} unlabelled, "
                f"{summary['conflicts']} in conflict; showing {len(rows)}")
-    if rows:
-        click.echo(f"{'ID':16} {'DEVICE':16} {'RECEIVED':19} {'REASON':14} {'SAID':10} {'CONF':>5} {'MS':>5} "
-                   f"{'LABEL':10} ALERT")
-    for s in rows:
-        conf = "-" if s["confidence"] is None else f"{s['confidence']:.2f}"
-        label_text = (s["label"] or "-") + (" !" if s["conflict"] else "")
-        click.echo(f"{s['id']:16} {s['device'][:16]:16} {_when(s['received_t']):19} {s['reason']:14} "
-                   f"{(s['predicted'] or '-')[:10]:10} {conf:>5} {s['duration_ms']:5.0f} {label_text[:10]:10} "
-                   f"{s['alert'] or ''}")
+    table = [{"id": s["id"], "device": s["device"], "received": _when(s["received_t"]), "reason": s["reason"],
+              "said": s["predicted"], "conf": None if s["confidence"] is None else f"{s['confidence']:.2f}",
+              "ms": f"{s['duration_ms']:.0f}", "label": (s["label"] or "-") + (" !" if s["conflict"] else ""),
+              "alert": s["alert"]} for s in rows]
+    if table:
+        print_table(table, [("id", "ID"), ("device", "DEVICE"), ("received", "RECEIVED"), ("reason", "REASON"),
+                            ("said", "SAID"), ("conf", "CONF"), ("ms", "MS"), ("label", "LABEL"), ("alert", "ALERT")],
+                    right=("conf", "ms"))
 
 
 list_.name = "list"

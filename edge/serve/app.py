@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from edge.serve.inputs import RequestError, resolve_format
+from edge.serve.metrics import CONTENT_TYPE
 from edge.serve.service import Service
-from shared.exposition import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 

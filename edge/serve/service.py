@@ -95,7 +95,7 @@ class Service:
         self.config = config
         self.token = config.token
         self.agent = Agent(dataclasses.replace(config, window_s=PIPELINE_WINDOW_S), clock=clock)
-        self.metrics = ServeMetrics()
+        self.metrics = ServeMetrics(self._gauges)
         self.admission = Admission(config.http_max_pending)
         self._turn = threading.Lock()  # one request at a time through the pipeline
         self._sink = RequestSink()
@@ -162,10 +162,14 @@ class Service:
         return True, ""
 
     def metrics_text(self) -> str:
+        return self.metrics.text()
+
+    def _gauges(self) -> dict:
+        """What ``/metrics`` reads from the running service at scrape time (``ServeMetrics``)."""
         pipeline = self.agent.pipeline
-        return self.metrics.text(in_flight=self.admission.in_flight, max_pending=self.admission.limit,
-                                 models=self.models(), pipeline=pipeline.stats if pipeline else {},
-                                 spool_backlog=len(self.agent.spool))
+        return {"in_flight": self.admission.in_flight, "max_pending": self.admission.limit,
+                "models": self.models(), "pipeline": pipeline.stats if pipeline else {},
+                "spool_backlog": len(self.agent.spool)}
 
     # -- requests ------------------------------------------------------------------------
     def feedback(self, utterance: str, label: str | None, confirm: bool) -> bool:

@@ -186,3 +186,22 @@ def test_readiness_follows_the_store_and_the_collector(world):
     r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["reasons"] == ["a commit has waited 12 s for the store"]
     assert c.get("/healthz").status_code == 200  # liveness: the process still serves
+
+
+def test_the_main_listings_have_response_schemas_with_properties(api):
+    """/openapi.json (with the token) describes what fleet, devices, alerts, rollouts and models return."""
+    doc = api.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+
+    def resolve(schema: dict) -> dict:
+        if "$ref" in schema:
+            return resolve(schemas[schema["$ref"].rsplit("/", 1)[1]])
+        return resolve(schema["items"]) if schema.get("type") == "array" else schema
+
+    for path, field in (("/api/fleet", "devices"), ("/api/devices", "tags"), ("/api/alerts", "alerts"),
+                        ("/api/rollouts", "rollouts"), ("/api/models", "models")):
+        ok = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        props = resolve(ok).get("properties") or {}
+        assert field in props, (path, ok)
+    assert "stages" in resolve(schemas["Rollouts"]["properties"]["rollouts"])["properties"]
+    assert "severity" in resolve(schemas["Alerts"]["properties"]["alerts"])["properties"]

@@ -1,43 +1,14 @@
 """Prometheus /metrics: valid text exposition whose numbers agree with the store."""
 from __future__ import annotations
 
-import re
+import math
 
-from cloud.api.metrics import Exposition
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+from cloud.api.metrics import Families
 from cloud.ingest import IngestStats
 from tests.cloud.api.conftest import client_for
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? '
-                       r'(-?[0-9.e+-]+|NaN|[+-]Inf)$')
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
-
-
-def parse(text: str) -> dict[str, list[tuple[dict, float]]]:
-    """A strict reader of the text format: TYPE before samples, every line well-formed."""
-    assert text.endswith("\n")
-    families: dict[str, list] = {}
-    typed: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge") and name not in typed
-            typed.add(name)
-            families[name] = []
-            continue
-        m = SAMPLE_RE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels, value = m.groups()
-        assert name in typed, f"{name} has samples before its TYPE"
-        families[name].append(({k: v for k, v in LABEL_RE.findall(labels or "")}, float(value)))
-    return families
-
-
-def value(families, name, **labels) -> float:
-    hits = [v for lab, v in families[name] if lab == labels]
-    assert len(hits) == 1, f"{name}{labels}: {families[name]}"
-    return hits[0]
+from tests.prom_text import parse, value
 
 
 def test_metrics_agree_with_the_store(api, world):
@@ -84,11 +55,26 @@ def test_ingest_counters_come_from_the_running_ingest(world):
 
 
 def test_label_values_and_help_are_escaped():
-    x = Exposition().family("harken_test", "gauge", "line one\nline two \\ end",
-                            [({"cohort": 'tag:a"b\\c\nd'}, 1.5), ({}, float("nan")), ({"k": "v"}, None)])
-    text = x.text()
+    x = Families().family("harken_test", "gauge", "line one\nline two \\ end",
+                          [({"cohort": 'tag:a"b\\c\nd'}, 1.5), ({"cohort": "x"}, float("nan")), ({"cohort": "v"}, None)])
+
+    class One:
+        def collect(self):
+            return x.found
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(One())
+    text = generate_latest(reg).decode()
     assert 'harken_test{cohort="tag:a\\"b\\\\c\\nd"} 1.5' in text
-    assert "harken_test NaN" in text and 'k="v"' not in text
-    assert "# HELP harken_test line one line two \\\\ end" in text
+    assert 'harken_test{cohort="x"} NaN' in text and 'cohort="v"' not in text
     fam = parse(text)["harken_test"]
-    assert fam[0][0] == {"cohort": 'tag:a\\"b\\\\c\\nd'}
+    assert fam[0] == ({"cohort": 'tag:a"b\\c\nd'}, 1.5) and math.isnan(fam[1][1])
+
+
+def test_each_app_has_its_own_registry(world):
+    """Two apps in one process: both serve their own figures, and the global registry stays clean."""
+    a, b = client_for(world.services()), client_for(world.services(public_metrics=True))
+    assert a.app.state.metrics_registry is not b.app.state.metrics_registry
+    for client in (a, b):
+        assert value(parse(client.get("/metrics").text), "harken_devices", status="online") == 5
+    assert not any(f.name.startswith("harken_") for f in REGISTRY.collect())

@@ -15,6 +15,7 @@ import pytest
 from shared.audio import to_int16, write_wav
 from tests.edge.conftest import WORDS
 from tests.edge.serve.conftest import TOKEN
+from tests.prom_text import parse, value
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -150,13 +151,8 @@ def test_malformed_input_gets_a_fix_hint_is_counted_and_harms_nothing(served, sh
 
 def _errors(served) -> dict[str, int]:
     with served.client() as client:
-        text = client.get("/metrics").text
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("harken_serve_errors_total{"):
-            code = line.split('code="', 1)[1].split('"', 1)[0]
-            out[code] = int(line.rsplit(" ", 1)[1])
-    return out
+        m = parse(client.get("/metrics").text)
+    return {labels["code"]: int(n) for labels, n in m["harken_serve_errors_total"]}
 
 
 def test_concurrent_requests_are_all_answered_or_cleanly_refused(served, short_clips):
@@ -248,26 +244,19 @@ def test_metrics_count_requests_latency_errors_and_models(served, short_clips):
     with served.client() as client:
         _post_wav(client, short_clips[0][0])
         client.post("/v1/predict", content=b"nope", headers={"Content-Type": "audio/wav"})
-        text = client.get("/metrics").text
-    lines = text.splitlines()
-
-    def value(prefix: str) -> float:
-        found = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix + " ")]
-        assert len(found) == 1, prefix
-        return found[0]
-
-    assert value('harken_serve_requests_total{code="200",route="/v1/predict"}') >= 1
-    assert value('harken_serve_requests_total{code="400",route="/v1/predict"}') >= 1
-    count = value('harken_serve_request_seconds_count{route="/v1/predict"}')
-    assert value('harken_serve_request_seconds_bucket{le="+Inf",route="/v1/predict"}') == count
-    assert value('harken_serve_request_seconds_sum{route="/v1/predict"}') > 0
-    assert value("harken_serve_in_flight") == 0 and value("harken_serve_max_pending") == 4
-    assert value('harken_serve_errors_total{code="not_wav"}') >= 1
+        m = parse(client.get("/metrics").text)
+    assert value(m, "harken_serve_requests_total", code="200", route="/v1/predict") >= 1
+    assert value(m, "harken_serve_requests_total", code="400", route="/v1/predict") >= 1
+    count = value(m, "harken_serve_request_seconds_count", route="/v1/predict")
+    assert value(m, "harken_serve_request_seconds_bucket", le="+Inf", route="/v1/predict") == count >= 2
+    assert value(m, "harken_serve_request_seconds_bucket", le="0.001", route="/v1/predict") <= count
+    assert value(m, "harken_serve_request_seconds_sum", route="/v1/predict") > 0
+    assert value(m, "harken_serve_in_flight") == 0 and value(m, "harken_serve_max_pending") == 4
+    assert value(m, "harken_serve_errors_total", code="not_wav") >= 1
     models = served.service.models()
-    assert value(f'harken_serve_model_info{{model="{models["active"]}",role="active"}}') == 1
-    assert value(f'harken_serve_model_info{{model="{models["shadow"]}",role="shadow"}}') == 1
-    assert value("harken_serve_utterances_total") >= 2 and value("harken_serve_pipeline_inferences_total") >= 2
-    assert "# TYPE harken_serve_request_seconds histogram" in lines
+    assert value(m, "harken_serve_model_info", model=models["active"], role="active") == 1
+    assert value(m, "harken_serve_model_info", model=models["shadow"], role="shadow") == 1
+    assert value(m, "harken_serve_utterances_total") >= 2 and value(m, "harken_serve_pipeline_inferences_total") >= 2
 
 
 def test_feedback_on_a_served_utterance(served, short_clips):
