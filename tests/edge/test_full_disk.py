@@ -11,7 +11,8 @@ import threading
 
 from edge.agent import Agent
 from edge.lifecycle import Lifecycle, ProbationPolicy
-from edge.spool import Spool, SpoolFlusher
+from edge.flusher import SpoolFlusher
+from edge.spool import Spool
 from shared.audio import SAMPLE_RATE
 from shared.messages import decode
 from tests.edge.hardening import T, SmallDisk, agent_config, until
