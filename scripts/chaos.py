@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-concurrent", type=int, default=3, help="Faults under way at once, at most.")
     ap.add_argument("--faults", default=",".join(KINDS), help=f"Fault kinds (comma-separated; {', '.join(KINDS)}).")
     ap.add_argument("--disk-mb", type=int, default=16, help="Size of each agent's tmpfs.")
+    ap.add_argument("--resend-s", type=float, default=30.0, help="The agents' resend_unconfirmed_s: how long after "
+                    "the collector confirmed a later window one it never confirmed is sent again.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-s", type=float, default=30.0, help="Seconds between memory samples.")
     ap.add_argument("--drain-timeout-s", type=float, default=180.0)
@@ -118,16 +120,23 @@ class Run:
         collector.start()
         collector.wait_connected()
         for device, source in zip(devices, device_sources(lab[0], lab[1], a.agents, a.seed)):
-            agent = Agent(device, source, broker, lab, self.workdir, window_s=a.window_s, disk_size=f"{a.disk_mb}m")
+            agent = Agent(device, source, broker, lab, self.workdir, window_s=a.window_s, disk_size=f"{a.disk_mb}m",
+                          resend_s=a.resend_s)
             self.rig.agents.append(agent)
             agent.mount()
             agent.start()
             agent.play()
-        waited = until(lambda: sum(db.online().get(d, False) for d in devices) == len(devices), 180)
-        if sum(db.online().get(d, False) for d in devices) < len(devices):
-            raise RuntimeError(f"not every agent came online within {waited} s; see {self.workdir}/agents")
+        waited = until(lambda: self.ready() == len(devices), 180)
+        if self.ready() < len(devices):
+            raise RuntimeError(f"only {self.ready()} of {len(devices)} agents came online and had a window "
+                               f"confirmed within {waited} s; see {self.workdir}/agents")
         self.times["startup_s"] = round(time.monotonic() - self._t0, 1)
         self.rss["start"] = rss_mb(collector.proc.pid)
+
+    def ready(self) -> int:
+        """Agents online whose spool has had a receipt (so they keep windows until the collector has them)."""
+        online = self.rig.db.online()
+        return sum(bool(online.get(a.device)) and read_spool(a.spool_path).receipts for a in self.rig.agents)
 
     def inject(self) -> Chaos:
         chaos = Chaos(self.rig, self.args.plan, random.Random(self.args.seed))
@@ -179,7 +188,8 @@ class Run:
         online = self.rig.db.online()
         agents = self.rig.agents
         out = {"total": len(agents), "alive": sum(a.alive for a in agents),
-               "connected": sum(a.alive and bool(online.get(a.device)) for a in agents)}
+               "connected": sum(a.alive and bool(online.get(a.device)) for a in agents),
+               "messages_resent_after_broker_loss": sum(a.resent() for a in agents)}
         self.rss["end"] = rss_mb(self.rig.collector.proc.pid)
         t0 = time.monotonic()
         for a in agents:
@@ -229,7 +239,8 @@ def report(args, run: Run, chaos: Chaos, windows: dict, agents: dict) -> tuple[d
                    "agents": sum(a.starts for a in run.rig.agents)},
         "duration": run.times,
         "config": {k: getattr(args, k) for k in ("minutes", "agents", "window_s", "fault_every_s", "down_s",
-                                                 "full_s", "stall_s", "max_concurrent", "disk_mb", "seed")},
+                                                 "full_s", "stall_s", "max_concurrent", "disk_mb", "resend_s",
+                                                 "seed")},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_end": os.getloadavg()},
         "versions": versions(),
         "fault_log": chaos.log,

@@ -31,6 +31,7 @@ class SpoolReport:
     last_seq: int  # -1: no window yet
     unsent: tuple[int, ...] = ()
     dropped_total: int = 0  # windows the spool's byte bound pushed out
+    receipts: bool = False  # the collector's receipts have come: windows wait for theirs
 
 
 def read_spool(path: Path) -> SpoolReport:
@@ -46,7 +47,8 @@ def read_spool(path: Path) -> SpoolReport:
                 continue
     finally:
         con.close()
-    return SpoolReport(int(meta.get("last_seq", -1)), tuple(sorted(unsent)), int(meta.get("dropped_total", 0)))
+    return SpoolReport(int(meta.get("last_seq", -1)), tuple(sorted(unsent)), int(meta.get("dropped_total", 0)),
+                       meta.get("receipts") == 1)
 
 
 def ledger(spools: dict[str, SpoolReport], stored: list[tuple[str, int, int]]) -> dict:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import abc
 import os
+import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,10 +31,10 @@ from edge.sim.scenarios import ScenarioParams
 from edge.sim.world import Audience, World
 from edge.sources import RealtimePacer
 from shared.audio import to_int16
-from tests.brokers import free_port
 from tests.edge.hardening import SmallDisk, agent_values, start_agent_process
 
 ROOT = Path(__file__).resolve().parents[1]
+RESENT = re.compile(r"(\d+) message\(s\) the broker acknowledged never reached the collector")  # edge/flusher.py
 PG = os.environ.get("HARKEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -60,6 +63,22 @@ def _log_has(path: Path, text: str, offset: int) -> bool:
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def listen_port(rng: random.Random = random.Random()) -> int:
+    """A free loopback port below the kernel's ephemeral range, as a broker's 8883 is: while the broker
+    is down, a port from that range can be taken as the source port of an outgoing connection (a
+    reconnecting client may even connect to itself there), and the broker could not listen again."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = rng.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in 10000..{low - 1}")
 
 
 def write_secret(path: Path, value: str) -> str:
@@ -104,7 +123,8 @@ class Broker(Process):
     def __init__(self, directory: Path, devices: list[str]):
         super().__init__()
         self.directory = directory
-        self.info = brokers.init_broker(directory, devices=devices, port=free_port(), plain_port=free_port()).broker
+        self.info = brokers.init_broker(directory, devices=devices, port=listen_port(),
+                                        plain_port=listen_port()).broker
         secrets = directory.parent / "secrets"
         self.password_files = {user: write_secret(secrets / user, pw) for user, pw in self.info.credentials().items()}
 
@@ -148,7 +168,7 @@ class Agent(Process):
     """
 
     def __init__(self, device: str, source: SimSource, broker: Broker, lab: tuple[str, str, str, str],
-                 workdir: Path, *, window_s: float, disk_size: str):
+                 workdir: Path, *, window_s: float, disk_size: str, resend_s: float):
         super().__init__()
         self.name = self.device = device
         self.disk = SmallDisk(workdir / "disks" / device, size=disk_size)
@@ -158,7 +178,8 @@ class Agent(Process):
         self.values = agent_values(None, self.disk.path / "state", trust_key, release_key=release_key,
                                    device_id=device, broker_url=broker.info.tls_url, username=device,
                                    password_file=broker.password_files[device], tls_ca=str(broker.info.ca_path),
-                                   bundle=model, window_s=window_s, reconnect_max_s=1.0)
+                                   bundle=model, window_s=window_s, reconnect_max_s=1.0,
+                                   resend_unconfirmed_s=resend_s)
         self.source = source
         self.mounted = False
         self._feeder = threading.Thread(target=self._feed, name=f"feed-{device}", daemon=True)
@@ -196,11 +217,18 @@ class Agent(Process):
             except (OSError, ValueError):  # the agent was killed meanwhile: its successor gets the next chunk
                 continue
 
-    def log_count(self, text: str) -> int:
+    def log_text(self) -> str:
         try:
-            return self.log.read_text(errors="replace").count(text)
+            return self.log.read_text(errors="replace")
         except OSError:
-            return 0
+            return ""
+
+    def log_count(self, text: str) -> int:
+        return self.log_text().count(text)
+
+    def resent(self) -> int:
+        """Messages this agent sent again because the broker lost them (its log says how many)."""
+        return sum(int(n) for n in RESENT.findall(self.log_text()))
 
 
 def device_sources(data_dir: str, model: str, devices: int, seed: int, chunk_samples: int = 4000) -> list[SimSource]:
