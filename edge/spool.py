@@ -51,19 +51,42 @@ class Spool:
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.exclusive = False  # held by this process alone: the disk had no room for WAL's shared memory
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            if "ref" not in {row[1] for row in self._db.execute("PRAGMA table_info(spool)")}:
-                self._db.execute("ALTER TABLE spool ADD COLUMN ref TEXT")  # a spool from before receipts
-            self._db.execute(_REF_INDEX)
+            self._db = self._connect(exclusive=False)
+        except sqlite3.Error as exc:
+            try:
+                self._db = self._connect(exclusive=True)
+            except sqlite3.Error:
+                raise StoreError(f"cannot open the spool {self.path}: {exc}; free some space if the disk is full, "
+                                 "or delete it if the disk was corrupted (unsent windows are lost)") from exc
+            self.exclusive = True
+            log.warning("spool %s: %s at open (is the disk full?); opened for this process alone until it restarts",
+                        self.path, exc)
+        try:
             self._bytes, self._count = self._db.execute(
                 "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM spool").fetchone()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the spool {self.path}: {exc}; delete it if the disk was corrupted "
-                             "(unsent windows are lost)") from exc
+            raise StoreError(f"cannot read the spool {self.path}: {exc}") from exc
+
+    def _connect(self, exclusive: bool) -> sqlite3.Connection:
+        """Open the database in WAL mode. A clean close removes the WAL and its shared-memory file, and a
+        full disk cannot give the 32 KiB the latter needs at the next open; ``exclusive`` keeps that
+        index in this process's memory instead (no other process can read the spool meanwhile)."""
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            if "ref" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
+                db.execute("ALTER TABLE spool ADD COLUMN ref TEXT")  # a spool from before receipts
+            db.execute(_REF_INDEX)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     # -- writing -------------------------------------------------------------------------
     def fits(self, topic: str, payload: bytes) -> bool:
