@@ -31,6 +31,7 @@ import platform
 import random
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -104,6 +105,7 @@ class Run:
         self.args, self.workdir = args, workdir
         self.rig: Rig | None = None
         self.exits: list[dict] = []
+        self.restarted_to_read: list[str] = []  # agents restarted (cleanly) at the end so their spool can be read
         self.rss: dict = {"series": []}
         self.times: dict[str, float] = {}
         self._t0 = time.monotonic()
@@ -174,9 +176,19 @@ class Run:
                 p.start()
         self.watch()
         rig.collector.wait_connected(120)
+        for a in rig.agents:  # one that started on a full disk holds its spool alone: restart it to read it
+            try:
+                read_spool(a.spool_path, timeout_s=1.0)
+            except sqlite3.OperationalError:
+                a.kill(signal.SIGTERM)
+                a.start()
+                self.restarted_to_read.append(a.device)
 
         def drained() -> bool:
-            spools = [read_spool(a.spool_path) for a in rig.agents]
+            try:
+                spools = [read_spool(a.spool_path, timeout_s=1.0) for a in rig.agents]
+            except sqlite3.OperationalError:
+                return False
             online = rig.db.online()
             return (all(not s.unsent for s in spools) and all(online.get(a.device) for a in rig.agents)
                     and len(rig.db.windows()) >= sum(s.last_seq + 1 for s in spools))
@@ -231,6 +243,7 @@ def report(args, run: Run, chaos: Chaos, windows: dict, agents: dict) -> tuple[d
         "agents": agents,
         "faults": faults,
         "unexpected_exits": run.exits,
+        "restarted_to_read_their_spool": run.restarted_to_read,
         "collector_rss_mb": {"start": run.rss["start"], "end": run.rss["end"],
                              "peak": max((r[2] for r in series if r[2] is not None), default=None),
                              "instance_at_end": run.rig.collector.starts,

@@ -34,9 +34,10 @@ class SpoolReport:
     receipts: bool = False  # the collector's receipts have come: windows wait for theirs
 
 
-def read_spool(path: Path) -> SpoolReport:
-    """Read an agent's ``spool.db`` without writing to it (the agent may still run)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+def read_spool(path: Path, timeout_s: float = 30.0) -> SpoolReport:
+    """Read an agent's ``spool.db`` without writing to it (the agent may still run). Raises
+    ``sqlite3.OperationalError`` while an agent that started on a full disk holds it alone."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s)
     try:
         meta = dict(con.execute("SELECT key, value FROM meta"))
         unsent = []
