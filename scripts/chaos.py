@@ -99,7 +99,7 @@ def until(predicate, timeout_s: float, interval_s: float = 1.0) -> float:
 
 
 class Run:
-    """One chaos run: ``start``, ``inject``, ``drain``, ``stop_agents``, ``count``; ``close`` always."""
+    """One chaos run: ``start``, ``inject``, ``heal_and_drain``, ``stop_agents``, ``count``; ``close`` always."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args, self.workdir = args, workdir
