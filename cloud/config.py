@@ -196,7 +196,7 @@ class CollectorConfig:
         return self.client_id or _default_client_id()
 
     def mqtt_settings(self) -> MqttSettings:
-        """The collector's one connection: ingest and publishing (bundles, desired states, alerts)."""
+        """The collector's one connection: ingest and publishing (bundles, desired states, alerts, receipts)."""
         return MqttSettings.from_config(self, self.mqtt_client_id, session_expiry_s=self.session_expiry_s,
                                         receive_maximum=self.receive_maximum, max_packet_bytes=MAX_PACKET_BYTES,
                                         max_inflight=100)

@@ -6,8 +6,10 @@ MQTT v5, persistent session, manual acknowledgement; built by ``shared.mqtt``) a
 writer thread that commits batches of up to ``batch_max`` messages or ``batch_ms`` and only
 then sends the PUBACKs: a message is acknowledged once it is stored (or rejected and
 recorded), so a crash at any instant loses nothing and the unique key makes redeliveries
-harmless. The same connection publishes (``publisher()``): bundles, desired states and
-alerts, so a replica has one session and one identity on the broker.
+harmless. Then each device gets a receipt naming its windows and events of the batch
+(``shared.receipts``): the device keeps them until then, since the broker can lose what it
+acknowledged. The same connection publishes (``publisher()``): bundles, desired states,
+alerts and receipts, so a replica has one session and one identity on the broker.
 
 Windows and events arrive through a shared subscription (replicas split them). Device
 state does not: the broker never sends retained messages to a shared subscription, so each
@@ -34,9 +36,10 @@ from cloud.config import CollectorConfig
 from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
 from cloud.retained import SWEEP_ID, RetainedSweep
 from cloud.store import Batch, BatchResult, Store, StoreDataError
-from shared.codec import dumps
-from shared.errors import StoreError
+from shared.codec import dumps, encode
+from shared.errors import ProtocolError, StoreError
 from shared.mqtt import build_client
+from shared.receipts import MAX_REFS, boot_seq, receipt
 from shared.topics import QOS
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class IngestStats:
     store_failures: int = 0
     last_commit_t: float = 0.0
     connects: int = 0
+    receipts: int = 0  # receipt messages published to devices
     extra: dict = field(default_factory=dict)
 
 
@@ -305,8 +309,7 @@ class Ingest:
 
     def _process(self, items: list[_Message]) -> None:
         batch = Batch()
-        for m in items:
-            self.handler.add(batch, m.topic, m.payload, m.received_t, m.retain)
+        codes = [self.handler.add(batch, m.topic, m.payload, m.received_t, m.retain) for m in items]
         self._commit_since = time.monotonic()
         try:
             result = self._commit(batch)
@@ -317,6 +320,7 @@ class Ingest:
         for m in items:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
+        self._send_receipts(items, codes, batch)
         self._count(items, batch, result)
         if result.samples_ready and self._on_samples_ready is not None:
             try:  # staged in the store already: a failure here is retried by the maintenance sweep
@@ -324,6 +328,31 @@ class Ingest:
             except Exception:
                 log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
                               len(result.samples_ready))
+
+    def _send_receipts(self, items: list[_Message], codes: list[str | None], batch: Batch) -> None:
+        """Tell each device which of its windows and events this batch dealt with for good: stored,
+        duplicates, too late, or refused as malformed (else the device would send those forever)."""
+        named: dict[str, tuple[list, list]] = {}
+        for rows, field in ((batch.windows, 0), (batch.events, 1)):
+            for row in rows:
+                m = row.message
+                named.setdefault(m["device"], ([], []))[field].append((m["boot"], m["seq"]))
+        for m, code in zip(items, codes):
+            if code is None:
+                continue
+            try:
+                parsed = self.topics.parse(m.topic)
+            except ProtocolError:
+                continue
+            pair = boot_seq(m.payload) if parsed.kind in ("stats", "event") else None
+            if pair is not None:
+                named.setdefault(parsed.device, ([], []))[parsed.kind == "event"].append(pair)
+        now = time.time()
+        for device, (windows, events) in named.items():
+            for i in range(0, max(len(windows), len(events)), MAX_REFS):
+                body = receipt(device, now, windows[i:i + MAX_REFS], events[i:i + MAX_REFS])
+                self._client.publish(self.topics.receipt(device), encode(body), qos=QOS)
+                self.stats.receipts += 1
 
     def _count(self, items: list[_Message], batch: Batch, result: BatchResult) -> None:
         s = self.stats

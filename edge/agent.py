@@ -27,6 +27,7 @@ from edge.config import AgentConfig
 from edge.decisions import JsonLinesSink
 from edge.desired import DesiredState
 from edge.feedback import FeedbackFile
+from edge.flusher import SpoolFlusher
 from edge.lifecycle import Lifecycle, ProbationPolicy
 from edge.link import Link, LinkSettings
 from edge.pipeline import Pipeline
@@ -34,11 +35,13 @@ from edge.releases import ReleaseGuard
 from edge.samples import SampleChannel
 from edge.sandbox import SmokeLimits
 from edge.sources import AudioSource, RealtimePacer, open_source
-from edge.spool import Spool, SpoolFlusher
+from edge.spool import Spool
 from shared import keys as keyring
 from shared.bundle import load_bundle
 from shared.codec import encode
 from shared.errors import HarkenError, ProtocolError
+from shared.messages import decode
+from shared.receipts import ref, refs_of
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -149,13 +152,14 @@ class Agent:
         cfg = self.config
         will = {"kind": "state", "device": cfg.device_id, "online": False, "t": round(self.clock(), 3)}
         self.link = Link(LinkSettings.from_config(cfg), will_topic=self.topics.state(cfg.device_id),
-                         will_message=will, on_message=lambda t, p: self._control.put((t, p)),
+                         will_message=will, on_message=self._on_message,
                          on_connected=self._on_connected)
         self.flusher = SpoolFlusher(self.spool, self.link.publish, self.link.connected, rate_per_s=cfg.flush_rate,
-                                    max_inflight=cfg.spool_inflight).start()
+                                    max_inflight=cfg.spool_inflight, resend_after_s=cfg.resend_unconfirmed_s).start()
         if self.samples is not None:
             self.samples.start(self.link)
-        self.link.subscribe(self.topics.desired(cfg.device_id), self.topics.revocations())
+        self.link.subscribe(self.topics.desired(cfg.device_id), self.topics.receipt(cfg.device_id),
+                            self.topics.revocations())
         self.link.start()
 
     def run(self) -> None:
@@ -304,7 +308,7 @@ class Agent:
         while self._held:
             topic, payload, seq = self._held[0]
             try:
-                self.spool.put(topic, payload, meta={"last_seq": seq})
+                self.spool.put(topic, payload, meta={"last_seq": seq}, ref=ref("stats", self.lifecycle.boot, seq))
             except HarkenError as exc:
                 if self._held_retry_t == 0.0:
                     log.error("window %d could not be spooled: %s; %d window(s) wait in memory (at most %d) and "
@@ -334,7 +338,8 @@ class Agent:
         log.info("event %s%s%s", event, f" model {model[:12]}" if model else "", f" ({reason})" if reason else "")
         if self.config.broker_url:  # spooled even before the link exists (events of the start)
             try:
-                self.spool.put(self.topics.event(self.config.device_id), encode(msg))
+                self.spool.put(self.topics.event(self.config.device_id), encode(msg),
+                               ref=ref("event", self.lifecycle.boot, seq))
             except (HarkenError, ValueError) as exc:
                 log.error("event %s could not be spooled: %s", event, exc)
             if self.flusher is not None:
@@ -425,6 +430,20 @@ class Agent:
         except Exception:  # keep the control thread alive; the event log says what failed
             log.exception("checking bundle downloads failed")
         return connected
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """From the network thread: receipts are handled at once (also while shutting down, when the
+        spool drains), everything else is queued for the control thread."""
+        if topic != self.topics.receipt(self.config.device_id):
+            self._control.put((topic, payload))
+            return
+        try:
+            message = decode(payload, "receipt")
+        except ProtocolError as exc:
+            log.warning("ignoring a receipt: %s", exc)
+            return
+        if message["device"] == self.config.device_id:
+            self.flusher.confirm(refs_of(message))
 
     def _on_revocations(self, payload: bytes) -> None:
         """A signed revocation list (retained): merge it, then stop any revoked model."""

@@ -48,6 +48,9 @@ class AgentConfig:
     spool_max_bytes: int = setting(64 * 1024 * 1024, "Bound of the on-disk spool; the oldest windows go first.",
                                    ge=16 * 1024, le=1 << 40)
     spool_inflight: int = setting(20, "Windows sent and not yet acknowledged by the broker, at most.", ge=1, le=1000)
+    resend_unconfirmed_s: float = setting(30.0, "A window the broker acknowledged but the collector never "
+                                          "confirmed is sent again once the collector has confirmed a later "
+                                          "one this long ago (the broker lost it).", ge=0.1, le=86400)
     # -- audio -----------------------------------------------------------------------
     source: str = setting("-", "Audio: '-' raw 16 kHz s16le on stdin, 'mic' or 'mic:NAME', a directory, a WAV file.")
     realtime: bool = setting(False, "Deliver file audio no faster than real time.")

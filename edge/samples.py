@@ -294,7 +294,7 @@ class SampleChannel:
 
     def start(self, link) -> None:
         """Send from the spool over ``link`` (an ``edge.link.Link``) while it is connected."""
-        from edge.spool import SpoolFlusher
+        from edge.flusher import SpoolFlusher
 
         self.flusher = SpoolFlusher(self.spool, link.publish, link.connected, rate_per_s=self.flush_rate,
                                     max_inflight=self.INFLIGHT).start()

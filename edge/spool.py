@@ -3,18 +3,17 @@
 SQLite in WAL mode (a kill -9 loses nothing already committed), bounded in bytes: when a
 new message does not fit, the oldest ones are dropped and counted, and the count is
 reported in the next window (``software.spool_dropped_windows``) and in the reported
-state. A row leaves only through ``ack`` — the broker's PUBACK for it. A small ``meta``
-table keeps counters that must survive restarts in the same transaction as the rows
-(the last window ``seq``, the dropped count).
+state. A row leaves only through ``ack``: on the broker's PUBACK, or — for a row with a
+``ref`` (a window or an event) once the collector sends receipts — on the collector's receipt
+naming it (``shared.receipts``). A small ``meta`` table keeps counters that must survive
+restarts in the same transaction as the rows (the last window ``seq``, the dropped count,
+whether receipts come).
 """
 from __future__ import annotations
 
-import functools
 import logging
-import random
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -25,15 +24,17 @@ log = logging.getLogger(__name__)
 ROW_OVERHEAD_BYTES = 64  # rough cost of a row beyond its topic and payload
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                                  payload BLOB NOT NULL, size INTEGER NOT NULL);
+                                  payload BLOB NOT NULL, size INTEGER NOT NULL, ref TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_REF_INDEX = "CREATE INDEX IF NOT EXISTS spool_ref ON spool (ref) WHERE ref IS NOT NULL"
 
 
 class Spooled(NamedTuple):
     id: int
     topic: str
     payload: bytes
+    ref: str | None = None  # how a receipt names it (shared.receipts); None: the PUBACK is enough
 
 
 def _row_size(topic: str, payload: bytes) -> int:
@@ -50,32 +51,59 @@ class Spool:
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.exclusive = False  # held by this process alone: the disk had no room for WAL's shared memory
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = self._connect(exclusive=False)
+        except sqlite3.Error as exc:
+            try:
+                self._db = self._connect(exclusive=True)
+            except sqlite3.Error:
+                raise StoreError(f"cannot open the spool {self.path}: {exc}; free some space if the disk is full, "
+                                 "or delete it if the disk was corrupted (unsent windows are lost)") from exc
+            self.exclusive = True
+            log.warning("spool %s: %s at open (is the disk full?); opened for this process alone until it restarts",
+                        self.path, exc)
+        try:
             self._bytes, self._count = self._db.execute(
                 "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM spool").fetchone()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the spool {self.path}: {exc}; delete it if the disk was corrupted "
-                             "(unsent windows are lost)") from exc
+            raise StoreError(f"cannot read the spool {self.path}: {exc}") from exc
+
+    def _connect(self, exclusive: bool) -> sqlite3.Connection:
+        """Open the database in WAL mode. A clean close removes the WAL and its shared-memory file, and a
+        full disk cannot give the 32 KiB the latter needs at the next open; ``exclusive`` keeps that
+        index in this process's memory instead (no other process can read the spool meanwhile)."""
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            if "ref" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
+                db.execute("ALTER TABLE spool ADD COLUMN ref TEXT")  # a spool from before receipts
+            db.execute(_REF_INDEX)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     # -- writing -------------------------------------------------------------------------
     def fits(self, topic: str, payload: bytes) -> bool:
         """Whether a message of this size can ever be spooled (``put`` refuses it otherwise)."""
         return _row_size(topic, payload) <= self.max_bytes
 
-    def put(self, topic: str, payload: bytes, *, meta: dict[str, int] | None = None) -> int:
-        """Append one message (and set ``meta`` counters atomically with it); returns its id."""
+    def put(self, topic: str, payload: bytes, *, meta: dict[str, int] | None = None, ref: str | None = None) -> int:
+        """Append one message (and set ``meta`` counters atomically with it); returns its id.
+        ``ref`` names it in the collector's receipts."""
         size = _row_size(topic, payload)
         if size > self.max_bytes:
             raise StoreError(f"a {len(payload)}-byte message does not fit a {self.max_bytes}-byte spool; "
                              "raise spool_max_bytes")
         with self._lock, self._transaction():
             dropped = self._make_room(size)
-            cur = self._db.execute("INSERT INTO spool (topic, payload, size) VALUES (?, ?, ?)",
-                                   (topic, sqlite3.Binary(payload), size))
+            cur = self._db.execute("INSERT INTO spool (topic, payload, size, ref) VALUES (?, ?, ?, ?)",
+                                   (topic, sqlite3.Binary(payload), size, ref))
             for key, value in (meta or {}).items():
                 self._set_meta(key, value)
             if dropped:
@@ -127,10 +155,23 @@ class Spool:
     def peek(self, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Spooled]:
         """The oldest ``limit`` messages whose ids are not in ``exclude`` (those in flight)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, topic, payload FROM spool ORDER BY id LIMIT ?",
+            rows = self._db.execute("SELECT id, topic, payload, ref FROM spool ORDER BY id LIMIT ?",
                                     (limit + len(exclude),)).fetchall()
-        out = [Spooled(int(i), t, bytes(p)) for i, t, p in rows if i not in exclude]
+        out = [Spooled(int(i), t, bytes(p), r) for i, t, p, r in rows if i not in exclude]
         return out[:limit]
+
+    def ids_of(self, refs: list[str]) -> list[int]:
+        """The ids of the rows these refs name (rows already gone are skipped)."""
+        out: list[int] = []
+        with self._lock:
+            try:
+                for start in range(0, len(refs), 500):  # SQLite caps the parameters of one statement
+                    part = refs[start:start + 500]
+                    out += [int(i) for (i,) in self._db.execute(
+                        f"SELECT id FROM spool WHERE ref IN ({','.join('?' * len(part))})", part)]
+            except sqlite3.Error as exc:
+                raise StoreError(f"spool {self.path}: {exc}") from exc
+        return out
 
     def take_dropped(self) -> int:
         """Messages dropped since the last call (reset to zero); for the next window."""
@@ -221,164 +262,3 @@ class _Transaction:
             log.debug("spool %s: rollback: %s", self.path, err)
         self.on_rollback()
 
-
-Publish = Callable[..., int]  # publish(topic, payload, on_ack=callback) -> mid
-
-
-class SpoolFlusher:
-    """Sends spooled messages while connected, paced, and deletes each on its PUBACK.
-
-    At most ``max_inflight`` messages are unacknowledged at once. Sends are spaced by
-    ``1 / rate_per_s`` seconds with ±50 % jitter, and the first send after a reconnect waits
-    a random fraction of that interval, so a fleet coming back does not hit the broker in
-    lockstep. A message unacknowledged for ``ack_timeout_s`` of connected time is sent again
-    (the collector stores each window once, however often it arrives). A message whose
-    deletion fails after its PUBACK (a full disk) is kept out of the sends and its deletion
-    retried every ``retry_delete_s``; ``_acked`` never raises (it runs in paho's thread).
-    """
-
-    def __init__(self, spool: Spool, publish: Publish, connected: threading.Event, *, rate_per_s: float,
-                 max_inflight: int, ack_timeout_s: float = 60.0, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic, retry_delete_s: float = 1.0):
-        self.spool = spool
-        self.rate_per_s = float(rate_per_s)
-        self.max_inflight = int(max_inflight)
-        self.ack_timeout_s = float(ack_timeout_s)
-        self._publish = publish
-        self._connected = connected
-        self._rng = rng or random.Random()
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._inflight: dict[int, float] = {}  # spool id → when it was sent
-        self._undeleted: set[int] = set()  # acknowledged, but the deletion failed: retried, never re-sent
-        self.retry_delete_s = float(retry_delete_s)
-        self._next_delete_retry = 0.0
-        self._connected_since = clock()
-        self._next_send = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.sent = self.acked = self.refused = 0
-
-    def start(self) -> "SpoolFlusher":
-        self._thread = threading.Thread(target=self._run, name="spool-flusher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self.notify()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def notify(self) -> None:
-        """Something changed (a new message, a connection): look again."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def on_connected(self) -> None:
-        with self._cond:
-            now = self._clock()
-            self._connected_since = now
-            self._next_send = now + self._rng.uniform(0.0, 1.0 / self.rate_per_s)
-            self._cond.notify_all()
-
-    @property
-    def inflight(self) -> int:
-        with self._cond:
-            return len(self._inflight)
-
-    @property
-    def undeleted(self) -> int:
-        """Messages the broker acknowledged whose deletion from the spool failed (retried)."""
-        with self._cond:
-            return len(self._undeleted)
-
-    def wait_drained(self, timeout_s: float) -> bool:
-        """Block until the spool is empty (every message acknowledged) or the timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while len(self.spool) > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
-        return True
-
-    # -- the sending thread --------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            row = self._next_row()
-            if row is None:
-                continue
-            try:
-                self._publish(row.topic, row.payload, on_ack=functools.partial(self._acked, row.id))
-                self.sent += 1
-            except Exception:  # never let one bad publish stop the spool
-                log.exception("sending spooled message %d failed; it stays in the spool", row.id)
-                with self._cond:
-                    self._inflight.pop(row.id, None)
-                self._stop.wait(1.0)
-
-    def _next_row(self) -> Spooled | None:
-        """Wait until a message may be sent; mark it in flight and return it (None: look again)."""
-        with self._cond:
-            now = self._clock()
-            self._expire(now)
-            self._retry_deletes(now)
-            if not self._connected.is_set() or len(self._inflight) >= self.max_inflight:
-                self._cond.wait(0.2)
-                return None
-            if now < self._next_send:
-                self._cond.wait(self._next_send - now)
-                return None
-            rows = self.spool.peek(1, exclude=set(self._inflight) | self._undeleted)
-            if not rows:
-                self._cond.wait(min(1.0, self.ack_timeout_s / 2) if self._inflight else 1.0)
-                return None
-            self._inflight[rows[0].id] = now
-            interval = 1.0 / self.rate_per_s
-            self._next_send = now + interval * self._rng.uniform(0.5, 1.5)
-            return rows[0]
-
-    def _expire(self, now: float) -> None:
-        since = self._connected_since
-        stale = [i for i, t in self._inflight.items() if now - max(t, since) > self.ack_timeout_s]
-        for i in stale:
-            del self._inflight[i]
-        if stale:
-            log.warning("%d spooled message(s) unacknowledged for %.0f s; sending them again",
-                        len(stale), self.ack_timeout_s)
-
-    def _retry_deletes(self, now: float) -> None:
-        if not self._undeleted or now < self._next_delete_retry:
-            return
-        self._next_delete_retry = now + self.retry_delete_s
-        for row_id in sorted(self._undeleted):
-            if not self._delete(row_id):
-                return  # still failing: try again later
-            self._undeleted.discard(row_id)
-        log.info("spool: acknowledged messages deleted after all")
-
-    def _delete(self, row_id: int) -> bool:
-        try:
-            self.spool.ack(row_id)
-            return True
-        except Exception as exc:  # StoreError from a full disk, or anything else: never lose the thread
-            first = not self._undeleted
-            log.log(logging.WARNING if first else logging.DEBUG,
-                    "spool: cannot delete acknowledged message %d (%s); retrying every %.0f s", row_id, exc,
-                    self.retry_delete_s)
-            return False
-
-    def _acked(self, row_id: int, ok: bool, reason: str) -> None:
-        # Runs in the network thread: a refused message would be refused again, so it goes too.
-        deleted = self._delete(row_id)
-        with self._cond:
-            self._inflight.pop(row_id, None)
-            if not deleted:
-                self._undeleted.add(row_id)
-            if ok:
-                self.acked += 1
-            else:
-                self.refused += 1
-            self._cond.notify_all()

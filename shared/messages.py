@@ -16,6 +16,8 @@ Kinds and their required fields (units in the names):
     event    device, boot, seq, t, event (model, reason, detail optional)
     desired  device, rev, t              (active, shadow: model sha256s, 64 hex; automation, config,
                                           probation)
+    receipt  device, t, windows          ([boot, seq] pairs the collector stored; events optional,
+                                          the same for events; shared.receipts explains why)
     bundle   sha256, size, chunks, chunk_size, chunk_sha256   (chunked bundle header)
     alert    id, status, cohort, signal, pattern, opened_t
     sample   device, sha256, size_bytes, chunks, chunk_bytes, chunk_sha256, reason, captured_t,
@@ -182,6 +184,17 @@ def _validate_desired(m: dict) -> None:
     })
 
 
+def _boot_seqs(x) -> bool:
+    from shared.receipts import MAX_REFS
+
+    return isinstance(x, list) and len(x) <= MAX_REFS and all(
+        isinstance(p, list) and len(p) == 2 and _nonneg_int(p[0]) and _nonneg_int(p[1]) for p in x)
+
+
+def _validate_receipt(m: dict) -> None:
+    _check_fields(m, "receipt", {"device": _device, "t": _number, "windows": _boot_seqs}, {"events": _boot_seqs})
+
+
 def _validate_bundle(m: dict) -> None:
     _check_fields(m, "bundle", {
         "sha256": _str, "size": _nonneg_int, "chunks": _nonneg_int, "chunk_size": _nonneg_int,
@@ -210,8 +223,8 @@ def _validate_sample(m: dict) -> None:
 
 VALIDATORS: dict[str, Callable[[dict], None]] = {
     "window": _validate_window, "state": _validate_state, "event": _validate_event,
-    "desired": _validate_desired, "bundle": _validate_bundle, "alert": _validate_alert,
-    "sample": _validate_sample,
+    "desired": _validate_desired, "receipt": _validate_receipt, "bundle": _validate_bundle,
+    "alert": _validate_alert, "sample": _validate_sample,
 }
 
 

@@ -4,6 +4,7 @@
     {prefix}/dev/{device}/state      device → cloud   QoS 1, retained, last will "offline"
     {prefix}/dev/{device}/event      device → cloud   QoS 1, not retained
     {prefix}/dev/{device}/desired    cloud → device   QoS 1, retained
+    {prefix}/dev/{device}/receipt    cloud → device   QoS 1, not retained (windows and events stored)
     {prefix}/dev/{device}/sample     device → cloud   QoS 1, not retained (a sample header, opt-in)
     {prefix}/dev/{device}/sample/{sha256}/{chunk}   device → cloud   QoS 1, not retained (its bytes)
     {prefix}/model/{sha256}          cloud → devices  QoS 1, retained (bundle or chunk header)
@@ -26,6 +27,7 @@ TEMPLATES: dict[str, str] = {
     "state": "dev/{device}/state",
     "event": "dev/{device}/event",
     "desired": "dev/{device}/desired",
+    "receipt": "dev/{device}/receipt",
     "sample": "dev/{device}/sample",
     "sample_chunk": "dev/{device}/sample/{sha256}/{chunk}",
     "model": "model/{sha256}",
@@ -34,6 +36,7 @@ TEMPLATES: dict[str, str] = {
     "alert": "alert/{alert_id}",
 }
 QOS = 1
+DEVICE_KINDS = ("stats", "state", "event", "desired", "receipt", "sample")  # dev/{device}/{kind}
 RETAINED = frozenset({"state", "desired", "model", "chunk", "revocations"})
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -84,6 +87,9 @@ class Topics:
     def desired(self, device: str) -> str:
         return self.build("desired", device=device)
 
+    def receipt(self, device: str) -> str:
+        return self.build("receipt", device=device)
+
     def sample(self, device: str) -> str:
         return self.build("sample", device=device)
 
@@ -121,7 +127,7 @@ class Topics:
         if not topic.startswith(head):
             raise ProtocolError("bad_topic", f"topic {topic!r} is not under {head!r}")
         parts = topic[len(head):].split("/")
-        if len(parts) == 3 and parts[0] == "dev" and parts[2] in ("stats", "state", "event", "desired", "sample"):
+        if len(parts) == 3 and parts[0] == "dev" and parts[2] in DEVICE_KINDS:
             if not _ID_RE.match(parts[1]):
                 raise ProtocolError("bad_topic", f"device id in {topic!r} is not valid")
             return ParsedTopic(kind=parts[2], device=parts[1])

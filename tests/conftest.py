@@ -27,3 +27,12 @@ def mosquitto_factory(tmp_path):
     yield make
     for broker in started:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_lab(tmp_path_factory):
+    """The model lab's tiny real dataset (espeak-ng, 12 labels x 4, 6 speakers), a trained, signed and
+    released bundle and its keys: one build per session for every test package that needs it."""
+    from cloud.lab.fixtures import tiny_dataset_and_bundle
+
+    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"), per_word=4)

@@ -159,21 +159,23 @@ def render_acl(prefix: str, collectors: list[str] | tuple[str, ...] = (COLLECTOR
 # read access again for every message it delivers.
 #
 # Every user, i.e. each device: write only its own stats/state/event and field samples (a header
-# and its chunks), read only its own desired state and the model topics. (Cloud user names are
-# never device ids.)
+# and its chunks), read only its own desired state, its receipts and the model topics. (Cloud user
+# names are never device ids.)
 pattern write {p}/dev/%u/stats
 pattern write {p}/dev/%u/state
 pattern write {p}/dev/%u/event
 pattern write {p}/dev/%u/sample
 pattern write {p}/dev/%u/sample/+/+
 pattern read {p}/dev/%u/desired
+pattern read {p}/dev/%u/receipt
 # mosquitto warns that this pattern has no %u or %c: it is meant for every user.
 pattern read {p}/model/#
 """
     for user in collectors:
         text += f"""
 # Collector replica {user}: one connection ingests and publishes. It writes stats, event and sample
-# only to clear what a device left retained there (an empty retained message; cloud/retained.py).
+# only to clear what a device left retained there (an empty retained message; cloud/retained.py),
+# and receipts to tell a device what it stored (shared/receipts.py).
 user {user}
 topic readwrite {p}/dev/+/stats
 topic read {p}/dev/+/state
@@ -181,6 +183,7 @@ topic readwrite {p}/dev/+/event
 topic readwrite {p}/dev/+/sample
 topic readwrite {p}/dev/+/sample/+/+
 topic readwrite {p}/dev/+/desired
+topic write {p}/dev/+/receipt
 topic readwrite {p}/model/#
 topic readwrite {p}/alert/#
 """

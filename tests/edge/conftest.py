@@ -236,15 +236,13 @@ def models(bundles):
 
 
 @pytest.fixture(scope="session")
-def lab_model(tmp_path_factory):
+def lab_model(tiny_lab):
     """The model lab's real trained bundle (tiny espeak-ng dataset, 12 labels x 4), loaded the
     way the agent loads it. Tests may import ``cloud``; the agent's code may not."""
-    from cloud.lab.fixtures import tiny_dataset_and_bundle
     from edge.model import LoadedModel
     from shared.bundle import load_bundle
 
-    lab = tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"), per_word=4)
-    return LoadedModel.from_bundle(load_bundle(lab.bundle_path, [keys.load_public_key(lab.public_key_path)]))
+    return LoadedModel.from_bundle(load_bundle(tiny_lab.bundle_path, [keys.load_public_key(tiny_lab.public_key_path)]))
 
 
 def run_pipeline(x: np.ndarray, chunk: int, provider, *, automation: str = "partial", flush: bool = True,

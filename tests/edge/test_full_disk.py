@@ -11,7 +11,8 @@ import threading
 
 from edge.agent import Agent
 from edge.lifecycle import Lifecycle, ProbationPolicy
-from edge.spool import Spool, SpoolFlusher
+from edge.flusher import SpoolFlusher
+from edge.spool import Spool
 from shared.audio import SAMPLE_RATE
 from shared.messages import decode
 from tests.edge.hardening import T, SmallDisk, agent_config, until
@@ -136,3 +137,36 @@ def test_lifecycle_runs_on_when_the_slots_file_cannot_be_saved(tmp_path, signing
         assert lc.health() == "ok"
         again = Lifecycle(disk.path / "state", [signing[1]])
         assert again.slots_file.read().probation is None and again.slots_file.read().active == a
+
+
+def test_an_agent_started_on_a_full_disk_runs_and_sends_its_windows_once_space_returns(
+        mosquitto, tmp_path, signing, bundle_paths, speech, release_signing):
+    """Found by scripts/chaos.py: a clean stop removes the spool's WAL files, and reopening it needs
+    32 KiB for WAL's shared memory; on a full disk the agent exited at start (exit 1, again and again
+    under a supervisor) until space came back."""
+    samples = speech[0]
+    n_chunks = -(-len(samples) // CHUNK)
+    half = n_chunks // 2
+    go_on = threading.Event()
+    watcher = Watcher(mosquitto.port, [f"{T.prefix}/dev/dev1/#"], client_id="watcher-full-start")
+    with SmallDisk(tmp_path / "disk") as disk:
+        config = agent_config(mosquitto.port, disk.path / "state", signing[2], release_key=release_signing[2],
+                              bundle=str(bundle_paths[0]))
+        Agent(config, source=ScriptedSource(samples[:4 * CHUNK]), drain_s=15).run()  # installs its model, stops
+        disk.fill()
+        source = ScriptedSource(samples, {half: go_on})
+        run = Running(Agent(config, source=source, drain_s=15))
+        agent = run.agent
+        assert source.reached[half].wait(30)
+        until(lambda: agent.pipeline.position_s >= half * CHUNK / SAMPLE_RATE and len(agent._held) >= 2,
+              what="windows made on the full disk")
+        assert agent.spool.exclusive and agent.link.connected.is_set()  # up, connected, windows wait in memory
+        disk.free()
+        go_on.set()
+        run.join()
+        assert len(agent.spool) == 0 and not agent._held
+    boot = agent.lifecycle.boot
+    got = sorted(k for k in windows_of(watcher) if k[1] == boot)
+    first = agent.pipeline.seq - agent.windows_out
+    assert got == [("dev1", boot, s) for s in range(first, agent.pipeline.seq)]  # every window of this start
+    watcher.close()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from edge.spool import ROW_OVERHEAD_BYTES, Spool, SpoolFlusher
+from edge.flusher import SpoolFlusher
+from edge.spool import ROW_OVERHEAD_BYTES, Spool
 from shared.errors import StoreError
 
 

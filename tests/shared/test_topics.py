@@ -10,13 +10,14 @@ def test_topics_build_from_one_template():
     t = Topics()
     assert t.stats("dev-1") == "harken/v1/dev/dev-1/stats"
     assert t.desired("dev-1") == "harken/v1/dev/dev-1/desired"
+    assert t.receipt("dev-1") == "harken/v1/dev/dev-1/receipt"
     assert t.model(SHA) == f"harken/v1/model/{SHA}"
     assert t.chunk(SHA, 3) == f"harken/v1/model/{SHA}/3"
     assert t.shared_filter("collectors", "stats") == "$share/collectors/harken/v1/dev/+/stats"
     assert Topics("acme/h/").filter("model") == "acme/h/model/#"
 
 
-@pytest.mark.parametrize("kind", ["stats", "state", "event", "desired"])
+@pytest.mark.parametrize("kind", ["stats", "state", "event", "desired", "receipt"])
 def test_parse_inverts_build(kind):
     t = Topics("x/y")
     assert t.parse(t.build(kind, device="d.1")) == ParsedTopic(kind=kind, device="d.1")

@@ -16,27 +16,20 @@ from shared.errors import ModelError
 from tests.cloud.rollout.broken_bundle import fails_in_the_field
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from cloud.lab.fixtures import tiny_dataset_and_bundle
-
-    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"), per_word=4)
-
-
-def test_the_broken_bundle_installs_but_fails_on_real_speech(tiny, tmp_path):
-    public = keys.load_public_key(tiny.public_key_path)
-    out = fails_in_the_field(tiny.bundle_path, tmp_path / "broken.hkb", keys.load_private_key(tiny.private_key_path),
-                             public, version="9")
+def test_the_broken_bundle_installs_but_fails_on_real_speech(tiny_lab, tmp_path):
+    public = keys.load_public_key(tiny_lab.public_key_path)
+    out = fails_in_the_field(tiny_lab.bundle_path, tmp_path / "broken.hkb",
+                             keys.load_private_key(tiny_lab.private_key_path), public, version="9")
     bundle = load_bundle(out.read_bytes(), [public])  # signed by the trusted key
-    original = load_bundle(tiny.bundle_path.read_bytes(), [public])
+    original = load_bundle(tiny_lab.bundle_path.read_bytes(), [public])
     assert bundle.sha256 != original.sha256 and bundle.manifest["version"] == "9"
     model = LoadedModel.from_bundle(bundle)  # warm-up on zeros passes
     assert model.smoke_test() >= 1  # the device's install check passes
-    clips = [c for c in json.loads((tiny.data_dir / "manifest.json").read_text())["clips"]
+    clips = [c for c in json.loads((tiny_lab.data_dir / "manifest.json").read_text())["clips"]
              if not c["label"].startswith("_")][:25]  # words (digital silence is the warm-up input)
     good = LoadedModel.from_bundle(original)
     for clip in clips:
-        audio = read_wav(tiny.data_dir / clip["path"])
+        audio = read_wav(tiny_lab.data_dir / clip["path"])
         good.predict(audio)  # the original answers
         with pytest.raises(ModelError, match="outside the manifest's"):
             model.predict(audio)

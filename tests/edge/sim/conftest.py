@@ -1,4 +1,5 @@
-"""A tiny real dataset and bundle from the model lab (tests may import cloud; edge code may not)."""
+"""The simulator's tests: the tiny lab (``tiny_lab``, tests/conftest.py) as a clip pool and a split bundle
+(tests may import cloud; edge code may not)."""
 from __future__ import annotations
 
 import time
@@ -6,14 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_lab(tmp_path_factory):
-    """Real espeak-ng clips (12 labels x 4, 6 speakers), a trained and signed bundle, its keys."""
-    from cloud.lab.fixtures import tiny_dataset_and_bundle
-
-    return tiny_dataset_and_bundle(tmp_path_factory.mktemp("lab"), per_word=4)
 
 
 @pytest.fixture(scope="session")
