@@ -107,7 +107,7 @@ class CollectorConfig:
     drift_concept_step_s: float = setting(3600.0, "Drift step of concept drift (feedback is sparse and late); a "
                                           "whole multiple of rollup_bucket_s.", ge=1.0, le=7 * 86400.0)
     drift_long_steps: int = setting(36, "Steps each drift evaluation looks back over.", ge=4, le=10000)
-    drift_warmup_s: float = setting(12 * 3600.0, "A device learns its own baseline over this long after it starts "
+    drift_warmup_s: float = setting(24 * 3600.0, "A device learns its own baseline over this long after it starts "
                                     "on a model; until then only the fleet and peer checks judge it.",
                                     ge=1.0, le=30 * 86400.0)
     drift_alerts_per_1000_device_days: float = setting(

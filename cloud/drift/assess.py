@@ -66,6 +66,7 @@ class Settings:
     population_gate: bool = False  # a device's change must also leave the population's range (see below)
     min_devices: int = 2  # a multi-device cohort's verdict needs this many devices moving with it
     min_device_fraction: float = 0.25
+    level_min_devices: int = 3  # ... and this many for a verdict against the reference (see _broad)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ def change_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
 def level_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
     pb = _bonferroni(g.level, b)
     top = _supported(g.level, b, g, s)
-    return pb is not None and pb <= s.level_alpha and bool(top) and top[0][1] >= 1.0 and _broad(top[0][2], b, s, g)
+    return (pb is not None and pb <= s.level_alpha and bool(top) and top[0][1] >= 1.0
+            and _broad(top[0][2], b, s, g, max(s.min_devices, s.level_min_devices)))
 
 
 def _bonferroni(lines: list[Line], b: int | None) -> float | None:
@@ -300,13 +302,16 @@ def _bonferroni(lines: list[Line], b: int | None) -> float | None:
     return max(float(np.nanmin(p)) * m, 1e-300) if m else None
 
 
-def _broad(line: Line, b: int | None, s: Settings, g: GroupResult) -> bool:
+def _broad(line: Line, b: int | None, s: Settings, g: GroupResult, min_devices: int | None = None) -> bool:
     """A multi-device cohort's verdict stands only if enough of its devices moved the same way:
     at least ``max(min_devices, min_device_fraction × devices with data)`` of them whose own effect,
     beyond their sampling noise, is over half the floor in the cohort's direction. One household
     (a voice the reference rarely heard, talking alone at night) can carry a cohort's mean; it
     cannot carry this. Devices are counted against their own baselines where they have one (a
-    household's lasting offset from the reference is its normal, not a move)."""
+    household's lasting offset from the reference is its normal, not a move). A verdict against
+    the reference needs ``level_min_devices`` (3): in a quiet hour two households, each in a
+    session led by one voice, stand off the reference and off their baselines together by chance
+    (the calibration's false alerts were such blocks)."""
     if not s.level_test:
         return True
     own = next((ln for ln in g.change if ln.model == line.model and ln.score.name == line.score.name), None)
@@ -317,7 +322,8 @@ def _broad(line: Line, b: int | None, s: Settings, g: GroupResult) -> bool:
     ev, i = (line.recent, 0) if b is None else (line.ev, b)
     direction = np.sign(ev.effect[i]) if not np.isnan(ev.effect[i]) else 0.0
     moved = int(np.sum(direction * eff >= 0.5 * line.score.floor))
-    return moved >= max(s.min_devices, math.ceil(s.min_device_fraction * len(eff)))
+    need = s.min_devices if min_devices is None else min_devices
+    return moved >= max(need, math.ceil(s.min_device_fraction * len(eff)))
 
 
 def _level_onset(snap: Snapshot, a: Assessment, g: GroupResult) -> None:

@@ -74,9 +74,10 @@ class DriftConfig:
     cusum_k: float = 1.5
     cusum_cap: float = 2.0
     min_n: int = 30
-    warmup_s: float = 12 * 3600.0
+    warmup_s: float = 24 * 3600.0
     min_baseline_blocks: int = 8
     min_devices: int = 2
+    level_min_devices: int = 3
     min_device_fraction: float = 0.25
     min_peers: int = 5
     peer_floor: float = 0.2
@@ -181,7 +182,7 @@ class _KindRun:
         return Settings(min_n=c.min_n, short_steps=c.short_steps, cusum_k=c.cusum_k, cusum_h=self.h,
                         cusum_cap=c.cusum_cap, level_alpha=self.alpha, level_test=level_test,
                         population_gate=not level_test, min_devices=c.min_devices,
-                        min_device_fraction=c.min_device_fraction)
+                        min_device_fraction=c.min_device_fraction, level_min_devices=c.level_min_devices)
 
     def baseline_of(self, device: str, model: str):
         return self.e.baselines.get(device, model, self.now)

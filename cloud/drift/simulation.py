@@ -190,7 +190,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
         h = budget.cusum_h((len(table.devices) + 1) * n_groups, cfg.cusum_k)
         alpha = budget.alpha(n_groups + (len(table.devices) if kind == "input" else 0))
         settings = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, True, False,
-                            cfg.min_devices, cfg.min_device_fraction)
+                            cfg.min_devices, cfg.min_device_fraction, cfg.level_min_devices)
         gated = Settings(cfg.min_n, cfg.short_steps, cfg.cusum_k, h, cfg.cusum_cap, alpha, False, True)
         cohorts = [(d, np.array([x == d for x in table.devices])) for d in table.devices]
         cohorts.append(("fleet", np.ones(len(table.devices), dtype=bool)))
