@@ -55,10 +55,11 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from bench_collector_data import TOPICS, WINDOW_S, ProfileWindows, device_name, fleet_windows, lab_bundle  # noqa: E402
+from bench_collector_data import (TOPICS, WINDOW_S, BenchFailed, ProfileWindows, device_name,  # noqa: E402
+                                  fleet_windows, lab_bundle)
+from bench_collector_horizon import horizon  # noqa: E402
 from cloud.collector import Collector  # noqa: E402
 from cloud.config import load_collector_config  # noqa: E402
-from cloud.store import Batch, Received, open_store  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.codec import encode  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
@@ -83,10 +84,6 @@ def thread_cpu() -> dict[str, float]:
 def cpu_us_per_window(before: dict, after: dict, n: int) -> dict[str, float]:
     return {k: round((after[k] - before.get(k, 0.0)) / n * 1e6, 1) for k in sorted(after)
             if after[k] - before.get(k, 0.0) > 0}
-
-
-class BenchFailed(Exception):
-    """The run did not do what it measures: no figures."""
 
 
 def _props(session_s: int) -> Properties:
@@ -316,54 +313,6 @@ def lag(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Path, args
             "rollup_passes": counted.rollups, "drift_evaluations": counted.drift_runs,
             "lag_p50_s": round(q[49], 4), "lag_p99_s": round(q[98], 4), "lag_max_s": round(lags[-1], 4),
             "target_p99_s": 1.0}
-
-
-def horizon(folder: Path, gen: ProfileWindows, devices: int) -> dict:
-    """24 h of 10 s windows rolled up, then one rollup interval of windows left unrolled."""
-    db_url = f"sqlite:///{folder}/horizon.db"
-    cfg = load_collector_config(env={}, overrides={"db_url": db_url})
-    store = open_store(db_url)
-    now = time.time()
-    per_device = int(86400 / WINDOW_S)
-    t_fill = time.perf_counter()
-    rolled = unmergeable = 0
-    for k in range(0, per_device, 360):  # an hour of windows at a time, rolled up as the collector would
-        ws = [gen.window(device_name(d), j, now - 86400 + j * WINDOW_S + d % 10)
-              for j in range(k, min(k + 360, per_device)) for d in range(devices)]
-        store.write(Batch(windows=[Received(w, now) for w in ws]))
-        r = store.rollup(cfg.rollup_bucket_s, 3600.0 * 48, now=now)
-        rolled, unmergeable = rolled + r.rolled, unmergeable + r.unmergeable
-    fill_s = time.perf_counter() - t_fill
-    tail = max(1, int(devices * cfg.rollup_interval_s / WINDOW_S))
-    store.write(Batch(windows=[Received(gen.window(device_name(d), per_device + 1, now - 5), now)
-                               for d in range(tail)]))
-    if rolled != per_device * devices or unmergeable:
-        raise BenchFailed(f"horizon: rolled up {rolled} of {per_device * devices} windows ({unmergeable} unmergeable)")
-    tagged = [device_name(d) for d in range(0, devices, max(1, devices // 10))]
-    for d in tagged:
-        store.tag(d, ["tenth"])
-
-    def timed(fn, repeat: int = 3) -> tuple[float, object]:
-        best, out = float("inf"), None
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return round(best, 4), out
-
-    since, b = now - 86400, cfg.rollup_bucket_s
-    fleet_s, fleet = timed(lambda: store.merged(since=since, until=now + 1, bucket_s=b))
-    tag_s, _ = timed(lambda: store.merged(devices=store.devices_with_tag("tenth"), since=since, until=now + 1,
-                                          bucket_s=b))
-    dev_s, _ = timed(lambda: store.merged(devices=[device_name(0)], since=since, until=now + 1, bucket_s=b))
-    buckets_s, n_parts = timed(lambda: sum(1 for _ in store.device_buckets(since=since, until=now + 1, bucket_s=b)),
-                               repeat=1)
-    n_windows = sum(m["n_windows"] for m in fleet.values())
-    store.close()
-    return {"devices": devices, "hours": 24, "window_s": WINDOW_S, "windows_in_horizon": n_windows,
-            "unrolled_tail": tail, "bucket_s": b, "fill_and_rollup_s": round(fill_s, 1),
-            "fleet_merge_s": fleet_s, "tag_tenth_merge_s": tag_s, "one_device_merge_s": dev_s,
-            "per_device_buckets_s": buckets_s, "per_device_bucket_rows": n_parts, "target_s": 1.0}
 
 
 def machine() -> dict:

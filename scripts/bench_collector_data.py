@@ -22,6 +22,10 @@ WINDOW_S = 10.0  # edge.config's default window_s
 TOPICS = Topics()
 
 
+class BenchFailed(Exception):
+    """The run did not do what it measures: no figures."""
+
+
 def lab_bundle(folder: Path, bundle: Path | None, key: Path | None) -> tuple[Path, Path, str]:
     """(bundle, its signing public key, what it is): the given one, or a freshly trained lab bundle."""
     if bundle is not None:
