@@ -58,7 +58,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from bench_collector_data import (TOPICS, WINDOW_S, BenchFailed, ProfileWindows, device_name,  # noqa: E402
                                   fleet_windows, lab_bundle)
 from bench_collector_horizon import horizon  # noqa: E402
-from cloud.collector import Collector  # noqa: E402
+from cloud.collector import Collector, freeze_startup_heap  # noqa: E402
 from cloud.config import load_collector_config  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.codec import encode  # noqa: E402
@@ -221,6 +221,7 @@ def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: 
     cpu0 = thread_cpu()
     t0 = time.perf_counter()
     c.start()
+    freeze_startup_heap()  # as Collector.run does
     n, stored_s, deadline = len(items), None, time.monotonic() + 600
     while time.monotonic() < deadline:
         if stored_s is None and c.ingest.stats.windows_new + c.ingest.stats.rejects >= n:
@@ -284,6 +285,7 @@ def lag(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Path, args
     c = prepared_collector(broker, folder, "bench-lag", bundle, key, on_commit, drift_every_s=args.drift_every_s)
     counted = Counted(c)
     c.start()
+    freeze_startup_heap()
     c.ingest.wait_connected(10)
     pub = _client("bench-fleet")
     pub.max_inflight_messages_set(1000)
