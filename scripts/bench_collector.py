@@ -163,10 +163,12 @@ class Counted:
 
     def __init__(self, collector: Collector):
         self.rolled = self.unmergeable = self.rollups = self.drift_runs = 0
+        self.started: dict[str, list[float]] = {"rollup": [], "drift": []}  # perf_counter at each start
         store, job = collector.maintenance_store, collector.drift_job
         rollup = store.rollup
 
         def counted_rollup(*a, **kw):
+            self.started["rollup"].append(time.perf_counter())
             result = rollup(*a, **kw)
             self.rollups += 1
             self.rolled += result.rolled
@@ -177,8 +179,10 @@ class Counted:
         before = [job.last_t]
 
         def counted_drift(store_, now):
+            t = time.perf_counter()
             changes = type(job).__call__(job, store_, now)
             if job.last_t != before[0]:
+                self.started["drift"].append(t)
                 before[0] = job.last_t
                 self.drift_runs += 1
             return changes
@@ -244,6 +248,8 @@ def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: 
     return {"stored_per_s": round(n / stored_s, 1), "stored_and_rolled_per_s": round(n / all_s, 1),
             "batches": stats.batches, "mean_batch": round(stats.messages / max(stats.batches, 1), 1),
             "rollup_passes": counted.rollups, "drift_evaluations": counted.drift_runs,
+            "rollup_passes_during_drain": sum(t < t0 + stored_s for t in counted.started["rollup"]),
+            "drift_evaluations_during_drain": sum(t < t0 + stored_s for t in counted.started["drift"]),
             "drift_read_utterances": seen["utterances"], "fast_path_undecided": handler.undecided,
             "cpu_us_per_window": cpu}
 
