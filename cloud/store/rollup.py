@@ -7,11 +7,16 @@ window whose histograms disagree with its model's shape (a device bug) cannot be
 it is left out and reported, never allowed to break the merge of the others.
 
 ``run`` is ``Store.rollup`` for the SQL engines. Per chunk of unrolled windows it reads the
-buckets they fall in, merges outside any write transaction, then in one short transaction
-checks that nobody changed those buckets meanwhile (``n_windows`` only grows, so it is the
-bucket's version), claims the windows (``rolled`` 0 → 1, or 2 when unmergeable) and writes
-the buckets. A collector that loses such a race retries the chunk, so several collectors on
-one PostgreSQL never count a window twice.
+buckets they fall in and merges outside any write transaction, then in one short transaction
+claims the windows (``rolled`` 0 → 1, or 2 when unmergeable) and writes each bucket with a
+conditional statement: a bucket read with ``n_windows`` = n is updated only ``WHERE n_windows =
+n`` (it only grows, so it is the bucket's version), a bucket read as absent is inserted ``ON
+CONFLICT DO NOTHING``. Under READ COMMITTED a concurrent writer's update makes PostgreSQL wait
+for it and then re-check the condition on the committed row, so a merge based on a bucket that
+changed meanwhile writes nothing; the chunk's transaction is rolled back (its windows unclaimed)
+and retried. Several collectors on one PostgreSQL therefore neither lose a merge nor count a
+window twice. Buckets are written in key order, so two writers do not deadlock on them; if the
+database still reports a deadlock or serialisation failure (``StoreConflict``) the chunk is retried.
 """
 from __future__ import annotations
 
@@ -132,7 +137,7 @@ class _Conflict(Exception):
 
 def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int = 2000):
     """Merge every unrolled window into its buckets, then delete rolled windows past the retention."""
-    from cloud.store.base import FLEET, RollupResult
+    from cloud.store.base import FLEET, RollupResult, StoreConflict
 
     rolled = unmergeable = 0
     while True:
@@ -149,7 +154,7 @@ def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int
         p = plan(parsed, bucket_s, existing, FLEET)
         try:
             _apply(store, p, existing, bucket_s, {i: b for i, _, _, _, _, b in rows}, now)
-        except _Conflict:
+        except (_Conflict, StoreConflict):
             continue
         rolled += len(p.good)
         unmergeable += len(p.bad)
@@ -179,27 +184,39 @@ def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key,
 
 
 def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str], now: float) -> None:
+    """Claim the chunk's windows and write its buckets, or raise ``_Conflict`` having written nothing."""
     from cloud.store.base import Reject
     from cloud.store.records import dumps
 
     with store._tx() as cur:
-        current = _load(cur, p.merges, bucket_s, with_body=False)
-        if {k: v[0] for k, v in current.items()} != {k: existing[k][0] for k in p.merges if k in existing}:
-            raise _Conflict()
         for ids, flag in ((p.good, 1), (p.bad, 2)):
             for i in range(0, len(ids), IN_CHUNK):
-                part = ids[i:i + IN_CHUNK]
+                part = sorted(ids[i:i + IN_CHUNK])
                 marks = ",".join("?" * len(part))
                 n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({marks})",
                                 [flag, *part]).rowcount
                 if n != len(part):
                     raise _Conflict()
-        cur.executemany(
-            "INSERT INTO rollups (device, model, shadow_model, bucket_start, bucket_s, n_windows, body, updated_t)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device, model, shadow_model, bucket_start, bucket_s) DO UPDATE"
-            " SET n_windows = excluded.n_windows, body = excluded.body, updated_t = excluded.updated_t",
-            [(d, m, sh, b, bucket_s, body.get("n_windows", 1), dumps(body), now)
-             for (d, m, sh, b), body in sorted(p.merges.items())])
+        updates, inserts = [], []
+        for key, body in sorted(p.merges.items()):
+            values = (body.get("n_windows", 1), dumps(body), now)
+            if key in existing:
+                updates.append((*values, *key, bucket_s, existing[key][0]))
+            else:
+                inserts.append((*key, bucket_s, *values))
+        if updates:  # only if the bucket is still the version this merge started from
+            n = cur.executemany("UPDATE rollups SET n_windows = ?, body = ?, updated_t = ? WHERE device = ?"
+                                " AND model = ? AND shadow_model = ? AND bucket_start = ? AND bucket_s = ?"
+                                " AND n_windows = ?", updates).rowcount
+            if n != len(updates):
+                raise _Conflict()
+        if inserts:  # only if nobody created the bucket meanwhile
+            n = cur.executemany("INSERT INTO rollups (device, model, shadow_model, bucket_start, bucket_s,"
+                                " n_windows, body, updated_t) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT"
+                                " (device, model, shadow_model, bucket_start, bucket_s) DO NOTHING",
+                                inserts).rowcount
+            if n != len(inserts):
+                raise _Conflict()
         if p.bad:
             store._write_rejects(cur, [Reject.of(
                 now, "store:rollup", UNMERGEABLE, f"stored window {i} disagrees with the histogram shape of its "

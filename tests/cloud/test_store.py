@@ -176,19 +176,11 @@ def test_alerts_crud(store):
         store.save_alert({"id": "x", "status": "open", "cohort": "fleet", "pattern": "p", "opened_t": 1.0})
 
 
-def test_kv_and_leases(store):
+def test_kv(store):
     assert store.kv_get("k") is None
     store.kv_set("k", {"a": [1, 2]})
     store.kv_set("k", {"a": [3]})
     assert store.kv_get("k") == {"a": [3]}
-    assert store.acquire_lease("leader", "c1", 10, now=100.0)
-    assert store.acquire_lease("leader", "c1", 10, now=105.0)  # renew
-    assert not store.acquire_lease("leader", "c2", 10, now=110.0)
-    assert store.acquire_lease("leader", "c2", 10, now=116.0)  # c1's expired at 115
-    store.release_lease("leader", "c1")  # not the holder: no effect
-    assert not store.acquire_lease("leader", "c1", 10, now=117.0)
-    store.release_lease("leader", "c2")
-    assert store.acquire_lease("leader", "c1", 10, now=118.0)
 
 
 def _by_device_model(ws):
