@@ -19,7 +19,7 @@ device and sequence number (one MQTT client per publisher process sends for many
     lag          ``--live-s`` seconds of live traffic at ``--rate`` windows/s (default 1.25x what
                  one replica drained: more than one replica can take), into two replicas and, as
                  the baseline, into one; publish -> committed lag (p50, p99, max) of every
-                 window, from the collector's commit hook.
+                 fourth window, from the collector's commit hook.
     loss         per phase: windows published but not stored (lost), rows stored twice, and
                  windows the fleet-wide rollups count more or less than once. All must be 0:
                  otherwise no figure is printed and the exit code is 1.
@@ -50,6 +50,7 @@ PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 GROUP_PREFIX = "bench-scale"
 RECEIVE_MAXIMUM = 2000
 DEVICE_WINDOW_S = 10.0
+LAG_SAMPLE_EVERY = 4  # the commit hook decodes every 4th window for its send time
 
 
 # -- real windows -------------------------------------------------------------------------------
@@ -165,9 +166,13 @@ class Replicas:
 
 
 # -- publishing -----------------------------------------------------------------------------------
+SENT_MARK = b'"sent_t":1000000000.000000'  # replaced by the send time, same width, when paced
+
+
 def publisher_main(port: int, items: list[tuple[str, bytes]], rate: float | None, client_id: str, out) -> None:
-    """Publish at QoS 1 (at ``rate`` per second, or as fast as the broker takes them), stamping
-    ``sent_t`` into paced windows; waits for every PUBACK. Reports (first, last) send times."""
+    """Publish at QoS 1 (at ``rate`` per second, or as fast as the broker takes them) and wait for
+    every PUBACK. Paced items are uncompressed JSON holding ``SENT_MARK``: the send time goes in
+    and the window is compressed as it leaves. Reports (first, last) send times."""
     import paho.mqtt.client as mqtt
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -181,9 +186,7 @@ def publisher_main(port: int, items: list[tuple[str, bytes]], rate: float | None
             due = t0 + i / rate
             if due > time.time():
                 time.sleep(due - time.time())
-            w = json.loads(zlib.decompress(payload))
-            w["sent_t"] = time.time()
-            payload = zlib.compress(json.dumps(w, sort_keys=True, separators=(",", ":")).encode(), 1)
+            payload = zlib.compress(payload.replace(SENT_MARK, b'"sent_t":%.6f' % time.time()), 1)
         infos.append(c.publish(topic, payload, qos=1))
     for info in infos:
         info.wait_for_publish(300)
@@ -264,9 +267,16 @@ def loss(db_url: str, sent: set[tuple[str, int]], bucket_s: int) -> dict:
 
 
 def storage(db_url: str) -> dict:
-    """Bytes per stored window (table, TOAST and indexes) and per rollup row, from PostgreSQL."""
+    """Bytes per stored window (table, TOAST and indexes) and per rollup row, from PostgreSQL,
+    once ``VACUUM FULL`` has dropped the row versions that claiming and merging left behind
+    (autovacuum reclaims them in a running store)."""
+    import psycopg
+
     from cloud.store import open_store
 
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("VACUUM FULL ANALYZE windows")
+        conn.execute("VACUUM FULL ANALYZE rollups")
     with open_store(db_url) as s, s.transaction(write=False) as cur:
         n_w = cur.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
         n_r = cur.execute("SELECT COUNT(*) FROM rollups").fetchone()[0]
@@ -308,10 +318,18 @@ class Schemas:
         self.conn.close()
 
 
-def encoded(items: list[tuple[str, str, int, dict]]) -> list[tuple[str, bytes]]:
-    from shared.codec import encode
+def encoded(items: list[tuple[str, str, int, dict]], paced: bool = False) -> list[tuple[str, bytes]]:
+    """Wire payloads; for paced publishing, JSON with a ``sent_t`` mark the publisher fills in."""
+    from shared.codec import dumps, encode
 
-    return [(topic, encode(w)) for topic, _, _, w in items]
+    if not paced:
+        return [(topic, encode(w)) for topic, _, _, w in items]
+    out = []
+    for topic, _, _, w in items:
+        raw = dumps({"v": "1.0", **w, "sent_t": 1e9}).replace(b'"sent_t":1000000000.0', SENT_MARK)
+        assert SENT_MARK in raw
+        out.append((topic, raw))
+    return out
 
 
 def throughput(broker, schemas: Schemas, templates: list[dict], replicas: int, args) -> dict:
@@ -350,17 +368,17 @@ def throughput(broker, schemas: Schemas, templates: list[dict], replicas: int, a
 
 
 def live(broker, schemas: Schemas, templates: list[dict], replicas: int, rate: float, args) -> dict:
-    """Live traffic at ``rate``; publish -> commit lag of every window (all sampled)."""
+    """Live traffic at ``rate``; publish -> commit lag of every ``LAG_SAMPLE_EVERY``-th window."""
     from cloud.store import open_store
 
     db_url = schemas.new(f"live{replicas}")
     open_store(db_url).close()
     group = f"{GROUP_PREFIX}-live{replicas}-{schemas.tag}"
-    r = Replicas(broker.url, db_url, group, replicas, sample_every=1).start()
+    r = Replicas(broker.url, db_url, group, replicas, sample_every=LAG_SAMPLE_EVERY).start()
     n = int(rate * args.live_s)
     items = payloads(templates, args.devices, n)
     sent = {(d, q) for _, d, q, _ in items}
-    published = publish(broker.port, encoded(items), rate=rate)
+    published = publish(broker.port, encoded(items, paced=True), rate=rate)
     got = wait_stored(db_url, n, 900)
     reports = r.stop()
     lags = sorted(x for rep in reports for x in rep["lags"])

@@ -137,91 +137,123 @@ class _Conflict(Exception):
 
 def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int = 2000):
     """Merge every unrolled window into its buckets, then delete rolled windows past the retention."""
-    from cloud.store.base import FLEET, RollupResult, StoreConflict
+    from cloud.store.base import RollupResult, StoreConflict
 
     rolled = unmergeable = 0
     while True:
-        with store._tx(write=False) as cur:
-            rows = cur.execute("SELECT id, device, model, shadow_model, t_start, body FROM windows WHERE rolled = 0"
-                               f" ORDER BY id LIMIT {int(chunk)}").fetchall()
-        if not rows:
-            break
-        parsed = [(i, d, m, sh or "", t, json.loads(b)) for i, d, m, sh, t, b in rows]
-        keys = {(d, m, sh, bucket_start(t, bucket_s)) for _, d, m, sh, t, _ in parsed}
-        keys |= {(FLEET, m, sh, b) for _, m, sh, b in keys}
-        with store._tx(write=False) as cur:
-            existing = _load(cur, keys, bucket_s, with_body=True)
-        p = plan(parsed, bucket_s, existing, FLEET)
         try:
-            _apply(store, p, existing, bucket_s, {i: b for i, _, _, _, _, b in rows}, now)
+            n, p = _roll_chunk(store, bucket_s, now, chunk)
         except (_Conflict, StoreConflict):
             continue
         rolled += len(p.good)
         unmergeable += len(p.bad)
-        if len(rows) < chunk:
+        if n < chunk:
             break
     return RollupResult(rolled, _delete_old(store, now, retention_full_s), unmergeable)
 
 
-def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool) -> dict[Key, tuple[int, dict | None]]:
-    """Stored buckets among ``keys``: key → (n_windows, body or None)."""
+def _roll_chunk(store, bucket_s: int, now: float, chunk: int) -> tuple[int, Plan]:
+    """Roll up one chunk of unrolled windows; returns (windows read, what was written).
+
+    PostgreSQL (several collectors): one transaction that takes windows no other collector has
+    locked (``FOR UPDATE SKIP LOCKED``, so replicas roll up different chunks instead of merging the
+    same one twice) and locks the buckets they fall in (``FOR UPDATE``, in key order) before
+    merging, so a concurrent merge into a bucket waits and then reads the merged bucket. SQLite
+    (one writer): reads and merges outside the write lock, then writes in one short transaction;
+    the conditional writes of ``_apply`` catch any change in between.
+    """
+    if store.dialect == "postgres":
+        with store._tx() as cur:
+            rows, p, existing = _read_and_plan(cur, bucket_s, chunk, lock=True)
+            if rows:
+                _apply(store, cur, p, existing, bucket_s, rows, now)
+        return len(rows), p
+    with store._tx(write=False) as cur:
+        rows, p, existing = _read_and_plan(cur, bucket_s, chunk, lock=False)
+    if rows:
+        with store._tx() as cur:
+            _apply(store, cur, p, existing, bucket_s, rows, now)
+    return len(rows), p
+
+
+def _read_and_plan(cur, bucket_s: int, chunk: int, lock: bool) -> tuple[list, Plan, dict]:
+    from cloud.store.base import FLEET
+
+    rows = cur.execute("SELECT id, device, model, shadow_model, t_start, body FROM windows WHERE rolled = 0"
+                       f" ORDER BY id LIMIT {int(chunk)}{' FOR UPDATE SKIP LOCKED' if lock else ''}").fetchall()
+    if not rows:
+        return [], Plan(), {}
+    parsed = [(i, d, m, sh or "", t, json.loads(b)) for i, d, m, sh, t, b in rows]
+    keys = {(d, m, sh, bucket_start(t, bucket_s)) for _, d, m, sh, t, _ in parsed}
+    keys |= {(FLEET, m, sh, b) for _, m, sh, b in keys}
+    existing = _load(cur, keys, bucket_s, with_body=True, lock=lock)
+    return rows, plan(parsed, bucket_s, existing, FLEET), existing
+
+
+def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool,
+          lock: bool = False) -> dict[Key, tuple[int, dict | None]]:
+    """Stored buckets among ``keys``: key → (n_windows, body or None); ``lock``: FOR UPDATE, taken
+    bucket by bucket in time and device order, so two collectors never wait on each other in a circle."""
     wanted = set(keys)
     by_bucket: dict[float, set[str]] = defaultdict(set)
     for device, _, _, start in wanted:
         by_bucket[start].add(device)
     cols = "device, model, shadow_model, n_windows" + (", body" if with_body else "")
     out = {}
-    for start, devices in by_bucket.items():
+    for start, devices in sorted(by_bucket.items()):
         devices = sorted(devices)
         for i in range(0, len(devices), IN_CHUNK):
             part = devices[i:i + IN_CHUNK]
             for row in cur.execute(f"SELECT {cols} FROM rollups WHERE bucket_start = ? AND bucket_s = ?"
-                                   f" AND device IN ({','.join('?' * len(part))})", [start, bucket_s, *part]):
+                                   f" AND device IN ({','.join('?' * len(part))})"
+                                   f"{' ORDER BY device, model, shadow_model FOR UPDATE' if lock else ''}",
+                                   [start, bucket_s, *part]).fetchall():
                 key = (row[0], row[1], row[2], start)
                 if key in wanted:
                     out[key] = (row[3], json.loads(row[4]) if with_body else None)
     return out
 
 
-def _apply(store, p: Plan, existing: dict, bucket_s: int, bodies: dict[int, str], now: float) -> None:
-    """Claim the chunk's windows and write its buckets, or raise ``_Conflict`` having written nothing."""
+def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: float) -> None:
+    """Claim the chunk's windows and write its buckets in the transaction of ``cur``; raise
+    ``_Conflict`` (the caller's transaction then rolls back) if another collector got there first."""
     from cloud.store.base import Reject
     from cloud.store.records import dumps
 
-    with store._tx() as cur:
-        for ids, flag in ((p.good, 1), (p.bad, 2)):
-            for i in range(0, len(ids), IN_CHUNK):
-                part = sorted(ids[i:i + IN_CHUNK])
-                marks = ",".join("?" * len(part))
-                n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({marks})",
-                                [flag, *part]).rowcount
-                if n != len(part):
-                    raise _Conflict()
-        updates, inserts = [], []
-        for key, body in sorted(p.merges.items()):
-            values = (body.get("n_windows", 1), dumps(body), now)
-            if key in existing:
-                updates.append((*values, *key, bucket_s, existing[key][0]))
-            else:
-                inserts.append((*key, bucket_s, *values))
-        if updates:  # only if the bucket is still the version this merge started from
-            n = cur.executemany("UPDATE rollups SET n_windows = ?, body = ?, updated_t = ? WHERE device = ?"
-                                " AND model = ? AND shadow_model = ? AND bucket_start = ? AND bucket_s = ?"
-                                " AND n_windows = ?", updates).rowcount
-            if n != len(updates):
+    for ids, flag in ((p.good, 1), (p.bad, 2)):
+        for i in range(0, len(ids), IN_CHUNK):
+            part = sorted(ids[i:i + IN_CHUNK])
+            marks = ",".join("?" * len(part))
+            n = cur.execute(f"UPDATE windows SET rolled = ? WHERE rolled = 0 AND id IN ({marks})",
+                            [flag, *part]).rowcount
+            if n != len(part):
                 raise _Conflict()
-        if inserts:  # only if nobody created the bucket meanwhile
-            n = cur.executemany("INSERT INTO rollups (device, model, shadow_model, bucket_start, bucket_s,"
-                                " n_windows, body, updated_t) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT"
-                                " (device, model, shadow_model, bucket_start, bucket_s) DO NOTHING",
-                                inserts).rowcount
-            if n != len(inserts):
-                raise _Conflict()
-        if p.bad:
-            store._write_rejects(cur, [Reject.of(
-                now, "store:rollup", UNMERGEABLE, f"stored window {i} disagrees with the histogram shape of its "
-                "model; it is kept in full but left out of rollups: check the agent's profile",
-                bodies[i].encode()) for i in p.bad])
+    updates, inserts = [], []
+    for key, body in sorted(p.merges.items()):
+        values = (body.get("n_windows", 1), dumps(body), now)
+        if key in existing:
+            updates.append((*values, *key, bucket_s, existing[key][0]))
+        else:
+            inserts.append((*key, bucket_s, *values))
+    if updates:  # only if the bucket is still the version this merge started from
+        n = cur.executemany("UPDATE rollups SET n_windows = ?, body = ?, updated_t = ? WHERE device = ?"
+                            " AND model = ? AND shadow_model = ? AND bucket_start = ? AND bucket_s = ?"
+                            " AND n_windows = ?", updates).rowcount
+        if n != len(updates):
+            raise _Conflict()
+    if inserts:  # only if nobody created the bucket meanwhile
+        n = cur.executemany("INSERT INTO rollups (device, model, shadow_model, bucket_start, bucket_s,"
+                            " n_windows, body, updated_t) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT"
+                            " (device, model, shadow_model, bucket_start, bucket_s) DO NOTHING",
+                            inserts).rowcount
+        if n != len(inserts):
+            raise _Conflict()
+    if p.bad:
+        bodies = {r[0]: r[5] for r in rows}
+        store._write_rejects(cur, [Reject.of(
+            now, "store:rollup", UNMERGEABLE, f"stored window {i} disagrees with the histogram shape of its "
+            "model; it is kept in full but left out of rollups: check the agent's profile",
+            bodies[i].encode()) for i in p.bad])
 
 
 def _delete_old(store, now: float, retention_full_s: float) -> int:

@@ -163,3 +163,50 @@ def test_two_replicas_ingesting_and_rolling_up_at_once_keep_every_bucket_exact(p
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_rollup_waits_for_a_bucket_another_is_merging_into_and_takes_other_windows(pg_schemas):
+    """PostgreSQL locks what a rollup works on: a second rollup skips the windows the first holds
+    (no chunk is merged twice) and waits for the bucket the first is merging into, then merges onto
+    the result."""
+    url = pg_schemas()
+    main, a, b = (open_store(url) for _ in range(3))
+    rng = random.Random(5)
+    main.insert_windows([random_window(rng, "dev-1", 1, 0, t_start=T0)], received_t=T0 + 10)
+    main.rollup(BUCKET_S, KEEP_S, now=T0 + 1000)  # the bucket exists
+    main.insert_windows([random_window(rng, "dev-1", 1, s, t_start=T0 + 10 * s) for s in (1, 2)], received_t=T0 + 30)
+    a_merging, a_go, b_done = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def on_a(sql: str) -> None:
+        if sql.startswith("after SELECT device, model, shadow_model, n_windows, body") and not a_merging.is_set():
+            a_merging.set()  # A holds window 1 and its buckets: it merges now
+            a_go.wait(10)
+
+    _Hook(a, on_a)
+
+    def roll(store, done=None) -> None:
+        try:
+            store.rollup(BUCKET_S, KEEP_S, now=T0 + 1000, chunk=1)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        if done is not None:
+            done.set()
+
+    try:
+        first = threading.Thread(target=roll, args=(a,))
+        first.start()
+        assert a_merging.wait(10)
+        second = threading.Thread(target=roll, args=(b, b_done))
+        second.start()
+        assert not b_done.wait(0.5)  # B took window 2 and waits for the bucket A is merging into
+        a_go.set()
+        first.join(30)
+        second.join(30)
+        assert not errors, errors
+        assert all(row["rolled"] == 1 for row in main.window_rows())
+        assert stored_buckets(main)[("dev-1", "a" * 64, "", T0 - T0 % BUCKET_S)][0] == 3
+        _assert_exact(main)
+    finally:
+        for s in (main, a, b):
+            s.close()
