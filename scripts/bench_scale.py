@@ -20,6 +20,9 @@ device and sequence number (one MQTT client per publisher process sends for many
                  one replica drained: more than one replica can take), into two replicas and, as
                  the baseline, into one; publish -> committed lag (p50, p99, max) of every
                  fourth window, from the collector's commit hook.
+    rollup       the backlog stored without a broker, then rolled up by one collector and (a new
+                 schema) by two at once: windows/s and CPU per window (every window lands in its
+                 5-minute fleet bucket too, the row concurrent rollups queue on)
     loss         per phase: windows published but not stored (lost), rows stored twice, and
                  windows the fleet-wide rollups count more or less than once. All must be 0:
                  otherwise no figure is printed and the exit code is 1.
@@ -274,14 +277,16 @@ def storage(db_url: str) -> dict:
 
     from cloud.store import open_store
 
+    with open_store(db_url) as s, s.transaction(write=False) as cur:
+        schema = cur.execute("SELECT current_schema()").fetchone()[0]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("VACUUM FULL ANALYZE windows")
-        conn.execute("VACUUM FULL ANALYZE rollups")
+        for table in ("windows", "rollups"):
+            conn.execute(f"VACUUM FULL ANALYZE {schema}.{table}")
     with open_store(db_url) as s, s.transaction(write=False) as cur:
         n_w = cur.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
         n_r = cur.execute("SELECT COUNT(*) FROM rollups").fetchone()[0]
-        w_bytes = cur.execute("SELECT pg_total_relation_size('windows')").fetchone()[0]
-        r_bytes = cur.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]
+        w_bytes = cur.execute(f"SELECT pg_total_relation_size('{schema}.windows')").fetchone()[0]
+        r_bytes = cur.execute(f"SELECT pg_total_relation_size('{schema}.rollups')").fetchone()[0]
         body = cur.execute("SELECT AVG(pg_column_size(body)), AVG(octet_length(body)) FROM windows").fetchone()
         rbody = cur.execute("SELECT AVG(pg_column_size(body)) FROM rollups").fetchone()
     return {"window_rows": n_w, "bytes_per_window_row": round(w_bytes / max(n_w, 1)),
@@ -389,6 +394,49 @@ def live(broker, schemas: Schemas, templates: list[dict], replicas: int, rate: f
             "check": loss(db_url, sent, 300)}
 
 
+def rollup_worker(db_url: str, ready, start, out) -> None:
+    from cloud.store import open_store
+
+    with open_store(db_url) as s:
+        ready.put(True)
+        start.wait()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        rolled = s.rollup(300, 2 * 86400.0).rolled
+        out.put((rolled, time.perf_counter() - t0, time.process_time() - cpu0))
+
+
+def rollups(schemas: Schemas, templates: list[dict], workers: int, args) -> dict:
+    """Windows stored unrolled (no broker), then rolled up by ``workers`` collectors at once."""
+    from cloud.store import Batch, Received, open_store
+
+    db_url = schemas.new(f"rollup{workers}")
+    items = payloads(templates, args.devices, args.backlog)
+    now = time.time()
+    with open_store(db_url) as s:
+        for i in range(0, len(items), 1000):
+            batch = Batch(windows=[Received(w, now) for _, _, _, w in items[i:i + 1000]])
+            s.write(batch)
+    ctx = mp.get_context("spawn")
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    ps = [ctx.Process(target=rollup_worker, args=(db_url, ready, start, out)) for _ in range(workers)]
+    for p in ps:
+        p.start()
+    for _ in ps:
+        ready.get(timeout=60)
+    t0 = time.perf_counter()
+    start.set()
+    results = [out.get(timeout=900) for _ in ps]
+    wall = time.perf_counter() - t0
+    for p in ps:
+        p.join(30)
+    rolled = sum(r[0] for r in results)
+    cpu = sum(r[2] for r in results)
+    return {"workers": workers, "windows": len(items), "rolled": rolled, "seconds": round(wall, 2),
+            "windows_per_s": round(rolled / wall, 1), "worker_cpu_ms_per_window": round(1000 * cpu / max(rolled, 1), 3),
+            "per_worker_rolled": [r[0] for r in results],
+            "check": loss(db_url, {(d, q) for _, d, q, _ in items}, 300)}
+
+
 def machine() -> dict:
     import paho.mqtt
     import psycopg
@@ -427,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         one.pop("db_url")
         out["throughput"] = {"one_replica": one, "two_replicas": two,
                              "ratio": round(two["windows_per_s"] / one["windows_per_s"], 2)}
+        out["rollup"] = {"one": rollups(schemas, templates, 1, args), "two": rollups(schemas, templates, 2, args)}
         rate = args.rate or round(1.25 * one["windows_per_s"])
         out["lag"] = {"two_replicas": live(broker, schemas, templates, 2, rate, args),
                       "one_replica": live(broker, schemas, templates, 1, rate, args)}
@@ -436,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         schemas.drop()
         shutil.rmtree(tmp, ignore_errors=True)
     checks = {name: part["check"] for name, part in (("drain_one", one), ("drain_two", two),
+                                                      ("rollup_one", out["rollup"]["one"]),
+                                                      ("rollup_two", out["rollup"]["two"]),
                                                       ("live_two", out["lag"]["two_replicas"]),
                                                       ("live_one", out["lag"]["one_replica"]))}
     bad = {k: v for k, v in checks.items() if any(v.values())}

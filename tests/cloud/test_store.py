@@ -316,6 +316,19 @@ def test_unmergeable_windows_are_left_out_and_reported(store):
     assert len(list(store.windows())) == 5  # kept in full until the retention
 
 
+def test_a_window_that_disagrees_with_the_stored_fleet_bucket_is_left_out_of_both_buckets(store):
+    ws = _windows(4)
+    store.insert_windows(ws)
+    store.rollup(900, 86400.0, now=T0 + 100)  # the fleet bucket now holds these four
+    bad = random_window(random.Random(6), "dev-9", 1, 0, t_start=ws[0]["t_start"], n_features=3)
+    store.insert_windows([bad])  # alone it would make a fine bucket of its own device
+    res = store.rollup(900, 86400.0, now=T0 + 200)
+    assert (res.rolled, res.unmergeable) == (0, 1)
+    assert store.merged()[MODEL_A] == merge_windows([_strip(w) for w in ws])
+    with store.transaction(write=False) as cur:
+        assert cur.execute("SELECT COUNT(*) FROM rollups WHERE device = 'dev-9'").fetchone()[0] == 0
+
+
 def test_concurrent_rollups_never_double_count(store_url, store):
     ws = _windows(300)
     store.insert_windows(ws)
