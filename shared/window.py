@@ -59,8 +59,8 @@ def _add_hist_map(a: dict, b: dict) -> dict:
 
 
 def _merge_pairs(a: list, b: list) -> list:
-    acc: dict[tuple[str, str], int] = {(t, p): n for t, p, n in a}
-    for t, p, n in b:
+    acc: dict[tuple[str, str], int] = {}
+    for t, p, n in (*a, *b):  # a window may list one pair twice: both count, on either side
         acc[(t, p)] = acc.get((t, p), 0) + n
     return [[t, p, n] for (t, p), n in sorted(acc.items())]
 
