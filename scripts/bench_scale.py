@@ -36,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import shutil
 import statistics
 import subprocess
@@ -152,7 +153,8 @@ class Replicas:
     def start(self) -> "Replicas":
         self.ready, self.stop_event, self.out = self.ctx.Queue(), self.ctx.Event(), self.ctx.Queue()
         self.procs = [self.ctx.Process(target=replica_main, args=(c, self.ready, self.stop_event, self.out,
-                                                                   self.sample_every)) for c in self.configs]
+                                                                   self.sample_every), daemon=True)
+                      for c in self.configs]  # daemons: a failed run does not wait for them at exit
         for p in self.procs:
             p.start()
         for _ in self.procs:
@@ -186,9 +188,9 @@ def publisher_main(port: int, items: list[tuple[str, bytes]], rate: float | None
     infos, t0 = [], time.time()
     for i, (topic, payload) in enumerate(items):
         if rate:
-            due = t0 + i / rate
-            if due > time.time():
-                time.sleep(due - time.time())
+            delay = t0 + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
             payload = zlib.compress(payload.replace(SENT_MARK, b'"sent_t":%.6f' % time.time()), 1)
         infos.append(c.publish(topic, payload, qos=1))
     for info in infos:
@@ -207,7 +209,13 @@ def publish(port: int, items: list[tuple[str, bytes]], rate: float | None = None
                                                    f"bench-pub-{uuid.uuid4().hex[:6]}", out)) for share in shares]
     for p in ps:
         p.start()
-    spans = [out.get(timeout=900) for _ in ps]
+    spans = []
+    while len(spans) < len(ps):
+        try:
+            spans.append(out.get(timeout=1.0))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in ps):
+                raise RuntimeError("a publisher failed; see its traceback above") from None
     for p in ps:
         p.join(30)
     first, last = min(s[0] for s in spans), max(s[1] for s in spans)
