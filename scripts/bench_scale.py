@@ -445,14 +445,16 @@ def rollups(schemas: Schemas, templates: list[dict], workers: int, args) -> dict
             "check": loss(db_url, {(d, q) for _, d, q, _ in items}, 300)}
 
 
-def machine() -> dict:
+def machine(pg: str) -> dict:
     import paho.mqtt
     import psycopg
 
     mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
+    with psycopg.connect(pg) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
     return {"cores": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "platform": platform.platform(), "psycopg": psycopg.__version__,
-            "paho": paho.mqtt.__version__, "mosquitto": mosq}
+            "postgresql": server, "paho": paho.mqtt.__version__, "mosquitto": mosq}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     broker = Mosquitto(tmp / "mosquitto").start()
     schemas = Schemas(args.pg)
-    out: dict = {"machine": machine()}
+    out: dict = {"machine": machine(args.pg)}
     try:
         templates = capture_windows(tmp, broker.url)
         wire = sorted(len(encode(w)) for w in templates)
