@@ -2,7 +2,7 @@
 
 Windows are nearly all of a fleet's traffic, and checking one field by field in Python cost
 more than everything else the collector does with it. ``FastWindows.decode`` parses the JSON
-and checks every rule of ``shared.messages._validate_window`` in C, in about a fifth of the
+and checks every rule of ``shared.messages._validate_window`` in C, in a third to a half of the
 time. It only ever *accepts*: whatever it cannot accept (bad input, and a few odd but valid
 spellings it leaves alone: NaN in an unknown field, a UTF-8 byte-order mark, UTF-16, lone
 surrogates, very deep nesting) raises ``Undecided``, and the caller asks the full validator,

@@ -26,6 +26,7 @@ adds its shadow counts to whichever candidate it is merged with.
 from __future__ import annotations
 
 import operator
+from itertools import chain
 from typing import Iterable
 
 from shared.histogram import LATENCY_MS_EDGES, add_counts, quantile
@@ -127,6 +128,36 @@ def _optional_hist(hists: list, what: str) -> list[int]:
     return _column_sums(counted, what) if counted else [0] * size
 
 
+_COUNTERS = [(section, n) for section, names in COUNTER_SECTIONS.items() for n in names]
+_OPTIONAL_COUNTERS = [(section, n) for section, names in OPTIONAL_COUNTERS.items() for n in names]
+_HISTS = [(section, n) for section, names in HIST_SECTIONS.items() for n in names]
+
+
+def _columns(rows: list[list]) -> list:
+    """Element-wise left fold of equally long rows: ``((r0 + 0) + r1) + ...`` per column."""
+    acc = [v + 0 for v in rows[0]]
+    for row in rows[1:]:
+        acc = list(map(operator.add, acc, row))
+    return acc
+
+
+def _fixed_hists(ws: list[dict]) -> list[list[int]]:
+    """The histograms every window has (HIST_SECTIONS, then each feature), merged. When every
+    window has the same bins (the rule), one flat list per window is added in one go."""
+    per_window = [[w[s][n] for s, n in _HISTS] + list(w["input"]["features"]) for w in ws]
+    shape = [len(h) for h in per_window[0]]
+    if all(len(hs) == len(shape) and [len(h) for h in hs] == shape for hs in per_window[1:]):
+        flat = _column_sums([list(chain.from_iterable(hs)) for hs in per_window], "histograms")
+        out, at = [], 0
+        for size in shape:
+            out.append(flat[at:at + size])
+            at += size
+        return out
+    for (_, n), column in zip(_HISTS, zip(*(hs[:len(_HISTS)] for hs in per_window))):
+        _column_sums(list(column), n)  # raises on the histogram whose bins differ
+    raise ValueError("windows disagree on the feature count or bins: merge windows of one model only")
+
+
 def _fold(values: list, zero):
     """``((v0 + zero) + v1) + ...``: floats added in the order windows came, as a fold would."""
     acc = values[0] + zero
@@ -165,28 +196,27 @@ def merge_windows(windows: Iterable[dict]) -> dict | None:
         raise ValueError("windows of different models have different feature bins: group by model first")
     out = {"n_windows": sum(w.get("n_windows", 1) for w in ws), "duration_s": _fold([w["duration_s"] for w in ws], 0.0),
            "model": model}
-    for section, names in COUNTER_SECTIONS.items():
-        out[section] = {n: _fold([w[section][n] for w in ws], 0) for n in names}
-    for section, names in OPTIONAL_COUNTERS.items():
-        out[section].update({n: _fold([w[section].get(n, 0) for w in ws], 0) for n in names})
+    counts = _columns([[w[s][n] for s, n in _COUNTERS] + [w[s].get(n, 0) for s, n in _OPTIONAL_COUNTERS]
+                       for w in ws])
+    for section in COUNTER_SECTIONS:
+        out[section] = {}
+    for (section, n), v in zip(_COUNTERS + _OPTIONAL_COUNTERS, counts):
+        out[section][n] = v
     sws = [w["software"] for w in ws]
     rss = max(sws[0]["rss_mb"], 0.0)
     for sw in sws[1:]:
         rss = max(rss, sw["rss_mb"])
     out["software"].update(cpu_s=_fold([sw["cpu_s"] for sw in sws], 0.0), rss_mb=rss,
                            latency_ms=_hist_map([sw["latency_ms"] for sw in sws], "latency_ms"))
-    for section, names in HIST_SECTIONS.items():
-        for n in names:
-            out[section][n] = _column_sums([w[section][n] for w in ws], n)
+    fixed = _fixed_hists(ws)
+    for (section, n), h in zip(_HISTS, fixed):
+        out[section][n] = h
     for section, names in OPTIONAL_HISTS.items():
         for n in names:
             hists = [w[section].get(n) for w in ws]
             if any(h is not None for h in hists):
                 out[section][n] = _optional_hist(hists, n)
-    features = [w["input"]["features"] for w in ws]
-    if any(len(f) != len(features[0]) for f in features):
-        raise ValueError("windows disagree on the feature count: merge windows of one model only")
-    out["input"]["features"] = [_column_sums(list(column), "features") for column in zip(*features)]
+    out["input"]["features"] = fixed[len(_HISTS):]
     outs = [w["output"] for w in ws]
     out["output"]["labels"] = _count_map([o["labels"] for o in outs])
     out["output"]["confidence_by_label"] = _hist_map([o.get("confidence_by_label") or {} for o in outs],

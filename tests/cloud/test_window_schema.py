@@ -254,15 +254,17 @@ def test_the_handler_refuses_exactly_what_it_refused_without_the_fast_path(fuzz_
 
 def test_the_fast_path_costs_a_fraction_of_the_full_validator():
     raws = [json.dumps(w).encode() for w in fixtures()] * 20
-    t0 = time.perf_counter()
-    for raw in raws:
-        validate(parse_json(raw), expect="window")
-    t_full = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for raw in raws:
-        FAST.decode(raw)
-    t_fast = time.perf_counter() - t0
-    assert t_fast < t_full / 2, (t_fast, t_full)
+
+    def best(check) -> float:  # the best of five: a busy machine slows single runs at random
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for raw in raws:
+                check(raw)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    assert best(FAST.decode) < best(lambda raw: validate(parse_json(raw), expect="window")) / 2
 
 
 def test_encoded_windows_round_trip_through_the_handler_on_the_fast_path():
