@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from cloud.store.base import DEFAULT_BUCKET_S
+from cloud.store.base import DEADLINE_GRACE_S, DEFAULT_BUCKET_S
 from shared.config import check_broker_url, check_tls_files, load_config, secret_file, setting
 from shared.errors import ConfigError
 from shared.mqtt import MAX_PACKET_BYTES, MqttSettings
@@ -100,6 +100,10 @@ class CollectorConfig:
     rollout_tick_s: float = setting(1.0, "How often the rollout controller steps (one controller acts at a "
                                     "time: a database lease elects it).", ge=0.05, le=3600.0)
     rollouts_enabled: bool = setting(True, "Run the rollout controller in this collector.")
+    rollout_lease_ttl_s: float = setting(90.0, "Lifetime of the rollout controller's lease on the database's "
+                                         "clock: another replica takes over this long after the leader died. "
+                                         "Renewed during long steps; keep it well above one database statement "
+                                         "(db_timeout_s + 5 s) and one publish (30 s).", ge=1.0, le=3600.0)
     # -- drift ------------------------------------------------------------------------
     drift_enabled: bool = setting(True, "Evaluate drift and keep alerts in this collector.")
     drift_step_s: float = setting(300.0, "Drift step (input and output drift): a whole multiple of "
@@ -132,8 +136,8 @@ class CollectorConfig:
     # -- named cross-field checks -------------------------------------------------------
     def check(self) -> None:
         for rule in (self._check_broker, self._check_tls, self._check_prefix, self._check_group,
-                     self._check_db, self._check_rollup, self._check_webhook, self._check_queue,
-                     self._check_tokens):
+                     self._check_db, self._check_rollup, self._check_lease, self._check_webhook,
+                     self._check_queue, self._check_tokens):
             rule()
 
     def _check_broker(self) -> None:
@@ -168,6 +172,16 @@ class CollectorConfig:
                                   f"({self.rollup_bucket_s}): drift reads rollups, so its steps must be made of "
                                   f"whole buckets; set e.g. --rollup-bucket-s {int(min(step, self.rollup_bucket_s))}"
                                   f" or a drift step of {self.rollup_bucket_s * max(1, round(step / self.rollup_bucket_s))}")
+
+    def _check_lease(self) -> None:
+        statement_s = self.db_timeout_s + DEADLINE_GRACE_S
+        if self.rollout_lease_ttl_s < 2 * statement_s:
+            raise ConfigError(f"rollout_lease_ttl_s ({self.rollout_lease_ttl_s:g}) must be at least twice the longest "
+                              f"database call ({statement_s:g} s: db_timeout_s + {DEADLINE_GRACE_S:g}), or a leader "
+                              f"waiting on one statement loses its lease; set it to {2 * statement_s:g} or more")
+        if self.rollout_lease_ttl_s < 3 * self.rollout_tick_s:
+            raise ConfigError(f"rollout_lease_ttl_s ({self.rollout_lease_ttl_s:g}) must be at least three rollout "
+                              f"ticks (rollout_tick_s {self.rollout_tick_s:g}): the lease is renewed once per tick")
 
     def _check_webhook(self) -> None:
         if self.alert_webhook_url and urlsplit(self.alert_webhook_url).scheme not in ("http", "https"):

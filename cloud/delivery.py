@@ -48,11 +48,12 @@ class Publisher(Protocol):
 class DesiredRevs(Protocol):
     """Persisted per-device desired state.
 
-    ``write_many({device: (build, floor)})`` gives each device its next rev (above ``floor``,
-    the rev the device reports it applied), stores ``build(rev)`` and returns the messages.
+    ``write_many({device: (build, floor)}, lease)`` gives each device its next rev (above ``floor``,
+    the rev the device reports it applied), stores ``build(rev)`` and returns the messages; with a
+    lease (the rollout controller's), only while that lease is current.
     """
 
-    def write_many(self, builds: dict) -> dict[str, dict]: ...
+    def write_many(self, builds: dict, lease=None) -> dict[str, dict]: ...
 
     def get(self, device: str) -> dict | None: ...
 
@@ -141,10 +142,12 @@ class Delivery:
         self.publisher.publish_all([*msgs, (self.topics.model(sha), b"", True)])
 
     def write_desired(self, targets: dict[str, DesiredTarget], *, rollout: str | None = None,
-                      config: dict | None = None, floors: dict[str, int] | None = None) -> dict[str, dict]:
+                      config: dict | None = None, floors: dict[str, int] | None = None,
+                      lease=None) -> dict[str, dict]:
         """Persist the next rev for every device, then publish all retained; returns the messages.
 
-        ``config`` None keeps each device's last ``config`` (absent stays absent).
+        ``config`` None keeps each device's last ``config`` (absent stays absent). ``lease``: the
+        rollout controller's; the revs are written only while it is current (``LeaseLost``).
 
         ``floors``: the rev each device reports it applied; a new rev is always above it. A
         device reports what it likes, so a floor is clamped to ``MAX_REV - 1``: one device
@@ -161,7 +164,7 @@ class Delivery:
                                        automation=target.automation, rollout=rollout,
                                        probation=self.probation if target.active else None, config=kept)
             builds[device] = (build, floors.get(device, 0))
-        messages = self.revs.write_many(builds) if builds else {}
+        messages = self.revs.write_many(builds, lease=lease) if builds else {}
         if messages:
             self.publisher.publish_all(
                 (self.topics.desired(d), encode(m), True) for d, m in messages.items())

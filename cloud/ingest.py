@@ -15,14 +15,15 @@ Windows and events arrive through a shared subscription (replicas split them). D
 state does not: the broker never sends retained messages to a shared subscription, so each
 collector subscribes to ``state`` directly and gets every device's retained state at connect.
 
-What waits for the writer is bounded (``IngestQueue``): QoS 1 messages by the receive
+What waits for the writer is bounded (``cloud.ingest_queue``): QoS 1 messages by the receive
 maximum the broker honours, QoS 0 ones (which no receive maximum limits) are shed past
-their share and counted. ``readiness()`` says whether messages reach the store now.
+their share and counted. paho parses every packet in Python on its network thread, the
+collector's narrowest stage, so ``on_message`` only queues the bytes of an ordinary message;
+the writer does the rest in batches. ``readiness()`` says whether messages reach the store now.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.config import CollectorConfig
 from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
+from cloud.ingest_queue import IngestQueue, InMessage
 from cloud.retained import SWEEP_ID, RetainedSweep
 from cloud.store import Batch, BatchResult, Store, StoreDataError
 from shared.codec import dumps, encode
@@ -44,23 +46,14 @@ from shared.topics import QOS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KIND_OF_TOPIC", "CommitHook", "Ingest", "IngestHandler", "IngestQueue", "IngestStats", "RejectLog"]
+__all__ = ["KIND_OF_TOPIC", "CommitHook", "InMessage", "Ingest", "IngestHandler", "IngestQueue", "IngestStats",
+           "RejectLog"]
 
 RETRY_MAX_S = 10.0
 INGEST_ID = 1  # MQTT v5 subscription identifier of the ingest subscriptions
+_INGEST_ONLY = [INGEST_ID]  # what paho gives for a message of the ingest subscriptions alone
 STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
 SHED_LOG_S = 60.0  # shedding is logged at most this often (the count is always kept)
-
-
-@dataclass
-class _Message:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    received_t: float
-    retain: bool = False
 
 
 @dataclass
@@ -79,57 +72,7 @@ class IngestStats:
     extra: dict = field(default_factory=dict)
 
 
-CommitHook = Callable[[list[_Message], BatchResult, float], None]
-
-
-class IngestQueue:
-    """The messages waiting for the writer, bounded.
-
-    QoS 1 messages always get in (the broker sends at most ``receive_maximum`` of them
-    unacknowledged; a broker that ignores it is slowed down, not lost: ``put`` blocks the
-    network thread). A QoS 0 message gets in only while fewer than ``qos0_max`` messages and
-    ``max_bytes`` bytes wait; otherwise it is shed and counted, since it can never come again.
-    """
-
-    def __init__(self, max_messages: int, reserved_qos1: int, max_bytes: int):
-        self.qos0_max = max_messages - reserved_qos1
-        self.max_bytes = max_bytes
-        self._queue: queue.Queue[_Message] = queue.Queue(max_messages)
-        self._lock = threading.Lock()
-        self.bytes = 0
-        self.peak = 0
-        self.shed = 0
-        self.shed_bytes = 0
-
-    def offer(self, m: _Message) -> bool:
-        """Queue ``m``; False when it was shed (QoS 0 only)."""
-        size = len(m.payload)
-        if m.qos == 0:
-            with self._lock:
-                if self._queue.qsize() >= self.qos0_max or self.bytes + size > self.max_bytes:
-                    self.shed += 1
-                    self.shed_bytes += size
-                    return False
-                self.bytes += size
-            self._queue.put_nowait(m)
-        else:
-            with self._lock:
-                self.bytes += size
-            self._queue.put(m)
-        self.peak = max(self.peak, self._queue.qsize())
-        return True
-
-    def get(self, timeout: float | None = None) -> _Message:
-        m = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get_nowait()
-        with self._lock:
-            self.bytes -= len(m.payload)
-        return m
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
-
-    def empty(self) -> bool:
-        return self._queue.empty()
+CommitHook = Callable[[list[InMessage], BatchResult, float], None]
 
 
 class Ingest:
@@ -219,6 +162,20 @@ class Ingest:
             log.warning("lost the broker %s (%s); reconnecting", self.config.broker_url, reason_code)
 
     def _on_message(self, client, userdata, msg) -> None:
+        """The network thread's share: an ordinary message is queued as it is, nothing more."""
+        if not self._accepting.is_set():
+            return  # shutting down: not acknowledged, so the broker sends it again after restart
+        if msg.retain or getattr(msg.properties, "SubscriptionIdentifier", None) != _INGEST_ONLY:
+            self._on_other_message(client, msg)
+            return
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)[:200]
+        self._offer(InMessage(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time()), topic)
+
+    def _on_other_message(self, client, msg) -> None:
+        """Retained messages and copies for the sweep (rare)."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:
@@ -228,13 +185,10 @@ class Ingest:
             self.sweep.on_message(msg)  # a copy for the sweep (or a retained stats/event): never stored
             if INGEST_ID not in ids:
                 return
-        if not msg.payload and not topic.endswith("/state"):
-            if msg.qos > 0:  # the echo of a retained stats/event being cleared: nothing to store
-                client.ack(msg.mid, msg.qos)
-            return
-        if not self._accepting.is_set():
-            return  # shutting down: not acknowledged, so the broker sends it again after restart
-        message = _Message(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain)
+        self._offer(InMessage(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain),
+                    topic)
+
+    def _offer(self, message: InMessage, topic: str) -> None:
         if not self.queue.offer(message) and time.monotonic() - self._shed_logged > SHED_LOG_S:
             self._shed_logged = time.monotonic()
             log.warning("the writer is behind: shed %d QoS 0 message(s) so far (latest on %s); devices must "
@@ -275,31 +229,9 @@ class Ingest:
         return reasons
 
     # -- the writer ------------------------------------------------------------------------------
-    def _next_batch(self) -> list[_Message]:
-        try:
-            first = self.queue.get(timeout=0.1)
-        except queue.Empty:
-            return []
-        items = [first]
-        deadline = time.monotonic() + self.config.batch_ms / 1000.0
-        while len(items) < self.config.batch_max:
-            try:
-                items.append(self.queue.get())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                items.append(self.queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return items
-
     def _write_loop(self) -> None:
         while not (self._stop.is_set() and self.queue.empty()):
-            items = self._next_batch()
+            items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
             if not items:
                 continue
             try:
@@ -307,9 +239,13 @@ class Ingest:
             except Exception:  # a bug must not stop ingest; the broker redelivers these later
                 log.exception("failed to process a batch of %d messages", len(items))
 
-    def _process(self, items: list[_Message]) -> None:
+    def _process(self, items: list[InMessage]) -> None:
         batch = Batch()
-        codes = [self.handler.add(batch, m.topic, m.payload, m.received_t, m.retain) for m in items]
+        add = self.handler.add
+        # an empty payload on a stats/event topic is the echo of a retained message being cleared:
+        # nothing to store or confirm, only to acknowledge
+        codes = [add(batch, m.topic, m.payload, m.received_t, m.retain)
+                 if m.payload or m.topic.endswith("/state") else None for m in items]
         self._commit_since = time.monotonic()
         try:
             result = self._commit(batch)
@@ -329,7 +265,7 @@ class Ingest:
                 log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
                               len(result.samples_ready))
 
-    def _send_receipts(self, items: list[_Message], codes: list[str | None], batch: Batch) -> None:
+    def _send_receipts(self, items: list[InMessage], codes: list[str | None], batch: Batch) -> None:
         """Tell each device which of its windows and events this batch dealt with for good: stored,
         duplicates, too late, or refused as malformed (else the device would send those forever)."""
         named: dict[str, tuple[list, list]] = {}
@@ -354,7 +290,7 @@ class Ingest:
                 self._client.publish(self.topics.receipt(device), encode(body), qos=QOS)
                 self.stats.receipts += 1
 
-    def _count(self, items: list[_Message], batch: Batch, result: BatchResult) -> None:
+    def _count(self, items: list[InMessage], batch: Batch, result: BatchResult) -> None:
         s = self.stats
         s.messages += len(items)
         s.batches += 1

@@ -17,6 +17,12 @@ rollback   the devices obey desired states and report their state through a real
            ticked every ``--tick-s``, rolls back. Timed from that commit to the last device
            reporting the previous model, in the store and on the devices. Baseline: a desired
            state published straight to every device, timed to the last state report in the store.
+           The collector's own rollout controller is off (``rollouts_enabled = false``): the
+           bench's controller is the one acting, and two would contend for the lease.
+
+No figures from a run that did not do what it measures: the bench prints an error and exits 1
+unless every device verified the bundle, the rollout switched every device forward, and it then
+ended ``rolled_back`` with every device back on the previous model, in the store and on the devices.
 """
 from __future__ import annotations
 
@@ -40,6 +46,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from sim_devices import PREFIX, snapshot, spawn, stop, until_all, wait  # noqa: E402
+
+
+class BenchFailed(Exception):
+    """The run did not reach the state it measures: no figures."""
 
 
 # ---------------------------------------------------------------------------- broker
@@ -91,6 +101,7 @@ def make_bundle(private_key, name: str, version: str, size_kb: int) -> bytes:
 
 
 def failing_window(device: str, seq: int, model: str, t: float, errors: int) -> dict:
+    """A window of 100 inferences with ``errors`` failures (0: a healthy one)."""
     from shared.histogram import CONFIDENCE_EDGES, LATENCY_MS_EDGES, LEVEL_DBFS_EDGES, SNR_DB_EDGES, UTTERANCE_MS_EDGES
 
     def hist(edges, at: int = 3):
@@ -167,6 +178,8 @@ def bench_delivery(port: int, n: int, procs: int, size_kb: int, chunk_kb: int, p
     finally:
         stop(workers)
         publisher.close()
+    if len(times) != n:
+        raise BenchFailed(f"delivery: {len(times)} of {n} devices verified the bundle")
     return {"devices": n, "processes": procs, "bundle_bytes": len(bundle.raw), "messages": messages,
             "chunk_bytes": chunk_kb * 1024, "verified": len(times), "publish_acked_s": round(acked_s, 4),
             "all_verified_s": round(times[-1], 4) if times else None,
@@ -200,7 +213,11 @@ def bench_rollback(port: int, n: int, procs: int, size_kb: int, tick_s: float, w
     new, _ = registry.register(make_bundle(priv, "bench", "2", size_kb))
     cfg = load_collector_config(env={}, overrides={"broker_url": f"mqtt://127.0.0.1:{port}", "db_url": db,
                                                    "client_id": "bench-collector", "batch_ms": 20.0,
-                                                   "rollup_interval_s": 3600.0, "http_port": 0})
+                                                   "rollup_interval_s": 3600.0, "http_port": 0,
+                                                   "rollouts_enabled": False,  # the bench's controller acts
+                                                   "registry_dir": str(workdir / "registry"),
+                                                   "public_keys": [str(pub_path)],
+                                                   "samples_dir": str(workdir / "samples")})
     collector = Collector(cfg)
     collector.start()
     ids = [f"dev-{i:04d}" for i in range(n)]
@@ -213,9 +230,15 @@ def bench_rollback(port: int, n: int, procs: int, size_kb: int, tick_s: float, w
         t0 = time.time()
         publisher.publish_all([(topics.desired(d), encode(desired_message(d, 1, active=old.sha256)), True)
                                for d in ids])
-        wait(lambda: all((d["state"] or {}).get("desired_rev", 0) >= 1 for d in store.devices()), 120, 0.02)
+        if not wait(lambda: all((d["state"] or {}).get("desired_rev", 0) >= 1 for d in store.devices()), 120, 0.02):
+            raise BenchFailed("baseline: not every device reported the desired state it was sent")
         baseline_s = time.time() - t0
 
+        # The gates compare the new model with the old one's windows from before the switch (the
+        # historical control of a 100 % stage): without these they could never decide.
+        healthy = [failing_window(d, k, old.sha256, time.time() - 60 + 10 * k, errors=0) for d in ids[:20]
+                   for k in range(3)]
+        store.insert_windows(healthy)
         svc = RolloutService(store, registry)
         r = svc.start("bench:2", "fleet", "blue-green", bake="1h", policy={"deadline_s": 300.0})
         ctl = Controller(store, Delivery(publisher, SqlDesiredRevs(store), topics), registry, holder="bench")
@@ -224,6 +247,9 @@ def bench_rollback(port: int, n: int, procs: int, size_kb: int, tick_s: float, w
             ctl.tick()
             time.sleep(tick_s)
         forward_s = time.time() - t0
+        if not _all_on(store, new.sha256, n):
+            raise BenchFailed(f"rollout {r.id} did not switch every device forward in 300 s "
+                              f"(status {svc.get(r.id).status}): nothing to roll back")
         ctl.tick()
         windows = [failing_window(d, 1000 + k, new.sha256, time.time(), errors=30) for d in ids[:20] for k in range(3)]
         t_fail = time.time()
@@ -237,16 +263,19 @@ def bench_rollback(port: int, n: int, procs: int, size_kb: int, tick_s: float, w
             time.sleep(tick_s)
         back_s = time.time() - t_fail
         final = svc.get(r.id)
+        all_back_in_store = _all_on(store, old.sha256, n)
         snap = snapshot(workers)
         device_back = [t for v in snap.values() for sha, t in v.get("switched", []) if sha == old.sha256]
     finally:
         stop(workers)
         publisher.close()
         collector.stop()
+    if final.status != "rolled_back" or not all_back_in_store or len(device_back) != n:
+        raise BenchFailed(f"rollback: rollout {r.id} ended {final.status!r} ({final.reason[:120]}); devices back on "
+                          f"the previous model: {len(device_back)} of {n} (in the store: {all_back_in_store})")
     return {"devices": n, "tick_s": tick_s, "status": final.status, "reason": final.reason[:160],
             "first_failing_evidence_to_all_previous_in_store_s": round(back_s, 3),
-            "first_failing_evidence_to_all_previous_on_devices_s":
-                round(max(device_back) - t_fail, 3) if len(device_back) == n else None,
+            "first_failing_evidence_to_all_previous_on_devices_s": round(max(device_back) - t_fail, 3),
             "evidence_to_rollback_tick_done_s": None if decided is None else round(decided, 3),
             "rollback_tick_s": None if tick_cost is None else round(tick_cost, 3),
             "forward_switch_all_devices_s": round(forward_s, 3),
@@ -264,7 +293,7 @@ def versions() -> dict:
     return out
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--procs", type=int, default=4)
@@ -275,25 +304,29 @@ def main() -> None:
     args = ap.parse_args()
     from shared import keys
 
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+           "versions": versions()}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         workdir = Path(tmp)
         priv_path, pub_path = keys.generate_keypair(workdir / "keys")
         priv = keys.load_private_key(priv_path)
         broker, port = start_broker(workdir)
         try:
-            out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                               "load_avg_1m": os.getloadavg()[0]}, "versions": versions()}
             if args.only in (None, "delivery"):
                 out["delivery"] = bench_delivery(port, args.devices, args.procs, args.bundle_kb, args.chunk_kb,
                                                  priv, pub_path)
             if args.only in (None, "rollback"):
                 out["rollback"] = bench_rollback(port, args.devices, args.procs, args.bundle_kb, args.tick_s,
                                                  workdir, priv, pub_path)
+        except BenchFailed as exc:
+            print(json.dumps({"error": str(exc), **out}, indent=2))
+            return 1
         finally:
             broker.terminate()
             broker.wait(10)
     print(json.dumps(out, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

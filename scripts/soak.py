@@ -16,6 +16,10 @@ to store what the broker acknowledged and compares, window by window:
     windows stored      rows in the collector's ``windows`` table
     missing / extra / duplicates   delivered-not-stored, stored-not-produced, stored twice
 
+and every device it started: one that never reported a result (its sim process died), ended
+with an error, or produced no window fails the soak as surely as a lost window does. ``ok`` is
+false then, and the soak exits 1;
+
 and the resident memory (VmRSS) of the collector and of the sim's processes when every
 device is up and just before the end. Without ``--data`` it builds the model lab's tiny
 dataset and bundle (about 30 s). Nothing leaves the loopback interface.
@@ -162,6 +166,24 @@ def compare(result: dict, stored: list[tuple[str, int, int]]) -> dict:
             "unsent_but_stored": len(unsent & stored_set)}
 
 
+def fleet_health(result: dict, started: int) -> dict:
+    """Every device the soak started, accounted for (lists hold the first 20 names)."""
+    rows = result["per_device"]
+    reported = {d["device"] for d in rows}
+    silent = sorted(d["device"] for d in rows
+                    if d.get("first_seq") is None or d.get("next_seq") is None or d["next_seq"] <= d["first_seq"])
+    died = sorted(result.get("device_errors") or {})
+    return {"started": started, "reported": len(reported), "unreported": started - len(reported),
+            "died": len(died), "died_devices": died[:20], "without_window": len(silent),
+            "without_window_devices": silent[:20], "sim_worker_failures": len(result.get("failures") or {})}
+
+
+def fleet_ok(windows: dict, fleet: dict) -> bool:
+    return (windows["missing"] == 0 and windows["extra"] == 0 and windows["duplicates"] == 0
+            and fleet["unreported"] == 0 and fleet["died"] == 0 and fleet["without_window"] == 0
+            and fleet["sim_worker_failures"] == 0)
+
+
 def wait_for_store(db: Path, want: int, timeout_s: float = 120.0) -> float:
     """Seconds until the store holds ``want`` windows, or stops growing for 10 s (or the timeout)."""
     t0 = time.monotonic()
@@ -201,7 +223,7 @@ def versions() -> dict:
     return out
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="Wall minutes the fleet runs.")
     ap.add_argument("--devices", type=int, default=200)
@@ -220,7 +242,9 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     try:
-        print(json.dumps(soak(args, workdir, procs), indent=1))
+        report = soak(args, workdir, procs)
+        print(json.dumps(report, indent=1))
+        return 0 if report["ok"] else 1
     finally:
         for p in reversed(procs):
             stop(p, signal.SIGKILL if p.poll() is None else signal.SIGTERM, 5)
@@ -309,6 +333,7 @@ def soak(args, workdir: Path, procs: list) -> dict:
     collector_cpu = cpu_s([collector.pid])
     code = stop(collector)
     figures = compare(result, stored_windows(db))
+    fleet = fleet_health(result, args.devices)
     return {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
@@ -320,7 +345,8 @@ def soak(args, workdir: Path, procs: list) -> dict:
                      "effective_speed": round(result["audio_s_mean"] / max(m["wall_s"], 1e-9), 3),
                      "speed_at_stop": m["last_status"].get("speed")},
         "windows": figures,
-        "ok": figures["missing"] == 0 and figures["extra"] == 0 and figures["duplicates"] == 0,
+        "devices": fleet,
+        "ok": fleet_ok(figures, fleet),
         "utterances": result["utterances"], "feedback_accepted": result["feedback_accepted"],
         "device_errors": result["device_errors"], "sim_failures": result["failures"],
         "collector_rejects": reject_counts(db), "collector_exit_code": code,
@@ -334,4 +360,4 @@ def soak(args, workdir: Path, procs: list) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

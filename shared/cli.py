@@ -39,7 +39,8 @@ GROUP_EXTRA = {"broker": "collector", "collector": "collector", "data": "lab", "
 # The extra that provides an optional module, to name in the error when it is missing; a module
 # that several extras provide (scipy, fastapi, uvicorn) is named by the group's own extra.
 EXTRA_OF_MODULE = {"sklearn": "lab", "skl2onnx": "lab", "onnx": "lab", "matplotlib": "lab", "threadpoolctl": "lab",
-                   "psycopg": "collector", "pydantic": "collector", "anyio": "serve", "sounddevice": "mic"}
+                   "psycopg": "collector", "pydantic": "collector", "msgspec": "collector", "anyio": "serve",
+                   "sounddevice": "mic"}
 SHARED_BY_EXTRAS = {"scipy": ("collector", "lab"), "fastapi": ("collector", "serve"),
                     "uvicorn": ("collector", "serve"), "prometheus_client": ("collector", "serve")}
 

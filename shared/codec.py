@@ -60,12 +60,20 @@ def parse_version(v) -> tuple[int, int]:
 
 def decode_raw(payload: bytes) -> dict:
     """Bytes → JSON object with a known major version (fields not yet validated)."""
+    return parse_json(unwrap(payload))
+
+
+def unwrap(payload: bytes) -> bytes:
+    """Bytes on the wire → the message's JSON text (inflated if compressed), size-checked."""
     if not payload:
         raise ProtocolError("empty", "empty payload; a message is a JSON object")
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    first = payload[:1]
-    raw = _inflate(payload) if first == b"\x78" else payload
+    return _inflate(payload) if payload[:1] == b"\x78" else payload
+
+
+def parse_json(raw: bytes) -> dict:
+    """A message's JSON text → JSON object with a known major version (fields not yet validated)."""
     try:
         message = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

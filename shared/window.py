@@ -25,6 +25,8 @@ adds its shadow counts to whichever candidate it is merged with.
 """
 from __future__ import annotations
 
+import operator
+from itertools import chain
 from typing import Iterable
 
 from shared.histogram import LATENCY_MS_EDGES, add_counts, quantile
@@ -44,72 +46,124 @@ MIXED_SHADOW = "*"  # shadow_model of a merge over windows that shadowed differe
 OPTIONAL_HISTS = {"input": ("noise_dbfs",)}
 
 
-def _add_map(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
+def _column_sums(hists: list, what: str) -> list[int]:
+    """Bin-by-bin sums of histograms over the same edges (``add_counts``, for many at once)."""
+    size = len(hists[0])
+    for h in hists:
+        if len(h) != size:
+            raise ValueError(f"cannot merge histograms of {size} and {len(h)} bins ({what}): edges differ")
+    if len(hists) <= 3:  # the common case (a bucket and a window or two): C-level adds
+        acc = list(hists[0])
+        for h in hists[1:]:
+            acc = list(map(operator.add, acc, h))
+        return acc
+    return [sum(column) for column in zip(*hists)]
+
+
+def _hist_map(maps: list[dict], what: str) -> dict:
+    """{key: histogram} maps merged key by key (keys in order of first appearance)."""
+    by_key: dict = {}
+    for m in maps:
+        for k, v in m.items():
+            by_key.setdefault(k, []).append(v)
+    return {k: _column_sums(hs, f"{what}.{k}") for k, hs in by_key.items()}
+
+
+def _count_map(maps: list[dict]) -> dict:
+    out: dict = {}
+    for m in maps:
+        for k, v in m.items():
+            out[k] = out.get(k, 0) + v
     return out
 
 
-def _add_hist_map(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = add_counts(out[k], v) if k in out else list(v)
-    return out
-
-
-def _merge_pairs(a: list, b: list) -> list:
-    acc: dict[tuple[str, str], int] = {(t, p): n for t, p, n in a}
-    for t, p, n in b:
-        acc[(t, p)] = acc.get((t, p), 0) + n
+def _pairs(lists: Iterable[list]) -> list:
+    """[[true, predicted, n]] lists merged: summed per (true, predicted), sorted."""
+    acc: dict[tuple[str, str], int] = {}
+    for pairs in lists:
+        for t, p, n in pairs:
+            acc[(t, p)] = acc.get((t, p), 0) + n
     return [[t, p, n] for (t, p), n in sorted(acc.items())]
 
 
-def _merge_pair_maps(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for model, pairs in b.items():
-        out[model] = _merge_pairs(out.get(model, []), pairs)
+def _pair_maps(maps: list[dict]) -> dict:
+    """{model: pairs} maps merged. A model only the first window names keeps that window's list as
+    it is (merging never touched it); every other one is summed and sorted."""
+    by_model: dict[str, list] = {}
+    for m in maps[1:]:
+        for model, pairs in m.items():
+            by_model.setdefault(model, []).append(pairs)
+    out = dict(maps[0])
+    for model, lists in by_model.items():
+        out[model] = _pairs(([out[model]] if model in out else []) + lists)
     return {m: out[m] for m in sorted(out)}
 
 
-def _merge_feedback(a: dict, b: dict) -> dict:
-    out = {k: _merge_pairs(a.get(k) or [], b.get(k) or []) for k in FEEDBACK_LISTS}
-    out.update({k: _merge_pair_maps(a.get(k) or {}, b.get(k) or {}) for k in FEEDBACK_MAPS})
+def _feedback(ws: list[dict]) -> dict:
+    fbs = [w["feedback"] for w in ws]
+    out = {k: _pairs(fb.get(k) or [] for fb in fbs) for k in FEEDBACK_LISTS}
+    out.update({k: _pair_maps([fb.get(k) or {} for fb in fbs]) for k in FEEDBACK_MAPS})
     return out
 
 
-def _merge_two(a: dict, b: dict) -> dict:
-    out = {"n_windows": a.get("n_windows", 1) + b.get("n_windows", 1),
-           "duration_s": a["duration_s"] + b["duration_s"],
-           "model": a.get("model")}
-    for section, names in COUNTER_SECTIONS.items():
-        out[section] = {n: a[section][n] + b[section][n] for n in names}
-    for section, names in OPTIONAL_COUNTERS.items():
-        out[section].update({n: a[section].get(n, 0) + b[section].get(n, 0) for n in names})
-    sw_a, sw_b = a["software"], b["software"]
-    out["software"].update(
-        cpu_s=sw_a["cpu_s"] + sw_b["cpu_s"],
-        rss_mb=max(sw_a["rss_mb"], sw_b["rss_mb"]),
-        latency_ms=_add_hist_map(sw_a["latency_ms"], sw_b["latency_ms"]),
-    )
-    for section, names in HIST_SECTIONS.items():
-        for n in names:
-            out[section][n] = add_counts(a[section][n], b[section][n])
-    for section, names in OPTIONAL_HISTS.items():
-        for n in names:
-            ha, hb = a[section].get(n), b[section].get(n)
-            if ha is not None or hb is not None:
-                out[section][n] = add_counts(ha or [0] * len(hb), hb or [0] * len(ha))
-    fa, fb = a["input"]["features"], b["input"]["features"]
-    if len(fa) != len(fb):
-        raise ValueError("windows disagree on the feature count: merge windows of one model only")
-    out["input"]["features"] = [add_counts(x, y) for x, y in zip(fa, fb)]
-    out["output"]["labels"] = _add_map(a["output"]["labels"], b["output"]["labels"])
-    out["output"]["confidence_by_label"] = _add_hist_map(a["output"].get("confidence_by_label") or {},
-                                                         b["output"].get("confidence_by_label") or {})
-    out["feedback"] = _merge_feedback(a["feedback"], b["feedback"])
-    out["shadow_model"], out["shadow"] = _merge_shadow(a, b)
-    return out
+def _optional_hist(hists: list, what: str) -> list[int]:
+    """A histogram some windows lack (None), merged as a fold merges it: a missing or empty one
+    reads as zeros of the other side's length, which fails (TypeError) when the other side is
+    missing too; the first window is merged with the identity, which lacks it."""
+    size = None  # the length of the merge so far; None while no window had the histogram
+    for i, h in enumerate(hists):
+        if h is None and size is None:
+            continue
+        if i == 0:
+            left, right = (len(h) if h else None), len(h)
+        else:
+            left = size if size else (len(h) if h is not None else None)
+            right = len(h) if h else size
+        if left is None or right is None:
+            raise TypeError(f"{what}: an empty histogram beside a missing one has no bins to merge")
+        if left != right:
+            raise ValueError(f"cannot merge histograms of {left} and {right} bins ({what}): edges differ")
+        size = left
+    counted = [h for h in hists if h]
+    return _column_sums(counted, what) if counted else [0] * size
+
+
+_COUNTERS = [(section, n) for section, names in COUNTER_SECTIONS.items() for n in names]
+_OPTIONAL_COUNTERS = [(section, n) for section, names in OPTIONAL_COUNTERS.items() for n in names]
+_HISTS = [(section, n) for section, names in HIST_SECTIONS.items() for n in names]
+
+
+def _columns(rows: list[list]) -> list:
+    """Element-wise left fold of equally long rows: ``((r0 + 0) + r1) + ...`` per column."""
+    acc = [v + 0 for v in rows[0]]
+    for row in rows[1:]:
+        acc = list(map(operator.add, acc, row))
+    return acc
+
+
+def _fixed_hists(ws: list[dict]) -> list[list[int]]:
+    """The histograms every window has (HIST_SECTIONS, then each feature), merged. When every
+    window has the same bins (the rule), one flat list per window is added in one go."""
+    per_window = [[w[s][n] for s, n in _HISTS] + list(w["input"]["features"]) for w in ws]
+    shape = [len(h) for h in per_window[0]]
+    if all(len(hs) == len(shape) and [len(h) for h in hs] == shape for hs in per_window[1:]):
+        flat = _column_sums([list(chain.from_iterable(hs)) for hs in per_window], "histograms")
+        out, at = [], 0
+        for size in shape:
+            out.append(flat[at:at + size])
+            at += size
+        return out
+    for (_, n), column in zip(_HISTS, zip(*(hs[:len(_HISTS)] for hs in per_window))):
+        _column_sums(list(column), n)  # raises on the histogram whose bins differ
+    raise ValueError("windows disagree on the feature count or bins: merge windows of one model only")
+
+
+def _fold(values: list, zero):
+    """``((v0 + zero) + v1) + ...``: floats added in the order windows came, as a fold would."""
+    acc = values[0] + zero
+    for v in values[1:]:
+        acc = acc + v
+    return acc
 
 
 def _merge_shadow(a: dict, b: dict) -> tuple[str | None, dict | None]:
@@ -124,40 +178,55 @@ def _merge_shadow(a: dict, b: dict) -> tuple[str | None, dict | None]:
     return ma or mb, {"compared": sa["compared"] + sb["compared"], "agree": sa["agree"] + sb["agree"],
                       "errors": sa.get("errors", 0) + sb.get("errors", 0),
                       "confidence": add_counts(sa["confidence"], sb["confidence"]),
-                      "labels": _add_map(sa["labels"], sb["labels"])}
+                      "labels": _count_map([sa["labels"], sb["labels"]])}
 
 
 def merge_windows(windows: Iterable[dict]) -> dict | None:
-    """Exact merge of windows (or of earlier merges) of one model; None for no windows."""
-    merged = None
-    for w in windows:
-        if merged is None:
-            merged = _merge_two(w, _zero_like(w))
-            merged["n_windows"] = w.get("n_windows", 1)
-            continue
-        if w.get("model") != merged.get("model"):
-            raise ValueError("windows of different models have different feature bins: group by model first")
-        merged = _merge_two(merged, w)
-    return merged
+    """Exact merge of windows (or of earlier merges) of one model; None for no windows.
 
-
-def _zero_like(w: dict) -> dict:
-    """A window of the same shape with every count at zero (the merge identity)."""
-    zero = {"n_windows": 0, "duration_s": 0.0, "model": w.get("model")}
-    for section, names in COUNTER_SECTIONS.items():
-        zero[section] = {n: 0 for n in names}
-    for section, names in OPTIONAL_COUNTERS.items():
-        zero[section].update({n: 0 for n in names})
-    zero["software"].update(cpu_s=0.0, rss_mb=0.0, latency_ms={})
-    for section, names in HIST_SECTIONS.items():
+    One pass over them all: each count is summed once, where merging two at a time rebuilt the
+    whole merge per window. The result is what merging them two at a time from the first gives,
+    key order and float rounding included (tests/shared/test_window_merge.py holds the two equal).
+    """
+    ws = list(windows)
+    if not ws:
+        return None
+    model = ws[0].get("model")
+    if any(w.get("model") != model for w in ws):
+        raise ValueError("windows of different models have different feature bins: group by model first")
+    out = {"n_windows": sum(w.get("n_windows", 1) for w in ws), "duration_s": _fold([w["duration_s"] for w in ws], 0.0),
+           "model": model}
+    counts = _columns([[w[s][n] for s, n in _COUNTERS] + [w[s].get(n, 0) for s, n in _OPTIONAL_COUNTERS]
+                       for w in ws])
+    for section in COUNTER_SECTIONS:
+        out[section] = {}
+    for (section, n), v in zip(_COUNTERS + _OPTIONAL_COUNTERS, counts):
+        out[section][n] = v
+    sws = [w["software"] for w in ws]
+    rss = max(sws[0]["rss_mb"], 0.0)
+    for sw in sws[1:]:
+        rss = max(rss, sw["rss_mb"])
+    out["software"].update(cpu_s=_fold([sw["cpu_s"] for sw in sws], 0.0), rss_mb=rss,
+                           latency_ms=_hist_map([sw["latency_ms"] for sw in sws], "latency_ms"))
+    fixed = _fixed_hists(ws)
+    for (section, n), h in zip(_HISTS, fixed):
+        out[section][n] = h
+    for section, names in OPTIONAL_HISTS.items():
         for n in names:
-            zero[section][n] = [0] * len(w[section][n])
-    zero["input"]["features"] = [[0] * len(f) for f in w["input"]["features"]]
-    zero["output"]["labels"] = {}
-    zero["output"]["confidence_by_label"] = {}
-    zero["feedback"] = {**{k: [] for k in FEEDBACK_LISTS}, **{k: {} for k in FEEDBACK_MAPS}}
-    zero["shadow_model"], zero["shadow"] = None, None
-    return zero
+            hists = [w[section].get(n) for w in ws]
+            if any(h is not None for h in hists):
+                out[section][n] = _optional_hist(hists, n)
+    out["input"]["features"] = fixed[len(_HISTS):]
+    outs = [w["output"] for w in ws]
+    out["output"]["labels"] = _count_map([o["labels"] for o in outs])
+    out["output"]["confidence_by_label"] = _hist_map([o.get("confidence_by_label") or {} for o in outs],
+                                                     "confidence_by_label")
+    out["feedback"] = _feedback(ws)
+    shadow_model, shadow = _merge_shadow(ws[0], {})
+    for w in ws[1:]:
+        shadow_model, shadow = _merge_shadow({"shadow_model": shadow_model, "shadow": shadow}, w)
+    out["shadow_model"], out["shadow"] = shadow_model, shadow
+    return out
 
 
 def credited_feedback(w: dict, model: str, audit: bool = False) -> list:

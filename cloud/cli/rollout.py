@@ -168,9 +168,12 @@ for _name, _help in ACTIONS.items():
 @click.option("--chunk-bytes", type=int, default=256 * 1024, show_default=True,
               help="Bundles larger than this travel in chunks.")
 @click.option("--prefix", default="harken/v1", show_default=True, help="Topic prefix.")
+@click.option("--lease-ttl", default="90s", show_default=True,
+              help="Lifetime of the controller's lease (database clock); another controller takes over this long "
+                   "after this one died.")
 @click.option("--once", is_flag=True, help="Tick once and exit.")
 @registry_options
-def run(broker, username, password, ca_file, public_keys, interval, chunk_bytes, prefix, once, db_url,
+def run(broker, username, password, ca_file, public_keys, interval, chunk_bytes, prefix, lease_ttl, once, db_url,
         registry_dir) -> None:
     """Run the rollout controller on its own (the collector normally runs it)."""
     from cloud.delivery import Delivery, MqttPublisher
@@ -187,7 +190,7 @@ def run(broker, username, password, ca_file, public_keys, interval, chunk_bytes,
         signal.signal(sig, lambda *_: stop.set())
     try:
         delivery = Delivery(publisher, SqlDesiredRevs(store), Topics(prefix), chunk_bytes=chunk_bytes)
-        ctl = Controller(store, delivery, reg)
+        ctl = Controller(store, delivery, reg, lease_ttl_s=parse_duration(lease_ttl))
         while True:
             report = ctl.tick()
             if once:

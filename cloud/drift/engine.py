@@ -169,6 +169,9 @@ class _KindRun:
         self.e, self.snap, self.kind, self.tags, self.now = engine, snap, kind, tags, now
         self.cfg = engine.config
         self.active = sorted(self._active())
+        active = set(self.active)  # membership per device per call: a list here made evaluations O(devices^2)
+        self._active_mask = {m: np.array([d in active for d in t.devices], dtype=bool)
+                             for m, t in snap.tables.items()}
         self.group_cohorts = list(self._groups())
         n_groups = len(blocks.groups(kind))
         budget = Budget(self.cfg.alerts_per_1000_device_days, len(self.active), 86400.0 / snap.step_s)
@@ -204,7 +207,7 @@ class _KindRun:
         for tag in sorted(by_tag):
             if len(by_tag[tag]) >= 2:
                 yield f"tag:{tag}", frozenset(by_tag[tag]), None
-        models = sorted(m for m, t in self.snap.tables.items() if any(d in self.active for d in t.devices))
+        models = sorted(m for m in self.snap.tables if self._active_mask[m].any())
         if len(models) > 1:
             for m in models:
                 yield f"model:{m}", None, m
@@ -214,7 +217,7 @@ class _KindRun:
         for m, table in sorted(self.snap.tables.items()):
             if model is not None and m != model:
                 continue
-            mask = table.mask(members, exclude) & np.array([d in self.active for d in table.devices], dtype=bool)
+            mask = table.mask(members, exclude) & self._active_mask[m]
             if mask.any():
                 out.append(Part(m, table, mask))
         return out

@@ -2,16 +2,24 @@
 
 Every ``save`` is one transaction: the rollout document, its new log entries (numbered per
 rollout) and the commands it handled, so a crash never leaves a half-applied transition.
+
+The controller's repo is fenced: built with ``lease`` (a callable giving the controller's current
+``Lease``), every ``save`` first checks in its own transaction that the lease's epoch is still
+current (``Store.hold_lease``) and refuses with ``LeaseLost`` otherwise, so a controller that lost
+the lease without noticing cannot overwrite what the new one decided. Desired revs are fenced the
+same way when a lease is passed. Operator tools (creating a rollout, queueing a command) hold no
+lease and write unfenced: they create rows, the controller owns their transitions.
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from cloud.rollout.core import COMMANDS, Command, LogEntry
 from cloud.rollout.state import ACTIVE, Rollout
+from cloud.store.base import Lease
 from cloud.store.migrations_registry import ensure_schema, transaction
 from shared.errors import ConfigError
 
@@ -19,14 +27,18 @@ LOG_COLS = ("seq", "t", "event", "from_status", "to_status", "stage", "reason", 
 
 
 class RolloutRepo:
-    def __init__(self, store):
+    def __init__(self, store, lease: Optional[Callable[[], Lease]] = None):
         self.store = store
+        self.lease = lease
         ensure_schema(store)
 
     def save(self, rollout: Rollout, log: Iterable[LogEntry] = (), handled: Iterable[str] = (),
              now: float | None = None) -> None:
+        """Write one transition; a fenced repo raises ``LeaseLost`` (writing nothing) if its lease is stale."""
         now = time.time() if now is None else now
         with transaction(self.store) as cur:
+            if self.lease is not None:
+                self.store.hold_lease(cur, self.lease())
             cur.execute(
                 "INSERT INTO rollouts (id, model, status, settled, created_t, updated_t, doc)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
@@ -119,10 +131,14 @@ class SqlDesiredRevs:
         self.store = store
         ensure_schema(store)
 
-    def write_many(self, builds: dict[str, tuple[Callable[[int], dict], int]]) -> dict[str, dict]:
+    def write_many(self, builds: dict[str, tuple[Callable[[int], dict], int]],
+                   lease: Lease | None = None) -> dict[str, dict]:
+        """Next revs in one transaction; with ``lease``, only while it is current (else ``LeaseLost``)."""
         greatest = getattr(self.store, "GREATEST", "MAX")
         now, out = time.time(), {}
         with transaction(self.store) as cur:
+            if lease is not None:
+                self.store.hold_lease(cur, lease)
             for device, (build, floor) in builds.items():
                 rev = cur.execute(
                     "INSERT INTO desired (device, rev, t, message) VALUES (?, ?, ?, '') ON CONFLICT (device)"

@@ -5,14 +5,14 @@
 """
 from __future__ import annotations
 
-from cloud.store.base import (FLEET, Batch, BatchResult, Received, Reject, RollupResult, Store,
-                              StoreDataError, safe_url)
+from cloud.store.base import (FLEET, Batch, BatchResult, Lease, LeaseLost, Received, Reject, RollupResult, Store,
+                              StoreConflict, StoreDataError, safe_url)
 from shared.errors import StoreError
 
 DEFAULT_URL = "sqlite:///./harken.db"
 
-__all__ = ["FLEET", "Batch", "BatchResult", "Received", "Reject", "RollupResult", "Store", "StoreDataError",
-           "open_store", "DEFAULT_URL", "safe_url"]
+__all__ = ["FLEET", "Batch", "BatchResult", "Lease", "LeaseLost", "Received", "Reject", "RollupResult", "Store",
+           "StoreConflict", "StoreDataError", "open_store", "DEFAULT_URL", "safe_url"]
 
 
 def open_store(url: str, *, timeout_s: float | None = None) -> Store:

@@ -21,10 +21,31 @@ from shared.errors import StoreError
 
 FLEET = "*"  # rollups.device of the fleet-wide buckets
 DEFAULT_BUCKET_S = 300  # rollup bucket width unless configured (a divisor of the drift step)
+DEADLINE_GRACE_S = 5.0  # PostgreSQL: a call silent this long past its statement timeout is cut
 
 
 class StoreDataError(StoreError):
     """The database refused the data itself (out of range, bad text): retrying will not help."""
+
+
+class StoreConflict(StoreError):
+    """Another writer got there first (a deadlock or serialisation failure): retry the transaction."""
+
+
+class LeaseLost(StoreError):
+    """This holder's lease expired or was taken over (a newer epoch): its write was refused."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lease. ``epoch`` grows by one each time the lease changes hands (or is taken again
+    after it lapsed): it is the fencing token every leader-only write checks (``Store.hold_lease``).
+    ``expires_t`` is on the database's clock."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_t: float
 
 
 def safe_url(url: str) -> str:
@@ -269,11 +290,22 @@ class Store(ABC):
     def kv_set(self, key: str, value: object) -> None: ...
 
     @abstractmethod
-    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, now: float | None = None) -> bool:
-        """Take or renew ``name`` for ``holder`` unless another holder's lease is unexpired."""
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take or renew ``name`` for ``holder`` for ``ttl_s`` on the database's clock, unless another
+        holder's lease is unexpired (then None). Renewing a live lease keeps its epoch."""
 
     @abstractmethod
-    def release_lease(self, name: str, holder: str) -> None: ...
+    def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease lapse now (its epoch is kept, so the next holder's is higher)."""
+
+    @abstractmethod
+    def hold_lease(self, cur, lease: Lease) -> None:
+        """Inside a write transaction (``cur``): raise ``LeaseLost`` unless ``lease`` is still current
+        and unexpired, and keep it from changing hands until the transaction ends."""
+
+    @abstractmethod
+    def lease(self, name: str) -> tuple[str, int, bool] | None:
+        """(holder, epoch, unexpired) of lease ``name`` on the database's clock, or None."""
 
     @abstractmethod
     def ping(self) -> None:

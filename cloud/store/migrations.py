@@ -250,11 +250,17 @@ CREATE TABLE sample_commands (
 )
 """
 
+# Leases carry an epoch, the fencing token of their holder (cloud.store.leases).
+_LEASE_EPOCH = """
+ALTER TABLE leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _INITIAL),
     Migration("0002_receive_time", _RECEIVE_TIME),
     Migration("0003_rollups_shadow_model", _ROLLUPS_SHADOW_MODEL),
     Migration("0004_field_samples", _FIELD_SAMPLES),
+    Migration("0005_lease_epoch", _LEASE_EPOCH),
 ]
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from cloud.store.base import StoreDataError, safe_url
+from cloud.store.base import DEADLINE_GRACE_S, StoreConflict, StoreDataError, safe_url
 from cloud.store.sql import SqlStore
 from shared.errors import StoreError
 
@@ -33,16 +33,17 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 DEFAULT_TIMEOUT_S = 30.0
-DEADLINE_GRACE_S = 5.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
               "tcp_user_timeout": 30000}
 _MIGRATION_LOCK = 0x6861726B  # pg_advisory_xact_lock key for "hark"
 DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeEncodeError, ValueError)
+CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 class PostgresStore(SqlStore):
     dialect = "postgres"
     GREATEST = "GREATEST"
+    DB_NOW = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"  # the server's clock
 
     def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
         super().__init__(url)
@@ -92,6 +93,9 @@ class PostgresStore(SqlStore):
                 if self._migrating:
                     cur.execute("SET LOCAL statement_timeout = 0")
                 yield cur
+        except CONFLICTS as exc:  # before DATA_ERRORS: a serialisation failure is not bad data
+            raise StoreConflict(f"PostgreSQL store {safe_url(self.url)}: {str(exc).strip()}; another "
+                                "writer got there first, retry") from exc
         except DATA_ERRORS as exc:
             raise StoreDataError(f"PostgreSQL store {safe_url(self.url)} cannot store this data: "
                                  f"{str(exc).strip()}") from exc

@@ -1,7 +1,7 @@
-"""Small records kept next to the windows: alerts, a key-value table and leases.
+"""Small records kept next to the windows: alerts and a key-value table.
 
-A mixin of ``SqlStore`` (it needs ``_tx``): the alerts drift opens and resolves, settings that
-later parts persist in ``kv``, and ``leases`` for the one-leader jobs (a rollout controller).
+A mixin of ``SqlStore`` (it needs ``_tx``): the alerts drift opens and resolves, and settings that
+later parts persist in ``kv``. Leases live in ``cloud.store.leases``.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class RecordsMixin:
         with self._tx(write=False) as cur:
             return self._alert_dicts(cur.execute(sql, params).fetchall())
 
-    # -- kv and leases ----------------------------------------------------------------------------
+    # -- kv --------------------------------------------------------------------------------------
     def kv_get(self, key: str):
         with self._tx(write=False) as cur:
             row = cur.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -72,17 +72,3 @@ class RecordsMixin:
             cur.execute("INSERT INTO kv (key, value, updated_t) VALUES (?, ?, ?) ON CONFLICT (key)"
                         " DO UPDATE SET value = excluded.value, updated_t = excluded.updated_t",
                         (key, dumps(value), time.time()))
-
-    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, now=None) -> bool:
-        now = time.time() if now is None else now
-        with self._tx() as cur:
-            n = cur.execute(
-                "INSERT INTO leases (name, holder, expires_t) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-                " SET holder = excluded.holder, expires_t = excluded.expires_t"
-                " WHERE leases.holder = excluded.holder OR leases.expires_t < ?",
-                (name, holder, now + ttl_s, now)).rowcount
-        return n == 1
-
-    def release_lease(self, name: str, holder: str) -> None:
-        with self._tx() as cur:
-            cur.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))

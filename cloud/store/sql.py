@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Sequence
 from cloud.store import rollup as rollup_mod
 from cloud.store.base import DEFAULT_BUCKET_S, FLEET, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
+from cloud.store.leases import LeasesMixin
 from cloud.store.records import RecordsMixin
 from cloud.store.sample_rows import SampleRowsMixin
 from cloud.store.samples import SampleStagingMixin
@@ -47,7 +48,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class SqlStore(WritesMixin, SampleStagingMixin, SampleRowsMixin, RecordsMixin, Store):
+class SqlStore(WritesMixin, SampleStagingMixin, SampleRowsMixin, RecordsMixin, LeasesMixin, Store):
     dialect = "sql"
     GREATEST = "MAX"
 

@@ -21,6 +21,7 @@ DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, Unicode
 class SqliteStore(SqlStore):
     dialect = "sqlite"
     GREATEST = "MAX"
+    DB_NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the host's clock, to the millisecond
 
     def __init__(self, url: str, path: str):
         super().__init__(url)

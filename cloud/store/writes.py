@@ -126,11 +126,11 @@ class WritesMixin:
 
     def _write_offsets(self, cur, samples: dict[str, tuple[float, float]]) -> None:
         """Keep the largest offset sample of the last ten minutes (then a newer sample replaces it)."""
-        for device, (offset, at) in sorted(samples.items()):
-            cur.execute(
+        if samples:
+            cur.executemany(
                 "UPDATE devices SET clock_offset_s = ?, clock_offset_t = ? WHERE device = ? AND"
                 " (clock_offset_t IS NULL OR clock_offset_t < ? OR clock_offset_s <= ?)",
-                (offset, at, device, at - OFFSET_WINDOW_S, offset))
+                [(offset, at, device, at - OFFSET_WINDOW_S, offset) for device, (offset, at) in sorted(samples.items())])
 
     def _write_rejects(self, cur, rejects) -> None:
         if not rejects:

@@ -135,6 +135,12 @@ def test_config_precedence_and_strictness(tmp_path):
                 {"tls_ca": "/nonexistent.pem", "broker_url": "mqtts://x"}):
         with pytest.raises(ConfigError):
             load_collector_config(env={}, overrides=bad)
+    with pytest.raises(ConfigError, match="rollout_lease_ttl_s .60. must be at least twice the longest database call"):
+        load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 60.0})  # db_timeout_s 30 + 5, twice: 70
+    with pytest.raises(ConfigError, match="at least three rollout ticks"):
+        load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 80.0, "rollout_tick_s": 30.0})
+    assert load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 12.0, "db_timeout_s": 1.0}) \
+        .rollout_lease_ttl_s == 12.0
     f.write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         load_collector_config(f, env={})

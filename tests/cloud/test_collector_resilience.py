@@ -163,10 +163,10 @@ def test_postgres_connections_carry_keepalives_and_a_statement_timeout(pg_schema
 
 @pytest.mark.parametrize("qos, shed", [(0, True), (1, False)])
 def test_the_queue_sheds_only_qos0_past_its_share(qos, shed):
-    from cloud.ingest import IngestQueue, _Message
+    from cloud.ingest_queue import InMessage, IngestQueue
 
     q = IngestQueue(max_messages=10, reserved_qos1=4, max_bytes=1 << 20)
     for i in range(6):
-        assert q.offer(_Message("t", b"x", i, 0, 1, 0.0))
-    assert q.offer(_Message("t", b"x", 99, qos, 1, 0.0)) is not shed
+        assert q.offer(InMessage("t", b"x", i, 0, 1, 0.0))
+    assert q.offer(InMessage("t", b"x", 99, qos, 1, 0.0)) is not shed
     assert q.shed == (1 if shed else 0) and q.qsize() == (6 if shed else 7)

@@ -176,19 +176,11 @@ def test_alerts_crud(store):
         store.save_alert({"id": "x", "status": "open", "cohort": "fleet", "pattern": "p", "opened_t": 1.0})
 
 
-def test_kv_and_leases(store):
+def test_kv(store):
     assert store.kv_get("k") is None
     store.kv_set("k", {"a": [1, 2]})
     store.kv_set("k", {"a": [3]})
     assert store.kv_get("k") == {"a": [3]}
-    assert store.acquire_lease("leader", "c1", 10, now=100.0)
-    assert store.acquire_lease("leader", "c1", 10, now=105.0)  # renew
-    assert not store.acquire_lease("leader", "c2", 10, now=110.0)
-    assert store.acquire_lease("leader", "c2", 10, now=116.0)  # c1's expired at 115
-    store.release_lease("leader", "c1")  # not the holder: no effect
-    assert not store.acquire_lease("leader", "c1", 10, now=117.0)
-    store.release_lease("leader", "c2")
-    assert store.acquire_lease("leader", "c1", 10, now=118.0)
 
 
 def _by_device_model(ws):
@@ -322,6 +314,19 @@ def test_unmergeable_windows_are_left_out_and_reported(store):
     assert store.merged()[MODEL_A] == merge_windows([_strip(w) for w in ws])
     assert store.reject_counts() == {"unmergeable": 1}
     assert len(list(store.windows())) == 5  # kept in full until the retention
+
+
+def test_a_window_that_disagrees_with_the_stored_fleet_bucket_is_left_out_of_both_buckets(store):
+    ws = _windows(4)
+    store.insert_windows(ws)
+    store.rollup(900, 86400.0, now=T0 + 100)  # the fleet bucket now holds these four
+    bad = random_window(random.Random(6), "dev-9", 1, 0, t_start=ws[0]["t_start"], n_features=3)
+    store.insert_windows([bad])  # alone it would make a fine bucket of its own device
+    res = store.rollup(900, 86400.0, now=T0 + 200)
+    assert (res.rolled, res.unmergeable) == (0, 1)
+    assert store.merged()[MODEL_A] == merge_windows([_strip(w) for w in ws])
+    with store.transaction(write=False) as cur:
+        assert cur.execute("SELECT COUNT(*) FROM rollups WHERE device = 'dev-9'").fetchone()[0] == 0
 
 
 def test_concurrent_rollups_never_double_count(store_url, store):

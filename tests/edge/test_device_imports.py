@@ -20,7 +20,8 @@ import pytest
 from shared.audio import write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
-NEVER = {"cloud", "sklearn", "skl2onnx", "onnx", "scipy", "psycopg", "fastapi", "uvicorn", "matplotlib", "tests"}
+NEVER = {"cloud", "sklearn", "skl2onnx", "onnx", "scipy", "psycopg", "fastapi", "uvicorn", "matplotlib", "msgspec",
+         "tests"}
 # top-level names a distribution's compiled extension registers without a file of its own
 REGISTERED_BY = {"_openssl": "cryptography"}
 RUN_AND_LIST = (

@@ -55,6 +55,15 @@ def test_merge_is_associative():
     assert parts == whole
 
 
+def test_a_pair_listed_twice_in_a_window_counts_twice_in_any_merge_order():
+    ws = [make_window(seq=i, scale=i + 1) for i in range(3)]
+    ws[0]["feedback"]["pairs"] = [["no", "yes", 2], ["no", "yes", 3]]  # a window may repeat a pair
+    for order in (ws, ws[::-1], [ws[1], ws[0], ws[2]]):
+        merged = merge_windows(order)
+        assert dict(((t, p), n) for t, p, n in merged["feedback"]["pairs"])[("no", "yes")] == 5 + 1 + 1
+    assert merge_windows([merge_windows(ws[:1]), merge_windows(ws[1:])]) == merge_windows(ws)
+
+
 def _shadowed(seq: int, candidate: str | None, errors: int | None = 1) -> dict:
     w = make_window(seq=seq)
     if candidate is not None:

@@ -124,6 +124,8 @@ def test_a_failing_gate_rolls_everyone_back_and_a_restarted_controller_finishes_
         # collector 1 dies here; collector 2 takes the lease once it expired and carries on
         second = Controller(store, delivery, registry, holder="c2", lease_ttl_s=20)
         assert not second.tick(now=T0 + 10).leader
+        with store.transaction() as cur:  # 20 s later on the database's clock: collector 1's lease lapsed
+            cur.execute(f"UPDATE leases SET expires_t = {store.DB_NOW} - 1")
         assert second.tick(now=T0 + 30).leader
         r = service.get(r.id)
         assert r.status == "rolled_back" and not r.settled
