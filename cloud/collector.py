@@ -156,7 +156,7 @@ class Collector:
                         delivery = Delivery(self.publisher(), SqlDesiredRevs(store), self.topics)
                         self.controller = Controller(store, delivery, Registry(store, self.config.registry_dir,
                                                                                self.public_keys),
-                                                     lease_ttl_s=self.config.rollout_lease_ttl_s)
+                                                     lease_ttl_s=self.config.lease_ttl_s)
                     self.controller.tick()
                 except HarkenError as exc:
                     log.warning("rollout controller: %s; retrying", exc)

@@ -100,10 +100,10 @@ class CollectorConfig:
     rollout_tick_s: float = setting(1.0, "How often the rollout controller steps (one controller acts at a "
                                     "time: a database lease elects it).", ge=0.05, le=3600.0)
     rollouts_enabled: bool = setting(True, "Run the rollout controller in this collector.")
-    rollout_lease_ttl_s: float = setting(90.0, "Lifetime of the rollout controller's lease on the database's "
+    rollout_lease_ttl_s: float = setting(0.0, "Lifetime of the rollout controller's lease on the database's "
                                          "clock: another replica takes over this long after the leader died. "
-                                         "Renewed during long steps; keep it well above one database statement "
-                                         "(db_timeout_s + 5 s) and one publish (30 s).", ge=1.0, le=3600.0)
+                                         "Renewed during long steps; at least twice the longest database call "
+                                         "(db_timeout_s + 5 s). 0: that, but at least 90 s.", ge=0.0, le=3600.0)
     # -- drift ------------------------------------------------------------------------
     drift_enabled: bool = setting(True, "Evaluate drift and keep alerts in this collector.")
     drift_step_s: float = setting(300.0, "Drift step (input and output drift): a whole multiple of "
@@ -174,6 +174,8 @@ class CollectorConfig:
                                   f" or a drift step of {self.rollup_bucket_s * max(1, round(step / self.rollup_bucket_s))}")
 
     def _check_lease(self) -> None:
+        if not self.rollouts_enabled or not self.rollout_lease_ttl_s:
+            return
         statement_s = self.db_timeout_s + DEADLINE_GRACE_S
         if self.rollout_lease_ttl_s < 2 * statement_s:
             raise ConfigError(f"rollout_lease_ttl_s ({self.rollout_lease_ttl_s:g}) must be at least twice the longest "
@@ -204,6 +206,11 @@ class CollectorConfig:
 
         return Retention(unlabelled_s=self.samples_retention_s or None,
                          labelled_s=self.samples_labelled_retention_s or None, incomplete_s=self.samples_incomplete_s)
+
+    @property
+    def lease_ttl_s(self) -> float:
+        """The rollout lease's TTL: as set, or twice the longest database call and at least 90 s."""
+        return self.rollout_lease_ttl_s or max(90.0, 2 * (self.db_timeout_s + DEADLINE_GRACE_S))
 
     @property
     def mqtt_client_id(self) -> str:

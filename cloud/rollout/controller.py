@@ -12,8 +12,9 @@ an epoch, a fencing token:
 - every leader-only write checks the epoch in its own transaction: the rollout's save
   (``RolloutRepo``, fenced) and the desired revs (``SqlDesiredRevs.write_many``). A controller
   that stalled past its TTL gets its writes refused, whatever it believes.
-The TTL (``rollout_lease_ttl_s``, 90 s by default) must stay well above the longest call between
-two renewals: one database statement (``db_timeout_s`` + 5 s) or one publish of a chunk (30 s).
+The TTL (``rollout_lease_ttl_s``; by default twice the longest database call and at least 90 s)
+must stay well above the longest call between two renewals: one database statement
+(``db_timeout_s`` + 5 s) or one publish of a chunk (30 s).
 What fencing cannot stop is a publish already under way: a controller paused for longer than the
 TTL between its fenced rev write and the publish of those revs still sends them; devices ignore
 a rev at or below one they applied, and the new leader's next write carries a higher rev.

@@ -18,11 +18,13 @@ rather than once per window (a third of the CPU per window when each device has 
   (``FOR UPDATE SKIP LOCKED``: replicas roll up different chunks, none merges a chunk twice) and
   locks the device buckets they fall in (``FOR UPDATE``, in key order, so two collectors never wait
   on each other in a circle) before merging: a concurrent merge into one of them waits, then reads
-  the merged bucket. The fleet-wide bucket of a time step is the one row every chunk touches, so
-  it is merged additively at the very end: the chunk's own merge is added to the row read ``FOR
-  UPDATE`` just before the commit, and the row is held for one merge of two bodies, not for the
-  whole chunk. Should a window disagree with the stored fleet bucket's shape, the chunk is merged
-  again with that bucket locked from the start, so the window is left out of both.
+  the merged bucket. Buckets that did not exist when the chunk was read, and the fleet-wide
+  bucket of each time step (the one row every chunk touches, so it is not read up front), take
+  the chunk's own merge additively at the very end: it is added to the row read ``FOR UPDATE``
+  just before the commit, or the row is created. Such a row is held for one merge of two bodies,
+  not for the whole chunk, and a bucket another collector created meanwhile costs no retry.
+  Should a window disagree with such a bucket's shape, the chunk is merged again with the stored
+  buckets locked from the start, so the window is left out of them.
 - SQLite (one writer). The chunk is read and merged outside the write lock, then written in one
   short transaction with conditional statements: a bucket read with ``n_windows`` = n is updated
   only ``WHERE n_windows = n`` (it only grows, so it is the bucket's version), a bucket read as
@@ -149,8 +151,9 @@ class _Conflict(Exception):
     """Another collector rolled up some of these windows or buckets first: retry the chunk."""
 
 
-class _FleetShape(Exception):
-    """A window of the chunk disagrees with the stored fleet bucket: merge the chunk onto it (strict)."""
+class _ShapeConflict(Exception):
+    """A window of the chunk disagrees with a bucket it was to be added to: merge the chunk onto
+    the stored buckets, locked first (strict), so the window is left out of them."""
 
 
 def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int = 2000):
@@ -162,7 +165,7 @@ def run(store, bucket_s: int, retention_full_s: float, *, now: float, chunk: int
     while True:
         try:
             n, p = _roll_chunk(store, bucket_s, now, chunk, strict)
-        except _FleetShape:
+        except _ShapeConflict:
             strict = True
             continue
         except (_Conflict, StoreConflict):
@@ -182,13 +185,13 @@ def _roll_chunk(store, bucket_s: int, now: float, chunk: int, strict: bool) -> t
         with store._tx() as cur:
             rows, p, existing = _read_and_plan(cur, bucket_s, chunk, lock=True, fleet_from_store=not additive)
             if rows:
-                _apply(store, cur, p, existing, bucket_s, rows, now, additive_fleet=additive)
+                _apply(store, cur, p, existing, bucket_s, rows, now, additive=additive)
         return len(rows), p
     with store._tx(write=False) as cur:
         rows, p, existing = _read_and_plan(cur, bucket_s, chunk, lock=False, fleet_from_store=True)
     if rows:
         with store._tx() as cur:
-            _apply(store, cur, p, existing, bucket_s, rows, now, additive_fleet=False)
+            _apply(store, cur, p, existing, bucket_s, rows, now, additive=False)
     return len(rows), p
 
 
@@ -233,10 +236,12 @@ def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool,
     return out
 
 
-def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: float, additive_fleet: bool) -> None:
+def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: float, additive: bool) -> None:
     """Claim the chunk's windows and write its buckets in the transaction of ``cur``; raise
     ``_Conflict`` (the caller's transaction then rolls back) if another collector got there first.
-    ``additive_fleet``: the plan's fleet merges are the chunk's own, added to the stored rows last."""
+    ``additive``: a bucket not in ``existing`` (every fleet bucket: they were not read) holds the
+    chunk's own merge and is added to the stored row under a row lock at the end, or created;
+    the fleet rows, which every chunk touches, come last of all."""
     from cloud.store.base import FLEET, Reject
     from cloud.store.records import dumps
 
@@ -248,14 +253,13 @@ def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: 
                             [flag, *part]).rowcount
             if n != len(part):
                 raise _Conflict()
-    updates, inserts, fleet = [], [], []
-    for key, body in sorted(p.merges.items()):
-        if additive_fleet and key[0] == FLEET:
-            fleet.append((key, body))
-            continue
+    updates, inserts, late = [], [], []
+    for key, body in sorted(p.merges.items(), key=lambda kv: (kv[0][0] == FLEET, kv[0])):
         values = (body.get("n_windows", 1), dumps(body), now)
         if key in existing:
             updates.append((*values, *key, bucket_s, existing[key][0]))
+        elif additive:
+            late.append((key, body))
         else:
             inserts.append((*key, bucket_s, *values))
     if updates:  # only if the bucket is still the version this merge started from
@@ -271,7 +275,7 @@ def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: 
                             inserts).rowcount
         if n != len(inserts):
             raise _Conflict()
-    for key, delta in fleet:  # last, in key order: the rows every chunk adds to are held the shortest time
+    for key, delta in late:  # last, fleet rows after device rows: the rows every chunk adds to are held shortest
         _add_to_bucket(cur, key, delta, bucket_s, now)
     if p.bad:
         bodies = {r[0]: r[5] for r in rows}
@@ -282,7 +286,8 @@ def _apply(store, cur, p: Plan, existing: dict, bucket_s: int, rows: list, now: 
 
 
 def _add_to_bucket(cur, key: Key, delta: dict, bucket_s: int, now: float) -> None:
-    """Merge ``delta`` into the stored bucket ``key`` under a row lock, or create it."""
+    """Merge ``delta`` into the stored bucket ``key`` under a row lock, or create it; ``_ShapeConflict``
+    if they do not merge."""
     from cloud.store.records import dumps
 
     where = "device = ? AND model = ? AND shadow_model = ? AND bucket_start = ? AND bucket_s = ?"
@@ -293,7 +298,7 @@ def _add_to_bucket(cur, key: Key, delta: dict, bucket_s: int, now: float) -> Non
             try:
                 merged = merge_windows([json.loads(row[0]), delta])
             except (ValueError, KeyError, TypeError):
-                raise _FleetShape() from None
+                raise _ShapeConflict() from None
             cur.execute(f"UPDATE rollups SET n_windows = ?, body = ?, updated_t = ? WHERE {where}",
                         [merged.get("n_windows", 1), dumps(merged), now, *params])
             return

@@ -139,8 +139,10 @@ def test_config_precedence_and_strictness(tmp_path):
         load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 60.0})  # db_timeout_s 30 + 5, twice: 70
     with pytest.raises(ConfigError, match="at least three rollout ticks"):
         load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 80.0, "rollout_tick_s": 30.0})
-    assert load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 12.0, "db_timeout_s": 1.0}) \
-        .rollout_lease_ttl_s == 12.0
+    assert load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 12.0, "db_timeout_s": 1.0}).lease_ttl_s == 12
+    assert load_collector_config(env={}).lease_ttl_s == 90  # automatic: at least 90 s ...
+    assert load_collector_config(env={}, overrides={"db_timeout_s": 120.0}).lease_ttl_s == 250  # ... twice 120 + 5
+    assert load_collector_config(env={}, overrides={"rollout_lease_ttl_s": 10.0, "rollouts_enabled": False})
     f.write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         load_collector_config(f, env={})
