@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_scale_rig import (DEVICE_WINDOW_S, GROUP_PREFIX, PG_DEFAULT, Replicas, Schemas, backend_pids, capture_windows,  # noqa: E402
-                             encoded, loss, machine, payloads, proc_cpu_s, publish, quantile, rollup_worker,
-                             storage, wait_stored)
+from bench_scale_rig import (  # noqa: E402
+    DEVICE_WINDOW_S, GROUP_PREFIX, PG_DEFAULT, Replicas, Schemas, backend_pids, capture_windows, encoded, loss, machine,
+    payloads, proc_cpu_s, publish, quantile, rollup_worker, storage, wait_stored)
 
 LAG_SAMPLE_EVERY = 4  # the commit hook decodes every 4th window for its send time
 

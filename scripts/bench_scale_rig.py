@@ -261,7 +261,8 @@ def storage(db_url: str) -> dict:
         body = cur.execute("SELECT AVG(pg_column_size(body)), AVG(octet_length(body)) FROM windows").fetchone()
         rbody = cur.execute("SELECT AVG(pg_column_size(body)) FROM rollups").fetchone()
     return {"window_rows": n_w, "bytes_per_window_row": round(w_bytes / max(n_w, 1)),
-            "window_body_json_bytes": round(float(body[1] or 0)), "window_body_stored_bytes": round(float(body[0] or 0)),
+            "window_body_json_bytes": round(float(body[1] or 0)),
+            "window_body_stored_bytes": round(float(body[0] or 0)),
             "rollup_rows": n_r, "bytes_per_rollup_row": round(r_bytes / max(n_r, 1)),
             "rollup_body_stored_bytes": round(float(rbody[0] or 0))}
 

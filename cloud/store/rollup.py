@@ -8,8 +8,7 @@ it is left out and reported, never allowed to break the merge of the others.
 
 ``run`` is ``Store.rollup`` for the SQL engines, one chunk of unrolled windows at a time. Each
 chunk claims its windows (``rolled`` 0 → 1, or 2 when unmergeable) and writes its buckets in one
-transaction, so a window is counted once however many collectors roll up at the same time:
-
+transaction, so a window is counted once however many collectors roll up at the same time.
 Chunks are read in (device, time) order, from the index of unrolled windows: a device's windows
 since the last pass come together, so its bucket is read, merged and written once for all of them
 rather than once per window (a third of the CPU per window when each device has several).
@@ -29,8 +28,7 @@ rather than once per window (a third of the CPU per window when each device has 
   short transaction with conditional statements: a bucket read with ``n_windows`` = n is updated
   only ``WHERE n_windows = n`` (it only grows, so it is the bucket's version), a bucket read as
   absent is inserted ``ON CONFLICT DO NOTHING``; a merge onto a bucket that changed meanwhile
-  writes nothing and the chunk is retried. PostgreSQL keeps these conditions for the buckets it
-  creates (two collectors may create one at once).
+  writes nothing and the chunk is retried. PostgreSQL's strict pass writes the same way.
 
 A deadlock or serialisation failure the database still reports (``StoreConflict``) retries the chunk.
 """
@@ -201,7 +199,8 @@ def _read_and_plan(cur, bucket_s: int, chunk: int, lock: bool, fleet_from_store:
     from cloud.store.base import FLEET
 
     rows = cur.execute("SELECT id, device, model, shadow_model, t_start, body FROM windows WHERE rolled = 0"
-                       f" ORDER BY device, t_start, id LIMIT {int(chunk)}{' FOR UPDATE SKIP LOCKED' if lock else ''}").fetchall()
+                       f" ORDER BY device, t_start, id LIMIT {int(chunk)}"
+                       f"{' FOR UPDATE SKIP LOCKED' if lock else ''}").fetchall()
     if not rows:
         return [], Plan(), {}
     parsed = [(i, d, m, sh or "", t, json.loads(b)) for i, d, m, sh, t, b in rows]
