@@ -114,7 +114,8 @@ class Compare:
         Two designs, each a valid confidence sequence: candidate devices against control devices
         as two groups; and, where devices have a baseline, each device against itself — its
         change since before the rollout, less the control devices' change over the same time
-        (only while control devices are left: a change alone is confounded with time). The first is best when devices are alike, the
+        (with no control devices left, its change from its own recent windows on the old model: a
+        change since before the rollout alone would be confounded with time). The first is best when devices are alike, the
         second when they differ a lot (rooms, boards, what they hear). With both, each gets half
         the error budget and the verdict reads their intersection, which is valid at the whole."""
         t, c = per_device(self.treatment), per_device(self.control)
@@ -131,11 +132,13 @@ class Compare:
 
     def _own_baseline(self, per_device, t: sq.Devices, c: sq.Devices, g: "Gates"):
         """(changes since the baseline: treatment's [, control's], devices) or None without enough."""
-        if self.treatment_before is None or not len(self.treatment_before):
-            return None
         if self.historical:
             # no control devices whose own change would cancel what changed for everyone since
-            # before the rollout (a drift, a season): a change alone would blame the candidate
+            # before the rollout (a drift, a season): each device is paired with its own recent
+            # windows on the old model (the control window, since the previous stage began) instead
+            td = sq.change(t, c)
+            return ((td,), td.devices) if td.devices >= g.min_devices else None
+        if self.treatment_before is None or not len(self.treatment_before):
             return None
         td = sq.change(t, per_device(self.treatment_before))
         cb = self.control_before

@@ -245,10 +245,11 @@ def test_each_device_against_its_own_baseline_sees_through_what_devices_hear():
     moved = _hearing(t_mix, 2000, rng, shift)
     worse = by_gate("canary", moved, after_c, before=(before_t, before_c))["label_mix"]
     assert worse.verdict == "wait" and "'w0'" in worse.reason and "waiting for feedback" in worse.reason
-    # no device left on the old model: no control devices to cancel what changed for everyone,
-    # so a device's change alone is not read (it would blame the candidate for any drift)
-    alone = by_gate("canary", after_t, after_c, before=(before_t, None), historical=True)["label_mix"]
-    assert alone.figures["design"] == "groups"
+    # no device left on the old model: each device against its own recent windows on the old model
+    # (the control window), not against before the rollout
+    recent = _hearing(t_mix, 2000, rng)
+    alone = by_gate("canary", after_t, recent, before=(before_t, None), historical=True)["label_mix"]
+    assert alone.verdict == "pass" and alone.figures["design"] == "groups+own_baseline"
 
 
 def test_a_drift_since_before_the_rollout_is_not_blamed_on_the_candidate_once_no_control_is_left():
@@ -262,7 +263,7 @@ def test_a_drift_since_before_the_rollout_is_not_blamed_on_the_candidate_once_no
     candidate = devices([p + rng.normal(0, 0.005) for p in noisy], 3000)  # as good as the old model now
     control = devices(noisy, 3000)
     verdict = by_gate("canary", candidate, control, before=(before, None), historical=True)["no_answer_rate"]
-    assert verdict.verdict == "pass" and verdict.figures["design"] == "groups", verdict.reason
+    assert verdict.verdict == "pass" and verdict.figures["design"] == "groups+own_baseline", verdict.reason
 
 
 # --- guard stages and the budget -----------------------------------------------------------------
