@@ -121,21 +121,27 @@ def test_process_figures_are_plausible():
 
 def test_resident_memory_rereads_the_open_file_and_follows_a_fork():
     """The pipeline keeps /proc/self/statm open; each read is current, and a forked child reads its own."""
+    import mmap
     import os
 
     from edge.windows import ResidentMemory
 
+    def ballast() -> mmap.mmap:  # 64 MiB of fresh pages, touched (heap memory freed earlier could be reused)
+        m = mmap.mmap(-1, 64 * 2 ** 20)
+        m.write(b"\1" * (64 * 2 ** 20))
+        return m
+
     meter = ResidentMemory()
     before = meter.mb()
-    ballast = np.ones(64 * 2 ** 20 // 8)  # 64 MiB, touched
+    pages = ballast()
     grown = meter.mb()
     assert grown - before > 50.0
-    del ballast
+    pages.close()
     assert meter.mb() < grown - 50.0  # freed, and seen on the same descriptor
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child grows on its own; its meter must read the child, not the parent
-        mine = np.ones(64 * 2 ** 20 // 8)
+        mine = ballast()
         os.write(write, f"{meter.mb()} {ResidentMemory().mb()} {mine[-1]}".encode())
         os._exit(0)
     os.waitpid(pid, 0)
