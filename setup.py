@@ -10,8 +10,8 @@ from pathlib import Path
 from setuptools import setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "build_support"))
-from wheel_build import BuildPy, package_data, packages  # noqa: E402
+from wheel_build import BuildPy, EditableWheel, package_data, packages  # noqa: E402
 
 PACKAGES = packages()
 setup(packages=sorted(PACKAGES), package_dir=PACKAGES, package_data=package_data(), include_package_data=False,
-      cmdclass={"build_py": BuildPy})
+      cmdclass={"build_py": BuildPy, "editable_wheel": EditableWheel})

@@ -5,7 +5,8 @@ setup.py maps the three folders to ``harken.edge``, ``harken.cloud`` and ``harke
 top-level names (``from shared.x import y`` → ``from harken.shared.x import y``) and every string
 that names one of the project's modules (``"edge.cli:group"``, ``"-m", "edge.sandbox"``). The
 edits are made token by token on the original text, so line numbers in tracebacks match the source.
-The source tree keeps its imports: tests and an editable install use the top-level names.
+The source tree keeps its imports: tests and an editable install use the top-level names, so an
+editable install maps those names too (``EditableWheel``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tokenize
 from pathlib import Path
 
 from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
 
 ROOTS = ("edge", "cloud", "shared")
 PREFIX = "harken."
@@ -158,3 +160,16 @@ class BuildPy(build_py):
         if not getattr(self, "editable_mode", False):
             outputs.append(str(Path(self.build_lib) / LEGACY_PTH))
         return outputs
+
+
+class EditableWheel(editable_wheel):
+    """setuptools' editable_wheel, whose finder also maps the checkout's top-level ``edge``, ``cloud``
+    and ``shared`` (the names the source imports): ``import shared`` then works in a fresh process
+    without ``import harken`` first. ``harken.X`` stays the same module object: ``harken/__init__``
+    puts its alias finder ahead of setuptools' one."""
+
+    def run(self):
+        dist = self.distribution
+        dist.packages = [*dist.packages, *(r for r in ROOTS if r not in dist.packages)]
+        dist.package_dir.update({root: root for root in ROOTS})
+        super().run()

@@ -12,6 +12,7 @@ import click
 
 from shared import bundle as bundle_format
 from shared import keys
+from shared.cli_output import print_table
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,10 @@ def evaluate_cmd(bundle_path, data, split, out_dir, leave_one_engine_out, as_jso
                f"({report['n']} clips): accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}")
     if not report["dataset"]["matches_lineage"]:
         click.echo("note: this dataset is not the one the bundle was trained on (hash differs)")
-    click.echo(f"{'label':<12}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
-    for name, row in report["per_class"].items():
-        click.echo(f"{name:<12}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")
+    scores = ("precision", "recall", "f1")
+    print_table([{"label": name, **{k: f"{row[k]:.3f}" for k in scores}, "support": row["support"]}
+                 for name, row in report["per_class"].items()],
+                [("label", "label"), *((k, k) for k in scores), ("support", "support")], right=(*scores, "support"))
     click.echo("\nconfusion (rows true, columns predicted):\n" + metrics.confusion_text(report["confusion"], report["labels"]))
     click.echo("\nslices by priority:\n" + slices.table_text(report["slices"]))
     if held_out and held_out.get("engines"):

@@ -175,12 +175,11 @@ def diff(a, b, db_url, registry_dir, as_json) -> None:
         return
     click.echo(f"A {d['a']['label']} {d['a']['sha256'][:12]}   B {d['b']['label']} {d['b']['sha256'][:12]}"
                f"   same dataset: {'yes' if d['same_dataset'] else 'no'}")
-    click.echo(f"{'METRIC':22} {'A':>8} {'B':>8} {'B-A':>8}")
     rows = [(k, d["metrics"][k]) for k in ("accuracy", "macro_f1")]
     rows += [(f"f1 {label}", v) for label, v in d["metrics"]["per_class_f1"].items()]
-    for name, v in rows:
-        delta = "-" if v["delta"] is None else f"{v['delta']:+.4f}"
-        click.echo(f"{name:22} {_num(v['a']):>8} {_num(v['b']):>8} {delta:>8}")
+    print_table([{"metric": name, "a": _num(v["a"]), "b": _num(v["b"]),
+                  "delta": None if v["delta"] is None else f"{v['delta']:+.4f}"} for name, v in rows],
+                [("metric", "metric"), ("a", "A"), ("b", "B"), ("delta", "B-A")], right=("a", "b", "delta"))
     prof = d["profile"]
     if not prof.get("comparable"):
         click.echo(f"profiles: {prof.get('reason')}")

@@ -88,8 +88,7 @@ def compare_cmd(run_a, run_b, runs_dir, as_json) -> None:
         click.echo(f"{k:<16}{_fmt(v['a'])[:20]:<22}{_fmt(v['b'])[:20]:<22}{same}")
     for k, v in diff["hyperparameters_changed"].items():
         click.echo(f"hp {k:<13}{_fmt(v['a']):<22}{_fmt(v['b']):<22}")
-    click.echo(f"{'metric':<34}{'A':>10}{'B':>10}{'B - A':>10}")
-    for k, v in diff["metrics"].items():
-        if k.startswith(("per_class.", "stream.", "gate_missed_test.", "threshold.")):
-            continue
-        click.echo(f"{k[:33]:<34}{_fmt(v['a']):>10}{_fmt(v['b']):>10}{_fmt(v['delta']):>10}")
+    print_table([{"metric": k, **{side: _fmt(v[side]) for side in ("a", "b", "delta")}}
+                 for k, v in diff["metrics"].items()
+                 if not k.startswith(("per_class.", "stream.", "gate_missed_test.", "threshold."))],
+                [("metric", "metric"), ("a", "A"), ("b", "B"), ("delta", "B - A")], right=("a", "b", "delta"))

@@ -157,6 +157,19 @@ def test_base_keeps_the_old_import_names_for_one_release(role_envs, tmp_path):
     assert "warned: importing 'shared' is deprecated" in done.stdout
 
 
+def test_an_editable_install_finds_the_checkouts_names_without_harken_first(workdir, dist, tmp_path):
+    """The source imports `shared`, `edge`, `cloud`: a fresh process of an editable install finds them
+    (no PYTHONPATH), and `harken.X` is the same module object, not a second copy."""
+    editable = wheels.editable_env(workdir, workdir / "src")  # the copy `dist` was built from
+    code = ("import shared.errors, edge, cloud\n"
+            "import harken.shared.errors\n"
+            "assert harken.shared.errors is shared.errors\n"
+            "print(shared.errors.__file__)\n")
+    done = editable.run(editable.python, "-W", "error", "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(workdir / "src" / "shared" / "errors.py")
+
+
 def test_collector_serves_the_dashboard_and_the_fleet(role_envs, tmp_path):
     collector = role_envs["collector"]
     broker = Mosquitto(tmp_path / "mosquitto").start()

@@ -73,11 +73,19 @@ class RoleEnv:
 
 def role_env(workdir: Path, dist: Dist, role: str) -> RoleEnv:
     """A clean venv with the wheel and one extra (``base``: none)."""
-    path = workdir / f"venv-{role}"
-    venv.EnvBuilder(with_pip=False, system_site_packages=False, clear=True).create(path)
     requirement = str(dist.wheel) if role == "base" else f"{dist.wheel}[{role}]"
+    return _venv_with(workdir / f"venv-{role}", role, requirement)
+
+
+def editable_env(workdir: Path, source: Path) -> RoleEnv:
+    """A clean venv with ``pip install -e source`` alone (no dependencies)."""
+    return _venv_with(workdir / "venv-editable", "editable", "--no-deps", "-e", str(source))
+
+
+def _venv_with(path: Path, role: str, *pip_args: str) -> RoleEnv:
+    venv.EnvBuilder(with_pip=False, system_site_packages=False, clear=True).create(path)
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install",
-                           "--quiet", "--no-compile", "--disable-pip-version-check", requirement],
+                           "--quiet", "--no-compile", "--disable-pip-version-check", *pip_args],
                           capture_output=True, text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return RoleEnv(role, path)
