@@ -6,14 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages, however it is installed
-
-from cloud.config import ENV_PREFIX as COLLECTOR_ENV, CollectorConfig  # noqa: E402
-from cloud.rollout.gates import Gates  # noqa: E402
-from cloud.rollout.state import Policy  # noqa: E402
-from edge.config import ENV_PREFIX as AGENT_ENV, AgentConfig  # noqa: E402
-from edge.serve.config import ENV_PREFIX as SERVE_ENV, ServeConfig, serve_only_settings  # noqa: E402
-from shared.cli_config import reference  # noqa: E402
+from cloud.config import ENV_PREFIX as COLLECTOR_ENV, CollectorConfig
+from cloud.rollout.gates import Gates
+from cloud.rollout.state import Policy
+from edge.config import ENV_PREFIX as AGENT_ENV, AgentConfig
+from edge.serve.config import ENV_PREFIX as SERVE_ENV, ServeConfig, serve_only_settings
+from shared.cli_config import reference
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
