@@ -317,7 +317,7 @@ def _broad(line: Line, b: int | None, s: Settings, g: GroupResult, min_devices: 
     own = next((ln for ln in g.change if ln.model == line.model and ln.score.name == line.score.name), None)
     _, _, dev = (own or line).at(b)
     if dev is None or np.all(np.isnan(dev)):
-        return not s.level_test or dev is None
+        return dev is None
     eff = dev[~np.isnan(dev)]
     ev, i = (line.recent, 0) if b is None else (line.ev, b)
     direction = np.sign(ev.effect[i]) if not np.isnan(ev.effect[i]) else 0.0

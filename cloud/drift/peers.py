@@ -34,12 +34,7 @@ def peer_check(snap: Snapshot, device: str, short_steps: int, min_peers: int, al
         peers = [j for j in range(len(table.devices)) if j != i and n[j] > 0]
         if n[i] <= 0 or len(peers) < min_peers:
             return None
-        med = float(np.median(mean[peers]))
-        mad = MAD_SCALE * float(np.median(np.abs(mean[peers] - med)))
-        se = float(np.sqrt(mad ** 2 + within[i] / n[i]))
-        effect = float(mean[i] - med)
-        z = effect / se if se > 0 else (np.inf if effect else 0.0)
-        p = float(2.0 * special.ndtr(-abs(z)))
+        med, effect, z, p = (float(x) for x in against_peers(mean[i], within[i], n[i], mean[peers]))
         alarm = p <= alpha and abs(effect) >= floor
         top = {"model": model, "signal": SIGNAL, "against": "peers", "n": int(n[i]), "mean": round(float(mean[i]), 6),
                "expected": round(med, 6), "effect": round(effect, 6), "floor": floor,
@@ -48,3 +43,16 @@ def peer_check(snap: Snapshot, device: str, short_steps: int, min_peers: int, al
         return {"alarm": bool(alarm), "severity": abs(effect) / floor, "z": z, "p_value": p, "effect": effect,
                 "peers": len(peers), "alpha": alpha, "top": top, "t_start": snap.step_t(steps.start)}
     return None
+
+
+def against_peers(mean, within, n, peer_means):
+    """(peers' median, effect, robust z, two-sided p) of devices against their peers' means (last
+    axis; NaN where a peer has no data): the peers' median and scaled MAD, plus the device's own
+    sampling noise. Broadcasts, so the calibration (``simulation``) judges a fleet's every step."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        med = np.nanmedian(peer_means, axis=-1)
+        mad = MAD_SCALE * np.nanmedian(np.abs(peer_means - np.expand_dims(med, -1)), axis=-1)
+        se = np.sqrt(mad ** 2 + within / n)
+        effect = mean - med
+        z = np.where(se > 0, effect / se, np.where(effect != 0, np.inf, 0.0))
+    return med, effect, z, 2.0 * special.ndtr(-np.abs(z))

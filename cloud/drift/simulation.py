@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloud.drift import blocks
+from cloud.drift import blocks, peers
 from cloud.drift.assess import Part, Settings, assess, change_verdict, level_verdict
 from cloud.drift.baselines import learn
 from cloud.drift.budget import Budget
 from cloud.drift.engine import DriftConfig
 from cloud.drift.reference import KINDS, ModelReference
+from cloud.drift.scores import mean_and_within
 from cloud.drift.tables import ModelTable, Snapshot
 from shared.histogram import CONFIDENCE_EDGES, NOISE_DBFS_EDGES
 
@@ -202,7 +203,32 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
                 if n:
                     result.episodes.append({"kind": kind, "cohort": name, "group": g.group, "episodes": n})
                 result.alarms[kind] += n
+        if kind == "input":
+            flags = _peer_flags(table, warm, cfg, alpha)
+            for d, device_flags in zip(table.devices, flags):
+                n = _episodes(device_flags, cfg.policy.resolve_after)
+                if n:
+                    result.episodes.append({"kind": kind, "cohort": d, "group": "peers", "episodes": n})
+                result.alarms[kind] += n
     return result
+
+
+def _peer_flags(table: ModelTable, warm: int, cfg: DriftConfig, alpha: float) -> np.ndarray:
+    """Per device and evaluation after the warm-up: would the engine's peer test
+    (``peers.peer_check``, on the last ``short_steps`` steps) alarm? ``[devices, steps]``."""
+    score = next(sc for sc in table.ref.scores["input"] if sc.signal == peers.SIGNAL)
+    c = table.counts["input"][peers.SIGNAL]
+    cum = np.concatenate([np.zeros_like(c[:, :1]), np.cumsum(c, axis=1)], axis=1)
+    n_dev, n_steps = c.shape[:2]
+    others = ~np.eye(n_dev, dtype=bool)
+    flags = np.zeros((n_dev, n_steps - warm), dtype=bool)
+    for t in range(warm, n_steps):
+        n, mean, within = mean_and_within(cum[:, t + 1] - cum[:, max(0, t + 1 - cfg.short_steps)], score.weights)
+        peer_means = np.where(others & (n > 0)[None, :], mean[None, :], np.nan)
+        _, effect, _, p = peers.against_peers(mean, within, n, peer_means)
+        enough = (n > 0) & (np.sum(~np.isnan(peer_means), axis=1) >= cfg.min_peers)
+        flags[:, t - warm] = enough & (p <= alpha) & (np.abs(effect) >= cfg.peer_floor)
+    return flags
 
 
 def _coarsen(c: np.ndarray, factor: int) -> np.ndarray:
