@@ -199,7 +199,7 @@ def count_alarms(table: ModelTable, cfg: DriftConfig, step_s: float, model: str 
             st = settings if name == "fleet" else gated
             a = assess(snap, kind, [Part(model, mon, mask)], lambda dv, m: bases[dv], st)
             for g in a.groups:
-                n = _episodes(_block_flags(g, st), cfg.policy.resolve_after)
+                n = _episodes(_block_flags(g, st), cfg.policy.resolve_after, np.diff(g.bounds))
                 if n:
                     result.episodes.append({"kind": kind, "cohort": name, "group": g.group, "episodes": n})
                 result.alarms[kind] += n
@@ -250,16 +250,18 @@ def _block_flags(g, s: Settings) -> np.ndarray:
     return change | level
 
 
-def _episodes(flags: np.ndarray, resolve_after: int) -> int:
-    """Alerts a run of per-block flags opens: an alert stays open until ``resolve_after`` blocks in
-    a row are quiet (the engine resolves one after as many quiet evaluations, and a block is at
-    least one), so a household that flickers around its threshold is one alert, not dozens."""
-    f = np.asarray(flags, dtype=bool)
-    alerts, quiet = 0, resolve_after  # quiet blocks since the last flag (open: fewer than resolve_after)
-    for flagged in f:
+def _episodes(flags: np.ndarray, resolve_after: int, steps: np.ndarray | None = None) -> int:
+    """Alerts a run of flags opens: an alert stays open until ``resolve_after`` evaluations (one
+    per step) in a row are quiet, as the engine resolves one. ``steps``: how many steps each
+    flag covers (a block of a quiet hour spans several; default one each). The engine also
+    wants its detectors under ``resolve_below`` of their thresholds before it counts an
+    evaluation quiet, so it resolves no sooner than this: the count is not an under-count."""
+    widths = np.ones(len(flags), dtype=int) if steps is None else np.asarray(steps, dtype=int)
+    alerts, quiet = 0, resolve_after  # quiet steps since the last flag (open: fewer than resolve_after)
+    for flagged, width in zip(np.asarray(flags, dtype=bool), widths):
         if flagged:
             alerts += quiet >= resolve_after
             quiet = 0
         else:
-            quiet += 1
+            quiet += int(width)
     return alerts

@@ -72,3 +72,6 @@ def test_the_calibration_counts_alerts_as_they_open_and_resolve_not_flagged_bloc
     assert _episodes(flicker, resolve_after=3) == 2
     assert _episodes(flicker, resolve_after=1) == 4 and _episodes([0, 0], resolve_after=3) == 0
     assert _episodes([1, 1, 1], resolve_after=3) == 1
+    # a quiet block of a quiet hour spans several steps: each is an evaluation the alert can resolve on
+    assert _episodes([1, 0, 1], resolve_after=3, steps=[1, 3, 1]) == 2
+    assert _episodes([1, 0, 1], resolve_after=3, steps=[1, 2, 1]) == 1
