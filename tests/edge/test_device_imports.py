@@ -68,9 +68,6 @@ def top_level_modules(distribution: str) -> set[str]:
     return tops
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture(scope="module")
 def allowed() -> set[str]:
     names = set(sys.stdlib_module_names) | {"edge", "shared", "__main__", "builtins", "sys"}
@@ -90,13 +87,17 @@ def at_startup(tmp_path_factory) -> set[str]:
     return set(json.loads(listing.read_text()))
 
 
+def checkout_env() -> dict:
+    """The checkout's own packages by path (an editable install names them harken.*; the old names
+    resolve only once `harken` is imported)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def imported_by(args: list[str], tmp_path: Path) -> set[str]:
     listing = tmp_path / "modules.json"
-    # the checkout's own packages by path (an editable install names them harken.*; the old names
-    # resolve only once `harken` is imported), from a directory of no importance
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # from a directory of no importance
     done = subprocess.run([sys.executable, "-c", RUN_AND_LIST, str(listing), *args], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=env)
+                          timeout=300, cwd=tmp_path, env=checkout_env())
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(listing.read_text()))
 
@@ -122,3 +123,14 @@ def test_running_the_agent_imports_only_its_base_dependencies(tmp_path, speech, 
         assert not modules & NEVER, f"{what} imported {sorted(modules & NEVER)}"
         assert modules <= allowed, f"{what} imported modules outside the base dependencies: {sorted(modules - allowed)}"
     assert (tmp_path / "decisions.jsonl").read_text().count("\n") >= 3
+
+
+def test_the_agent_commands_load_their_configuration_without_the_audio_stack(tmp_path):
+    """``harken agent feedback`` and the rest import ``edge.cli`` and ``edge.config``, not numpy or webrtcvad
+    (``GateConfig`` comes from ``shared.gate_config``)."""
+    listing = tmp_path / "modules.json"
+    code = (f"import json, sys, edge.cli; open({str(listing)!r}, 'w')"
+            ".write(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=tmp_path, env=checkout_env())
+    modules = set(json.loads(listing.read_text()))
+    assert "edge" in modules and not modules & {"numpy", "webrtcvad", "onnxruntime", "paho"}
