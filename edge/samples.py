@@ -182,10 +182,9 @@ class SampleUploader:
         if not self.enabled:
             self._done.append(req.id)  # switched off: the request is answered with nothing
             return
-        for u in [u for u in self._ring if not u.sent and req.covers(u.t)]:
-            if not req.covers(u.t):
-                break
-            self._send(u, "alert", req)
+        for u in self._ring:
+            if not u.sent and req.covers(u.t):  # covers: also while the request may take more clips
+                self._send(u, "alert", req)
         log.info("sample request %s (alert %s): %d clip(s) from the ring", req.id, req.alert or "-", len(req.sent))
         self._requests.append(req)
         self._close_finished()
