@@ -33,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 
+from edge.flusher import SpoolFlusher
+from edge.spool import Spool
 from shared import samples as wire
 from shared.audio import SAMPLE_RATE, to_int16, wav_bytes
 from shared.errors import HarkenError
@@ -278,8 +280,6 @@ class SampleChannel:
     INFLIGHT = 4  # sample messages sent and not yet acknowledged, at most
 
     def __init__(self, cfg, topics: Topics, clock: Callable[[], float] = time.time):
-        from edge.spool import Spool
-
         self.spool = Spool(cfg.state_path / "samples.db", cfg.samples_spool_max_bytes)
         self.flush_rate = cfg.samples_flush_rate
         self.flusher = None
@@ -293,8 +293,6 @@ class SampleChannel:
 
     def start(self, link) -> None:
         """Send from the spool over ``link`` (an ``edge.link.Link``) while it is connected."""
-        from edge.flusher import SpoolFlusher
-
         self.flusher = SpoolFlusher(self.spool, link.publish, link.connected, rate_per_s=self.flush_rate,
                                     max_inflight=self.INFLIGHT).start()
 
