@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from shared.config import check_broker_url, check_tls_files, load_config, secret_file, setting
 from shared.errors import ConfigError
-from shared.gate import GateConfig
+from shared.gate_config import GateConfig  # not shared.gate: every `harken agent` command loads this
 from shared.messages import AUTOMATION_LEVELS
 from shared.topics import DEFAULT_PREFIX, Topics, check_device_id
 

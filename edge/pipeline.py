@@ -92,8 +92,7 @@ class Pipeline:
         self._pos = 0  # samples fed since the pipeline started
         self._n = 0  # utterances since the pipeline started (ids are {boot}-{n})
         self._acc: WindowAccumulator | None = None
-        self._acc_key: tuple[str | None, str | None] = (None, None)
-        self._acc_models: tuple = (None, None)  # the objects the key was read from
+        self._acc_models: tuple = (None, None)  # the active and shadow models the open window counts
         self._pending_feedback: list[FeedbackKey] = []
         self._dropped = 0
         self._gate_base = (0, 0, 0)
@@ -189,7 +188,7 @@ class Pipeline:
         if self._acc is not None and active is self._acc_models[0] and shadow is self._acc_models[1]:
             return  # the same objects: the same pair (checked per chunk, so kept cheap)
         key = (_sha(active), _sha(shadow))
-        if self._acc is not None and key == self._acc_key:
+        if self._acc is not None and key == (_sha(self._acc_models[0]), _sha(self._acc_models[1])):
             self._acc_models = (active, shadow)  # other objects, the same models
             return
         if self._acc is not None:
@@ -207,7 +206,7 @@ class Pipeline:
             automation=self._level, audio_start_sample=self._pos, t_start=self.clock(),
             model=key[0], profile=None if active is None else active.profile,
             shadow_model=key[1], shadow_profile=None if shadow is None else shadow.profile)
-        self._acc_key, self._acc_models = key, (active, shadow)
+        self._acc_models = (active, shadow)
         for item in self._pending_feedback:
             self._acc.update_feedback(item.true_label, item.predicted, item.model, item.audit)
         self._pending_feedback.clear()
@@ -237,8 +236,7 @@ class Pipeline:
         self._stats["utterances"] += 1
         uid = f"{self.boot}-{self._n}"
         x = u.audio  # int16 PCM from a 16-bit source: the model converts it as it places it
-        if self.models.active is not self._acc_models[0] or self.models.shadow is not self._acc_models[1]:
-            self._check_models()  # a swap landed in the middle of a chunk
+        self._check_models()  # a swap may land in the middle of a chunk
         acc = self._acc
         active, shadow, level = self.models.active, self.models.shadow, self._level
         pred = self._infer(active, x, acc) if active is not None else None

@@ -33,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 
+from edge.flusher import SpoolFlusher
+from edge.spool import Spool
 from shared import samples as wire
 from shared.audio import SAMPLE_RATE, to_int16, wav_bytes
 from shared.errors import HarkenError
@@ -182,10 +184,9 @@ class SampleUploader:
         if not self.enabled:
             self._done.append(req.id)  # switched off: the request is answered with nothing
             return
-        for u in [u for u in self._ring if not u.sent and req.covers(u.t)]:
-            if not req.covers(u.t):
-                break
-            self._send(u, "alert", req)
+        for u in self._ring:
+            if not u.sent and req.covers(u.t):  # covers: also while the request may take more clips
+                self._send(u, "alert", req)
         log.info("sample request %s (alert %s): %d clip(s) from the ring", req.id, req.alert or "-", len(req.sent))
         self._requests.append(req)
         self._close_finished()
@@ -279,8 +280,6 @@ class SampleChannel:
     INFLIGHT = 4  # sample messages sent and not yet acknowledged, at most
 
     def __init__(self, cfg, topics: Topics, clock: Callable[[], float] = time.time):
-        from edge.spool import Spool
-
         self.spool = Spool(cfg.state_path / "samples.db", cfg.samples_spool_max_bytes)
         self.flush_rate = cfg.samples_flush_rate
         self.flusher = None
@@ -294,8 +293,6 @@ class SampleChannel:
 
     def start(self, link) -> None:
         """Send from the spool over ``link`` (an ``edge.link.Link``) while it is connected."""
-        from edge.flusher import SpoolFlusher
-
         self.flusher = SpoolFlusher(self.spool, link.publish, link.connected, rate_per_s=self.flush_rate,
                                     max_inflight=self.INFLIGHT).start()
 

@@ -82,11 +82,9 @@ class Utterance:
         ``snr_db`` cuts. Otherwise (float audio) from the samples.
         """
         energy, n = self.frame_energy, len(self.audio)
-        if energy is None or not len(energy) or n != len(energy) * SNR_FRAME_SAMPLES:
-            x = self.samples
-            return level_dbfs(x), snr_db(x), clipped_fraction(x)
-        total = float(energy.sum())
-        if total >= 2.0 ** 53:  # not exact any more: read the samples
+        usable = energy is not None and len(energy) and n == len(energy) * SNR_FRAME_SAMPLES
+        total = float(energy.sum()) if usable else None
+        if total is None or total >= 2.0 ** 53:  # no energies, or not exact any more: read the samples
             x = self.samples
             return level_dbfs(x), snr_db(x), clipped_fraction(x)
         return (level_from_power(total / (n * _PCM_SCALE)), snr_from_powers(energy / (SNR_FRAME_SAMPLES * _PCM_SCALE)),

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from shared.codec import decode_raw, encode  # noqa: F401  (re-exported for callers)
 from shared.errors import ProtocolError
+from shared.receipts import MAX_REFS
 
 AUTOMATION_LEVELS = ("human_only", "shadow", "assist", "partial", "full")
 LATENCY_STAGES = ("vad", "model", "shadow", "decision")
@@ -185,8 +186,6 @@ def _validate_desired(m: dict) -> None:
 
 
 def _boot_seqs(x) -> bool:
-    from shared.receipts import MAX_REFS
-
     return isinstance(x, list) and len(x) <= MAX_REFS and all(
         isinstance(p, list) and len(p) == 2 and _nonneg_int(p[0]) and _nonneg_int(p[1]) for p in x)
 

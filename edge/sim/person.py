@@ -30,6 +30,31 @@ from edge.sim.audio import SILENCE_LABEL, Timeline
 DELAY_S = (1.0, 8.0)
 
 
+def true_label(timeline: Timeline, decision: Decision, labels) -> str | None:
+    """What was really said during a decision: the label of the clip it overlaps most, else
+    ``_silence_`` when the model knows that label (the gate fired on background noise), else None."""
+    truth = timeline.label_at(decision.audio_start_s, decision.audio_end_s)
+    return SILENCE_LABEL if truth is None and SILENCE_LABEL in labels else truth
+
+
+class JsonLinesFile:
+    """JSON objects appended one per line to a file emptied at open (one short write per line: never
+    torn); nothing is written after ``close``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write(self, obj: dict) -> None:
+        if self._fd is not None:
+            os.write(self._fd, (json.dumps(obj, sort_keys=True) + "\n").encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Answer(NamedTuple):
     utterance: str
     label: str | None  # None: a confirmation
@@ -43,20 +68,11 @@ class Answer(NamedTuple):
         return out
 
 
-class FeedbackFileWriter:
-    """Answers as JSON lines appended to a feedback file (one short write per line: never torn)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+class FeedbackFileWriter(JsonLinesFile):
+    """Answers as JSON lines appended to a feedback file."""
 
     def __call__(self, answer: Answer) -> None:
-        os.write(self._fd, (json.dumps(answer.line(), sort_keys=True) + "\n").encode())
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.write(answer.line())
 
 
 class PipelineFeedback:
@@ -94,9 +110,7 @@ class Person(DecisionSink):
         chance = self.audit_rate if audit else self.rate
         if chance <= 0 or self.rng.random() >= chance:
             return
-        truth = self.timeline.label_at(decision.audio_start_s, decision.audio_end_s)
-        if truth is None and SILENCE_LABEL in self.labels:
-            truth = SILENCE_LABEL
+        truth = true_label(self.timeline, decision, self.labels)
         if truth is None:
             return
         right = truth == decision.label

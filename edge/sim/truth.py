@@ -12,7 +12,8 @@ import json
 import os
 
 from edge.decisions import Decision, DecisionSink
-from edge.sim.audio import SILENCE_LABEL, Timeline
+from edge.sim.audio import Timeline
+from edge.sim.person import JsonLinesFile, true_label
 
 TRUTH_FILE = "truth.jsonl"
 
@@ -20,24 +21,20 @@ TRUTH_FILE = "truth.jsonl"
 class TruthLog(DecisionSink):
     def __init__(self, timeline: Timeline, path: str | os.PathLike, labels: list[str],
                  inner: DecisionSink | None = None):
-        self.timeline, self.inner = timeline, inner
-        self.silence = SILENCE_LABEL if SILENCE_LABEL in labels else None
-        self._fd: int | None = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.timeline, self.labels, self.inner = timeline, frozenset(labels), inner
+        self._out = JsonLinesFile(path)
         self.written = 0
 
     def emit(self, decision: Decision) -> None:
-        truth = self.timeline.label_at(decision.audio_start_s, decision.audio_end_s) or self.silence
-        if truth is not None and self._fd is not None:
-            line = json.dumps({"utterance": decision.utterance, "label": truth}, sort_keys=True) + "\n"
-            os.write(self._fd, line.encode())  # one short write per line: never torn
+        truth = true_label(self.timeline, decision, self.labels)
+        if truth is not None:
+            self._out.write({"utterance": decision.utterance, "label": truth})
             self.written += 1
         if self.inner is not None:
             self.inner.emit(decision)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._out.close()
         if self.inner is not None:
             self.inner.close()
 

@@ -67,7 +67,6 @@ def top_level_modules(distribution: str) -> set[str]:
     return tops
 
 
-
 @pytest.fixture(scope="module")
 def allowed() -> set[str]:
     names = set(sys.stdlib_module_names) | {"edge", "shared", "__main__", "builtins", "sys"}
@@ -116,3 +115,14 @@ def test_running_the_agent_imports_only_its_base_dependencies(tmp_path, speech, 
         assert not modules & NEVER, f"{what} imported {sorted(modules & NEVER)}"
         assert modules <= allowed, f"{what} imported modules outside the base dependencies: {sorted(modules - allowed)}"
     assert (tmp_path / "decisions.jsonl").read_text().count("\n") >= 3
+
+
+def test_the_agent_commands_load_their_configuration_without_the_audio_stack(tmp_path):
+    """``harken agent feedback`` and the rest import ``edge.cli`` and ``edge.config``, not numpy or webrtcvad
+    (``GateConfig`` comes from ``shared.gate_config``)."""
+    listing = tmp_path / "modules.json"
+    code = (f"import json, sys, edge.cli; open({str(listing)!r}, 'w')"
+            ".write(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=tmp_path)
+    modules = set(json.loads(listing.read_text()))
+    assert "edge" in modules and not modules & {"numpy", "webrtcvad", "onnxruntime", "paho"}

@@ -94,6 +94,7 @@ def test_a_spool_from_before_receipts_keeps_its_rows(tmp_path):
     assert [(r.payload, r.ref) for r in spool.peek(5)] == [(b"\x01", None)]
     spool.put("dev/stats", b"\x02", ref=ref("stats", 1, 5))
     assert spool.ids_of([ref("stats", 1, 5)]) == [spool.peek(5)[1].id]
+    assert [r.payload for r in spool.peek(5, exclude={spool.peek(1)[0].id})] == [b"\x02"]  # its indexes were added
 
 
 def _stored(db_url: str) -> list[int]:

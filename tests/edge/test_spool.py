@@ -22,6 +22,8 @@ def test_fifo_ack_and_reopen(tmp_path):
     ids = [spool.put("t/a", bytes([i]) * 10) for i in range(5)]
     assert [r.id for r in spool.peek(3)] == ids[:3]
     assert [r.payload for r in spool.peek(2, exclude={ids[0]})] == [b"\x01" * 10, b"\x02" * 10]
+    assert [r.id for r in spool.peek(2, exclude={ids[0], ids[2], ids[3]})] == [ids[1], ids[4]]
+    assert spool.peek(1, exclude=set(ids)) == [] and spool.peek(5, exclude={999}) == spool.peek(5)
     assert spool.ack(ids[1]) is True
     assert spool.ack(ids[1]) is False  # a second PUBACK for the same message changes nothing
     assert len(spool) == 4 and spool.bytes == 4 * (10 + 3 + ROW_OVERHEAD_BYTES)

@@ -267,7 +267,7 @@ def as_pcm(x: np.ndarray) -> np.ndarray:
 
 
 def summary(found, gate) -> list:
-    return [[(u.start_sample, u.end_sample, u.voiced_frames, u.samples.tobytes()) for u in found],
+    return [[(u.start_sample, u.end_sample, u.voiced_frames, u.samples.tobytes(), u.levels()) for u in found],
             gate.frames, gate.voiced_frames, gate.invalid_frames, gate.samples_passed, gate.noise_counts.tolist()]
 
 
@@ -276,11 +276,11 @@ def test_int16_pcm_gives_what_its_float_values_give(words, sentence, chunk):
     """The int16 path (no conversion before the VAD) is the float path on the same values, bit for bit."""
     pcm = as_pcm(np.concatenate([words[0], 3.0 * sentence, np.zeros(20000, np.float32), sentence]))
     as_float = pcm.astype(np.float32) / np.float32(32768.0)
-    config = GateConfig(max_utterance_ms=1000)
-    from_pcm, gate_pcm = run(pcm, config, chunk)
-    from_float, gate_float = run(as_float, config, chunk)
-    assert len(from_pcm) >= len(WORDS) + 2
-    assert summary(from_pcm, gate_pcm) == summary(from_float, gate_float)
+    for config in (GateConfig(max_utterance_ms=1000), GateConfig(max_utterance_ms=1000, energy_floor_dbfs=-30.0)):
+        from_pcm, gate_pcm = run(pcm, config, chunk)  # with a floor, the energies are kept as the frames arrive
+        from_float, gate_float = run(as_float, config, chunk)
+        assert len(from_pcm) >= len(WORDS) + 2
+        assert summary(from_pcm, gate_pcm) == summary(from_float, gate_float)
     assert all(u.samples.dtype == np.float32 for u in from_pcm)
     assert any(u.clipped_samples for u in from_pcm)  # the loud sentence clips
 

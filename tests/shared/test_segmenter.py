@@ -141,11 +141,16 @@ def test_keep_from_never_passes_a_start_that_is_still_to_come():
                 assert start >= keep
 
 
-def test_a_block_where_nothing_can_change_takes_the_fast_path():
+def test_a_block_where_nothing_can_change_takes_the_fast_path(monkeypatch):
     seg = Segmenter(GateConfig())
+    scan, never = seg._scan, lambda *a: pytest.fail("scanned a block where nothing could change")
+    monkeypatch.setattr(seg, "_scan", never)
     assert seg.update(np.zeros(1000, bool)) == [] and not seg.in_utterance
+    monkeypatch.setattr(seg, "_scan", scan)
     seg.update(np.ones(20, bool))
     assert seg.in_utterance
+    monkeypatch.setattr(seg, "_scan", never)
     assert seg.update(np.ones(30, bool)) == []  # 50 voiced frames: not yet 2 s
+    monkeypatch.setattr(seg, "_scan", scan)
     pieces = seg.update(np.ones(30, bool))
     assert pieces == [(seg.keep_from - 66, seg.keep_from)]  # split at 66 frames of 30 ms
