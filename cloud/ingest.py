@@ -39,9 +39,9 @@ from cloud.ingest_queue import IngestQueue, InMessage
 from cloud.retained import SWEEP_ID, RetainedSweep
 from cloud.store import Batch, BatchResult, Store, StoreDataError
 from shared.codec import dumps, encode
-from shared.errors import ProtocolError, StoreError
+from shared.errors import StoreError
 from shared.mqtt import build_client
-from shared.receipts import MAX_REFS, boot_seq, receipt
+from shared.receipts import MAX_REFS, receipt
 from shared.topics import QOS
 
 log = logging.getLogger(__name__)
@@ -242,10 +242,11 @@ class Ingest:
     def _process(self, items: list[InMessage]) -> None:
         batch = Batch()
         add = self.handler.add
-        # an empty payload on a stats/event topic is the echo of a retained message being cleared:
-        # nothing to store or confirm, only to acknowledge
-        codes = [add(batch, m.topic, m.payload, m.received_t, m.retain)
-                 if m.payload or m.topic.endswith("/state") else None for m in items]
+        for m in items:
+            # an empty payload on a stats/event topic is the echo of a retained message being
+            # cleared: nothing to store or confirm, only to acknowledge
+            if m.payload or m.topic.endswith("/state"):
+                add(batch, m.topic, m.payload, m.received_t, m.retain)
         self._commit_since = time.monotonic()
         try:
             result = self._commit(batch)
@@ -256,7 +257,7 @@ class Ingest:
         for m in items:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
-        self._send_receipts(items, codes, batch)
+        self._send_receipts(batch)
         self._count(items, batch, result)
         if result.samples_ready and self._on_samples_ready is not None:
             try:  # staged in the store already: a failure here is retried by the maintenance sweep
@@ -265,7 +266,7 @@ class Ingest:
                 log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
                               len(result.samples_ready))
 
-    def _send_receipts(self, items: list[InMessage], codes: list[str | None], batch: Batch) -> None:
+    def _send_receipts(self, batch: Batch) -> None:
         """Tell each device which of its windows and events this batch dealt with for good: stored,
         duplicates, too late, or refused as malformed (else the device would send those forever)."""
         named: dict[str, tuple[list, list]] = {}
@@ -273,16 +274,10 @@ class Ingest:
             for row in rows:
                 m = row.message
                 named.setdefault(m["device"], ([], []))[field].append((m["boot"], m["seq"]))
-        for m, code in zip(items, codes):
-            if code is None:
-                continue
-            try:
-                parsed = self.topics.parse(m.topic)
-            except ProtocolError:
-                continue
-            pair = boot_seq(m.payload) if parsed.kind in ("stats", "event") else None
-            if pair is not None:
-                named.setdefault(parsed.device, ([], []))[parsed.kind == "event"].append(pair)
+        for r in batch.rejects:  # the handler named the refused ones it could (IngestHandler.add)
+            if r.ref is not None:
+                device, kind, boot, seq = r.ref
+                named.setdefault(device, ([], []))[kind == "event"].append((boot, seq))
         now = time.time()
         for device, (windows, events) in named.items():
             for i in range(0, max(len(windows), len(events)), MAX_REFS):

@@ -17,6 +17,7 @@ from cloud.window_schema import FastWindows, Undecided
 from shared.codec import dumps, parse_json, unwrap
 from shared.errors import ProtocolError
 from shared.messages import validate
+from shared.receipts import boot_seq
 from shared.samples import MAX_CHUNK_BYTES, MAX_SAMPLE_BYTES
 from shared.topics import Topics
 
@@ -58,6 +59,15 @@ def _text_ok(value) -> bool:
     return "\x00" not in value
 
 
+def _receipt_ref(parsed, payload: bytes) -> tuple[str, str, int, int] | None:
+    """(device, kind, boot, seq) of a refused window or event whose payload names them: its receipt
+    says it was dealt with, or the device would send it for ever."""
+    if parsed is None or parsed.kind not in ("stats", "event"):
+        return None
+    pair = boot_seq(payload)
+    return None if pair is None else (parsed.device, parsed.kind, *pair)
+
+
 class IngestHandler:
     """Topic + payload → a validated row in a ``Batch``, or a ``Reject`` in it."""
 
@@ -80,13 +90,14 @@ class IngestHandler:
         (never later than now). Windows are not checked against any device clock: the store
         keeps them exactly once by ``(device, boot, seq)`` whatever their ``t_start``.
         """
+        parsed = None
         try:
             parsed = self.topics.parse(topic)
             if parsed.kind == "sample_chunk":
                 return self._add_chunk(batch, parsed, topic, payload, received_t)
             kind, message, body = self._check(parsed, topic, payload)
         except ProtocolError as exc:
-            reject = Reject.of(received_t, topic, exc.code, exc.detail, payload)
+            reject = Reject.of(received_t, topic, exc.code, exc.detail, payload, _receipt_ref(parsed, payload))
             batch.rejects.append(reject)
             self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
             self.reject_log.note(reject)

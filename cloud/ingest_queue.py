@@ -108,13 +108,6 @@ class IngestQueue:
                 break
         return batch
 
-    def get(self, timeout: float | None = None) -> InMessage:
-        """One message (IndexError if none came within ``timeout``)."""
-        got = self.take(1, timeout or 0.0, 0.0)
-        if not got:
-            raise IndexError("no message waiting")
-        return got[0]
-
     def _pop_into(self, batch: list[InMessage], max_n: int) -> None:
         items, size = self._items, 0
         n = min(len(items), max_n - len(batch))

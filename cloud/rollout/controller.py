@@ -215,4 +215,4 @@ class Controller:
         def of(devices: list[str]) -> Sample:
             return Sample.from_totals({d: per_device[d] for d in devices if d in per_device})
 
-        return of(src.treatment), of([] if src.historical else src.control)
+        return of(src.treatment), of(src.control)

@@ -233,9 +233,8 @@ def _samples(r: Rollout, ledger: _Ledger, index: dict[str, int]) -> tuple:
     control = cut(0, src.control, src.control_since, src.control_until)
     if src.before_since is None:
         return treatment, control, None, None
-    before_control = [] if src.historical else src.control
     return (treatment, control, cut(0, src.treatment, src.before_since, src.before_until),
-            cut(0, before_control, src.before_since, src.before_until))
+            cut(0, src.control, src.before_since, src.before_until))
 
 
 def _decision_figures(stage: int, seconds: float, obs: Observations) -> dict:

@@ -76,7 +76,8 @@ class Sources:
     (``historical``: the cohort before this stage, as no device is left on the old model).
     Baselines: every device's windows on its baseline model in ``[before_since, before_until)``
     — from an hour before the rollout started until its first stage that switches models — so
-    each device can be compared with itself."""
+    each device can be compared with itself; none for a ``historical`` stage, whose control already
+    holds each device's own recent windows on the old model."""
 
     treatment: list[str]
     since: float
@@ -167,11 +168,11 @@ class Rollout:
         treatment = self.stage_devices()
         if stage.kind == "shadow":
             return Sources(treatment, since, paired=True)
-        before = {}
-        if self.started_t is not None and self.baseline_until_t is not None:
-            before = {"before_since": self.started_t - BASELINE_LOOKBACK_S, "before_until": self.baseline_until_t}
         control = self.control_devices()
         if control:
+            before = {}
+            if self.started_t is not None and self.baseline_until_t is not None:
+                before = {"before_since": self.started_t - BASELINE_LOOKBACK_S, "before_until": self.baseline_until_t}
             return Sources(treatment, since, control=control, control_since=since, **before)
         # nobody left on the old model: the cohort on the old model before this stage began, since
         # the previous stage began (its control devices, under the conditions of now: a longer
@@ -181,8 +182,9 @@ class Rollout:
             control_since = self.previous_stage_started_t
         else:
             control_since = since - max(stage.bake_s, MIN_BASELINE_S)
+        # no baseline period: each device is paired with its own recent windows instead
         return Sources(treatment, since, control=list(self.devices), control_since=control_since,
-                       control_until=since, historical=True, **before)
+                       control_until=since, historical=True)
 
     def targets_for(self, index: int) -> dict[str, DesiredTarget]:
         """What every device should run during stage ``index``."""

@@ -72,12 +72,16 @@ class Reject:
     detail: str
     head: bytes  # the first bytes of the payload (at most HEAD_BYTES)
     size_bytes: int
+    # (device, topic kind, boot, seq) of a refused window or event, for its receipt; not stored
+    ref: tuple[str, str, int, int] | None = None
 
     HEAD_BYTES = 256
 
     @classmethod
-    def of(cls, t: float, topic: str, code: str, detail: str, payload: bytes) -> "Reject":
-        return cls(t, printable(topic), code, printable(detail), bytes(payload[: cls.HEAD_BYTES]), len(payload))
+    def of(cls, t: float, topic: str, code: str, detail: str, payload: bytes,
+           ref: tuple[str, str, int, int] | None = None) -> "Reject":
+        return cls(t, printable(topic), code, printable(detail), bytes(payload[: cls.HEAD_BYTES]), len(payload),
+                   ref)
 
 
 @dataclass(frozen=True)

@@ -207,31 +207,30 @@ def _read_and_plan(cur, bucket_s: int, chunk: int, lock: bool, fleet_from_store:
     keys = {(d, m, sh, bucket_start(t, bucket_s)) for _, d, m, sh, t, _ in parsed}
     if fleet_from_store:
         keys |= {(FLEET, m, sh, b) for _, m, sh, b in keys}
-    existing = _load(cur, keys, bucket_s, with_body=True, lock=lock)
+    existing = _load(cur, keys, bucket_s, lock=lock)
     return rows, plan(parsed, bucket_s, existing, FLEET), existing
 
 
-def _load(cur, keys: Iterable[Key], bucket_s: int, with_body: bool,
-          lock: bool = False) -> dict[Key, tuple[int, dict | None]]:
-    """Stored buckets among ``keys``: key → (n_windows, body or None); ``lock``: FOR UPDATE, taken
+def _load(cur, keys: Iterable[Key], bucket_s: int, lock: bool) -> dict[Key, tuple[int, dict]]:
+    """Stored buckets among ``keys``: key → (n_windows, body); ``lock``: FOR UPDATE, taken
     bucket by bucket in time and device order, so two collectors never wait on each other in a circle."""
     wanted = set(keys)
     by_bucket: dict[float, set[str]] = defaultdict(set)
     for device, _, _, start in wanted:
         by_bucket[start].add(device)
-    cols = "device, model, shadow_model, n_windows" + (", body" if with_body else "")
     out = {}
     for start, devices in sorted(by_bucket.items()):
         devices = sorted(devices)
         for i in range(0, len(devices), IN_CHUNK):
             part = devices[i:i + IN_CHUNK]
-            for row in cur.execute(f"SELECT {cols} FROM rollups WHERE bucket_start = ? AND bucket_s = ?"
+            for row in cur.execute("SELECT device, model, shadow_model, n_windows, body FROM rollups"
+                                   " WHERE bucket_start = ? AND bucket_s = ?"
                                    f" AND device IN ({','.join('?' * len(part))})"
                                    f"{' ORDER BY device, model, shadow_model FOR UPDATE' if lock else ''}",
                                    [start, bucket_s, *part]).fetchall():
                 key = (row[0], row[1], row[2], start)
                 if key in wanted:
-                    out[key] = (row[3], json.loads(row[4]) if with_body else None)
+                    out[key] = (row[3], json.loads(row[4]))
     return out
 
 

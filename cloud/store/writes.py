@@ -32,23 +32,25 @@ class WritesMixin:
         if not len(batch) and not batch.seen:
             return BatchResult(0, 0, 0, 0)
         with self._tx() as cur:
-            late = self._refuse_below_floors(cur, batch)
-            windows_new = self._write_windows(cur, batch.windows)
+            kept, late = self._refuse_below_floors(cur, batch)
+            windows_new = self._write_windows(cur, kept)
             events_new = self._write_events(cur, batch)
             staged, ready, refused = self._write_samples(cur, batch)
             self._write_seen(cur, batch.seen)
             for st in batch.states:
                 self._write_state(cur, st)
-            self._write_offsets(cur, clock_samples(batch))
+            self._write_offsets(cur, clock_samples(batch.states, kept))
             self._write_rejects(cur, [*batch.rejects, *late, *refused])
         return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects) + len(late) + len(refused),
                            staged, tuple(ready))
 
     # -- windows and events ----------------------------------------------------------------------
-    def _refuse_below_floors(self, cur, batch: Batch) -> list[Reject]:
-        """Drop (from ``batch.windows``) windows whose full copy may have been deleted already."""
+    def _refuse_below_floors(self, cur, batch: Batch) -> tuple[list[Received], list[Reject]]:
+        """(windows to write, rejects of those whose full copy may have been deleted already).
+        ``batch`` is left as it is: a retried commit checks them again, and the collector confirms
+        the refused ones to their devices like the rest."""
         if not batch.windows:
-            return []
+            return [], []
         devices = sorted({r.message["device"] for r in batch.windows})
         floors: dict[tuple[str, int], int] = {}
         for i in range(0, len(devices), 500):
@@ -57,7 +59,7 @@ class WritesMixin:
                                f"({','.join('?' * len(part))})", part).fetchall()
             floors.update({(d, int(b)): int(s) for d, b, s in rows})
         if not floors:
-            return []
+            return batch.windows, []
         kept, late = [], []
         for r in batch.windows:
             w = r.message
@@ -69,8 +71,7 @@ class WritesMixin:
                                   f"window boot {w['boot']} seq {w['seq']} arrived after the full windows of its "
                                   f"boot up to seq {floor} were deleted (retention_full_s); it cannot be told "
                                   "from a duplicate any more", (r.body or json.dumps(w)).encode()))
-        batch.windows[:] = kept
-        return late
+        return kept, late
 
     def _write_windows(self, cur, windows: list[Received]) -> int:
         if not windows:
@@ -160,15 +161,15 @@ class WritesMixin:
                 " updated_t = excluded.updated_t", [(d, b, s, now) for (d, b), s in sorted(top.items())])
 
 
-def clock_samples(batch: Batch) -> dict[str, tuple[float, float]]:
-    """device → (largest ``device time − receive time`` in the batch, its receive time).
+def clock_samples(states: list[Received], windows: list[Received]) -> dict[str, tuple[float, float]]:
+    """device → (largest ``device time − receive time`` in a batch, its receive time).
 
     Live messages only: a retained state replayed by the broker says nothing about the clock.
     A state's ``t`` is when it was sent; a window is sent when it ends (``t_start + duration_s``).
     """
     out: dict[str, tuple[float, float]] = {}
-    live = [(r, r.message["t"]) for r in batch.states if not r.retained]
-    live += [(r, r.message["t_start"] + r.message["duration_s"]) for r in batch.windows]
+    live = [(r, r.message["t"]) for r in states if not r.retained]
+    live += [(r, r.message["t_start"] + r.message["duration_s"]) for r in windows]
     for r, sent_t in live:
         offset = float(sent_t) - r.received_t
         device = r.message["device"]

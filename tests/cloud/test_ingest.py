@@ -77,6 +77,19 @@ def test_handler_rejects_with_a_code(topic, payload, code):
     assert h.rejected == {code: 1}
 
 
+def test_a_refused_window_or_event_is_named_for_its_receipt_when_its_payload_says_which():
+    h = _handler()
+    bad = encode({"kind": "window", "device": "dev-1", "boot": 5, "seq": 1})  # a window without its sections
+    assert _add(h, TOPICS.stats("dev-1"), bad)[1].rejects[0].ref == ("dev-1", "stats", 5, 1)
+    event = encode({"kind": "event", "device": "dev-1", "boot": 5, "seq": 2, "t": 1.0})  # no "event"
+    assert _add(h, TOPICS.event("dev-1"), event)[1].rejects[0].ref == ("dev-1", "event", 5, 2)
+    # the topic's device is told (it sent it), not the one the payload claims
+    assert _add(h, TOPICS.stats("dev-2"), bad)[1].rejects[0].ref == ("dev-2", "stats", 5, 1)
+    for topic, payload in ((TOPICS.stats("dev-1"), b"not json"), ("other/dev-1/stats", bad),
+                           (TOPICS.state("dev-1"), encode({"kind": "state", "boot": 5, "seq": 1}))):
+        assert _add(h, topic, payload)[1].rejects[0].ref is None
+
+
 def test_reject_log_warns_once_per_code_per_interval(caplog):
     clock = [0.0]
     log = RejectLog(60.0, clock=lambda: clock[0])

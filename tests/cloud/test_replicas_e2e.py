@@ -28,6 +28,7 @@ import pytest
 from cloud.rollout.controller import LEASE_NAME
 from cloud.store import open_store
 from edge.sim.fleet import FleetPlan, run_fleet
+from tests.cloud.conftest import wait_until
 from tests.cloud.rollup_checks import assert_exact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ BUCKET_S = 10
 LEASE_TTL_S = 16.0  # the smallest the config allows with db_timeout_s 3 (twice 3 + 5)
 KILL_AT = 300  # stored windows
 GROUP = "replicas"
+POLL_S = 0.2  # how often a wait looks at the store
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +120,6 @@ def _count(store, where: str = "1 = 1") -> int:
         return cur.execute(f"SELECT COUNT(*) FROM windows WHERE {where}").fetchone()[0]
 
 
-def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def test_two_replicas_lose_none_store_none_twice_and_keep_one_controller_when_one_is_killed(
         lab, mosquitto, pg_schemas, tmp_path):
     db_url = pg_schemas()
@@ -142,16 +134,18 @@ def test_two_replicas_lose_none_store_none_twice_and_keep_one_controller_when_on
     fleet = threading.Thread(target=lambda: result.update(run_fleet(plan)))
     t0, marks = time.monotonic(), {}
     try:
-        leader_pid = _wait(watch.holder_pid, 30, "a replica to take the rollout lease")
+        leader_pid = wait_until(watch.holder_pid, 30, POLL_S)
+        assert leader_pid, "no replica took the rollout lease"
         leader = next(r for r in replicas.values() if r.proc.pid == leader_pid)
         survivor = next(r for r in replicas.values() if r is not leader)
         fleet.start()
         marks["fleet started"] = time.monotonic() - t0
-        _wait(lambda: _count(store) >= KILL_AT, 60, f"{KILL_AT} stored windows")
+        assert wait_until(lambda: _count(store) >= KILL_AT, 60, POLL_S), f"fewer than {KILL_AT} windows stored"
         leader.kill()
         marks["leader killed"] = time.monotonic() - t0
         killed_t, at_kill = time.monotonic(), _count(store)
-        _wait(lambda: watch.holder_pid() == survivor.proc.pid, LEASE_TTL_S + 10, "the survivor to take the lease")
+        assert wait_until(lambda: watch.holder_pid() == survivor.proc.pid, LEASE_TTL_S + 10, POLL_S), \
+            "the survivor did not take the lease"
         takeover_s = time.monotonic() - killed_t
         assert takeover_s >= LEASE_TTL_S - 2  # not before the dead leader's lease lapsed
         assert _count(store) >= at_kill + 100  # the survivor kept storing alone
@@ -161,8 +155,9 @@ def test_two_replicas_lose_none_store_none_twice_and_keep_one_controller_when_on
         marks["fleet done"] = time.monotonic() - t0
         assert not fleet.is_alive()
         assert result["failures"] == {} and result["device_errors"] == {} and result["windows_unsent"] == 0
-        _wait(lambda: _count(store) >= result["windows"], 30, f"all {result['windows']} windows stored")
-        _wait(lambda: _count(store, "rolled = 0") == 0, 30, "every window rolled up")
+        assert wait_until(lambda: _count(store) >= result["windows"], 30, POLL_S), \
+            f"not all {result['windows']} windows stored"
+        assert wait_until(lambda: _count(store, "rolled = 0") == 0, 30, POLL_S), "windows left unrolled"
         marks["all stored and rolled up"] = time.monotonic() - t0
         time.sleep(1.5)  # a rollup already running when the last window was claimed ends
         for r in replicas.values():

@@ -226,6 +226,19 @@ def test_rollup_is_exact_and_deletes_only_past_retention(store):
     assert store.merged() == before
 
 
+def test_a_too_late_window_stays_in_its_batch_for_a_retry_and_the_receipt(store):
+    """The store refuses a window whose boot's full windows were deleted up to its seq, but leaves
+    the caller's batch whole: a commit that is retried refuses it again (rather than dropping it
+    unrecorded), and the collector confirms it to its device with the rest of the batch."""
+    old = _windows(2, seed=4, t_start=T0)
+    store.write(Batch(windows=[Received(w, 1000.0) for w in old]))
+    assert store.rollup(300, 100.0, now=2000.0).deleted == 2
+    again = Batch(windows=[Received(old[1], 2500.0)])
+    assert [store.write(again).rejects for _ in range(2)] == [1, 1]
+    assert [r.message["seq"] for r in again.windows] == [1]
+    assert store.reject_counts() == {"too_late": 2}
+
+
 def test_windows_shadowing_different_candidates_get_their_own_buckets(store):
     rng = random.Random(3)
     start = T0 - T0 % 900

@@ -1,12 +1,13 @@
 """The pairwise fold ``shared.window.merge_windows`` used before it merged in one pass (kept
-as the reference the one-pass merge must equal, key order and float sums included)."""
+as the reference the one-pass merge must equal, key order and float sums included). The shadow
+section is merged two at a time by both, so the fold uses ``shared.window``'s own helper."""
 from __future__ import annotations
 
 from typing import Iterable
 
 from shared.histogram import add_counts
-from shared.window import (COUNTER_SECTIONS, FEEDBACK_LISTS, FEEDBACK_MAPS, HIST_SECTIONS, MIXED_SHADOW,
-                           OPTIONAL_COUNTERS, OPTIONAL_HISTS)
+from shared.window import (COUNTER_SECTIONS, FEEDBACK_LISTS, FEEDBACK_MAPS, HIST_SECTIONS, OPTIONAL_COUNTERS,
+                           OPTIONAL_HISTS, _merge_shadow)  # the shadow section is still merged two at a time
 
 
 def _add_map(a: dict, b: dict) -> dict:
@@ -75,21 +76,6 @@ def _merge_two(a: dict, b: dict) -> dict:
     out["feedback"] = _merge_feedback(a["feedback"], b["feedback"])
     out["shadow_model"], out["shadow"] = _merge_shadow(a, b)
     return out
-
-
-def _merge_shadow(a: dict, b: dict) -> tuple[str | None, dict | None]:
-    """(shadow_model, shadow section) of a merge of ``a`` and ``b``."""
-    ma, mb = a.get("shadow_model"), b.get("shadow_model")
-    if MIXED_SHADOW in (ma, mb) or (ma and mb and ma != mb):
-        return MIXED_SHADOW, None
-    sa, sb = a.get("shadow"), b.get("shadow")
-    if not (sa and sb):
-        one = sa or sb
-        return ma or mb, None if one is None else {**one, "errors": one.get("errors", 0)}
-    return ma or mb, {"compared": sa["compared"] + sb["compared"], "agree": sa["agree"] + sb["agree"],
-                      "errors": sa.get("errors", 0) + sb.get("errors", 0),
-                      "confidence": add_counts(sa["confidence"], sb["confidence"]),
-                      "labels": _add_map(sa["labels"], sb["labels"])}
 
 
 def fold_windows(windows: Iterable[dict]) -> dict | None:

@@ -304,4 +304,4 @@ def test_sources_name_each_sides_windows_and_every_devices_baseline():
     full = r.sources()
     assert full.historical and full.control == r.devices and full.control_until == last_start
     assert full.control_since == canary_start  # the previous stage's control devices: conditions of now
-    assert (full.before_since, full.before_until) == (-BASELINE_LOOKBACK_S, canary_start)
+    assert full.before_since is None  # each device is paired with its own recent windows, not with before
