@@ -49,8 +49,9 @@ class DesiredRevs(Protocol):
     """Persisted per-device desired state.
 
     ``write_many({device: (build, floor)}, lease)`` gives each device its next rev (above ``floor``,
-    the rev the device reports it applied), stores ``build(rev)`` and returns the messages; with a
-    lease (the rollout controller's), only while that lease is current.
+    the rev the device reports it applied), stores ``build(rev, previous)`` (``previous``: the last
+    message, read in the same transaction) and returns the messages; with a lease (the rollout
+    controller's), only while that lease is current.
     """
 
     def write_many(self, builds: dict, lease=None) -> dict[str, dict]: ...
@@ -153,17 +154,30 @@ class Delivery:
         device reports what it likes, so a floor is clamped to ``MAX_REV - 1``: one device
         claiming rev 2^63-1 cannot overflow the rev column and fail every other device's write.
         """
-        floors = {d: clamp_floor(f) for d, f in (floors or {}).items()}
-        builds = {}
-        for device, target in targets.items():
-            # no config given: keep the device's last one (a field-sample switch outlives a canary step)
-            kept = config if config is not None else (self.revs.get(device) or {}).get("config")
-
-            def build(rev: int, device=device, target=target, kept=kept) -> dict:
+        def build(device: str, target: DesiredTarget):
+            def message(rev: int, previous: dict | None) -> dict:
+                # no config given: keep the device's last one (a field-sample switch outlives a canary step)
+                kept = config if config is not None else (previous or {}).get("config")
                 return desired_message(device, rev, active=target.active, shadow=target.shadow,
                                        automation=target.automation, rollout=rollout,
                                        probation=self.probation if target.active else None, config=kept)
-            builds[device] = (build, floors.get(device, 0))
+            return message
+
+        floors = {d: clamp_floor(f) for d, f in (floors or {}).items()}
+        return self._write({d: (build(d, t), floors.get(d, 0)) for d, t in targets.items()}, lease)
+
+    def reconfigure(self, device: str, config: dict, floor: int = 0) -> dict:
+        """Merge ``config`` into the device's last desired state, keeping its models, automation
+        and rollout as the write finds them (a rollout step just before is not undone)."""
+        def message(rev: int, previous: dict | None) -> dict:
+            last = previous or {}
+            return desired_message(device, rev, active=last.get("active"), shadow=last.get("shadow"),
+                                   automation=last.get("automation"), rollout=last.get("rollout"),
+                                   probation=self.probation if last.get("active") else None,
+                                   config={**(last.get("config") or {}), **config})
+        return self._write({device: (message, clamp_floor(floor))}, None)[device]
+
+    def _write(self, builds: dict, lease) -> dict[str, dict]:
         messages = self.revs.write_many(builds, lease=lease) if builds else {}
         if messages:
             self.publisher.publish_all(

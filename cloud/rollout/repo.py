@@ -131,25 +131,28 @@ class SqlDesiredRevs:
         self.store = store
         ensure_schema(store)
 
-    def write_many(self, builds: dict[str, tuple[Callable[[int], dict], int]],
+    def write_many(self, builds: dict[str, tuple[Callable[[int, dict | None], dict], int]],
                    lease: Lease | None = None) -> dict[str, dict]:
-        """Next revs in one transaction; with ``lease``, only while it is current (else ``LeaseLost``)."""
+        """Next revs in one transaction; with ``lease``, only while it is current (else ``LeaseLost``).
+        ``build(rev, previous)`` gets the device's last message as this transaction holds it, so a
+        writer that keeps some of it (a config, the models) cannot undo another's write meanwhile."""
         greatest = getattr(self.store, "GREATEST", "MAX")
         now, out = time.time(), {}
         with transaction(self.store) as cur:
             if lease is not None:
                 self.store.hold_lease(cur, lease)
             for device, (build, floor) in builds.items():
-                rev = cur.execute(
+                row = cur.execute(
                     "INSERT INTO desired (device, rev, t, message) VALUES (?, ?, ?, '') ON CONFLICT (device)"
-                    f" DO UPDATE SET rev = {greatest}(desired.rev, ?) + 1, t = excluded.t RETURNING rev",
-                    (device, floor + 1, now, floor)).fetchone()[0]
-                out[device] = build(int(rev))
+                    f" DO UPDATE SET rev = {greatest}(desired.rev, ?) + 1, t = excluded.t RETURNING rev, message",
+                    (device, floor + 1, now, floor)).fetchone()
+                rev, previous = row
+                out[device] = build(int(rev), json.loads(previous) if previous else None)
                 cur.execute("UPDATE desired SET message = ? WHERE device = ?",
                             (json.dumps(out[device], sort_keys=True), device))
         return out
 
-    def write(self, device: str, build: Callable[[int], dict], floor: int = 0) -> dict:
+    def write(self, device: str, build: Callable[[int, dict | None], dict], floor: int = 0) -> dict:
         return self.write_many({device: (build, floor)})[device]
 
     def get(self, device: str) -> dict | None:

@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 
-from cloud.delivery import DeliveryError, DesiredTarget
+from cloud.delivery import DeliveryError
 from shared.errors import ConfigError
 from shared.topics import check_device_id
 
@@ -115,14 +115,8 @@ def publish_pending(store, delivery, now: float | None = None) -> int:
     for cmd in pending(store):
         results = {}
         for device, config in sorted(cmd["config"].items()):
-            last = delivery.revs.get(device) or {}
-            target = DesiredTarget(active=last.get("active"), shadow=last.get("shadow"),
-                                   automation=last.get("automation"))
             state = (store.device(device) or {}).get("state") or {}
-            msgs = delivery.write_desired({device: target}, rollout=last.get("rollout"),
-                                          config={**(last.get("config") or {}), **config},
-                                          floors={device: state.get("desired_rev", 0)})
-            results[device] = msgs[device]["rev"]
+            results[device] = delivery.reconfigure(device, config, floor=state.get("desired_rev", 0))["rev"]
         with store.transaction() as cur:
             cur.execute("UPDATE sample_commands SET done_t = ?, result = ? WHERE id = ?",
                         (time.time() if now is None else now, json.dumps({"revs": results}), cmd["id"]))

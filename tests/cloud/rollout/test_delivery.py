@@ -139,3 +139,31 @@ def test_an_unreachable_broker_is_a_clear_error():
         MqttPublisher(f"mqtt://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(Exception, match="must look like mqtt://"):
         MqttPublisher("http://127.0.0.1:1883")
+
+
+class _StepLandsFirst:
+    """Desired revs where a rollout step lands between a writer's decision and its write."""
+
+    def __init__(self, revs, step):
+        self.revs, self.step = revs, step
+
+    def get(self, device):
+        return self.revs.get(device)
+
+    def write_many(self, builds, lease=None):
+        step, self.step = self.step, None
+        if step is not None:
+            step()
+        return self.revs.write_many(builds, lease=lease)
+
+
+def test_a_sample_switch_keeps_the_model_a_rollout_step_wrote_meanwhile(mosquitto, delivery, sqlite_store):
+    from cloud.samples import control
+
+    delivery.write_desired({"dev-1": DesiredTarget("a" * 64, None, "full")}, rollout="r-1")
+    control.switch(sqlite_store, ["dev-1"], True, actor="test")
+    step = lambda: delivery.write_desired({"dev-1": DesiredTarget("b" * 64, None, "full")}, rollout="r-2")  # noqa: E731
+    racing = Delivery(delivery.publisher, _StepLandsFirst(delivery.revs, step), T)
+    assert control.publish_pending(sqlite_store, racing) == 1
+    last = delivery.revs.get("dev-1")
+    assert (last["rev"], last["active"], last["rollout"], last["config"]) == (3, "b" * 64, "r-2", {"samples": True})

@@ -63,7 +63,7 @@ def test_workable_and_busy_devices(store):
 
 def test_desired_revs_are_per_device_and_never_go_back(store):
     revs = SqlDesiredRevs(store)
-    build = lambda rev: {"rev": rev}  # noqa: E731
+    build = lambda rev, previous: {"rev": rev}  # noqa: E731
     assert revs.write_many({"a": (build, 0), "b": (build, 0)}) == {"a": {"rev": 1}, "b": {"rev": 1}}
     assert revs.write("a", build) == {"rev": 2}
     assert revs.write("b", build, floor=10) == {"rev": 11}
@@ -116,7 +116,7 @@ def test_a_controller_that_lost_the_lease_cannot_save_a_rollout_or_write_revs(st
     with pytest.raises(LeaseLost, match="epoch 1"):  # a still believes it leads: the store says no
         a.repo.save(r, [LogEntry(5.0, "note", "completed", "completed", 0, "stale")])
     with pytest.raises(LeaseLost):
-        SqlDesiredRevs(store).write_many({"dev-00": (lambda rev: {"rev": rev}, 0)}, lease=stale)
+        SqlDesiredRevs(store).write_many({"dev-00": (lambda rev, previous: {"rev": rev}, 0)}, lease=stale)
     assert b.repo.get("r-fenced").reason != r.reason and b.repo.log("r-fenced") == []
     assert SqlDesiredRevs(store).get("dev-00") is None
     b.repo.save(r)  # the current leader's save goes through
@@ -137,7 +137,7 @@ class _SlowDelivery:
     def write_desired(self, targets, *, rollout=None, floors=None, lease=None):
         time.sleep(self.delay_s)
         self.epochs.append(lease.epoch)
-        return self.revs.write_many({d: (lambda rev: {"rev": rev}, 0) for d in targets}, lease=lease)
+        return self.revs.write_many({d: (lambda rev, previous: {"rev": rev}, 0) for d in targets}, lease=lease)
 
 
 class _Registry:
