@@ -53,8 +53,9 @@ class Utterance:
 
     ``audio`` is what the gate held: int16 PCM, or float32 when it was fed float; ``samples`` is
     it as float32 in [-1, 1] (converted on first use: the model places the PCM itself).
-    ``frame_energy`` (the sum of squared int16 values of each gate frame) and ``clipped_samples``
-    are set when the gate held int16 audio; ``levels`` then reads them instead of the samples.
+    ``frame_energy`` (the sum of squared int16 values of each 480-sample frame) and
+    ``clipped_samples`` are read from int16 audio on first use (None for float audio), so the gate
+    emits an utterance, and the model decides on it, before any level is computed.
     """
 
     audio: np.ndarray
@@ -62,8 +63,6 @@ class Utterance:
     end_sample: int
     voiced_frames: int
     sample_rate: int = SAMPLE_RATE
-    frame_energy: np.ndarray | None = None
-    clipped_samples: int | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -74,21 +73,47 @@ class Utterance:
         """float32 in [-1, 1): the PCM / 32768 (exact), or the float audio as it was fed."""
         return pcm_to_float(self.audio) if self.audio.dtype == np.int16 else self.audio
 
+    @functools.cached_property
+    def frame_energy(self) -> np.ndarray | None:
+        """Sum of squares of each 480-sample frame of int16 audio (exact integers in float64); None
+        for float audio or a length that is not whole frames."""
+        x, n = self.audio, len(self.audio)
+        if x.dtype != np.int16 or n == 0 or n % SNR_FRAME_SAMPLES:
+            return None
+        return frame_energies(x.reshape(-1, SNR_FRAME_SAMPLES))
+
+    @functools.cached_property
+    def clipped_samples(self) -> int | None:
+        """Samples at or beyond the clipping threshold (int16 audio; None for float audio)."""
+        x = self.audio
+        if x.dtype != np.int16:
+            return None
+        if not len(x) or (-_CLIP_PCM < x.min() and x.max() < _CLIP_PCM):
+            return 0
+        return int(np.count_nonzero(x >= _CLIP_PCM)) + int(np.count_nonzero(x <= -_CLIP_PCM))
+
     def levels(self) -> tuple[float, float, float]:
         """(level dBFS, SNR dB, clipped fraction): ``shared.levels`` of the samples, bit for bit.
 
-        From the frame energies when the gate kept them: their sum is the utterance's energy
-        exactly (integers below 2^53) and, with 480-sample frames, they are the frames
-        ``snr_db`` cuts. Otherwise (float audio) from the samples.
+        From the frame energies for int16 audio: their sum is the utterance's energy exactly
+        (integers below 2^53) and they are the frames ``snr_db`` cuts. Otherwise (float audio)
+        from the samples.
         """
         energy, n = self.frame_energy, len(self.audio)
-        usable = energy is not None and len(energy) and n == len(energy) * SNR_FRAME_SAMPLES
-        total = float(energy.sum()) if usable else None
+        total = float(energy.sum()) if energy is not None else None
         if total is None or total >= 2.0 ** 53:  # no energies, or not exact any more: read the samples
             x = self.samples
             return level_dbfs(x), snr_db(x), clipped_fraction(x)
         return (level_from_power(total / (n * _PCM_SCALE)), snr_from_powers(energy / (SNR_FRAME_SAMPLES * _PCM_SCALE)),
                 self.clipped_samples / n)
+
+
+def frame_energies(frames: np.ndarray) -> np.ndarray:
+    """Sum of the squared values of each row of int16 ``frames``, as float64 (exact: the squares fit
+    int32, their sum is accumulated in int64 and stays below 2^53 for rows up to 2^23 samples)."""
+    squares = frames.astype(np.int32)
+    np.square(squares, out=squares)
+    return np.add.reduce(squares, axis=1, dtype=np.int64).astype(np.float64)
 
 
 def as_audio(chunk) -> np.ndarray:
@@ -233,17 +258,14 @@ class VadGate:
                      for q, i in zip(quiet.tolist(), range(0, len(data), step))]
         return np.array(flags, dtype=bool)
 
-    def _powers(self, frames: np.ndarray, energy_out: np.ndarray | None = None) -> np.ndarray:
+    def _powers(self, frames: np.ndarray) -> np.ndarray:
         """Mean square of each frame, as ``level_dbfs`` computes it on the float samples.
 
         From int16, the sum of squares is an exact integer (below 2^53), so dividing it once by
         frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does."""
         if frames.dtype == np.float32:
             return np.mean(np.square(frames, dtype=np.float64), axis=1)
-        wide = frames.astype(np.float64)[:, None, :]
-        energy = np.matmul(wide, wide.transpose(0, 2, 1), out=None if energy_out is None
-                           else energy_out.reshape(-1, 1, 1)).reshape(-1)  # exact in any order: integers
-        return energy / (self.frame_samples * _PCM_SCALE)
+        return frame_energies(frames) / (self.frame_samples * _PCM_SCALE)
 
     def _settle(self, upto: int) -> None:
         """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
@@ -251,7 +273,7 @@ class VadGate:
         if upto <= a:
             return
         store = self._store
-        power = self._powers(store.frames(a, upto), None if store.is_float else store.energy(a, upto))
+        power = self._powers(store.frames(a, upto))
         self._quiet.append(power[~store.voiced(a, upto)])
         if len(self._quiet) >= 64:
             self._count_noise()
@@ -267,20 +289,15 @@ class VadGate:
                                        minlength=len(self._noise))
 
     def _utterance(self, start: int, stop: int) -> Utterance:
+        """The held frames ``[start, stop)`` as an utterance; their energies and levels wait (see
+        ``Utterance``): the noise floor counts them when they settle, off the decision's path."""
         store = self._store
-        self._settle(stop)
         held = store.samples(start, stop).copy()
-        if store.is_float:
-            energy, clipped = None, None
-        else:
-            energy = store.energy(start, stop).copy()
-            clipped = 0 if -_CLIP_PCM < held.min() and held.max() < _CLIP_PCM else \
-                int(np.count_nonzero(held >= _CLIP_PCM)) + int(np.count_nonzero(held <= -_CLIP_PCM))
         self._samples_passed += len(held)
         begin = store.sample_of(start)
         return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),
                          voiced_frames=int(np.count_nonzero(store.voiced(start, stop))),
-                         sample_rate=self.sample_rate, frame_energy=energy, clipped_samples=clipped)
+                         sample_rate=self.sample_rate)
 
 
 def place(samples: np.ndarray, input_samples: int, rule: str = "centre",
