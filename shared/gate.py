@@ -109,11 +109,11 @@ class Utterance:
 
 
 def frame_energies(frames: np.ndarray) -> np.ndarray:
-    """Sum of the squared values of each row of int16 ``frames``, as float64 (exact: the squares fit
-    int32, their sum is accumulated in int64 and stays below 2^53 for rows up to 2^23 samples)."""
-    squares = frames.astype(np.int32)
-    np.square(squares, out=squares)
-    return np.add.reduce(squares, axis=1, dtype=np.int64).astype(np.float64)
+    """Sum of the squared values of each row of int16 ``frames``, as float64: exact integers (below
+    2^53 for rows up to 2^23 samples), so any order of summation gives the same value. One float64
+    dot product per row: fewer instructions than integer squares summed in int64 (callgrind)."""
+    wide = frames.astype(np.float64)[:, None, :]
+    return np.matmul(wide, wide.transpose(0, 2, 1)).reshape(-1)
 
 
 def as_audio(chunk) -> np.ndarray:
@@ -268,13 +268,17 @@ class VadGate:
         return frame_energies(frames) / (self.frame_samples * _PCM_SCALE)
 
     def _settle(self, upto: int) -> None:
-        """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
+        """The powers of the unvoiced frames up to ``upto``, for the noise floor (voiced frames need none:
+        an utterance reads its own energies)."""
         a = self._settled
         if upto <= a:
             return
         store = self._store
-        power = self._powers(store.frames(a, upto))
-        self._quiet.append(power[~store.voiced(a, upto)])
+        frames, voiced = store.frames(a, upto), store.voiced(a, upto)
+        if voiced.any():
+            frames = frames[~voiced]
+        if len(frames):
+            self._quiet.append(self._powers(frames))
         if len(self._quiet) >= 64:
             self._count_noise()
         self._settled = upto
