@@ -111,9 +111,16 @@ class Utterance:
 def frame_energies(frames: np.ndarray) -> np.ndarray:
     """Sum of the squared values of each row of int16 ``frames``, as float64: exact integers (below
     2^53 for rows up to 2^23 samples), so any order of summation gives the same value. One float64
-    dot product per row: fewer instructions than integer squares summed in int64 (callgrind)."""
-    wide = frames.astype(np.float64)[:, None, :]
-    return np.matmul(wide, wide.transpose(0, 2, 1)).reshape(-1)
+    dot product per row (callgrind: half the instructions of int32 squares summed in int64), over
+    ``_ENERGY_ROWS`` rows at a time so the float64 copy stays in cache."""
+    out = np.empty(len(frames), dtype=np.float64)
+    for i in range(0, len(frames), _ENERGY_ROWS):
+        wide = frames[i:i + _ENERGY_ROWS].astype(np.float64)[:, None, :]
+        np.matmul(wide, wide.transpose(0, 2, 1), out=out[i:i + _ENERGY_ROWS].reshape(-1, 1, 1))
+    return out
+
+
+_ENERGY_ROWS = 32  # 61 KB of float64 per step; a whole 10 s block at once (1.3 MB) cost 2 % more CPU on silence
 
 
 def as_audio(chunk) -> np.ndarray:
