@@ -214,7 +214,9 @@ class VadGate:
             if pieces:
                 out = [self._utterance(a, b) for a, b in pieces]
             keep = self._rules.keep_from
-            if keep - store.first >= self.SETTLE_FRAMES:
+            # fed live (a few frames at a time), a chunk that completes an utterance leaves the settling
+            # to the next chunk: the decision waits for no energy nobody needs for it
+            if keep - store.first >= self.SETTLE_FRAMES and not (out and len(block) < self.SETTLE_FRAMES):
                 self._settle(store.next_frame)
                 store.drop_before(keep)
         self._cost_s += time.perf_counter() - t0
