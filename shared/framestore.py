@@ -7,7 +7,9 @@ int16 chunk arriving at a float store is converted the same way. Frames are rows
 contiguous buffer, so the block of frames a chunk completes and the frames of an utterance
 are views, not copies; the buffer is compacted (or grown) only when its end is reached.
 
-Per frame the store keeps the voiced flag.
+Per frame the store keeps the voiced flag and the energy: the sum of the squared int16 values,
+an integer held exactly in a float64 (at most 480 × 2^30 < 2^53). Energies are only kept while
+the store is int16; they are what makes an utterance's level and SNR cheap and exact.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class FrameStore:
         self.frame_samples = frame_samples
         self._buf = np.zeros(frame_samples * _MIN_ROWS, dtype=np.int16)
         self._voiced = np.zeros(_MIN_ROWS, dtype=bool)
+        self._energy = np.zeros(_MIN_ROWS, dtype=np.float64)
         self._row = 0  # buffer row of frame ``first``
         self._len = 0  # samples held from there: complete frames, then the partial one
         self.first = 0  # index of the first held frame
@@ -81,13 +84,14 @@ class FrameStore:
         if 2 * rows > len(self._buf) // F:  # grow, else compact in place
             new_rows = max(2 * rows, _MIN_ROWS)
             buf = np.zeros(new_rows * F, dtype=self._buf.dtype)
-            voiced = np.zeros(new_rows, dtype=bool)
+            voiced, energy = np.zeros(new_rows, dtype=bool), np.zeros(new_rows, dtype=np.float64)
         else:
-            buf, voiced = self._buf, self._voiced
+            buf, voiced, energy = self._buf, self._voiced, self._energy
         start = self._row * F
         buf[:self._len] = self._buf[start:start + self._len]
         voiced[:held] = self._voiced[self._row:self._row + held]
-        self._buf, self._voiced, self._row = buf, voiced, 0
+        energy[:held] = self._energy[self._row:self._row + held]
+        self._buf, self._voiced, self._energy, self._row = buf, voiced, energy, 0
 
     # -- reading ----------------------------------------------------------------------
     def frames(self, a: int, b: int) -> np.ndarray:
@@ -103,6 +107,10 @@ class FrameStore:
     def voiced(self, a: int, b: int) -> np.ndarray:
         r = self._row + a - self.first
         return self._voiced[r:r + b - a]
+
+    def energy(self, a: int, b: int) -> np.ndarray:
+        r = self._row + a - self.first
+        return self._energy[r:r + b - a]
 
     # -- dropping ---------------------------------------------------------------------
     def drop_before(self, frame: int) -> None:

@@ -53,9 +53,10 @@ class Utterance:
 
     ``audio`` is what the gate held: int16 PCM, or float32 when it was fed float; ``samples`` is
     it as float32 in [-1, 1] (converted on first use: the model places the PCM itself).
-    ``frame_energy`` (the sum of squared int16 values of each 480-sample frame) and
-    ``clipped_samples`` are read from int16 audio on first use (None for float audio), so the gate
-    emits an utterance, and the model decides on it, before any level is computed.
+    ``frame_energy`` (the sum of squared int16 values of each gate frame) and ``clipped_samples``
+    are set when the gate held int16 audio fed in large blocks; ``levels`` then reads them instead
+    of the samples. Fed live (small chunks), the gate leaves them out so the decision waits for
+    none of it, and ``levels`` computes them from the int16 audio when asked (the same floats).
     """
 
     audio: np.ndarray
@@ -63,6 +64,8 @@ class Utterance:
     end_sample: int
     voiced_frames: int
     sample_rate: int = SAMPLE_RATE
+    frame_energy: np.ndarray | None = None
+    clipped_samples: int | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -73,54 +76,37 @@ class Utterance:
         """float32 in [-1, 1): the PCM / 32768 (exact), or the float audio as it was fed."""
         return pcm_to_float(self.audio) if self.audio.dtype == np.int16 else self.audio
 
-    @functools.cached_property
-    def frame_energy(self) -> np.ndarray | None:
-        """Sum of squares of each 480-sample frame of int16 audio (exact integers in float64); None
-        for float audio or a length that is not whole frames."""
-        x, n = self.audio, len(self.audio)
-        if x.dtype != np.int16 or n == 0 or n % SNR_FRAME_SAMPLES:
-            return None
-        return frame_energies(x.reshape(-1, SNR_FRAME_SAMPLES))
-
-    @functools.cached_property
-    def clipped_samples(self) -> int | None:
-        """Samples at or beyond the clipping threshold (int16 audio; None for float audio)."""
-        x = self.audio
-        if x.dtype != np.int16:
-            return None
-        if not len(x) or (-_CLIP_PCM < x.min() and x.max() < _CLIP_PCM):
-            return 0
-        return int(np.count_nonzero(x >= _CLIP_PCM)) + int(np.count_nonzero(x <= -_CLIP_PCM))
-
     def levels(self) -> tuple[float, float, float]:
         """(level dBFS, SNR dB, clipped fraction): ``shared.levels`` of the samples, bit for bit.
 
-        From the frame energies for int16 audio: their sum is the utterance's energy exactly
-        (integers below 2^53) and they are the frames ``snr_db`` cuts. Otherwise (float audio)
-        from the samples.
+        From the frame energies when the gate kept them: their sum is the utterance's energy
+        exactly (integers below 2^53) and, with 480-sample frames, they are the frames
+        ``snr_db`` cuts. Otherwise (float audio) from the samples.
         """
-        energy, n = self.frame_energy, len(self.audio)
-        total = float(energy.sum()) if energy is not None else None
+        energy, clipped, n = self.frame_energy, self.clipped_samples, len(self.audio)
+        if energy is None and self.audio.dtype == np.int16 and n and n % SNR_FRAME_SAMPLES == 0:
+            energy, clipped = frame_energies(self.audio.reshape(-1, SNR_FRAME_SAMPLES)), clipped_count(self.audio)
+        usable = energy is not None and len(energy) and n == len(energy) * SNR_FRAME_SAMPLES
+        total = float(energy.sum()) if usable else None
         if total is None or total >= 2.0 ** 53:  # no energies, or not exact any more: read the samples
             x = self.samples
             return level_dbfs(x), snr_db(x), clipped_fraction(x)
         return (level_from_power(total / (n * _PCM_SCALE)), snr_from_powers(energy / (SNR_FRAME_SAMPLES * _PCM_SCALE)),
-                self.clipped_samples / n)
+                clipped / n)
 
 
-def frame_energies(frames: np.ndarray) -> np.ndarray:
+def frame_energies(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Sum of the squared values of each row of int16 ``frames``, as float64: exact integers (below
-    2^53 for rows up to 2^23 samples), so any order of summation gives the same value. One float64
-    dot product per row (callgrind: half the instructions of int32 squares summed in int64), over
-    ``_ENERGY_ROWS`` rows at a time so the float64 copy stays in cache."""
-    out = np.empty(len(frames), dtype=np.float64)
-    for i in range(0, len(frames), _ENERGY_ROWS):
-        wide = frames[i:i + _ENERGY_ROWS].astype(np.float64)[:, None, :]
-        np.matmul(wide, wide.transpose(0, 2, 1), out=out[i:i + _ENERGY_ROWS].reshape(-1, 1, 1))
-    return out
+    2^53), so any order of summation gives the same value (one float64 dot product per row)."""
+    wide = frames.astype(np.float64)[:, None, :]
+    return np.matmul(wide, wide.transpose(0, 2, 1), out=None if out is None else out.reshape(-1, 1, 1)).reshape(-1)
 
 
-_ENERGY_ROWS = 32  # 61 KB of float64 per step; a whole 10 s block at once (1.3 MB) cost 2 % more CPU on silence
+def clipped_count(pcm: np.ndarray) -> int:
+    """int16 samples at or beyond the clipping threshold."""
+    if not len(pcm) or (-_CLIP_PCM < pcm.min() and pcm.max() < _CLIP_PCM):
+        return 0
+    return int(np.count_nonzero(pcm >= _CLIP_PCM)) + int(np.count_nonzero(pcm <= -_CLIP_PCM))
 
 
 def as_audio(chunk) -> np.ndarray:
@@ -211,12 +197,12 @@ class VadGate:
         if len(block):
             voiced, n_voiced = self._classify(block, first)
             pieces = self._rules.update(voiced, n_voiced)
+            live = len(block) < self.SETTLE_FRAMES  # fed a few frames at a time: a decision waits on this
             if pieces:
-                out = [self._utterance(a, b) for a, b in pieces]
+                out = [self._utterance(a, b, live) for a, b in pieces]
             keep = self._rules.keep_from
-            # fed live (a few frames at a time), a chunk that completes an utterance leaves the settling
-            # to the next chunk: the decision waits for no energy nobody needs for it
-            if keep - store.first >= self.SETTLE_FRAMES and not (out and len(block) < self.SETTLE_FRAMES):
+            # fed live, the chunk that completes an utterance leaves settling to the next chunk
+            if keep - store.first >= self.SETTLE_FRAMES and not (out and live):
                 self._settle(store.next_frame)
                 store.drop_before(keep)
         self._cost_s += time.perf_counter() - t0
@@ -225,7 +211,7 @@ class VadGate:
     def flush(self) -> list[Utterance]:
         """End the stream: emit the utterance in progress if long enough, drop a partial frame."""
         t0 = time.perf_counter()
-        out = [self._utterance(a, b) for a, b in self._rules.flush()]
+        out = [self._utterance(a, b, False) for a, b in self._rules.flush()]
         self._settle(self._store.next_frame)
         self._store.clear()  # a stream fed after flush starts afresh: no pre-roll across the gap
         self._settled = self._store.first
@@ -267,27 +253,23 @@ class VadGate:
                      for q, i in zip(quiet.tolist(), range(0, len(data), step))]
         return np.array(flags, dtype=bool)
 
-    def _powers(self, frames: np.ndarray) -> np.ndarray:
+    def _powers(self, frames: np.ndarray, energy_out: np.ndarray | None = None) -> np.ndarray:
         """Mean square of each frame, as ``level_dbfs`` computes it on the float samples.
 
         From int16, the sum of squares is an exact integer (below 2^53), so dividing it once by
         frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does."""
         if frames.dtype == np.float32:
             return np.mean(np.square(frames, dtype=np.float64), axis=1)
-        return frame_energies(frames) / (self.frame_samples * _PCM_SCALE)
+        return frame_energies(frames, energy_out) / (self.frame_samples * _PCM_SCALE)
 
     def _settle(self, upto: int) -> None:
-        """The powers of the unvoiced frames up to ``upto``, for the noise floor (voiced frames need none:
-        an utterance reads its own energies)."""
+        """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
         a = self._settled
         if upto <= a:
             return
         store = self._store
-        frames, voiced = store.frames(a, upto), store.voiced(a, upto)
-        if voiced.any():
-            frames = frames[~voiced]
-        if len(frames):
-            self._quiet.append(self._powers(frames))
+        power = self._powers(store.frames(a, upto), None if store.is_float else store.energy(a, upto))
+        self._quiet.append(power[~store.voiced(a, upto)])
         if len(self._quiet) >= 64:
             self._count_noise()
         self._settled = upto
@@ -301,16 +283,21 @@ class VadGate:
             self._noise += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, levels, side="right"),
                                        minlength=len(self._noise))
 
-    def _utterance(self, start: int, stop: int) -> Utterance:
-        """The held frames ``[start, stop)`` as an utterance; their energies and levels wait (see
-        ``Utterance``): the noise floor counts them when they settle, off the decision's path."""
+    def _utterance(self, start: int, stop: int, live: bool) -> Utterance:
+        """The held frames ``[start, stop)``; with their energies and clipping unless fed ``live``
+        (then the utterance computes them itself when its levels are read, after the decision)."""
         store = self._store
         held = store.samples(start, stop).copy()
+        energy, clipped = None, None
+        if not live:
+            self._settle(stop)
+            if not store.is_float:
+                energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
         self._samples_passed += len(held)
         begin = store.sample_of(start)
         return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),
                          voiced_frames=int(np.count_nonzero(store.voiced(start, stop))),
-                         sample_rate=self.sample_rate)
+                         sample_rate=self.sample_rate, frame_energy=energy, clipped_samples=clipped)
 
 
 def place(samples: np.ndarray, input_samples: int, rule: str = "centre",
