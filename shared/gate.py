@@ -97,9 +97,17 @@ class Utterance:
 
 def frame_energies(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Sum of the squared values of each row of int16 ``frames``, as float64: exact integers (below
-    2^53), so any order of summation gives the same value (one float64 dot product per row)."""
-    wide = frames.astype(np.float64)[:, None, :]
-    return np.matmul(wide, wide.transpose(0, 2, 1), out=None if out is None else out.reshape(-1, 1, 1)).reshape(-1)
+    2^53), so any order of summation gives the same value. One float64 dot product per row, over
+    ``_ENERGY_ROWS`` rows at a time so their float64 copy stays in cache."""
+    if out is None:
+        out = np.empty(len(frames), dtype=np.float64)
+    for i in range(0, len(frames), _ENERGY_ROWS):
+        wide = frames[i:i + _ENERGY_ROWS].astype(np.float64)[:, None, :]
+        np.matmul(wide, wide.transpose(0, 2, 1), out=out[i:i + _ENERGY_ROWS].reshape(-1, 1, 1))
+    return out
+
+
+_ENERGY_ROWS = 64  # 245 KB of float64 per step; a 10 s block at once (1.3 MB) cost 1-3 % more CPU on silence
 
 
 def clipped_count(pcm: np.ndarray) -> int:
