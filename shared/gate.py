@@ -140,7 +140,9 @@ class VadGate:
     does what cannot wait (webrtcvad on each new frame, the rules on their flags); the frames'
     energies, which the noise floor and the utterances' levels read, are computed later in one
     step for many frames (when an utterance is emitted, the noise floor read, or
-    ``SETTLE_FRAMES`` frames wait to be dropped).
+    ``SETTLE_FRAMES`` frames wait to be dropped). Fed live (chunks under ``SETTLE_FRAMES``
+    frames), none of that runs in the chunk that completes an utterance: the utterance computes
+    its own levels when they are read, after the decision, and the next chunk settles the frames.
     """
 
     SETTLE_FRAMES = 256
