@@ -74,7 +74,7 @@ class _Hist:
     __slots__ = ("edges", "counts")
 
     def __init__(self, edges: Sequence[float]):
-        self.edges = [float(e) for e in edges]
+        self.edges = list(map(float, edges))
         self.counts = [0] * (len(self.edges) + 1)
 
     def add(self, x: float) -> None:

@@ -54,7 +54,9 @@ class Utterance:
     ``audio`` is what the gate held: int16 PCM, or float32 when it was fed float; ``samples`` is
     it as float32 in [-1, 1] (converted on first use: the model places the PCM itself).
     ``frame_energy`` (the sum of squared int16 values of each gate frame) and ``clipped_samples``
-    are set when the gate held int16 audio; ``levels`` then reads them instead of the samples.
+    are set when the gate held int16 audio fed in large blocks; ``levels`` then reads them instead
+    of the samples. Fed live (small chunks), the gate leaves them out so the decision waits for
+    none of it, and ``levels`` computes them from the int16 audio when asked (the same floats).
     """
 
     audio: np.ndarray
@@ -81,14 +83,38 @@ class Utterance:
         exactly (integers below 2^53) and, with 480-sample frames, they are the frames
         ``snr_db`` cuts. Otherwise (float audio) from the samples.
         """
-        energy, n = self.frame_energy, len(self.audio)
+        energy, clipped, n = self.frame_energy, self.clipped_samples, len(self.audio)
+        if energy is None and self.audio.dtype == np.int16 and n and n % SNR_FRAME_SAMPLES == 0:
+            energy, clipped = frame_energies(self.audio.reshape(-1, SNR_FRAME_SAMPLES)), clipped_count(self.audio)
         usable = energy is not None and len(energy) and n == len(energy) * SNR_FRAME_SAMPLES
         total = float(energy.sum()) if usable else None
         if total is None or total >= 2.0 ** 53:  # no energies, or not exact any more: read the samples
             x = self.samples
             return level_dbfs(x), snr_db(x), clipped_fraction(x)
         return (level_from_power(total / (n * _PCM_SCALE)), snr_from_powers(energy / (SNR_FRAME_SAMPLES * _PCM_SCALE)),
-                self.clipped_samples / n)
+                clipped / n)
+
+
+def frame_energies(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Sum of the squared values of each row of int16 ``frames``, as float64: exact integers (below
+    2^53), so any order of summation gives the same value. One float64 dot product per row, over
+    ``_ENERGY_ROWS`` rows at a time so their float64 copy stays in cache."""
+    if out is None:
+        out = np.empty(len(frames), dtype=np.float64)
+    for i in range(0, len(frames), _ENERGY_ROWS):
+        wide = frames[i:i + _ENERGY_ROWS].astype(np.float64)[:, None, :]
+        np.matmul(wide, wide.transpose(0, 2, 1), out=out[i:i + _ENERGY_ROWS].reshape(-1, 1, 1))
+    return out
+
+
+_ENERGY_ROWS = 64  # 245 KB of float64 per step; a 10 s block at once (1.3 MB) cost 1-3 % more CPU on silence
+
+
+def clipped_count(pcm: np.ndarray) -> int:
+    """int16 samples at or beyond the clipping threshold."""
+    if not len(pcm) or (-_CLIP_PCM < pcm.min() and pcm.max() < _CLIP_PCM):
+        return 0
+    return int(np.count_nonzero(pcm >= _CLIP_PCM)) + int(np.count_nonzero(pcm <= -_CLIP_PCM))
 
 
 def as_audio(chunk) -> np.ndarray:
@@ -114,7 +140,9 @@ class VadGate:
     does what cannot wait (webrtcvad on each new frame, the rules on their flags); the frames'
     energies, which the noise floor and the utterances' levels read, are computed later in one
     step for many frames (when an utterance is emitted, the noise floor read, or
-    ``SETTLE_FRAMES`` frames wait to be dropped).
+    ``SETTLE_FRAMES`` frames wait to be dropped). Fed live (chunks under ``SETTLE_FRAMES``
+    frames), none of that runs in the chunk that completes an utterance: the utterance computes
+    its own levels when they are read, after the decision, and the next chunk settles the frames.
     """
 
     SETTLE_FRAMES = 256
@@ -179,10 +207,12 @@ class VadGate:
         if len(block):
             voiced, n_voiced = self._classify(block, first)
             pieces = self._rules.update(voiced, n_voiced)
+            live = len(block) < self.SETTLE_FRAMES  # fed a few frames at a time: a decision waits on this
             if pieces:
-                out = [self._utterance(a, b) for a, b in pieces]
+                out = [self._utterance(a, b, live) for a, b in pieces]
             keep = self._rules.keep_from
-            if keep - store.first >= self.SETTLE_FRAMES:
+            # fed live, the chunk that completes an utterance leaves settling to the next chunk
+            if keep - store.first >= self.SETTLE_FRAMES and not (out and live):
                 self._settle(store.next_frame)
                 store.drop_before(keep)
         self._cost_s += time.perf_counter() - t0
@@ -191,7 +221,7 @@ class VadGate:
     def flush(self) -> list[Utterance]:
         """End the stream: emit the utterance in progress if long enough, drop a partial frame."""
         t0 = time.perf_counter()
-        out = [self._utterance(a, b) for a, b in self._rules.flush()]
+        out = [self._utterance(a, b, False) for a, b in self._rules.flush()]
         self._settle(self._store.next_frame)
         self._store.clear()  # a stream fed after flush starts afresh: no pre-roll across the gap
         self._settled = self._store.first
@@ -240,10 +270,7 @@ class VadGate:
         frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does."""
         if frames.dtype == np.float32:
             return np.mean(np.square(frames, dtype=np.float64), axis=1)
-        wide = frames.astype(np.float64)[:, None, :]
-        energy = np.matmul(wide, wide.transpose(0, 2, 1), out=None if energy_out is None
-                           else energy_out.reshape(-1, 1, 1)).reshape(-1)  # exact in any order: integers
-        return energy / (self.frame_samples * _PCM_SCALE)
+        return frame_energies(frames, energy_out) / (self.frame_samples * _PCM_SCALE)
 
     def _settle(self, upto: int) -> None:
         """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
@@ -266,16 +293,16 @@ class VadGate:
             self._noise += np.bincount(np.searchsorted(NOISE_DBFS_EDGES, levels, side="right"),
                                        minlength=len(self._noise))
 
-    def _utterance(self, start: int, stop: int) -> Utterance:
+    def _utterance(self, start: int, stop: int, live: bool) -> Utterance:
+        """The held frames ``[start, stop)``; with their energies and clipping unless fed ``live``
+        (then the utterance computes them itself when its levels are read, after the decision)."""
         store = self._store
-        self._settle(stop)
         held = store.samples(start, stop).copy()
-        if store.is_float:
-            energy, clipped = None, None
-        else:
-            energy = store.energy(start, stop).copy()
-            clipped = 0 if -_CLIP_PCM < held.min() and held.max() < _CLIP_PCM else \
-                int(np.count_nonzero(held >= _CLIP_PCM)) + int(np.count_nonzero(held <= -_CLIP_PCM))
+        energy, clipped = None, None
+        if not live:
+            self._settle(stop)
+            if not store.is_float:
+                energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
         self._samples_passed += len(held)
         begin = store.sample_of(start)
         return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),

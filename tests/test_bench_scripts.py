@@ -81,3 +81,42 @@ def test_soak_fails_when_a_started_device_died_never_reported_or_produced_no_win
     broken_worker = soak.fleet_health(result([device("a")], failures={"1": "exit 9"}), 1)
     assert not soak.fleet_ok(CLEAN, broken_worker)
     assert not soak.fleet_ok({**CLEAN, "missing": 1}, soak.fleet_health(healthy, 2))
+
+
+def test_bench_agent_bare_latency_runs_the_model_on_each_closed_utterance_when_its_closing_frame_arrives(tmp_path):
+    from shared.audio import WavReader, write_wav
+    from shared.gate import place
+
+    loops = load_script("bench_agent_loops")
+    rng = np.random.default_rng(3)
+    audio = rng.normal(0, 0.1, 16000).astype(np.float32)  # 33 full frames and a partial one
+    path = tmp_path / "a.wav"
+    write_wav(path, audio)
+    with WavReader(path) as reader:
+        pcm = reader.read_all()  # float32, x / 32768 of the stored int16
+    runs = []
+
+    class Session:
+        def run(self, names, feed):
+            runs.append(feed["audio"].copy())
+
+    closes = [[960, 4800, 9600], [9600, 12000, 14400], [0, 480, 15999]]  # the last closes on no frame edge
+    out = loops.bare_latency(Session(), ["label"], "audio", 8000, "centre", str(path), closes, 2, pace=1000.0)
+    assert out["inferences"] == len(runs) == 2 and len(out["processing_ms"]) == len(out["processing_cpu_ms"]) == 2
+    assert all(cpu >= 0 and wall >= 0 for wall, cpu in zip(out["processing_ms"], out["processing_cpu_ms"]))
+    for got, (start, end, _) in zip(runs, closes):  # the utterance's own samples, placed as the agent places them
+        np.testing.assert_array_equal(got[0], place(pcm[start:end], 8000, "centre"))
+
+
+def test_bench_agent_paced_frames_come_no_faster_than_the_pace(tmp_path):
+    import time
+
+    from shared.audio import write_wav
+
+    loops = load_script("bench_agent_loops")
+    path = tmp_path / "a.wav"
+    write_wav(path, np.zeros(480 * 20, dtype=np.float32))
+    t0 = time.perf_counter()
+    frames = list(loops.paced_frames(str(path), pace=10.0))  # 30 ms frames every 3 ms
+    assert len(frames) == 20 and all(len(f) == 480 and f.dtype == np.int16 for f in frames)
+    assert time.perf_counter() - t0 >= 19 * 0.003

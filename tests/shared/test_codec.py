@@ -104,3 +104,12 @@ def test_nan_cannot_be_encoded():
     w["software"]["cpu_s"] = float("nan")
     with pytest.raises(ValueError):
         codec.encode(w)
+
+
+@pytest.mark.parametrize("counts", [[], [0], [1, 2, 3], [2 ** 63 - 1], [0] * 4096, [True], [1, False], [-1], [3, -2],
+                                    [2 ** 63], [1.0], [1, "2"], [None], [0] * 4097, (1, 2), "12", {1: 2}])
+def test_a_count_list_passes_exactly_when_every_item_is_a_nonnegative_64_bit_int(counts):
+    """The window validator's fast count check says what checking each item one by one says."""
+    from shared.messages import _counts, _nonneg_int
+
+    assert _counts(counts) == (isinstance(counts, list) and len(counts) <= 4096 and all(map(_nonneg_int, counts)))
