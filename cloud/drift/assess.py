@@ -81,6 +81,7 @@ class Line:
     step_p: np.ndarray | None = None  # p of every single step (onsets)
     device_effect: np.ndarray | None = None  # each device's own effect over the recent span (NaN: too little)
     device_blocks: np.ndarray | None = None  # the same per block, [devices, blocks]
+    households: np.ndarray | None = None  # effective number of devices per block, then the recent span's
 
     @cached_property
     def _severities(self) -> tuple[np.ndarray, float]:
@@ -187,13 +188,23 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
                 g.level.append(Line(p.model, score, against_reference(score, per_block, tail_n),
                                     against_reference(score, merged, tail_n), "reference",
                                     device_effect=_own(score, merged[:, 0], score.ref_mean, tail_n),
-                                    device_blocks=_own(score, per_block, score.ref_mean, tail_n)))
+                                    device_blocks=_own(score, per_block, score.ref_mean, tail_n),
+                                    households=effective_devices(np.concatenate([per_block, merged], axis=1))))
             elif s.population_gate and has_ref and score.measured_spread:
                 g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
                                                                            tail_n).p[0])
                 g.typical_blocks[(p.model, score.name)] = against_reference(score, blocks.reduce(steps, bounds),
                                                                             tail_n).p
     return g
+
+
+def effective_devices(counts: np.ndarray) -> np.ndarray:
+    """``[D, B, k]`` → ``[B]``: how many equally busy devices the blocks' counts are worth,
+    ``(sum n_d)^2 / sum n_d^2`` (Kish): two households that say 90 % of a quiet hour's utterances
+    are two, however many others said a word."""
+    n = counts.sum(axis=-1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(n.sum(axis=0) ** 2 / (n ** 2).sum(axis=0))
 
 
 def _recent_bounds(bounds: np.ndarray, first_step: int) -> np.ndarray:
@@ -290,10 +301,22 @@ def change_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
 
 
 def level_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
+    """Significant, large and broad against the reference, on at least ``level_min_devices``
+    devices' worth of evidence (``effective_devices``): the reference's spread between speakers
+    is a variance, and a mean of one or two households has the tails of the speaker population
+    itself, which a profile's dozen chunks cannot vouch for at the budget's alpha. A cohort
+    with fewer talking is left to its devices' own tests until more of them talk."""
     pb = _bonferroni(g.level, b)
     top = _supported(g.level, b, g, s)
+    need = max(s.min_devices, s.level_min_devices)
     return (pb is not None and pb <= s.level_alpha and bool(top) and top[0][1] >= 1.0
-            and _broad(top[0][2], b, s, g, max(s.min_devices, s.level_min_devices)))
+            and _households(top[0][2], b) >= need and _broad(top[0][2], b, s, g, need))
+
+
+def _households(line: Line, b: int | None) -> float:
+    if line.households is None:
+        return math.inf
+    return float(line.households[-1 if b is None else b])
 
 
 def _bonferroni(lines: list[Line], b: int | None) -> float | None:

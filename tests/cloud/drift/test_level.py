@@ -1,0 +1,64 @@
+"""The level test (a cohort against the reference) on counts made to measure: it needs three
+devices' worth of evidence, so two households that say most of a quiet hour cannot carry it."""
+from __future__ import annotations
+
+import numpy as np
+
+from cloud.drift.assess import Part, Settings, assess, effective_devices
+from cloud.drift.reference import build_reference
+from cloud.drift.tables import ModelTable, Snapshot
+
+STEPS = 3
+# a lenient alpha: what is tested is how much evidence a verdict stands on, not how significant
+SETTINGS = Settings(min_n=30, short_steps=STEPS, cusum_k=1.5, cusum_h=5.0, cusum_cap=2.0, level_alpha=0.05,
+                    level_test=True)
+
+
+def table(profile, talking: dict[int, int], shifted: set[int], devices: int = 8) -> ModelTable:
+    """Input counts of ``devices`` devices over ``STEPS`` steps: device d says ``talking[d]``
+    utterances a step, drawn from the reference's own histograms, its level 6 bins quieter when in
+    ``shifted``."""
+    ref = build_reference(profile, "m")
+    rng = np.random.default_rng(7)
+    counts = {}
+    for signal in ref.signals("input"):
+        k = ref.shapes[signal]
+        q = _reference_counts(profile, signal, k) + 0.5
+        c = np.zeros((devices, STEPS, k), dtype=np.int64)
+        for d, n in talking.items():
+            p = q / q.sum()
+            if d in shifted and signal == "level_dbfs":
+                p = np.roll(p, -6)
+                p[-6:] = 0.0
+                p /= p.sum()
+            c[d] = rng.multinomial(n, p, size=STEPS)
+        counts[signal] = c
+    return ModelTable(ref, [f"d{i}" for i in range(devices)], {"input": counts, "output": {}, "concept": {}})
+
+
+def _reference_counts(profile, signal: str, k: int) -> np.ndarray:
+    if signal.startswith("feature:"):
+        feats = profile["features"]
+        return np.asarray(feats["counts"][feats["names"].index(signal.split(":", 1)[1])], float)
+    return np.asarray(profile[signal]["counts"], float) if signal in profile else np.ones(k)
+
+
+def level_found(t: ModelTable) -> bool:
+    snap = Snapshot(t0=0.0, step_s=300.0, n_steps=STEPS, tables={"m": t})
+    a = assess(snap, "input", [Part("m", t, np.ones(len(t.devices), bool))], lambda d, m: None, SETTINGS)
+    return a.detected and a.horizon == "level"
+
+
+def test_effective_devices_counts_a_household_that_says_most_as_about_one():
+    n = np.zeros((4, 2, 3))
+    n[:, 0, 0] = [10, 10, 10, 10]
+    n[:, 1, 0] = [100, 100, 1, 1]
+    assert np.allclose(effective_devices(n), [4.0, 202 ** 2 / 20002])
+
+
+def test_two_households_far_off_the_reference_are_not_the_fleet_but_four_are(profile):
+    # four devices moved, enough for the breadth rule, but two said nearly all of it: 2.8 devices' worth
+    two = table(profile, {0: 60, 1: 60, 2: 12, 3: 12}, shifted={0, 1, 2, 3})
+    assert not level_found(two)
+    four = table(profile, {0: 60, 1: 60, 2: 60, 3: 60}, shifted={0, 1, 2, 3})
+    assert level_found(four)
