@@ -226,14 +226,19 @@ def _baseline_line(model, score, steps, bounds, recent, bases, kind, min_n) -> L
         return against_baseline(score, counts, *args[:4], n_min, base_rho=args[4], base_dof=args[5])
 
     merged, per_block = blocks.reduce(mine, recent), blocks.reduce(mine, bounds)
+    # how far a household strays from its baseline with no change at all: who of it is talking
+    # (its step-to-step spread, on the long-run scale) and its baseline's own estimation noise
+    spread = args[2] * (1.0 + args[4]) / (1.0 - args[4]) + args[3]
     return Line(model, score, judge(per_block, min_n), judge(merged, min_n), "baseline", judge(mine, STEP_MIN_N).p,
-                device_effect=_own(score, merged[:, 0], args[0], min_n),
-                device_blocks=_own(score, per_block, args[0][:, None], min_n))
+                device_effect=_own(score, merged[:, 0], args[0], min_n, spread),
+                device_blocks=_own(score, per_block, args[0][:, None], min_n, spread[:, None]))
 
 
-def _own(score: Score, counts: np.ndarray, expected, min_n: int) -> np.ndarray:
+def _own(score: Score, counts: np.ndarray, expected, min_n: int, spread=0.0) -> np.ndarray:
     """Each device's own effect (its mean score less what was expected of it, in effect units),
-    less twice its sampling noise: what it shows beyond doubt (0 where it shows nothing)."""
+    less twice its noise — sampling, plus ``spread``, the variance of its healthy mean around
+    what was expected (against its baseline: its step-to-step spread): what it shows beyond
+    doubt (0 where it shows nothing). A household whose other voice is talking has not moved."""
     n, mean, within = mean_and_within(counts, score.weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         if expected is None and score.expected_bins is not None:  # mix-adjusted: each device its own mix
@@ -242,7 +247,7 @@ def _own(score: Score, counts: np.ndarray, expected, min_n: int) -> np.ndarray:
             return np.full(mean.shape, np.nan)
         expected = np.broadcast_to(np.asarray(expected, dtype=float), mean.shape)
         raw = mean - expected
-        sure = np.sign(raw) * np.clip(np.abs(raw) - 2.0 * np.sqrt(within / n), 0.0, None)
+        sure = np.sign(raw) * np.clip(np.abs(raw) - 2.0 * np.sqrt(within / n + spread), 0.0, None)
         return np.where(n >= min_n, sure / score.effect_scale(expected), np.nan)
 
 
