@@ -333,7 +333,8 @@ def _bonferroni(lines: list[Line], b: int | None) -> float | None:
 def _broad(line: Line, b: int | None, s: Settings, g: GroupResult, min_devices: int | None = None) -> bool:
     """A multi-device cohort's verdict stands only if enough of its devices moved the same way:
     at least ``max(min_devices, min_device_fraction × devices with data)`` of them whose own effect,
-    beyond their sampling noise, is over half the floor in the cohort's direction. One household
+    beyond their own noise (``_own``: against a baseline, who of the household is talking too), is
+    over half the floor in the cohort's direction. One household
     (a voice the reference rarely heard, talking alone at night) can carry a cohort's mean; it
     cannot carry this. Devices are counted against their own baselines where they have one (a
     household's lasting offset from the reference is its normal, not a move). A verdict against
