@@ -62,3 +62,40 @@ def test_two_households_far_off_the_reference_are_not_the_fleet_but_four_are(pro
     assert not level_found(two)
     four = table(profile, {0: 60, 1: 60, 2: 60, 3: 60}, shifted={0, 1, 2, 3})
     assert level_found(four)
+
+
+def test_households_whose_other_voice_took_over_have_not_moved(profile):
+    """Each household has two voices, one level_dbfs 4 bins under the other, who took turns all
+    through the warm-up; in the steps judged every household's quieter voice talks. The fleet
+    stands off the reference, and each household off its baseline mean beyond sampling noise,
+    but not beyond what its own turn-taking spreads: no household moved, so no fleet verdict."""
+    from cloud.drift.assess import level_verdict
+    from cloud.drift.baselines import learn
+    from cloud.drift.reference import Priors
+
+    warm, devices, n = 16, 6, 60
+    ref = build_reference(profile, "m")
+    rng = np.random.default_rng(11)
+    counts = {}
+    for signal in ref.signals("input"):
+        k = ref.shapes[signal]
+        q = _reference_counts(profile, signal, k) + 0.5
+        p = q / q.sum()
+        quiet = np.concatenate([p[4:], np.zeros(4)]) if signal == "level_dbfs" else p
+        quiet = quiet / quiet.sum()
+        c = np.zeros((devices, warm + STEPS, k), dtype=np.int64)
+        for d in range(devices):
+            for t in range(warm + STEPS):
+                c[d, t] = rng.multinomial(n, quiet if (t >= warm or t % 2 == 0) else p)
+        counts[signal] = c
+    bases = {f"d{d}": learn(f"d{d}", "m", ref, {"input": {s: c[d, :warm] for s, c in counts.items()}}, 0.0,
+                            warm * 300.0, 30, 8, Priors()) for d in range(devices)}
+    judged = {s: c[:, warm:] for s, c in counts.items()}
+    t = ModelTable(ref, list(bases), {"input": judged, "output": {}, "concept": {}})
+    snap = Snapshot(t0=0.0, step_s=300.0, n_steps=STEPS, tables={"m": t})
+    a = assess(snap, "input", [Part("m", t, np.ones(devices, bool))], lambda d, m: bases[d], SETTINGS)
+    speech = next(g for g in a.groups if g.group == "speech")
+    line = next(ln for ln in speech.level if ln.score.name == "level_dbfs")
+    assert line.recent.p[0] < 1e-3 and abs(line.recent.effect[0]) >= line.score.floor  # off the reference
+    own = next(ln for ln in speech.change if ln.score.name == "level_dbfs")
+    assert not level_verdict(speech, SETTINGS, None), own.device_effect
