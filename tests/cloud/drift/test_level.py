@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.drift.assess import Part, Settings, assess, effective_devices
-from cloud.drift.reference import build_reference
+from cloud.drift.assess import Part, Settings, assess, effective_devices, level_verdict
+from cloud.drift.baselines import learn
+from cloud.drift.reference import Priors, build_reference
 from cloud.drift.tables import ModelTable, Snapshot
 
 STEPS = 3
@@ -14,26 +15,28 @@ SETTINGS = Settings(min_n=30, short_steps=STEPS, cusum_k=1.5, cusum_h=5.0, cusum
                     level_test=True)
 
 
-def table(profile, talking: dict[int, int], shifted: set[int], devices: int = 8) -> ModelTable:
-    """Input counts of ``devices`` devices over ``STEPS`` steps: device d says ``talking[d]``
-    utterances a step, drawn from the reference's own histograms, its level 6 bins quieter when in
-    ``shifted``."""
-    ref = build_reference(profile, "m")
-    rng = np.random.default_rng(7)
+def input_counts(profile, ref, rng, talking: dict[int, int], steps: int, quieter, devices: int):
+    """``{signal: [devices, steps, k]}``: device d says ``talking[d]`` utterances a step, drawn
+    from the reference's own histograms, its level ``bins`` quieter where ``quieter(d, t)`` is
+    a number of bins (0: as the reference)."""
     counts = {}
     for signal in ref.signals("input"):
         k = ref.shapes[signal]
         q = _reference_counts(profile, signal, k) + 0.5
-        c = np.zeros((devices, STEPS, k), dtype=np.int64)
+        p = q / q.sum()
+        c = np.zeros((devices, steps, k), dtype=np.int64)
         for d, n in talking.items():
-            p = q / q.sum()
-            if d in shifted and signal == "level_dbfs":
-                p = np.roll(p, -6)
-                p[-6:] = 0.0
-                p /= p.sum()
-            c[d] = rng.multinomial(n, p, size=STEPS)
+            for t in range(steps):
+                c[d, t] = rng.multinomial(n, _quieter(p, quieter(d, t)) if signal == "level_dbfs" else p)
         counts[signal] = c
-    return ModelTable(ref, [f"d{i}" for i in range(devices)], {"input": counts, "output": {}, "concept": {}})
+    return counts
+
+
+def _quieter(p: np.ndarray, bins: int) -> np.ndarray:
+    if not bins:
+        return p
+    out = np.concatenate([p[bins:], np.zeros(bins)])
+    return out / out.sum()
 
 
 def _reference_counts(profile, signal: str, k: int) -> np.ndarray:
@@ -41,6 +44,14 @@ def _reference_counts(profile, signal: str, k: int) -> np.ndarray:
         feats = profile["features"]
         return np.asarray(feats["counts"][feats["names"].index(signal.split(":", 1)[1])], float)
     return np.asarray(profile[signal]["counts"], float) if signal in profile else np.ones(k)
+
+
+def table(profile, talking: dict[int, int], shifted: set[int], devices: int = 8) -> ModelTable:
+    """``devices`` devices over ``STEPS`` steps, those in ``shifted`` 6 level bins quieter."""
+    ref = build_reference(profile, "m")
+    counts = input_counts(profile, ref, np.random.default_rng(7), talking, STEPS,
+                          lambda d, t: 6 if d in shifted else 0, devices)
+    return ModelTable(ref, [f"d{i}" for i in range(devices)], {"input": counts, "output": {}, "concept": {}})
 
 
 def level_found(t: ModelTable) -> bool:
@@ -69,25 +80,11 @@ def test_households_whose_other_voice_took_over_have_not_moved(profile):
     through the warm-up; in the steps judged every household's quieter voice talks. The fleet
     stands off the reference, and each household off its baseline mean beyond sampling noise,
     but not beyond what its own turn-taking spreads: no household moved, so no fleet verdict."""
-    from cloud.drift.assess import level_verdict
-    from cloud.drift.baselines import learn
-    from cloud.drift.reference import Priors
-
     warm, devices, n = 16, 6, 60
     ref = build_reference(profile, "m")
-    rng = np.random.default_rng(11)
-    counts = {}
-    for signal in ref.signals("input"):
-        k = ref.shapes[signal]
-        q = _reference_counts(profile, signal, k) + 0.5
-        p = q / q.sum()
-        quiet = np.concatenate([p[4:], np.zeros(4)]) if signal == "level_dbfs" else p
-        quiet = quiet / quiet.sum()
-        c = np.zeros((devices, warm + STEPS, k), dtype=np.int64)
-        for d in range(devices):
-            for t in range(warm + STEPS):
-                c[d, t] = rng.multinomial(n, quiet if (t >= warm or t % 2 == 0) else p)
-        counts[signal] = c
+    # the quieter voice talks at even warm-up steps and at every step judged
+    counts = input_counts(profile, ref, np.random.default_rng(11), {d: n for d in range(devices)}, warm + STEPS,
+                          lambda d, t: 4 if (t >= warm or t % 2 == 0) else 0, devices)
     bases = {f"d{d}": learn(f"d{d}", "m", ref, {"input": {s: c[d, :warm] for s, c in counts.items()}}, 0.0,
                             warm * 300.0, 30, 8, Priors()) for d in range(devices)}
     judged = {s: c[:, warm:] for s, c in counts.items()}
