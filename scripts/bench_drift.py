@@ -44,6 +44,7 @@ from edge.sim.offline import OfflinePlan, run_offline  # noqa: E402
 from edge.sim.scenarios import ScenarioParams  # noqa: E402
 from shared import keys  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
+import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 EPOCH = 1_767_225_600.0  # 2026-01-01 00:00 UTC: days start at midnight
@@ -59,6 +60,16 @@ MIN_SPEAKER_UTTERANCES = 10
 
 def poisson_upper(k: int, exposure: float, level: float = 0.95) -> float:
     return float(stats.chi2.ppf(level, 2 * k + 2) / 2 / exposure)
+
+
+def _engines(speakers) -> dict[str, int]:
+    """Speakers per speech engine (names are ``engine:voice``): whether households and the
+    reference are drawn from the same mix."""
+    out: dict[str, int] = {}
+    for name in speakers:
+        engine = str(name).split(":", 1)[0]
+        out[engine] = out.get(engine, 0) + 1
+    return out
 
 
 def calibration(bundle, data: str, cfg: DriftConfig, device_days: float, seed: int) -> dict:
@@ -87,8 +98,14 @@ def calibration(bundle, data: str, cfg: DriftConfig, device_days: float, seed: i
         run += 1
     rate = 1000.0 * alarms / monitored if monitored else None
     upper = 1000.0 * poisson_upper(int(alarms), monitored) if monitored else None
+    split = bundle.manifest["lineage"]["split"]["speaker_names"]
     return {"speakers": len(speakers), "speakers_too_few_utterances": len(pool) - len(speakers),
-            "min_speaker_utterances": MIN_SPEAKER_UTTERANCES, "device_days": round(monitored, 1),
+            "min_speaker_utterances": MIN_SPEAKER_UTTERANCES,
+            "median_speaker_utterances": int(np.median([len(s.confidence) for s in speakers])),
+            "engines": {"test (households)": _engines(s_name for s_name, s in zip(records, pool)
+                                                      if len(s.confidence) >= MIN_SPEAKER_UTTERANCES),
+                        "dev (reference)": _engines(split.get("dev") or [])},
+            "device_days": round(monitored, 1),
             "false_alerts": int(alarms),
             "by_kind": by_kind, "per_1000_device_days": None if rate is None else round(rate, 3),
             "upper95_per_1000": None if upper is None else round(upper, 3),

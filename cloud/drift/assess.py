@@ -81,6 +81,7 @@ class Line:
     step_p: np.ndarray | None = None  # p of every single step (onsets)
     device_effect: np.ndarray | None = None  # each device's own effect over the recent span (NaN: too little)
     device_blocks: np.ndarray | None = None  # the same per block, [devices, blocks]
+    households: np.ndarray | None = None  # effective number of devices per block, then the recent span's
 
     @cached_property
     def _severities(self) -> tuple[np.ndarray, float]:
@@ -187,13 +188,23 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
                 g.level.append(Line(p.model, score, against_reference(score, per_block, tail_n),
                                     against_reference(score, merged, tail_n), "reference",
                                     device_effect=_own(score, merged[:, 0], score.ref_mean, tail_n),
-                                    device_blocks=_own(score, per_block, score.ref_mean, tail_n)))
+                                    device_blocks=_own(score, per_block, score.ref_mean, tail_n),
+                                    households=effective_devices(np.concatenate([per_block, merged], axis=1))))
             elif s.population_gate and has_ref and score.measured_spread:
                 g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
                                                                            tail_n).p[0])
                 g.typical_blocks[(p.model, score.name)] = against_reference(score, blocks.reduce(steps, bounds),
                                                                             tail_n).p
     return g
+
+
+def effective_devices(counts: np.ndarray) -> np.ndarray:
+    """``[D, B, k]`` → ``[B]``: how many equally busy devices the blocks' counts are worth,
+    ``(sum n_d)^2 / sum n_d^2`` (Kish): two households that say 90 % of a quiet hour's utterances
+    are two, however many others said a word."""
+    n = counts.sum(axis=-1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(n.sum(axis=0) ** 2 / (n ** 2).sum(axis=0))
 
 
 def _recent_bounds(bounds: np.ndarray, first_step: int) -> np.ndarray:
@@ -215,14 +226,19 @@ def _baseline_line(model, score, steps, bounds, recent, bases, kind, min_n) -> L
         return against_baseline(score, counts, *args[:4], n_min, base_rho=args[4], base_dof=args[5])
 
     merged, per_block = blocks.reduce(mine, recent), blocks.reduce(mine, bounds)
+    # how far a household strays from its baseline with no change at all: who of it is talking
+    # (its step-to-step spread, on the long-run scale) and its baseline's own estimation noise
+    spread = args[2] * (1.0 + args[4]) / (1.0 - args[4]) + args[3]
     return Line(model, score, judge(per_block, min_n), judge(merged, min_n), "baseline", judge(mine, STEP_MIN_N).p,
-                device_effect=_own(score, merged[:, 0], args[0], min_n),
-                device_blocks=_own(score, per_block, args[0][:, None], min_n))
+                device_effect=_own(score, merged[:, 0], args[0], min_n, spread),
+                device_blocks=_own(score, per_block, args[0][:, None], min_n, spread[:, None]))
 
 
-def _own(score: Score, counts: np.ndarray, expected, min_n: int) -> np.ndarray:
+def _own(score: Score, counts: np.ndarray, expected, min_n: int, spread=0.0) -> np.ndarray:
     """Each device's own effect (its mean score less what was expected of it, in effect units),
-    less twice its sampling noise: what it shows beyond doubt (0 where it shows nothing)."""
+    less twice its noise — sampling, plus ``spread``, the variance of its healthy mean around
+    what was expected (against its baseline: its step-to-step spread): what it shows beyond
+    doubt (0 where it shows nothing). A household whose other voice is talking has not moved."""
     n, mean, within = mean_and_within(counts, score.weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         if expected is None and score.expected_bins is not None:  # mix-adjusted: each device its own mix
@@ -231,7 +247,7 @@ def _own(score: Score, counts: np.ndarray, expected, min_n: int) -> np.ndarray:
             return np.full(mean.shape, np.nan)
         expected = np.broadcast_to(np.asarray(expected, dtype=float), mean.shape)
         raw = mean - expected
-        sure = np.sign(raw) * np.clip(np.abs(raw) - 2.0 * np.sqrt(within / n), 0.0, None)
+        sure = np.sign(raw) * np.clip(np.abs(raw) - 2.0 * np.sqrt(within / n + spread), 0.0, None)
         return np.where(n >= min_n, sure / score.effect_scale(expected), np.nan)
 
 
@@ -290,10 +306,22 @@ def change_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
 
 
 def level_verdict(g: GroupResult, s: Settings, b: int | None) -> bool:
+    """Significant, large and broad against the reference, on at least ``level_min_devices``
+    devices' worth of evidence (``effective_devices``): the reference's spread between speakers
+    is a variance, and a mean of one or two households has the tails of the speaker population
+    itself, which a profile's dozen chunks cannot vouch for at the budget's alpha. A cohort
+    with fewer talking is left to its devices' own tests until more of them talk."""
     pb = _bonferroni(g.level, b)
     top = _supported(g.level, b, g, s)
+    need = max(s.min_devices, s.level_min_devices)
     return (pb is not None and pb <= s.level_alpha and bool(top) and top[0][1] >= 1.0
-            and _broad(top[0][2], b, s, g, max(s.min_devices, s.level_min_devices)))
+            and _households(top[0][2], b) >= need and _broad(top[0][2], b, s, g, need))
+
+
+def _households(line: Line, b: int | None) -> float:
+    if line.households is None:
+        return math.inf
+    return float(line.households[-1 if b is None else b])
 
 
 def _bonferroni(lines: list[Line], b: int | None) -> float | None:
@@ -305,7 +333,8 @@ def _bonferroni(lines: list[Line], b: int | None) -> float | None:
 def _broad(line: Line, b: int | None, s: Settings, g: GroupResult, min_devices: int | None = None) -> bool:
     """A multi-device cohort's verdict stands only if enough of its devices moved the same way:
     at least ``max(min_devices, min_device_fraction × devices with data)`` of them whose own effect,
-    beyond their sampling noise, is over half the floor in the cohort's direction. One household
+    beyond their own noise (``_own``: against a baseline, who of the household is talking too), is
+    over half the floor in the cohort's direction. One household
     (a voice the reference rarely heard, talking alone at night) can carry a cohort's mean; it
     cannot carry this. Devices are counted against their own baselines where they have one (a
     household's lasting offset from the reference is its normal, not a move). A verdict against
