@@ -1,0 +1,344 @@
+"""The ingest writer: a batch of raw MQTT messages in, committed, with the receipts to send out.
+
+``Writer`` does the work (decode, validate, commit with retries, receipts); ``Ingest``'s writer
+thread owns acknowledging, publishing and counting. By default the work runs in a child process
+(``WriterProcess``, ``writer_process = true``): paho parses every packet in Python on its network
+thread, which then needs a core of its own, and one interpreter lock shared with the writer
+halved both (``docs/architecture.md``, "The collector at the cost of its broker client").
+
+The child runs ``cloud.ingest_writer.main``, fed over its stdin and answering on its stdout
+(pickled messages; it opens its own store and builds its own handler from a ``WriterSpec``).
+It holds one batch at a time and nothing is acknowledged to the broker before its answer, so
+whatever happens to the child the batch is still in the parent: if the child dies (killed,
+out of memory, a crash in a C extension) it is started again and the batch sent again (the
+store keeps a window once by ``(device, boot, seq)``, so a batch committed just before the
+crash is only counted as duplicates); after ``MAX_CRASHES`` in a row on one batch, that batch
+is processed in the parent's thread instead, so one poisonous message cannot stop ingest.
+While the store fails, the child reports each failure at once (``stats.store_failures`` and
+``/readyz`` follow it) and retries; at shutdown it gives up as the thread does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Callable
+
+from cloud.ingest_handler import IngestHandler
+from cloud.store import Batch, BatchResult, Reject, Store, StoreDataError, open_store
+from shared.codec import dumps, encode
+from shared.errors import StoreError
+from shared.receipts import MAX_REFS, receipt
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 10.0
+CHILD_COMMAND = [sys.executable, "-c", "from cloud.ingest_writer import main; main()"]  # not -m: pickled
+# classes must be this module's, not __main__'s
+MAX_CRASHES = 3  # child deaths in a row on one batch before the parent processes it itself
+
+Raw = tuple[str, bytes, float, bool]  # topic, payload, received_t, retained
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one batch did: the store's result, the receipts to publish, and the handler's counts."""
+
+    result: BatchResult
+    receipts: list[tuple[str, bytes]]
+    windows: int  # windows in the batch (new and duplicates)
+    accepted: dict = field(default_factory=dict)
+    rejected: dict = field(default_factory=dict)
+    undecided: int = 0
+
+
+class Writer:
+    """Decode, validate and commit batches; ``process`` returns None only when told to stop while
+    the store is down (nothing was committed: the broker redelivers)."""
+
+    def __init__(self, store: Store, handler: IngestHandler, *, stopping: Callable[[], bool],
+                 on_failure: Callable[[str], None], wait: Callable[[float], None] = time.sleep):
+        self.store = store
+        self.handler = handler
+        self.topics = handler.topics
+        self._stopping = stopping
+        self._on_failure = on_failure  # told about each failed commit (then retried)
+        self._wait = wait
+
+    def process(self, items: list[Raw]) -> Outcome | None:
+        batch = Batch()
+        add = self.handler.add
+        for topic, payload, received_t, retain in items:
+            # an empty payload on a stats/event topic is the echo of a retained message being
+            # cleared: nothing to store or confirm, only to acknowledge
+            if payload or topic.endswith("/state"):
+                add(batch, topic, payload, received_t, retain)
+        result = self._commit(batch)
+        if result is None:
+            return None
+        return Outcome(result, self._receipts(batch), len(batch.windows))
+
+    def _receipts(self, batch: Batch) -> list[tuple[str, bytes]]:
+        """Tell each device which of its windows and events this batch dealt with for good: stored,
+        duplicates, too late, or refused as malformed (else the device would send those forever)."""
+        named: dict[str, tuple[list, list]] = {}
+        for rows, kind in ((batch.windows, 0), (batch.events, 1)):
+            for row in rows:
+                m = row.message
+                named.setdefault(m["device"], ([], []))[kind].append((m["boot"], m["seq"]))
+        for r in batch.rejects:  # the handler named the refused ones it could (IngestHandler.add)
+            if r.ref is not None:
+                device, kind, boot, seq = r.ref
+                named.setdefault(device, ([], []))[kind == "event"].append((boot, seq))
+        now, out = time.time(), []
+        for device, (windows, events) in named.items():
+            for i in range(0, max(len(windows), len(events)), MAX_REFS):
+                body = receipt(device, now, windows[i:i + MAX_REFS], events[i:i + MAX_REFS])
+                out.append((self.topics.receipt(device), encode(body)))
+        return out
+
+    def _commit(self, batch: Batch) -> BatchResult | None:
+        delay = 0.1
+        while True:
+            try:
+                try:
+                    return self.store.write(batch)
+                except StoreDataError as exc:
+                    log.warning("the store refused a batch (%s); storing its messages one by one", exc)
+                    return self._commit_one_by_one(batch)
+            except StoreError as exc:
+                self._on_failure(str(exc)[:300])
+                if self._stopping() and delay >= RETRY_MAX_S:
+                    log.error("giving up on a batch at shutdown: %s", exc)
+                    return None
+                log.error("cannot commit a batch of %d messages: %s; retrying in %.1f s", len(batch), exc, delay)
+                self._wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _commit_one_by_one(self, batch: Batch) -> BatchResult:
+        """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
+        totals, ready = [0, 0, 0, 0, 0], []
+        quota = batch.sample_quota_bytes
+        singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
+                   + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects]
+                   + [Batch(sample_headers=[r], sample_quota_bytes=quota) for r in batch.sample_headers]
+                   + [Batch(sample_parts=[p], sample_quota_bytes=quota) for p in batch.sample_parts])
+        for single in singles:
+            rows = single.windows + single.events + single.states + single.sample_headers
+            for r in rows:
+                single.see(r.message["device"], r.received_t)
+            try:
+                res = self.store.write(single)
+            except StoreDataError as exc:
+                if single.sample_parts:
+                    p = single.sample_parts[0]
+                    res = self.store.write(Batch(rejects=[Reject.of(p.received_t, p.topic, "unstorable",
+                                                                    str(exc)[:500], p.data)]))
+                elif not rows:
+                    log.error("the store refused a rejected message's record (%s); it is only logged", exc)
+                    continue
+                else:
+                    r = rows[0]
+                    body = dumps(r.message) if r.body is None else r.body.encode()
+                    res = self.store.write(Batch(rejects=[Reject.of(r.received_t, f"device:{r.message['device']}",
+                                                                    "unstorable", str(exc)[:500], body)]))
+            for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects, res.samples_staged)):
+                totals[i] += v
+            ready.extend(res.samples_ready)
+        return BatchResult(*totals, tuple(ready))
+
+
+# -- the child process -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WriterSpec:
+    """What the child needs to build the parent's store connection and handler."""
+
+    db_url: str
+    db_timeout_s: float | None
+    topic_prefix: str
+    reject_log_interval_s: float
+    sample_max_clip_bytes: int
+    sample_quota_bytes: int | None
+    log_level: int = logging.WARNING
+    log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+    @classmethod
+    def of(cls, db_url: str, db_timeout_s: float | None, handler: IngestHandler) -> "WriterSpec":
+        root = logging.getLogger()
+        fmt = next((h.formatter._fmt for h in root.handlers if h.formatter is not None and h.formatter._fmt),
+                   cls.log_format)
+        return cls(db_url, db_timeout_s, handler.topics.prefix, handler.reject_log.interval_s,
+                   handler.sample_max_clip_bytes, handler.sample_quota_bytes,
+                   logging.getLogger("cloud").getEffectiveLevel(), fmt)
+
+    def handler(self) -> IngestHandler:
+        return IngestHandler(Topics(self.topic_prefix), reject_log_interval_s=self.reject_log_interval_s,
+                             sample_max_clip_bytes=self.sample_max_clip_bytes,
+                             sample_quota_bytes=self.sample_quota_bytes)
+
+
+def in_memory(db_url: str) -> bool:
+    """A database only this process can see (SQLite in memory): no child can write it."""
+    return db_url.rstrip("/").endswith(":memory:") or db_url in ("", ":memory:")
+
+
+class ChildDied(Exception):
+    """The writer process ended (or its pipe broke) before answering."""
+
+
+class WriterProcess:
+    """The parent's side of the child: ``process(items, on_failure)`` as ``Writer.process`` does."""
+
+    def __init__(self, spec: WriterSpec, local: Callable[[], Writer]):
+        self.spec = spec
+        self._local = local  # builds the in-thread writer a poisonous batch falls back to
+        self._fallback: Writer | None = None
+        self._proc: subprocess.Popen | None = None
+        self._to: Connection | None = None
+        self._from: Connection | None = None
+        self._send_lock = threading.Lock()
+        self.starts = 0  # children started (more than one: some died)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very cloud package
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(CHILD_COMMAND, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._to = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+        self._from = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+        self.starts += 1
+        self._send(("spec", self.spec))
+
+    def _send(self, message) -> None:
+        with self._send_lock:
+            self._to.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    def notify_stopping(self) -> None:
+        """Tell a child retrying a failing store that the collector is stopping (it gives up as the thread does)."""
+        try:
+            self._send(("stopping",))
+        except (OSError, AttributeError):
+            pass  # no child, or it is gone: nothing is retrying
+
+    def process(self, items: list[Raw], on_failure: Callable[[str], None]) -> Outcome | None:
+        crashes = 0
+        while crashes < MAX_CRASHES:
+            try:
+                return self._exchange(items, on_failure)
+            except ChildDied as exc:
+                crashes += 1
+                log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(items),
+                          "starting it again" if crashes < MAX_CRASHES else "processing that batch here")
+                self._reap()
+                self.start()
+        if self._fallback is None:
+            self._fallback = self._local()
+        return self._fallback.process(items)
+
+    def _exchange(self, items: list[Raw], on_failure: Callable[[str], None]) -> Outcome | None:
+        try:
+            self._send(("batch", items))
+            while True:
+                kind, value = pickle.loads(self._from.recv_bytes())
+                if kind == "failure":
+                    on_failure(value)
+                else:
+                    return value
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise ChildDied(self._exit_status() or exc.__class__.__name__) from None
+
+    def _exit_status(self) -> str | None:
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            return None
+        return f"exit status {code}"
+
+    def _reap(self) -> None:
+        for conn in (self._to, self._from):
+            if conn is not None:
+                conn.close()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let the child finish and exit (it holds nothing the parent does not)."""
+        if self._proc is None:
+            return
+        try:
+            self._send(("exit",))
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("the writer process did not exit in %.0f s; killing it", timeout_s)
+        self._reap()
+        self._proc = None
+
+
+def serve(rx: Connection, tx: Connection) -> None:
+    """The child's loop: a spec, then batches until told to exit (or the parent is gone)."""
+    kind, spec = pickle.loads(rx.recv_bytes())
+    assert kind == "spec", kind
+    logging.basicConfig(level=spec.log_level, format=spec.log_format)
+    handler = spec.handler()
+    store = open_store(spec.db_url, timeout_s=spec.db_timeout_s)
+    stopping = [False]
+    pending: list = []  # an exit that arrived while a retry waited (the parent sends one batch at a time)
+
+    def wait(delay: float) -> None:  # a retry's pause; the parent may say it is stopping meanwhile
+        if rx.poll(delay):
+            message = pickle.loads(rx.recv_bytes())
+            stopping[0] = stopping[0] or message[0] in ("stopping", "exit")
+            if message[0] != "stopping":
+                pending.append(message)
+
+    def reply(message) -> None:
+        tx.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    writer = Writer(store, handler, stopping=lambda: stopping[0], on_failure=lambda e: reply(("failure", e)),
+                    wait=wait)
+    try:
+        while True:
+            message = pending.pop(0) if pending else pickle.loads(rx.recv_bytes())
+            if message[0] == "stopping":
+                stopping[0] = True
+                continue
+            if message[0] == "exit":
+                return
+            outcome = writer.process(message[1])
+            if outcome is not None:  # the handler's counts since the last batch travel with it
+                outcome.accepted, outcome.rejected, outcome.undecided = (handler.accepted, handler.rejected,
+                                                                         handler.undecided)
+                handler.accepted, handler.rejected, handler.undecided = {}, {}, 0
+            reply(("done", outcome))
+    except EOFError:
+        return  # the parent is gone: what we held was never acknowledged
+    finally:
+        store.close()
+
+
+def main() -> None:
+    rx = Connection(os.dup(sys.stdin.fileno()), writable=False)
+    tx = Connection(os.dup(sys.stdout.fileno()), readable=False)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the pipe
+    serve(rx, tx)
