@@ -6,8 +6,7 @@ thread owns acknowledging, publishing and counting. By default the work runs in 
 thread, which then needs a core of its own, and one interpreter lock shared with the writer
 halved both (``docs/architecture.md``, "The collector at the cost of its broker client").
 
-The child runs ``cloud.ingest_writer.main``, fed over its stdin and answering on its stdout
-(pickled messages; it opens its own store and builds its own handler from a ``WriterSpec``).
+The child (``cloud.child``) opens its own store and builds its own handler from a ``WriterSpec``.
 It holds one batch at a time and nothing is acknowledged to the broker before its answer, so
 whatever happens to the child the batch is still in the parent: if the child dies (killed,
 out of memory, a crash in a C extension) it is started again and the batch sent again (the
@@ -20,17 +19,11 @@ While the store fails, the child reports each failure at once (``stats.store_fai
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Callable
 
+from cloud.child import LOG_FORMAT, Child, ChildDied, Pipe, log_settings
 from cloud.ingest_handler import IngestHandler
 from cloud.store import Batch, BatchResult, Reject, Store, StoreDataError, open_store
 from shared.codec import dumps, encode
@@ -41,8 +34,6 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 10.0
-CHILD_COMMAND = [sys.executable, "-c", "from cloud.ingest_writer import main; main()"]  # not -m: pickled
-# classes must be this module's, not __main__'s
 MAX_CRASHES = 3  # child deaths in a row on one batch before the parent processes it itself
 
 Raw = tuple[str, bytes, float, bool]  # topic, payload, received_t, retained
@@ -159,7 +150,7 @@ class Writer:
 # -- the child process -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WriterSpec:
-    """What the child needs to build the parent's store connection and handler."""
+    """What the child needs to build the parent's store connection and handler (``cloud.child``)."""
 
     db_url: str
     db_timeout_s: float | None
@@ -167,22 +158,49 @@ class WriterSpec:
     reject_log_interval_s: float
     sample_max_clip_bytes: int
     sample_quota_bytes: int | None
-    log_level: int = logging.WARNING
-    log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    log: tuple[int, str] = (logging.WARNING, LOG_FORMAT)
 
     @classmethod
     def of(cls, db_url: str, db_timeout_s: float | None, handler: IngestHandler) -> "WriterSpec":
-        root = logging.getLogger()
-        fmt = next((h.formatter._fmt for h in root.handlers if h.formatter is not None and h.formatter._fmt),
-                   cls.log_format)
         return cls(db_url, db_timeout_s, handler.topics.prefix, handler.reject_log.interval_s,
-                   handler.sample_max_clip_bytes, handler.sample_quota_bytes,
-                   logging.getLogger("cloud").getEffectiveLevel(), fmt)
+                   handler.sample_max_clip_bytes, handler.sample_quota_bytes, log_settings())
 
-    def handler(self) -> IngestHandler:
-        return IngestHandler(Topics(self.topic_prefix), reject_log_interval_s=self.reject_log_interval_s,
-                             sample_max_clip_bytes=self.sample_max_clip_bytes,
-                             sample_quota_bytes=self.sample_quota_bytes)
+    def serve(self, pipe: Pipe) -> None:
+        """The child's loop: batches until told to exit (or the parent is gone)."""
+        handler = IngestHandler(Topics(self.topic_prefix), reject_log_interval_s=self.reject_log_interval_s,
+                                sample_max_clip_bytes=self.sample_max_clip_bytes,
+                                sample_quota_bytes=self.sample_quota_bytes)
+        store = open_store(self.db_url, timeout_s=self.db_timeout_s)
+        stopping = [False]
+        pending: list = []  # an exit that arrived while a retry waited (the parent sends one batch at a time)
+
+        def wait(delay: float) -> None:  # a retry's pause; the parent may say it is stopping meanwhile
+            message = pipe.receive(delay)
+            if message is not None:
+                stopping[0] = stopping[0] or message[0] in ("stopping", "exit")
+                if message[0] != "stopping":
+                    pending.append(message)
+
+        writer = Writer(store, handler, stopping=lambda: stopping[0],
+                        on_failure=lambda e: pipe.send(("failure", e)), wait=wait)
+        pipe.settle()
+        try:
+            while True:
+                message = pending.pop(0) if pending else pipe.receive()
+                if message[0] == "stopping":
+                    stopping[0] = True
+                    continue
+                if message[0] == "exit":
+                    return
+                outcome = writer.process(message[1])
+                if outcome is not None:  # the handler's counts since the last batch travel with it
+                    outcome.accepted, outcome.rejected, outcome.undecided = (handler.accepted, handler.rejected,
+                                                                             handler.undecided)
+                    handler.accepted, handler.rejected, handler.undecided = {}, {}, 0
+                pipe.send(("done", outcome))
+                pipe.collect()
+        finally:
+            store.close()
 
 
 def in_memory(db_url: str) -> bool:
@@ -190,155 +208,48 @@ def in_memory(db_url: str) -> bool:
     return db_url.rstrip("/").endswith(":memory:") or db_url in ("", ":memory:")
 
 
-class ChildDied(Exception):
-    """The writer process ended (or its pipe broke) before answering."""
-
-
 class WriterProcess:
-    """The parent's side of the child: ``process(items, on_failure)`` as ``Writer.process`` does."""
+    """The parent's side of the writer child: ``process(items, on_failure)`` as ``Writer.process`` does."""
 
     def __init__(self, spec: WriterSpec, local: Callable[[], Writer]):
         self.spec = spec
         self._local = local  # builds the in-thread writer a poisonous batch falls back to
         self._fallback: Writer | None = None
-        self._proc: subprocess.Popen | None = None
-        self._to: Connection | None = None
-        self._from: Connection | None = None
-        self._send_lock = threading.Lock()
-        self.starts = 0  # children started (more than one: some died)
+        self.child = Child("ingest writer")
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self.child.pid
 
     def start(self) -> None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very cloud package
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(CHILD_COMMAND, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, env=env, close_fds=True)
-        self._to = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
-        self._from = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
-        self._proc.stdin.close()
-        self._proc.stdout.close()
-        self.starts += 1
-        self._send(("spec", self.spec))
-
-    def _send(self, message) -> None:
-        with self._send_lock:
-            self._to.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        self.child.start(self.spec)
 
     def notify_stopping(self) -> None:
         """Tell a child retrying a failing store that the collector is stopping (it gives up as the thread does)."""
         try:
-            self._send(("stopping",))
-        except (OSError, AttributeError):
-            pass  # no child, or it is gone: nothing is retrying
+            self.child.send(("stopping",))
+        except ChildDied:
+            pass  # nothing is retrying
 
     def process(self, items: list[Raw], on_failure: Callable[[str], None]) -> Outcome | None:
         crashes = 0
         while crashes < MAX_CRASHES:
             try:
-                return self._exchange(items, on_failure)
+                self.child.send(("batch", items))
+                while True:
+                    kind, value = self.child.receive()
+                    if kind != "failure":
+                        return value
+                    on_failure(value)
             except ChildDied as exc:
                 crashes += 1
                 log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(items),
                           "starting it again" if crashes < MAX_CRASHES else "processing that batch here")
-                self._reap()
-                self.start()
+                self.child.reap()
+                self.child.start(self.spec)
         if self._fallback is None:
             self._fallback = self._local()
         return self._fallback.process(items)
 
-    def _exchange(self, items: list[Raw], on_failure: Callable[[str], None]) -> Outcome | None:
-        try:
-            self._send(("batch", items))
-            while True:
-                kind, value = pickle.loads(self._from.recv_bytes())
-                if kind == "failure":
-                    on_failure(value)
-                else:
-                    return value
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            raise ChildDied(self._exit_status() or exc.__class__.__name__) from None
-
-    def _exit_status(self) -> str | None:
-        if self._proc is None:
-            return None
-        try:
-            code = self._proc.wait(1.0)
-        except subprocess.TimeoutExpired:
-            return None
-        return f"exit status {code}"
-
-    def _reap(self) -> None:
-        for conn in (self._to, self._from):
-            if conn is not None:
-                conn.close()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-
     def close(self, timeout_s: float = 10.0) -> None:
-        """Let the child finish and exit (it holds nothing the parent does not)."""
-        if self._proc is None:
-            return
-        try:
-            self._send(("exit",))
-        except OSError:
-            pass
-        try:
-            self._proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.error("the writer process did not exit in %.0f s; killing it", timeout_s)
-        self._reap()
-        self._proc = None
-
-
-def serve(rx: Connection, tx: Connection) -> None:
-    """The child's loop: a spec, then batches until told to exit (or the parent is gone)."""
-    kind, spec = pickle.loads(rx.recv_bytes())
-    assert kind == "spec", kind
-    logging.basicConfig(level=spec.log_level, format=spec.log_format)
-    handler = spec.handler()
-    store = open_store(spec.db_url, timeout_s=spec.db_timeout_s)
-    stopping = [False]
-    pending: list = []  # an exit that arrived while a retry waited (the parent sends one batch at a time)
-
-    def wait(delay: float) -> None:  # a retry's pause; the parent may say it is stopping meanwhile
-        if rx.poll(delay):
-            message = pickle.loads(rx.recv_bytes())
-            stopping[0] = stopping[0] or message[0] in ("stopping", "exit")
-            if message[0] != "stopping":
-                pending.append(message)
-
-    def reply(message) -> None:
-        tx.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-
-    writer = Writer(store, handler, stopping=lambda: stopping[0], on_failure=lambda e: reply(("failure", e)),
-                    wait=wait)
-    try:
-        while True:
-            message = pending.pop(0) if pending else pickle.loads(rx.recv_bytes())
-            if message[0] == "stopping":
-                stopping[0] = True
-                continue
-            if message[0] == "exit":
-                return
-            outcome = writer.process(message[1])
-            if outcome is not None:  # the handler's counts since the last batch travel with it
-                outcome.accepted, outcome.rejected, outcome.undecided = (handler.accepted, handler.rejected,
-                                                                         handler.undecided)
-                handler.accepted, handler.rejected, handler.undecided = {}, {}, 0
-            reply(("done", outcome))
-    except EOFError:
-        return  # the parent is gone: what we held was never acknowledged
-    finally:
-        store.close()
-
-
-def main() -> None:
-    rx = Connection(os.dup(sys.stdin.fileno()), writable=False)
-    tx = Connection(os.dup(sys.stdout.fileno()), readable=False)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the pipe
-    serve(rx, tx)
+        self.child.close(timeout_s)

@@ -85,6 +85,18 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds of a child process (the collector's writer process), 0 when there is none."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_us_per_window(before: dict, after: dict, n: int) -> dict[str, float]:
     return {k: round((after[k] - before.get(k, 0.0)) / n * 1e6, 1) for k in sorted(after)
             if after[k] - before.get(k, 0.0) > 0}
@@ -168,8 +180,7 @@ class Counted:
     def __init__(self, collector: Collector):
         self.rolled = self.unmergeable = self.rollups = self.drift_runs = 0
         self.started: dict[str, list[float]] = {"rollup": [], "drift": []}  # perf_counter at each start
-        store, job = collector.maintenance_store, collector.drift_job
-        rollup = store.rollup
+        job, rollup = collector.drift_job, collector.rollup
 
         def counted_rollup(*a, **kw):
             self.started["rollup"].append(time.perf_counter())
@@ -179,7 +190,7 @@ class Counted:
             self.unmergeable += result.unmergeable
             return result
 
-        store.rollup = counted_rollup
+        collector.rollup = counted_rollup
         before = [job.last_t]
 
         def counted_drift(store_, now):
@@ -238,7 +249,8 @@ def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: 
             break
         time.sleep(0.005)
     all_s = time.perf_counter() - t0
-    cpu = cpu_us_per_window(cpu0, thread_cpu(), n)
+    cpu = cpu_us_per_window(cpu0, {**thread_cpu(), "writer-process": process_cpu(getattr(c.ingest._work, "pid", None)),
+                                   "rollup-process": process_cpu(c.rollups.pid if c.rollups else None)}, n)
     stats, handler = c.ingest.stats, c.handler
     seen = drift_read(counted.job, model)
     c.stop()
@@ -268,8 +280,8 @@ def throughput(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Pat
     for r in range(args.repeat):
         bare, bare_cpu = bare_subscriber(broker.port, items, r)
         coll = collector_drain(broker, folder, items, gen.model, bundle, key, r, args)
-        ingest_cpu = coll["cpu_us_per_window"].get("paho", 0.0) + coll["cpu_us_per_window"].get(
-            "harken-ingest-writer", 0.0)
+        ingest_cpu = sum(coll["cpu_us_per_window"].get(k, 0.0) for k in ("paho", "harken-ingest-writer",
+                                                                            "writer-process"))
         runs.append({"bare_paho_per_s": round(bare, 1), "bare_paho_cpu_us_per_window": bare_cpu, **coll,
                      "cpu_ratio_ingest": round(bare_cpu / ingest_cpu, 3) if ingest_cpu else None,
                      "ratio": round(coll["stored_per_s"] / bare, 3),
