@@ -16,8 +16,9 @@ window); see ``bench_collector_data``.
                 from the same broker. The two alternate ``--repeat`` times; medians and the
                 median of the paired ratios. Target: stored windows/s >= 0.7x the bare rate.
                 ``stored_and_rolled`` is the rate until the last window is also rolled up.
-                CPU µs per window of each thread (paho's network thread, the writer, the
-                maintenance thread) beside the bare subscriber's: on a shared machine CPU time
+                CPU µs per window of each thread (paho's network thread, the writer thread, the
+                maintenance thread) and child (``writer-process``, ``rollup-process``; in the
+                collector's own threads with ``--in-process``) beside the bare subscriber's: on a shared machine CPU time
                 moves far less than rates do. How many rollup passes and drift evaluations
                 started during the drain is printed: with a short drain (under 5 s) there are
                 none, and the stored rate is ingest's alone; ``--n 60000`` overlaps them.
@@ -234,7 +235,7 @@ def drift_read(job, model: str) -> dict:
 def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: Path, run: int, args) -> dict:
     client_id = f"bench-collector-{run}"
     c = prepared_collector(broker, folder, client_id, bundle, key, rollup_interval_s=args.rollup_interval_s,
-                           drift_every_s=args.drift_every_s)
+                           drift_every_s=args.drift_every_s, writer_process=not args.in_process)
     publish(broker.port, items)
     counted = Counted(c)
     cpu0 = thread_cpu()
@@ -304,7 +305,8 @@ def lag(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Path, args
         for m in items:
             lags.append(commit_t - json.loads(zlib.decompress(m.payload))["sent_t"])
 
-    c = prepared_collector(broker, folder, "bench-lag", bundle, key, on_commit, drift_every_s=args.drift_every_s)
+    c = prepared_collector(broker, folder, "bench-lag", bundle, key, on_commit, drift_every_s=args.drift_every_s,
+                           writer_process=not args.in_process)
     counted = Counted(c)
     c.start()
     freeze_startup_heap()
@@ -358,6 +360,8 @@ def main() -> int:
     ap.add_argument("--horizon-devices", type=int, default=20, help="devices of the 24 h horizon (8,640 windows each)")
     ap.add_argument("--rollup-interval-s", type=float, default=5.0, help="the collector's default")
     ap.add_argument("--drift-every-s", type=float, default=0.0, help="the collector's default (0: once per step)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="writer and rollups in the collector's process (writer_process = false), as before")
     ap.add_argument("--bundle", type=Path, help="a signed lab bundle (default: train a small one, ~20 s)")
     ap.add_argument("--trust-key", type=Path, help="the bundle's signing public key")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,lag,horizon")
@@ -373,7 +377,7 @@ def main() -> int:
         gen = ProfileWindows(b.manifest, b.sha256)
         out["bundle"] = {"what": what, "sha256": b.sha256, "features": len(b.manifest["profile"]["features"]["names"])}
         out["settings"] = {"rollup_interval_s": args.rollup_interval_s, "drift_every_s": args.drift_every_s,
-                           "synchronous": "FULL", "rollouts_enabled": True}
+                           "synchronous": "FULL", "rollouts_enabled": True, "writer_process": not args.in_process}
         try:
             broker = Mosquitto(folder / "mosquitto").start()
             try:
