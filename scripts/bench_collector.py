@@ -242,14 +242,16 @@ def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: 
     t0 = time.perf_counter()
     c.start()
     freeze_startup_heap()  # as Collector.run does
-    n, stored_s, deadline = len(items), None, time.monotonic() + 600
+    n, stored_s, all_s, deadline = len(items), None, None, time.monotonic() + 600
     while time.monotonic() < deadline:
         if stored_s is None and c.ingest.stats.windows_new + c.ingest.stats.rejects >= n:
             stored_s = time.perf_counter() - t0
-        if stored_s is not None and counted.rolled + counted.unmergeable >= n:
-            break
+        if stored_s is not None and all_s is None and counted.rolled + counted.unmergeable >= n:
+            all_s = time.perf_counter() - t0
+        if all_s is not None and counted.drift_runs:
+            break  # the drift job runs after the pass that rolled the last window: its figures are read below
         time.sleep(0.005)
-    all_s = time.perf_counter() - t0
+    all_s = all_s or time.perf_counter() - t0
     cpu = cpu_us_per_window(cpu0, {**thread_cpu(), "writer-process": process_cpu(getattr(c.ingest._work, "pid", None)),
                                    "rollup-process": process_cpu(c.rollups.pid if c.rollups else None)}, n)
     stats, handler = c.ingest.stats, c.handler
