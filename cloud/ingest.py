@@ -8,7 +8,8 @@ writer thread that hands batches of up to ``batch_max`` messages or ``batch_ms``
 PUBACKs: a message is acknowledged once it is stored (or rejected and
 recorded), so a crash at any instant loses nothing and the unique key makes redeliveries
 harmless. Then each device gets a receipt naming its windows and events of the batch
-(``shared.receipts``): the device keeps them until then, since the broker can lose what it
+(``shared.receipts``; merged over up to a second of batches while a backlog drains,
+``cloud.ingest_receipts``): the device keeps them until then, since the broker can lose what it
 acknowledged. The same connection publishes (``publisher()``): bundles, desired states,
 alerts and receipts, so a replica has one session and one identity on the broker.
 
@@ -35,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from cloud.config import CollectorConfig
 from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
 from cloud.ingest_queue import IngestQueue, InMessage
+from cloud.ingest_receipts import PendingReceipts
 from cloud.ingest_writer import Outcome, Writer, WriterProcess, WriterSpec, in_memory
 from cloud.retained import SWEEP_ID, RetainedSweep
 from cloud.store import BatchResult, Store
@@ -94,6 +96,7 @@ class Ingest:
         self._client = self._build_client()
         self.sweep = RetainedSweep(self._client, self.topics)
         self._work = self._build_writer()
+        self._receipts = PendingReceipts(self.topics)
         self._writer = threading.Thread(target=self._write_loop, name="harken-ingest-writer", daemon=True)
 
     # -- MQTT -------------------------------------------------------------------------------
@@ -249,12 +252,16 @@ class Ingest:
             while not (self._stop.is_set() and self.queue.empty()):
                 items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
                 if not items:
+                    if self._receipts:  # the backlog is gone: what was merged goes out now
+                        self._send_receipts()
                     continue
                 try:
                     self._process(items)
                 except Exception:  # a bug must not stop ingest; the broker redelivers these later
                     log.exception("failed to process a batch of %d messages", len(items))
         finally:
+            if self._receipts:
+                self._send_receipts()
             if isinstance(self._work, WriterProcess):
                 self._work.close()
 
@@ -274,9 +281,9 @@ class Ingest:
         for m in items:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
-        for topic, payload in outcome.receipts:
-            self._client.publish(topic, payload, qos=QOS)
-        self.stats.receipts += len(outcome.receipts)
+        self._receipts.add(outcome.named)
+        if self._receipts.due(backlog=not self.queue.empty()):
+            self._send_receipts()
         self._merge_counts(outcome)
         result = outcome.result
         self._count(items, outcome)
@@ -286,6 +293,12 @@ class Ingest:
             except Exception:
                 log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
                               len(result.samples_ready))
+
+    def _send_receipts(self) -> None:
+        receipts = self._receipts.take()
+        for topic, payload in receipts:
+            self._client.publish(topic, payload, qos=QOS)
+        self.stats.receipts += len(receipts)
 
     def _merge_counts(self, outcome: Outcome) -> None:
         """The handler's counts from a writer process (in this process's handler they are counted already)."""

@@ -1,7 +1,7 @@
-"""The ingest writer: a batch of raw MQTT messages in, committed, with the receipts to send out.
+"""The ingest writer: a batch of raw MQTT messages in, committed, with what its receipts name.
 
-``Writer`` does the work (decode, validate, commit with retries, receipts); ``Ingest``'s writer
-thread owns acknowledging, publishing and counting. By default the work runs in a child process
+``Writer`` does the work (decode, validate, commit with retries); ``Ingest``'s writer thread
+owns acknowledging, receipts (``cloud.ingest_receipts``) and counting. By default the work runs in a child process
 (``WriterProcess``, ``writer_process = true``): paho parses every packet in Python on its network
 thread, which then needs a core of its own, and one interpreter lock shared with the writer
 halved both (``docs/architecture.md``, "The collector at the cost of its broker client").
@@ -26,9 +26,8 @@ from typing import Callable
 from cloud.child import LOG_FORMAT, Child, ChildDied, Pipe, log_settings
 from cloud.ingest_handler import IngestHandler
 from cloud.store import Batch, BatchResult, Reject, Store, StoreDataError, open_store
-from shared.codec import dumps, encode
+from shared.codec import dumps
 from shared.errors import StoreError
-from shared.receipts import MAX_REFS, receipt
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,10 @@ Raw = tuple[str, bytes, float, bool]  # topic, payload, received_t, retained
 
 @dataclass(slots=True)
 class Outcome:
-    """What one batch did: the store's result, the receipts to publish, and the handler's counts."""
+    """What one batch did: the store's result, what its receipts name, and the handler's counts."""
 
     result: BatchResult
-    receipts: list[tuple[str, bytes]]
+    named: dict[str, tuple[list, list]]  # device -> ([(boot, seq) of windows], [(boot, seq) of events])
     windows: int  # windows in the batch (new and duplicates)
     accepted: dict = field(default_factory=dict)
     rejected: dict = field(default_factory=dict)
@@ -75,11 +74,12 @@ class Writer:
         result = self._commit(batch)
         if result is None:
             return None
-        return Outcome(result, self._receipts(batch), len(batch.windows))
+        return Outcome(result, self._named(batch), len(batch.windows))
 
-    def _receipts(self, batch: Batch) -> list[tuple[str, bytes]]:
-        """Tell each device which of its windows and events this batch dealt with for good: stored,
-        duplicates, too late, or refused as malformed (else the device would send those forever)."""
+    @staticmethod
+    def _named(batch: Batch) -> dict[str, tuple[list, list]]:
+        """Per device, the windows and events this batch dealt with for good: stored, duplicates,
+        too late, or refused as malformed (else the device would send those forever)."""
         named: dict[str, tuple[list, list]] = {}
         for rows, kind in ((batch.windows, 0), (batch.events, 1)):
             for row in rows:
@@ -89,12 +89,7 @@ class Writer:
             if r.ref is not None:
                 device, kind, boot, seq = r.ref
                 named.setdefault(device, ([], []))[kind == "event"].append((boot, seq))
-        now, out = time.time(), []
-        for device, (windows, events) in named.items():
-            for i in range(0, max(len(windows), len(events)), MAX_REFS):
-                body = receipt(device, now, windows[i:i + MAX_REFS], events[i:i + MAX_REFS])
-                out.append((self.topics.receipt(device), encode(body)))
-        return out
+        return named
 
     def _commit(self, batch: Batch) -> BatchResult | None:
         delay = 0.1

@@ -16,6 +16,7 @@ import pytest
 
 from cloud.collector import Collector
 from cloud.ingest_handler import IngestHandler
+from cloud.ingest_receipts import PendingReceipts
 from cloud.ingest_writer import MAX_CRASHES, Writer, WriterProcess, WriterSpec
 from cloud.rollup_process import RollupProcess
 from cloud.store import open_store
@@ -43,7 +44,9 @@ def _mixed_batch(now: float) -> list[tuple[str, bytes, float, bool]]:
 
 def _receipts(outcome) -> dict:
     out = {}
-    for topic, payload in outcome.receipts:
+    pending = PendingReceipts(TOPICS)
+    pending.add(outcome.named)
+    for topic, payload in pending.take():
         body = decode_raw(payload)
         out[topic] = (body["windows"], body["events"])
     return out
