@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -150,6 +151,10 @@ class Pipe:
 
 
 def main() -> None:
+    # A Ctrl-C or a service manager's SIGTERM reaches the whole process group: the parent stops
+    # and drains through its children, which end when it says so or when it is gone (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rx = Connection(os.dup(sys.stdin.fileno()), writable=False)
     tx = Connection(os.dup(sys.stdout.fileno()), readable=False)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the pipe
@@ -163,5 +168,5 @@ def main() -> None:
     gc.disable()
     try:
         spec.serve(pipe)
-    except EOFError:
+    except (EOFError, BrokenPipeError):
         pass  # the parent is gone: what we held was never acknowledged

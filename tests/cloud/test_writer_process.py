@@ -222,3 +222,26 @@ def test_the_rollup_process_rolls_up_what_the_store_does_and_survives_a_kill(tmp
         child.close()
         here.close()
     assert _buckets(urls[0]) == _buckets(urls[1]) and len(_buckets(urls[0])) > 8
+
+
+def test_the_children_outlive_a_signal_to_the_group_and_end_with_the_parent(tmp_path):
+    """SIGINT / SIGTERM to the process group must not kill a child mid-batch (the parent drains
+    through it while it stops); a child ends when its pipe closes."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    work = WriterProcess(WriterSpec.of(url, None, IngestHandler(TOPICS)), local=None)
+    work.start()
+    try:
+        now = time.time()
+        w = random_window(random.Random(1), "dev-1", 1, 0, t_start=now)
+        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)], print).result.windows_new == 1
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            os.kill(work.pid, sig)
+        time.sleep(0.3)
+        w = random_window(random.Random(2), "dev-1", 1, 1, t_start=now)
+        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)], print).result.windows_new == 1
+        assert work.child.starts == 1
+        proc = work.child._proc
+        work.child._to.close()  # as when the parent dies
+        assert proc.wait(10) == 0
+    finally:
+        work.child.reap()
