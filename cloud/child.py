@@ -2,9 +2,9 @@
 
 The collector's MQTT client parses every packet in Python on one thread, which needs a core of
 its own; the work that can go elsewhere (the ingest writer, rollups) runs in children that
-share nothing with it but pipes. A child is ``python -c 'from cloud.child import main; main()'``
+share nothing with it but pipes. A child is ``python -m cloud.child`` on the parent's import path
 (not ``multiprocessing``: it would import the parent's ``__main__`` again, a benchmark or the
-CLI) with this package first on its path. Its first message is a spec whose ``serve(rx, tx)``
+CLI). Nothing defined here is pickled, so running it as ``__main__`` is harmless. Its first message is a spec whose ``serve(rx, tx)``
 runs the child's loop; messages are pickles both ways.
 
 A child's heap holds only what it works on (windows, bucket bodies: no reference cycles), so
@@ -23,11 +23,10 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-COMMAND = [sys.executable, "-c", "from cloud.child import main; main()"]
+COMMAND = [sys.executable, "-m", "cloud.child"]  # the wheel's build rewrites the module name (harken.cloud...)
 GC_EVERY_S = 10.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -63,9 +62,8 @@ class Child:
         return self._proc is not None
 
     def start(self, spec) -> None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very package
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env = dict(os.environ)  # the parent's path: the child imports the very modules the parent does
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self._proc = subprocess.Popen(COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         self._to = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
         self._from = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
@@ -170,3 +168,7 @@ def main() -> None:
         spec.serve(pipe)
     except (EOFError, BrokenPipeError):
         pass  # the parent is gone: what we held was never acknowledged
+
+
+if __name__ == "__main__":
+    main()
