@@ -1,13 +1,17 @@
 """The collector process, wired in one place: store, ingest, drift, rollouts, HTTP API.
 
-    MQTT ─► Ingest (writer thread: validate, commit, acknowledge) ─► Store
+    MQTT ─► Ingest (writer thread ─► writer process: validate, commit; then acknowledge) ─► Store
             └─► field samples: chunks staged in the store ─► Assembler ─► samples_dir (by sha256)
-            maintenance thread ─► rollups, pruning, drift job ─► alerts ─► MQTT alert/{id}, webhook
+            maintenance thread ─► rollups (in the rollup process), pruning, drift job
+                                  ─► alerts ─► MQTT alert/{id}, webhook
             rollout thread ─► Controller.tick (database lease: one controller acts at a time)
                               ─► Delivery: model/{sha}, dev/{id}/desired (retained)
             HTTP thread ─► uvicorn: /api, /metrics, the dashboard
 
-Each thread has its own store connection, so a long maintenance transaction or a slow API
+With ``writer_process`` (the default) the ingest writer's work and the rollup passes run in two
+child processes (``cloud.child``), so paho's network thread, which parses every packet in
+Python, has this process's interpreter lock nearly to itself. Each thread and child has its own
+store connection, so a long maintenance transaction or a slow API
 query never holds the ingest writer's lock. Bundles, desired states and alerts go out over
 the ingest connection (``Ingest.publisher``): one session and one broker identity per
 replica, so no second connection of the same user can take the session over. The
@@ -24,7 +28,9 @@ from typing import Callable
 
 from cloud.config import CollectorConfig
 from cloud.ingest import CommitHook, Ingest, IngestHandler
+from cloud.ingest_writer import in_memory
 from cloud.notify import AlertNotifier
+from cloud.rollup_process import RollupProcess
 from cloud.samples.assemble import Assembler
 from cloud.samples.files import SampleFiles
 from cloud.store import RollupResult, Store, open_store, safe_url
@@ -69,6 +75,9 @@ class Collector:
                                       config.alert_webhook_timeout_s)
         self.drift_job = self._drift_job() if config.drift_enabled else None
         self.jobs: list[Job] = ([self._run_drift] if self.drift_job else []) + list(jobs or [])
+        self.rollups = None if not config.writer_process or in_memory(config.db_url) else RollupProcess(
+            config.db_url, config.db_timeout_s)
+        self.rollup = self.maintenance_store.rollup if self.rollups is None else self.rollups.rollup
         self.last_rollup: RollupResult | None = None
         self.controller = None
         self.http_server = None
@@ -120,6 +129,8 @@ class Collector:
         for thread in self._threads:
             if thread.ident is not None:
                 thread.join(30)
+        if self.rollups is not None:
+            self.rollups.close()
         self.notifier.close()
         self.store.close()
         self.maintenance_store.close()
@@ -205,7 +216,7 @@ class Collector:
         """One round of maintenance: rollups, retention, pruning, then the jobs."""
         now = time.time() if now is None else now
         cfg = self.config
-        self.last_rollup = self.maintenance_store.rollup(cfg.rollup_bucket_s, cfg.retention_full_s, now=now)
+        self.last_rollup = self.rollup(cfg.rollup_bucket_s, cfg.retention_full_s, now=now)
         if self.last_rollup.unmergeable:
             log.warning("%d stored windows disagree with their model's histograms and were left out of rollups",
                         self.last_rollup.unmergeable)

@@ -61,6 +61,8 @@ class CollectorConfig:
                                       "messages are shed.", ge=1024, le=1 << 40)
     batch_max: int = setting(500, "Messages committed (then acknowledged) together, at most.", ge=1, le=65535)
     batch_ms: float = setting(50.0, "Longest wait to fill a batch before committing it.", ge=0.0, le=10000.0)
+    writer_process: bool = setting(True, "Decode, validate and commit in a child process, so the MQTT client's "
+                                   "thread has a core of its own (SQLite in memory always uses a thread).")
     reject_log_interval_s: float = setting(60.0, "Rejected messages are logged once per code per interval.",
                                            ge=0.0, le=86400.0)
     rejected_keep: int = setting(100000, "Rejected messages kept for inspection (counts are kept forever).",

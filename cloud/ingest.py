@@ -3,11 +3,13 @@
 ``IngestHandler`` (``cloud.ingest_handler``) turns one (topic, payload) into a row of a
 ``Batch`` or a ``Reject``. ``Ingest`` owns the collector's one MQTT connection (paho 2,
 MQTT v5, persistent session, manual acknowledgement; built by ``shared.mqtt``) and one
-writer thread that commits batches of up to ``batch_max`` messages or ``batch_ms`` and only
-then sends the PUBACKs: a message is acknowledged once it is stored (or rejected and
+writer thread that hands batches of up to ``batch_max`` messages or ``batch_ms`` to the writer
+(``cloud.ingest_writer``: a child process by default) and, once they are committed, sends the
+PUBACKs: a message is acknowledged once it is stored (or rejected and
 recorded), so a crash at any instant loses nothing and the unique key makes redeliveries
 harmless. Then each device gets a receipt naming its windows and events of the batch
-(``shared.receipts``): the device keeps them until then, since the broker can lose what it
+(``shared.receipts``; merged over up to a second of batches while a backlog drains,
+``cloud.ingest_receipts``): the device keeps them until then, since the broker can lose what it
 acknowledged. The same connection publishes (``publisher()``): bundles, desired states,
 alerts and receipts, so a replica has one session and one identity on the broker.
 
@@ -29,19 +31,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from paho.mqtt.properties import Properties
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.config import CollectorConfig
 from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
 from cloud.ingest_queue import IngestQueue, InMessage
+from cloud.ingest_receipts import PendingReceipts
+from cloud.ingest_writer import Outcome, Writer, WriterProcess, WriterSpec, in_memory
 from cloud.retained import SWEEP_ID, RetainedSweep
-from cloud.store import Batch, BatchResult, Store, StoreDataError
-from shared.codec import dumps, encode
-from shared.errors import StoreError
+from cloud.store import BatchResult, Store
 from shared.mqtt import build_client
-from shared.receipts import MAX_REFS, receipt
 from shared.topics import QOS
 
 log = logging.getLogger(__name__)
@@ -49,9 +48,6 @@ log = logging.getLogger(__name__)
 __all__ = ["KIND_OF_TOPIC", "CommitHook", "InMessage", "Ingest", "IngestHandler", "IngestQueue", "IngestStats",
            "RejectLog"]
 
-RETRY_MAX_S = 10.0
-INGEST_ID = 1  # MQTT v5 subscription identifier of the ingest subscriptions
-_INGEST_ONLY = [INGEST_ID]  # what paho gives for a message of the ingest subscriptions alone
 STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
 SHED_LOG_S = 60.0  # shedding is logged at most this often (the count is always kept)
 
@@ -99,6 +95,8 @@ class Ingest:
         self.settings = config.mqtt_settings()
         self._client = self._build_client()
         self.sweep = RetainedSweep(self._client, self.topics)
+        self._work = self._build_writer()
+        self._receipts = PendingReceipts(self.topics)
         self._writer = threading.Thread(target=self._write_loop, name="harken-ingest-writer", daemon=True)
 
     # -- MQTT -------------------------------------------------------------------------------
@@ -130,15 +128,18 @@ class Ingest:
         self.stats.connects += 1
         log.info("connected to %s as %s (session present: %s)", self.config.broker_url,
                  self.settings.username or self.settings.client_id, flags.session_present)
+        # No subscription identifier: paho parses a PUBLISH's properties in Python, and one
+        # identifier cost its network thread 13-25 µs per message (a third of a bare subscriber's
+        # whole cost). Only the sweep's copies carry one (SWEEP_ID): a message matching a shared
+        # and a non-shared subscription comes once per subscription (MQTT 5, 4.8.2), each copy
+        # with its own subscription's identifiers, so a copy without any is ingest's.
         group = self.config.group
-        props = Properties(PacketTypes.SUBSCRIBE)
-        props.SubscriptionIdentifier = INGEST_ID
         options = SubscribeOptions(qos=QOS)
         client.subscribe([(self.topics.shared_filter(group, "stats"), options),
                           (self.topics.shared_filter(group, "event"), options),
                           (self.topics.shared_filter(group, "sample"), options),
                           (self.topics.shared_filter(group, "sample_chunk"), options),
-                          (self.topics.filter("state"), options)], properties=props)
+                          (self.topics.filter("state"), options)])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if self.sweep.owns(mid):
@@ -165,7 +166,7 @@ class Ingest:
         """The network thread's share: an ordinary message is queued as it is, nothing more."""
         if not self._accepting.is_set():
             return  # shutting down: not acknowledged, so the broker sends it again after restart
-        if msg.retain or getattr(msg.properties, "SubscriptionIdentifier", None) != _INGEST_ONLY:
+        if msg.retain or getattr(msg.properties, "SubscriptionIdentifier", None) is not None:
             self._on_other_message(client, msg)
             return
         try:
@@ -183,7 +184,7 @@ class Ingest:
         ids = getattr(msg.properties, "SubscriptionIdentifier", None) or []
         if SWEEP_ID in ids or (msg.retain and not topic.endswith("/state")):
             self.sweep.on_message(msg)  # a copy for the sweep (or a retained stats/event): never stored
-            if INGEST_ID not in ids:
+            if SWEEP_ID in ids:
                 return
         self._offer(InMessage(topic, msg.payload, msg.mid, msg.qos, self._generation, time.time(), msg.retain),
                     topic)
@@ -197,6 +198,8 @@ class Ingest:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self._accepting.set()
+        if isinstance(self._work, WriterProcess):
+            self._work.start()
         self._writer.start()
         self._client.connect_async(*self.settings.address, **self.settings.connect_kwargs())
         self._client.loop_start()
@@ -208,6 +211,8 @@ class Ingest:
         """Stop taking messages, commit and acknowledge what was taken, then disconnect."""
         self._accepting.clear()
         self._stop.set()
+        if isinstance(self._work, WriterProcess):
+            self._work.notify_stopping()
         if self._writer.ident is not None:
             self._writer.join(timeout_s)
         if self._writer.is_alive():
@@ -229,36 +234,59 @@ class Ingest:
         return reasons
 
     # -- the writer ------------------------------------------------------------------------------
+    def _build_writer(self):
+        """The work of a batch (``cloud.ingest_writer``): in a child process unless configured
+        otherwise or the database lives in this process's memory."""
+        local = lambda: Writer(self.store, self.handler, stopping=self._stop.is_set,  # noqa: E731
+                               on_failure=self._store_failed)
+        if not self.config.writer_process or in_memory(self.config.db_url):
+            return local()
+        return WriterProcess(WriterSpec.of(self.config.db_url, self.config.db_timeout_s, self.handler), local)
+
+    def _store_failed(self, error: str) -> None:
+        self.stats.store_failures += 1
+        self._store_error = error
+
     def _write_loop(self) -> None:
-        while not (self._stop.is_set() and self.queue.empty()):
-            items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
-            if not items:
-                continue
-            try:
-                self._process(items)
-            except Exception:  # a bug must not stop ingest; the broker redelivers these later
-                log.exception("failed to process a batch of %d messages", len(items))
+        try:
+            while not (self._stop.is_set() and self.queue.empty()):
+                items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
+                if not items:
+                    if self._receipts:  # the backlog is gone: what was merged goes out now
+                        self._send_receipts()
+                    continue
+                try:
+                    self._process(items)
+                except Exception:  # a bug must not stop ingest; the broker redelivers these later
+                    log.exception("failed to process a batch of %d messages", len(items))
+        finally:
+            if self._receipts:
+                self._send_receipts()
+            if isinstance(self._work, WriterProcess):
+                self._work.close()
 
     def _process(self, items: list[InMessage]) -> None:
-        batch = Batch()
-        add = self.handler.add
-        for m in items:
-            # an empty payload on a stats/event topic is the echo of a retained message being
-            # cleared: nothing to store or confirm, only to acknowledge
-            if m.payload or m.topic.endswith("/state"):
-                add(batch, m.topic, m.payload, m.received_t, m.retain)
+        raw = [(m.topic, m.payload, m.received_t, m.retain) for m in items]
         self._commit_since = time.monotonic()
         try:
-            result = self._commit(batch)
+            if isinstance(self._work, WriterProcess):
+                outcome = self._work.process(raw, self._store_failed)
+            else:
+                outcome = self._work.process(raw)
         finally:
             self._commit_since = None
-        if result is None:
+        if outcome is None:
             return  # stopping while the store is down: the broker redelivers later
+        self._store_error = None
         for m in items:
             if m.qos > 0 and m.generation == self._generation:
                 self._client.ack(m.mid, m.qos)
-        self._send_receipts(batch)
-        self._count(items, batch, result)
+        self._receipts.add(outcome.named)
+        if self._receipts.due(backlog=not self.queue.empty()):
+            self._send_receipts()
+        self._merge_counts(outcome)
+        result = outcome.result
+        self._count(items, outcome)
         if result.samples_ready and self._on_samples_ready is not None:
             try:  # staged in the store already: a failure here is retried by the maintenance sweep
                 self._on_samples_ready(result.samples_ready)
@@ -266,27 +294,22 @@ class Ingest:
                 log.exception("assembling %d field sample(s) failed; the maintenance sweep retries",
                               len(result.samples_ready))
 
-    def _send_receipts(self, batch: Batch) -> None:
-        """Tell each device which of its windows and events this batch dealt with for good: stored,
-        duplicates, too late, or refused as malformed (else the device would send those forever)."""
-        named: dict[str, tuple[list, list]] = {}
-        for rows, field in ((batch.windows, 0), (batch.events, 1)):
-            for row in rows:
-                m = row.message
-                named.setdefault(m["device"], ([], []))[field].append((m["boot"], m["seq"]))
-        for r in batch.rejects:  # the handler named the refused ones it could (IngestHandler.add)
-            if r.ref is not None:
-                device, kind, boot, seq = r.ref
-                named.setdefault(device, ([], []))[kind == "event"].append((boot, seq))
-        now = time.time()
-        for device, (windows, events) in named.items():
-            for i in range(0, max(len(windows), len(events)), MAX_REFS):
-                body = receipt(device, now, windows[i:i + MAX_REFS], events[i:i + MAX_REFS])
-                self._client.publish(self.topics.receipt(device), encode(body), qos=QOS)
-                self.stats.receipts += 1
+    def _send_receipts(self) -> None:
+        receipts = self._receipts.take()
+        for topic, payload in receipts:
+            self._client.publish(topic, payload, qos=QOS)
+        self.stats.receipts += len(receipts)
 
-    def _count(self, items: list[InMessage], batch: Batch, result: BatchResult) -> None:
-        s = self.stats
+    def _merge_counts(self, outcome: Outcome) -> None:
+        """The handler's counts from a writer process (in this process's handler they are counted already)."""
+        h = self.handler
+        for mine, theirs in ((h.accepted, outcome.accepted), (h.rejected, outcome.rejected)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        h.undecided += outcome.undecided
+
+    def _count(self, items: list[InMessage], outcome: Outcome) -> None:
+        s, result = self.stats, outcome.result
         s.messages += len(items)
         s.batches += 1
         s.windows_new += result.windows_new
@@ -297,62 +320,6 @@ class Ingest:
         s.last_commit_t = time.time()
         # lag: from the oldest message's arrival to its commit; duplicates: redelivered windows
         s.extra["lag_s"] = s.last_commit_t - min(m.received_t for m in items)
-        s.extra["duplicates"] = s.extra.get("duplicates", 0) + len(batch.windows) - result.windows_new
+        s.extra["duplicates"] = s.extra.get("duplicates", 0) + outcome.windows - result.windows_new
         if self._on_commit is not None:
             self._on_commit(items, result, s.last_commit_t)
-
-    def _commit(self, batch: Batch) -> BatchResult | None:
-        delay = 0.1
-        while True:
-            try:
-                try:
-                    result = self.store.write(batch)
-                except StoreDataError as exc:
-                    log.warning("the store refused a batch (%s); storing its messages one by one", exc)
-                    result = self._commit_one_by_one(batch)
-                self._store_error = None
-                return result
-            except StoreError as exc:
-                self.stats.store_failures += 1
-                self._store_error = str(exc)[:300]
-                if self._stop.is_set() and delay >= RETRY_MAX_S:
-                    log.error("giving up on a batch at shutdown: %s", exc)
-                    return None
-                log.error("cannot commit a batch of %d messages: %s; retrying in %.1f s", len(batch), exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    def _commit_one_by_one(self, batch: Batch) -> BatchResult:
-        """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
-        from cloud.store import Reject
-
-        totals, ready = [0, 0, 0, 0, 0], []
-        quota = batch.sample_quota_bytes
-        singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
-                   + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects]
-                   + [Batch(sample_headers=[r], sample_quota_bytes=quota) for r in batch.sample_headers]
-                   + [Batch(sample_parts=[p], sample_quota_bytes=quota) for p in batch.sample_parts])
-        for single in singles:
-            rows = single.windows + single.events + single.states + single.sample_headers
-            for r in rows:
-                single.see(r.message["device"], r.received_t)
-            try:
-                res = self.store.write(single)
-            except StoreDataError as exc:
-                if single.sample_parts:
-                    p = single.sample_parts[0]
-                    res = self.store.write(Batch(rejects=[Reject.of(p.received_t, p.topic, "unstorable",
-                                                                    str(exc)[:500], p.data)]))
-                elif not rows:
-                    log.error("the store refused a rejected message's record (%s); it is only logged", exc)
-                    continue
-                else:
-                    r = rows[0]
-                    body = dumps(r.message) if r.body is None else r.body.encode()
-                    res = self.store.write(Batch(rejects=[Reject.of(r.received_t, f"device:{r.message['device']}",
-                                                                    "unstorable", str(exc)[:500], body)]))
-            for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects, res.samples_staged)):
-                totals[i] += v
-            ready.extend(res.samples_ready)
-        return BatchResult(*totals, tuple(ready))
-

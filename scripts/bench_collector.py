@@ -16,8 +16,9 @@ window); see ``bench_collector_data``.
                 from the same broker. The two alternate ``--repeat`` times; medians and the
                 median of the paired ratios. Target: stored windows/s >= 0.7x the bare rate.
                 ``stored_and_rolled`` is the rate until the last window is also rolled up.
-                CPU µs per window of each thread (paho's network thread, the writer, the
-                maintenance thread) beside the bare subscriber's: on a shared machine CPU time
+                CPU µs per window of each thread (paho's network thread, the writer thread, the
+                maintenance thread) and child (``writer-process``, ``rollup-process``; in the
+                collector's own threads with ``--in-process``) beside the bare subscriber's: on a shared machine CPU time
                 moves far less than rates do. How many rollup passes and drift evaluations
                 started during the drain is printed: with a short drain (under 5 s) there are
                 none, and the stored rate is ingest's alone; ``--n 60000`` overlaps them.
@@ -83,6 +84,18 @@ def thread_cpu() -> dict[str, float]:
         name = "paho" if t.name.startswith("paho") else t.name
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds of a child process (the collector's writer process), 0 when there is none."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_us_per_window(before: dict, after: dict, n: int) -> dict[str, float]:
@@ -168,8 +181,7 @@ class Counted:
     def __init__(self, collector: Collector):
         self.rolled = self.unmergeable = self.rollups = self.drift_runs = 0
         self.started: dict[str, list[float]] = {"rollup": [], "drift": []}  # perf_counter at each start
-        store, job = collector.maintenance_store, collector.drift_job
-        rollup = store.rollup
+        job, rollup = collector.drift_job, collector.rollup
 
         def counted_rollup(*a, **kw):
             self.started["rollup"].append(time.perf_counter())
@@ -179,7 +191,7 @@ class Counted:
             self.unmergeable += result.unmergeable
             return result
 
-        store.rollup = counted_rollup
+        collector.rollup = counted_rollup
         before = [job.last_t]
 
         def counted_drift(store_, now):
@@ -223,22 +235,25 @@ def drift_read(job, model: str) -> dict:
 def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: Path, run: int, args) -> dict:
     client_id = f"bench-collector-{run}"
     c = prepared_collector(broker, folder, client_id, bundle, key, rollup_interval_s=args.rollup_interval_s,
-                           drift_every_s=args.drift_every_s)
+                           drift_every_s=args.drift_every_s, writer_process=not args.in_process)
     publish(broker.port, items)
     counted = Counted(c)
     cpu0 = thread_cpu()
     t0 = time.perf_counter()
     c.start()
     freeze_startup_heap()  # as Collector.run does
-    n, stored_s, deadline = len(items), None, time.monotonic() + 600
+    n, stored_s, all_s, deadline = len(items), None, None, time.monotonic() + 600
     while time.monotonic() < deadline:
         if stored_s is None and c.ingest.stats.windows_new + c.ingest.stats.rejects >= n:
             stored_s = time.perf_counter() - t0
-        if stored_s is not None and counted.rolled + counted.unmergeable >= n:
-            break
+        if stored_s is not None and all_s is None and counted.rolled + counted.unmergeable >= n:
+            all_s = time.perf_counter() - t0
+        if all_s is not None and counted.drift_runs:
+            break  # the drift job runs after the pass that rolled the last window: its figures are read below
         time.sleep(0.005)
-    all_s = time.perf_counter() - t0
-    cpu = cpu_us_per_window(cpu0, thread_cpu(), n)
+    all_s = all_s or time.perf_counter() - t0
+    cpu = cpu_us_per_window(cpu0, {**thread_cpu(), "writer-process": process_cpu(getattr(c.ingest._work, "pid", None)),
+                                   "rollup-process": process_cpu(c.rollups.pid if c.rollups else None)}, n)
     stats, handler = c.ingest.stats, c.handler
     seen = drift_read(counted.job, model)
     c.stop()
@@ -268,8 +283,8 @@ def throughput(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Pat
     for r in range(args.repeat):
         bare, bare_cpu = bare_subscriber(broker.port, items, r)
         coll = collector_drain(broker, folder, items, gen.model, bundle, key, r, args)
-        ingest_cpu = coll["cpu_us_per_window"].get("paho", 0.0) + coll["cpu_us_per_window"].get(
-            "harken-ingest-writer", 0.0)
+        ingest_cpu = sum(coll["cpu_us_per_window"].get(k, 0.0) for k in ("paho", "harken-ingest-writer",
+                                                                            "writer-process"))
         runs.append({"bare_paho_per_s": round(bare, 1), "bare_paho_cpu_us_per_window": bare_cpu, **coll,
                      "cpu_ratio_ingest": round(bare_cpu / ingest_cpu, 3) if ingest_cpu else None,
                      "ratio": round(coll["stored_per_s"] / bare, 3),
@@ -292,7 +307,8 @@ def lag(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Path, args
         for m in items:
             lags.append(commit_t - json.loads(zlib.decompress(m.payload))["sent_t"])
 
-    c = prepared_collector(broker, folder, "bench-lag", bundle, key, on_commit, drift_every_s=args.drift_every_s)
+    c = prepared_collector(broker, folder, "bench-lag", bundle, key, on_commit, drift_every_s=args.drift_every_s,
+                           writer_process=not args.in_process)
     counted = Counted(c)
     c.start()
     freeze_startup_heap()
@@ -346,6 +362,8 @@ def main() -> int:
     ap.add_argument("--horizon-devices", type=int, default=20, help="devices of the 24 h horizon (8,640 windows each)")
     ap.add_argument("--rollup-interval-s", type=float, default=5.0, help="the collector's default")
     ap.add_argument("--drift-every-s", type=float, default=0.0, help="the collector's default (0: once per step)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="writer and rollups in the collector's process (writer_process = false), as before")
     ap.add_argument("--bundle", type=Path, help="a signed lab bundle (default: train a small one, ~20 s)")
     ap.add_argument("--trust-key", type=Path, help="the bundle's signing public key")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,lag,horizon")
@@ -361,7 +379,7 @@ def main() -> int:
         gen = ProfileWindows(b.manifest, b.sha256)
         out["bundle"] = {"what": what, "sha256": b.sha256, "features": len(b.manifest["profile"]["features"]["names"])}
         out["settings"] = {"rollup_interval_s": args.rollup_interval_s, "drift_every_s": args.drift_every_s,
-                           "synchronous": "FULL", "rollouts_enabled": True}
+                           "synchronous": "FULL", "rollouts_enabled": True, "writer_process": not args.in_process}
         try:
             broker = Mosquitto(folder / "mosquitto").start()
             try:

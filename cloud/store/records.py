@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+import msgspec
+
 from shared.codec import dumps as _dumps
 from shared.errors import StoreError
 
@@ -18,6 +20,19 @@ ALERT_COLS = ("id", "status", "cohort", "signal", "pattern", "opened_t", "update
 def dumps(value) -> str:
     """Compact, sorted JSON text (the codec's bytes as str)."""
     return _dumps(value).decode()
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def loads(text: str | bytes):
+    """Stored JSON text → what ``json.loads`` gives, parsed by msgspec (about five times faster:
+    rollups read every window body and bucket they merge). The few texts msgspec refuses and
+    ``json.loads`` takes (NaN, numbers past a double, lone surrogate escapes) go to ``json.loads``."""
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 def _marks(n: int) -> str:

@@ -34,12 +34,12 @@ A deadlock or serialisation failure the database still reports (``StoreConflict`
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from cloud.store.records import loads
 from shared.window import merge_windows
 
 UNMERGEABLE = "unmergeable"
@@ -203,7 +203,7 @@ def _read_and_plan(cur, bucket_s: int, chunk: int, lock: bool, fleet_from_store:
                        f"{' FOR UPDATE SKIP LOCKED' if lock else ''}").fetchall()
     if not rows:
         return [], Plan(), {}
-    parsed = [(i, d, m, sh or "", t, json.loads(b)) for i, d, m, sh, t, b in rows]
+    parsed = [(i, d, m, sh or "", t, loads(b)) for i, d, m, sh, t, b in rows]
     keys = {(d, m, sh, bucket_start(t, bucket_s)) for _, d, m, sh, t, _ in parsed}
     if fleet_from_store:
         keys |= {(FLEET, m, sh, b) for _, m, sh, b in keys}
@@ -230,7 +230,7 @@ def _load(cur, keys: Iterable[Key], bucket_s: int, lock: bool) -> dict[Key, tupl
                                    [start, bucket_s, *part]).fetchall():
                 key = (row[0], row[1], row[2], start)
                 if key in wanted:
-                    out[key] = (row[3], json.loads(row[4]))
+                    out[key] = (row[3], loads(row[4]))
     return out
 
 
@@ -294,7 +294,7 @@ def _add_to_bucket(cur, key: Key, delta: dict, bucket_s: int, now: float) -> Non
         row = cur.execute(f"SELECT body FROM rollups WHERE {where} FOR UPDATE", params).fetchone()
         if row is not None:
             try:
-                merged = merge_windows([json.loads(row[0]), delta])
+                merged = merge_windows([loads(row[0]), delta])
             except (ValueError, KeyError, TypeError):
                 raise _ShapeConflict() from None
             cur.execute(f"UPDATE rollups SET n_windows = ?, body = ?, updated_t = ? WHERE {where}",

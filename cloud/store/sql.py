@@ -19,7 +19,7 @@ from cloud.store import rollup as rollup_mod
 from cloud.store.base import DEFAULT_BUCKET_S, FLEET, RollupResult, Store
 from cloud.store.migrations import MIGRATIONS, MIGRATIONS_TABLE, check_names
 from cloud.store.leases import LeasesMixin
-from cloud.store.records import RecordsMixin
+from cloud.store.records import RecordsMixin, loads
 from cloud.store.sample_rows import SampleRowsMixin
 from cloud.store.samples import SampleStagingMixin
 from cloud.store.writes import WritesMixin
@@ -198,7 +198,7 @@ class SqlStore(WritesMixin, SampleStagingMixin, SampleRowsMixin, RecordsMixin, L
         with self._tx(write=False) as cur:
             self._snapshot(cur)
             rows = cur.execute(rollup_sql, rp).fetchall() + cur.execute(window_sql, wp).fetchall()
-        return [(m, json.loads(b)) for m, b in rows]
+        return [(m, loads(b)) for m, b in rows]
 
     def device_buckets(self, *, devices=None, since=None, until=None,
                        bucket_s: int = DEFAULT_BUCKET_S) -> Iterator[dict]:
@@ -214,9 +214,9 @@ class SqlStore(WritesMixin, SampleStagingMixin, SampleRowsMixin, RecordsMixin, L
                 raw = cur.execute("SELECT body FROM windows WHERE rolled = 0" + "".join(f" AND {c}" for c in ww),
                                   wp).fetchall()
             for device, b_start, b_s, body in rollups:
-                yield {**json.loads(body), "device": device, "t_start": b_start, "bucket_s": b_s}
+                yield {**loads(body), "device": device, "t_start": b_start, "bucket_s": b_s}
             for (body,) in raw:
-                yield json.loads(body)
+                yield loads(body)
 
     def _snapshot(self, cur) -> None:
         """Make the following reads see one snapshot (SQLite read transactions already do)."""
