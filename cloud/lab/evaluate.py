@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from cloud.lab import dataset as ds_mod
-from cloud.lab import infer, loeo, metrics, slices, splits, train, windows
+from cloud.lab import features, infer, loeo, metrics, slices, splits, train, windows
 from cloud.lab.voices import SILENCE_LABEL
 from shared.bundle import Bundle, atomic_write
 from shared.errors import DatasetError
@@ -75,10 +75,6 @@ def evaluate(bundle: Bundle, data_dir: str | Path, split: str = "test",
     return report
 
 
-# recipe fields added after bundles were first made, and what training did before them
-BEFORE_RECORDED = {"band_shifts": (0,), "train_windows": "clip", "vocoded_fraction": 0.0, "band_mask": 0}
-
-
 def hyperparameters_of(bundle: Bundle) -> train.Hyperparameters:
     """The recipe the bundle was trained with (its lineage), for retraining without an engine."""
     recorded = dict(bundle.manifest.get("lineage", {}).get("hyperparameters") or {})
@@ -87,9 +83,10 @@ def hyperparameters_of(bundle: Bundle) -> train.Hyperparameters:
     for key in ("hidden_layers", "band_shifts"):
         if key in values:
             values[key] = tuple(values[key])
-    for key, before in BEFORE_RECORDED.items():  # a bundle trained before the field existed
-        if key not in values and recorded:
-            values[key] = before
+    if "band_shifts" not in values and recorded:  # trained before the augmentation existed
+        values["band_shifts"] = (0,)
+    if "train_windows" not in values and recorded:  # trained before stream-cut windows
+        values["train_windows"] = "clip"
     return train.Hyperparameters(**values)
 
 
@@ -108,8 +105,7 @@ def leave_one_engine_out(bundle: Bundle, data_dir: str | Path, progress: Callabl
     sess = infer.session(bundle.model_bytes)
     index = {name: i for i, name in enumerate(bundle.labels)}
     task = loeo.Task(
-        dataset, train_idx, test_idx, train.inputs(wins.audio, label_map[wins.labels], index.get(SILENCE_LABEL),
-                                                    hp, seed), label_map[wins.labels],
+        dataset, train_idx, test_idx, features.compute(wins.audio)[0], label_map[wins.labels],
         fit=lambda x, y: train.fit_main(x, y, len(bundle.labels), hp, seed),
         reference=lambda w: infer.run(sess, w, manifest.get("io")).label, gate=gate,
         placement=manifest["placement"], input_samples=bundle.input_samples,

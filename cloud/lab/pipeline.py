@@ -169,10 +169,7 @@ def run(req: TrainRequest) -> dict:
     wins = {k: _windows(req, dataset, sp.indices[k], k) for k in splits.SPLITS}
     timings["windows_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    feats = {k: features.compute(w.audio) for k, w in wins.items() if k != "train"}
-    silence = dataset.labels.index(SILENCE_LABEL) if SILENCE_LABEL in dataset.labels else None
-    feats["train"] = (train.inputs(wins["train"].audio, wins["train"].labels, silence, req.hyperparameters,
-                                   req.seed), None)
+    feats = {k: features.compute(w.audio) for k, w in wins.items()}
     timings["features_s"] = time.perf_counter() - t
     fitted = _fit(req, dataset, feats["train"][0], wins["train"].labels, timings)
     evaluation, concept = _evaluate(req, dataset, sp, wins, feats, fitted, timings)

@@ -19,7 +19,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cloud.lab import features, graph, vocoder
+from cloud.lab import features, graph
 from shared.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,6 @@ class Hyperparameters:
     # where the training windows come from (windows.py): "stream" (the train clips played as one
     # stream through the gate, as a device and the honest test cut them) or "clip" (one by one)
     train_windows: str = "stream"
-    # share of the training windows with speech re-synthesised by a cepstral vocoder (vocoder.py):
-    # the same words through another synthesis method
-    vocoded_fraction: float = 0.5
-    # each training clip's pooled log-mel has a seeded run of 0..band_mask mel bands replaced by
-    # the mean over bands (SpecAugment's frequency mask): no single band decides a word
-    band_mask: int = 6
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -55,14 +49,6 @@ class Hyperparameters:
         d["band_shifts"] = list(self.band_shifts)
         d["model"] = "StandardScaler + MLPClassifier(relu, adam)"
         return d
-
-
-def inputs(audio: np.ndarray, labels: np.ndarray, background: int | None, hp: Hyperparameters,
-           seed: int) -> np.ndarray:
-    """Classifier inputs of the training windows, a seeded share of those with speech (not the
-    ``background`` class) vocoded first (``hp.vocoded_fraction``)."""
-    speech = np.asarray(labels) != (-1 if background is None else background)
-    return features.compute(vocoder.augment(audio, speech, hp.vocoded_fraction, seed))[0]
 
 
 def fit_main(x: np.ndarray, y: np.ndarray, n_classes: int, hp: Hyperparameters, seed: int) -> Pipeline:
@@ -80,7 +66,7 @@ def fit_main(x: np.ndarray, y: np.ndarray, n_classes: int, hp: Hyperparameters, 
     model = Pipeline([("scaler", StandardScaler()), ("mlp", mlp)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(mask_augment(shift_augment(x, hp.band_shifts, seed), hp.band_mask, seed), y)
+        model.fit(shift_augment(x, hp.band_shifts, seed), y)
     log.info("MLP trained: %d iterations, loss %.4f", mlp.n_iter_, mlp.loss_)
     return model
 
@@ -94,21 +80,6 @@ def shift_augment(x: np.ndarray, shifts: tuple[int, ...], seed: int) -> np.ndarr
     for bands in set(pick.tolist()) - {0}:
         out[pick == bands] = features.shift_bands(x[pick == bands], bands)
     return out
-
-
-def mask_augment(x: np.ndarray, width: int, seed: int) -> np.ndarray:
-    """Each row with a seeded run of 0..``width`` mel bands (the same bands in every pooled
-    log-mel of the row) set to that log-mel's mean over bands (same size as ``x``)."""
-    if width <= 0:
-        return x
-    rng = np.random.default_rng([seed, 11])
-    widths = rng.integers(0, width + 1, size=len(x))
-    starts = rng.integers(0, features.N_MELS, size=len(x))
-    bands = np.arange(features.N_MELS)[None, :]
-    masked = (bands >= starts[:, None]) & (bands < (starts + widths)[:, None])  # [N, N_MELS]
-    m = x.reshape(len(x), -1, features.N_MELS)
-    out = np.where(masked[:, None, :], m.mean(axis=2, keepdims=True), m)
-    return out.reshape(len(x), -1).astype(x.dtype)
 
 
 def fit_baselines(x: np.ndarray, y: np.ndarray, hp: Hyperparameters, seed: int) -> dict[str, object]:
