@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cloud.lab.dataset import Clip, Dataset
 from cloud.lab import stream
+from cloud.lab.dataset import Clip, Dataset
 from shared.audio import read_wav
 from shared.errors import DatasetError, HarkenError
 from shared.gate import GateConfig, cut_clip, place
