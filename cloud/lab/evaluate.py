@@ -85,6 +85,8 @@ def hyperparameters_of(bundle: Bundle) -> train.Hyperparameters:
             values[key] = tuple(values[key])
     if "band_shifts" not in values and recorded:  # trained before the augmentation existed
         values["band_shifts"] = (0,)
+    if "train_windows" not in values and recorded:  # trained before stream-cut windows
+        values["train_windows"] = "clip"
     return train.Hyperparameters(**values)
 
 
@@ -95,11 +97,11 @@ def leave_one_engine_out(bundle: Bundle, data_dir: str | Path, progress: Callabl
     manifest = bundle.manifest
     train_idx, test_idx = _clip_indices(bundle, dataset, "train"), _clip_indices(bundle, dataset, "test")
     gate = GateConfig.from_dict(manifest.get("gate", {}))
-    wins = windows.build(dataset, [dataset.clips[i] for i in train_idx], gate, manifest["placement"],
-                         bundle.input_samples)
     label_map = _label_map(bundle, dataset)
     seed = int(manifest.get("lineage", {}).get("seed", 0))
     hp = hyperparameters_of(bundle)
+    wins = windows.training(dataset, [dataset.clips[i] for i in train_idx], gate, hp.train_windows,
+                            manifest["placement"], bundle.input_samples, seed)
     sess = infer.session(bundle.model_bytes)
     index = {name: i for i, name in enumerate(bundle.labels)}
     task = loeo.Task(

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud.lab import dataset, stream
+from cloud.lab import dataset, stream, windows
 from shared.audio import read_wav
+from shared.errors import DatasetError
 from shared.gate import GateConfig
 
 
@@ -52,3 +53,20 @@ def test_stream_accuracy_is_recorded_in_the_run(tiny_lab):
     s = tiny_lab.record["metrics"]["stream"]
     assert s["n_clips"] == 13 and 0.0 <= s["accuracy"] <= 1.0
     assert tiny_lab.record["metrics"]["stream_accuracy"] == s["accuracy"]
+
+
+def test_training_windows_cut_from_a_stream_carry_the_room_around_the_word(tiny_lab):
+    """``windows.from_stream``: the same clips and labels as ``build``, each speech clip's window
+    the longest utterance credited to it in one stream, which runs longer than a fresh gate's cut
+    of the clip alone (the hangover and pre-roll reach into the gaps); same seed, same windows."""
+    ds = dataset.load(tiny_lab.data_dir)
+    own = windows.build(ds, ds.clips)
+    cut = windows.from_stream(ds, ds.clips, seed=3)
+    assert cut.audio.shape == own.audio.shape and np.array_equal(cut.labels, own.labels)
+    speech = own.gated & cut.gated
+    assert speech.sum() >= 0.8 * np.sum(own.labels != ds.labels.index("_silence_"))
+    assert np.mean(cut.utterance_ms[speech]) > np.mean(own.utterance_ms[speech]) + 50
+    assert not np.array_equal(cut.audio[speech], own.audio[speech])
+    assert np.array_equal(windows.from_stream(ds, ds.clips, seed=3).audio, cut.audio)
+    with pytest.raises(DatasetError, match="stream"):
+        windows.training(ds, ds.clips, GateConfig(), "clips")
