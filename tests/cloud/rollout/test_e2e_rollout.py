@@ -186,8 +186,12 @@ class World:
         return self.service.get(rid)
 
     def close(self) -> None:
-        for a in self.agents:
-            a.stop()
+        # together: each agent waits up to its drain time for its spool to empty (20 × 5 s one by one)
+        stopping = [threading.Thread(target=a.stop) for a in self.agents]
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
         self.kill_collector()
         self.publisher.close()
         self.store.close()
