@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SAMPLES = 4096  # fed per step; the request's deadline is checked between steps
 PIPELINE_WINDOW_S = 3600.0  # the pipeline's audio-time window: the ticker closes windows first
+TICK_GRACE_S = 0.25  # a request waits at least this long for the turn (the ticker's flush holds it briefly)
 
 
 class RequestSink(DecisionSink):
@@ -180,7 +181,9 @@ class Service:
         """Decode and run one request (blocking); ``deadline`` is on ``time.monotonic``."""
         samples = decode(body, fmt, self.config.http_max_audio_s)
         t_wait = time.perf_counter()
-        if not self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        # at least a short wait: the window ticker holds the turn for a flush of a few ms, which
+        # must not turn a request whose budget is (nearly) spent into "busy" instead of "timeout"
+        if not self._turn.acquire(timeout=max(TICK_GRACE_S, deadline - time.monotonic())):
             raise RequestError(503, "busy", f"the model stayed busy for the request's whole time budget "
                                f"({self.config.http_timeout_s:g} s); retry later or send fewer requests at once",
                                headers={"Retry-After": str(self.config.http_retry_after_s)})
