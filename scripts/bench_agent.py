@@ -20,7 +20,9 @@ run fed 30 ms at a time at ``--pace`` times real time (the thread sleeps until e
 due, as on a device) at the agent service's niceness (``Nice=-10``); the bare loop is fed the
 same way in the same run and runs the model when the agent's closing frames arrive. The script refuses to print figures (exit 1, reasons on stderr) when
 what it times did not happen: a frame not classified, an utterance not run through the model,
-a decision missing, the bare loop doing less than the agent, repeats disagreeing.
+a decision missing, the bare loop doing less than the agent, repeats disagreeing, the agent
+or the ``--baseline-code`` run importing other code than asked, the baseline finding other
+utterances or decisions.
 """
 from __future__ import annotations
 
@@ -62,7 +64,13 @@ def child_agent(args) -> dict:
     out["rss_mb"] = round(process_rss_mb(), 1)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     out["modules"] = sorted({m.split(".")[0] for m in sys.modules})
+    out["code"] = agent_code()
     return out
+
+
+def agent_code() -> str:
+    """The checkout this process's agent was imported from (``--code``, or this script's)."""
+    return str(Path(sys.modules["edge.pipeline"].__file__).resolve().parents[1])
 
 
 def child_bare(args) -> dict:
@@ -184,6 +192,8 @@ def check(streams: dict, agents: list, bares: list) -> list[str]:
         if bare_lat["inferences"] != lat["decisions"]:
             problems.append(f"{name}: the bare latency run ran the model {bare_lat['inferences']} times "
                             f"for the agent's {lat['decisions']} decisions")
+    if agents[0]["code"] != str(ROOT):
+        problems.append(f"the agent ran the code in {agents[0]['code']}, not this checkout's ({ROOT})")
     leaked = sorted(set(agents[0]["modules"]) & {"cloud", "sklearn", "skl2onnx", "onnx", "scipy", "tests"})
     if leaked:
         problems.append(f"the agent's process imported {leaked}: its RSS is not a device's")
@@ -242,9 +252,13 @@ def figures(streams: dict, agents: list, bares: list) -> list[dict]:
 def baseline(code: Path, streams: dict, agents: list, bares: list, olds: list) -> dict:
     """The older code's figures from the same run, each pair back to back with the current code's."""
     out: dict = {"code": str(code), "rss_mb": statistics.median(r["rss_mb"] for r in olds)}
+    if {r["code"] for r in olds} != {str(code.resolve())}:
+        sys.exit(f"the baseline ran the code in {sorted({r['code'] for r in olds})}, not {code}: no baseline")
     for name in streams:
         if olds[0]["streams"][name]["spans"] != agents[0]["streams"][name]["spans"]:
             sys.exit(f"{name}: the baseline code found other utterances than this code: not the same work")
+        if olds[0]["streams"][name]["latency"]["decisions"] != agents[0]["streams"][name]["latency"]["decisions"]:
+            sys.exit(f"{name}: the baseline code's latency run made other decisions than this code's")
         cpu = statistics.median(r["streams"][name]["cpu_s"] for r in olds)
         lat = olds[0]["streams"][name]["latency"]
         out[name] = {"cpu_s": round(cpu, 4), "real_time_factor": round(streams[name]["seconds"] / cpu, 1),

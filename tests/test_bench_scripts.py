@@ -120,3 +120,21 @@ def test_bench_agent_paced_frames_come_no_faster_than_the_pace(tmp_path):
     frames = list(loops.paced_frames(str(path), pace=10.0))  # 30 ms frames every 3 ms
     assert len(frames) == 20 and all(len(f) == 480 and f.dtype == np.int16 for f in frames)
     assert time.perf_counter() - t0 >= 19 * 0.003
+
+
+def test_bench_agent_refuses_a_baseline_that_ran_other_code_or_other_work(tmp_path):
+    bench = load_script("bench_agent")
+    old_code = tmp_path / "old"
+
+    def run(code, spans=((0, 480),), decisions=1, cpu=1.0) -> dict:
+        stream = {"spans": [list(s) for s in spans], "cpu_s": cpu, "latency": {
+            "decisions": decisions, "processing_ms": [1.0], "processing_cpu_ms": [1.0]}}
+        return {"code": str(code), "rss_mb": 90.0, "streams": {"typical": stream}}
+
+    streams, agents, bares = {"typical": {"seconds": 60.0}}, [run(bench.ROOT)], [run("", cpu=0.8)]
+    got = bench.baseline(old_code, streams, agents, bares, [run(old_code, cpu=1.1)])
+    assert got["typical"]["this_code_speedup"] == 1.1 and got["typical"]["ratio_to_bare"] == 1.375
+    for olds, says in (([run(bench.ROOT)], "not"), ([run(old_code, spans=((0, 960),))], "other utterances"),
+                       ([run(old_code, decisions=2)], "other decisions")):
+        with pytest.raises(SystemExit, match=says):
+            bench.baseline(old_code, streams, agents, bares, olds)
