@@ -140,7 +140,8 @@ class VadGate:
     does what cannot wait (webrtcvad on each new frame, the rules on their flags); the frames'
     energies, which the noise floor and the utterances' levels read, are computed later in one
     step for many frames (when an utterance is emitted, the noise floor read, or
-    ``SETTLE_FRAMES`` frames wait to be dropped). Fed live (chunks under ``SETTLE_FRAMES``
+    ``SETTLE_FRAMES`` frames wait to be dropped; with an ``energy_floor_dbfs``, which needs them
+    to classify, as the frames arrive, and kept). Fed live (chunks under ``SETTLE_FRAMES``
     frames), none of that runs in the chunk that completes an utterance: the utterance computes
     its own levels when they are read, after the decision, and the next chunk settles the frames.
     """
@@ -230,11 +231,14 @@ class VadGate:
 
     def _classify(self, block: np.ndarray, first: int) -> tuple[np.ndarray, int]:
         """Voiced flags of a [n, frame] block of new frames, and how many are voiced."""
-        pcm = self._float_pcm(block) if self._store.is_float else block
-        floor = self.config.energy_floor_dbfs
-        quiet = None if floor is None else levels_from_powers(self._powers(block)) < floor
+        store, floor = self._store, self.config.energy_floor_dbfs
+        pcm = self._float_pcm(block) if store.is_float else block
+        quiet = None
+        if floor is not None:  # int16: the energies are kept, and settling reads them instead of computing them again
+            energy = None if store.is_float else store.energy(first, first + len(block))
+            quiet = levels_from_powers(self._powers(block, energy)) < floor
         voiced = self._vad_flags(pcm, quiet)
-        self._store.voiced(first, first + len(block))[:] = voiced
+        store.voiced(first, first + len(block))[:] = voiced
         n_voiced = int(np.count_nonzero(voiced))
         self._frames_n += len(voiced)
         self._voiced_n += n_voiced
@@ -278,7 +282,12 @@ class VadGate:
         if upto <= a:
             return
         store = self._store
-        power = self._powers(store.frames(a, upto), None if store.is_float else store.energy(a, upto))
+        if store.is_float:
+            power = self._powers(store.frames(a, upto))
+        elif self.config.energy_floor_dbfs is not None:  # _classify kept them as the frames arrived
+            power = store.energy(a, upto) / (self.frame_samples * _PCM_SCALE)
+        else:
+            power = self._powers(store.frames(a, upto), store.energy(a, upto))
         self._quiet.append(power[~store.voiced(a, upto)])
         if len(self._quiet) >= 64:
             self._count_noise()
