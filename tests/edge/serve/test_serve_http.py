@@ -240,6 +240,29 @@ def test_time_budget_busy_and_timeout(served, short_clips):
         assert _post_wav(client, wav).status_code == 200  # the pipeline is fine afterwards
 
 
+def test_a_spent_budget_that_meets_the_window_tickers_flush_is_a_timeout_not_busy(served, short_clips):
+    """The ticker holds the model's turn for a few ms to close a window: a request arriving then with
+    its budget spent waits that out and gets 504, not a 503 that says the model stayed busy."""
+    from edge.serve.inputs import RequestError
+
+    service, held = served.service, threading.Event()
+
+    def flush_like_the_ticker():
+        with service._turn:
+            held.set()
+            time.sleep(0.05)
+
+    ticker = threading.Thread(target=flush_like_the_ticker)
+    ticker.start()
+    held.wait(5.0)
+    try:
+        with pytest.raises(RequestError) as late:
+            service.predict(short_clips[0][0], "wav", time.monotonic() - 1.0)
+    finally:
+        ticker.join()
+    assert late.value.status == 504
+
+
 def test_metrics_count_requests_latency_errors_and_models(served, short_clips):
     with served.client() as client:
         _post_wav(client, short_clips[0][0])
