@@ -44,7 +44,7 @@ class Outcome:
 
     result: BatchResult
     named: dict[str, tuple[list, list]]  # device -> ([(boot, seq) of windows], [(boot, seq) of events])
-    windows: int  # windows in the batch (new and duplicates)
+    windows: int  # windows of the batch the store kept or had already (new and duplicates; not too late)
     # a child's handler counts for the batch (``merge_counts``); a thread's handler counted them itself
     accepted: dict = field(default_factory=dict)
     rejected: dict = field(default_factory=dict)
@@ -87,7 +87,7 @@ class Writer:
         result = self._commit(batch)
         if result is None:
             return None
-        return Outcome(result, self._named(batch), len(batch.windows))
+        return Outcome(result, self._named(batch), len(batch.windows) - result.windows_late)
 
     @staticmethod
     def _named(batch: Batch) -> dict[str, tuple[list, list]]:
@@ -124,7 +124,7 @@ class Writer:
 
     def _commit_one_by_one(self, batch: Batch) -> BatchResult:
         """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
-        totals, ready = [0, 0, 0, 0, 0], []
+        totals, ready, late = [0, 0, 0, 0, 0], [], 0
         quota = batch.sample_quota_bytes
         singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
                    + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects]
@@ -152,7 +152,8 @@ class Writer:
             for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects, res.samples_staged)):
                 totals[i] += v
             ready.extend(res.samples_ready)
-        return BatchResult(*totals, tuple(ready))
+            late += res.windows_late
+        return BatchResult(*totals, tuple(ready), late)
 
 
 # -- the child process -----------------------------------------------------------------------------

@@ -244,3 +244,20 @@ def test_the_children_outlive_a_signal_to_the_group_and_end_with_the_parent(tmp_
         assert proc.wait(10) == 0
     finally:
         work.child.reap()
+
+
+def test_a_too_late_window_counts_as_refused_not_as_a_duplicate(tmp_path):
+    """``Outcome.windows`` (new plus duplicates: ``ingest_duplicates_total`` is it minus the new) leaves
+    out a window the store refused as too late; that one is a reject, and still named in its receipt."""
+    store = open_store(f"sqlite:///{tmp_path / 'late.db'}")
+    now = time.time()
+    ws = [random_window(random.Random(i), "dev-1", 1, i, t_start=now - 5000 + i) for i in range(3)]
+    writer = Writer(store, IngestHandler(TOPICS), stopping=lambda: False, on_failure=print)
+    raw = [(TOPICS.stats("dev-1"), encode(w), now - 4000, False) for w in ws]
+    writer.process(raw[:2])
+    assert store.rollup(300, 100.0, now=now).deleted == 2  # the floor of boot 1 is now seq 1
+    outcome = writer.process([raw[0], raw[2], raw[2]])  # too late, new, and its duplicate
+    assert outcome.result.windows_new == 1 and outcome.result.rejects == 1
+    assert outcome.windows - outcome.result.windows_new == 1  # the duplicate only
+    assert _receipts(outcome) == {TOPICS.receipt("dev-1"): ([[1, 0], [1, 2], [1, 2]], [])}
+    store.close()
