@@ -37,7 +37,7 @@ from cloud.config import CollectorConfig
 from cloud.ingest_handler import KIND_OF_TOPIC, IngestHandler, RejectLog
 from cloud.ingest_queue import IngestQueue, InMessage
 from cloud.ingest_receipts import PendingReceipts
-from cloud.ingest_writer import Outcome, Writer, WriterProcess, WriterSpec, in_memory
+from cloud.ingest_writer import Outcome, Writer, WriterProcess, in_memory
 from cloud.retained import SWEEP_ID, RetainedSweep
 from cloud.store import BatchResult, Store
 from shared.mqtt import build_client
@@ -198,8 +198,7 @@ class Ingest:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self._accepting.set()
-        if isinstance(self._work, WriterProcess):
-            self._work.start()
+        self._work.start()
         self._writer.start()
         self._client.connect_async(*self.settings.address, **self.settings.connect_kwargs())
         self._client.loop_start()
@@ -211,8 +210,7 @@ class Ingest:
         """Stop taking messages, commit and acknowledge what was taken, then disconnect."""
         self._accepting.clear()
         self._stop.set()
-        if isinstance(self._work, WriterProcess):
-            self._work.notify_stopping()
+        self._work.notify_stopping()  # a commit retrying a failing store gives up sooner
         if self._writer.ident is not None:
             self._writer.join(timeout_s)
         if self._writer.is_alive():
@@ -234,14 +232,15 @@ class Ingest:
         return reasons
 
     # -- the writer ------------------------------------------------------------------------------
-    def _build_writer(self):
+    def _build_writer(self) -> Writer | WriterProcess:
         """The work of a batch (``cloud.ingest_writer``): in a child process unless configured
         otherwise or the database lives in this process's memory."""
         local = lambda: Writer(self.store, self.handler, stopping=self._stop.is_set,  # noqa: E731
                                on_failure=self._store_failed)
         if not self.config.writer_process or in_memory(self.config.db_url):
             return local()
-        return WriterProcess(WriterSpec.of(self.config.db_url, self.config.db_timeout_s, self.handler), local)
+        return WriterProcess(self.config.db_url, self.config.db_timeout_s, self.handler,
+                             on_failure=self._store_failed, local=local)
 
     def _store_failed(self, error: str) -> None:
         self.stats.store_failures += 1
@@ -262,17 +261,13 @@ class Ingest:
         finally:
             if self._receipts:
                 self._send_receipts()
-            if isinstance(self._work, WriterProcess):
-                self._work.close()
+            self._work.close()
 
     def _process(self, items: list[InMessage]) -> None:
         raw = [(m.topic, m.payload, m.received_t, m.retain) for m in items]
         self._commit_since = time.monotonic()
         try:
-            if isinstance(self._work, WriterProcess):
-                outcome = self._work.process(raw, self._store_failed)
-            else:
-                outcome = self._work.process(raw)
+            outcome = self._work.process(raw)
         finally:
             self._commit_since = None
         if outcome is None:
@@ -284,7 +279,6 @@ class Ingest:
         self._receipts.add(outcome.named)
         if self._receipts.due(backlog=not self.queue.empty()):
             self._send_receipts()
-        self._merge_counts(outcome)
         result = outcome.result
         self._count(items, outcome)
         if result.samples_ready and self._on_samples_ready is not None:
@@ -299,14 +293,6 @@ class Ingest:
         for topic, payload in receipts:
             self._client.publish(topic, payload, qos=QOS)
         self.stats.receipts += len(receipts)
-
-    def _merge_counts(self, outcome: Outcome) -> None:
-        """The handler's counts from a writer process (in this process's handler they are counted already)."""
-        h = self.handler
-        for mine, theirs in ((h.accepted, outcome.accepted), (h.rejected, outcome.rejected)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
-        h.undecided += outcome.undecided
 
     def _count(self, items: list[InMessage], outcome: Outcome) -> None:
         s, result = self.stats, outcome.result

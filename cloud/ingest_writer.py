@@ -44,15 +44,19 @@ class Outcome:
 
     result: BatchResult
     named: dict[str, tuple[list, list]]  # device -> ([(boot, seq) of windows], [(boot, seq) of events])
-    windows: int  # windows in the batch (new and duplicates)
+    windows: int  # windows of the batch the store kept or had already (new and duplicates; not too late)
+    # a child's handler counts for the batch (``merge_counts``); a thread's handler counted them itself
     accepted: dict = field(default_factory=dict)
     rejected: dict = field(default_factory=dict)
     undecided: int = 0
 
 
 class Writer:
-    """Decode, validate and commit batches; ``process`` returns None only when told to stop while
-    the store is down (nothing was committed: the broker redelivers)."""
+    """Decode, validate and commit batches in this thread; ``process`` returns None only when told
+    to stop while the store is down (nothing was committed: the broker redelivers).
+
+    ``WriterProcess`` has the same interface (``start``, ``process``, ``notify_stopping``,
+    ``close``), so ``Ingest`` drives either without asking which it has."""
 
     def __init__(self, store: Store, handler: IngestHandler, *, stopping: Callable[[], bool],
                  on_failure: Callable[[str], None], wait: Callable[[float], None] = time.sleep):
@@ -62,6 +66,15 @@ class Writer:
         self._stopping = stopping
         self._on_failure = on_failure  # told about each failed commit (then retried)
         self._wait = wait
+
+    def start(self) -> None:
+        """Nothing to start: the work runs in the caller's thread."""
+
+    def notify_stopping(self) -> None:
+        """Nothing to tell: ``stopping`` is read directly."""
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Nothing to close: the store is the caller's."""
 
     def process(self, items: list[Raw]) -> Outcome | None:
         batch = Batch()
@@ -74,7 +87,7 @@ class Writer:
         result = self._commit(batch)
         if result is None:
             return None
-        return Outcome(result, self._named(batch), len(batch.windows))
+        return Outcome(result, self._named(batch), len(batch.windows) - result.windows_late)
 
     @staticmethod
     def _named(batch: Batch) -> dict[str, tuple[list, list]]:
@@ -111,7 +124,7 @@ class Writer:
 
     def _commit_one_by_one(self, batch: Batch) -> BatchResult:
         """Write each row alone; a row the database refuses becomes a Reject ('unstorable')."""
-        totals, ready = [0, 0, 0, 0, 0], []
+        totals, ready, late = [0, 0, 0, 0, 0], [], 0
         quota = batch.sample_quota_bytes
         singles = ([Batch(windows=[r]) for r in batch.windows] + [Batch(events=[r]) for r in batch.events]
                    + [Batch(states=[r]) for r in batch.states] + [Batch(rejects=[r]) for r in batch.rejects]
@@ -139,7 +152,8 @@ class Writer:
             for i, v in enumerate((res.windows_new, res.events_new, res.states, res.rejects, res.samples_staged)):
                 totals[i] += v
             ready.extend(res.samples_ready)
-        return BatchResult(*totals, tuple(ready))
+            late += res.windows_late
+        return BatchResult(*totals, tuple(ready), late)
 
 
 # -- the child process -----------------------------------------------------------------------------
@@ -203,11 +217,23 @@ def in_memory(db_url: str) -> bool:
     return db_url.rstrip("/").endswith(":memory:") or db_url in ("", ":memory:")
 
 
-class WriterProcess:
-    """The parent's side of the writer child: ``process(items, on_failure)`` as ``Writer.process`` does."""
+def merge_counts(handler: IngestHandler, outcome: Outcome) -> None:
+    """Add the counts a child's handler made for one batch to the parent's ``handler``."""
+    for mine, theirs in ((handler.accepted, outcome.accepted), (handler.rejected, outcome.rejected)):
+        for k, v in theirs.items():
+            mine[k] = mine.get(k, 0) + v
+    handler.undecided += outcome.undecided
 
-    def __init__(self, spec: WriterSpec, local: Callable[[], Writer]):
-        self.spec = spec
+
+class WriterProcess:
+    """``Writer`` run by a child: ``process(items)`` gives what ``Writer.process`` gives, and the
+    child's handler counts are added to ``handler``'s as the thread's would be."""
+
+    def __init__(self, db_url: str, db_timeout_s: float | None, handler: IngestHandler, *,
+                 on_failure: Callable[[str], None], local: Callable[[], Writer] | None):
+        self.spec = WriterSpec.of(db_url, db_timeout_s, handler)
+        self.handler = handler
+        self._on_failure = on_failure  # told about each failed commit (the child retries)
         self._local = local  # builds the in-thread writer a poisonous batch falls back to
         self._fallback: Writer | None = None
         self.child = Child("ingest writer")
@@ -226,7 +252,7 @@ class WriterProcess:
         except ChildDied:
             pass  # nothing is retrying
 
-    def process(self, items: list[Raw], on_failure: Callable[[str], None]) -> Outcome | None:
+    def process(self, items: list[Raw]) -> Outcome | None:
         crashes = 0
         while crashes < MAX_CRASHES:
             try:
@@ -234,8 +260,10 @@ class WriterProcess:
                 while True:
                     kind, value = self.child.receive()
                     if kind != "failure":
+                        if value is not None:
+                            merge_counts(self.handler, value)
                         return value
-                    on_failure(value)
+                    self._on_failure(value)
             except ChildDied as exc:
                 crashes += 1
                 log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(items),

@@ -18,7 +18,8 @@ window); see ``bench_collector_data``.
                 ``stored_and_rolled`` is the rate until the last window is also rolled up.
                 CPU µs per window of each thread (paho's network thread, the writer thread, the
                 maintenance thread) and child (``writer-process``, ``rollup-process``; in the
-                collector's own threads with ``--in-process``) beside the bare subscriber's: on a shared machine CPU time
+                collector's own threads with ``--in-process``; a child's start-up, measured apart
+                in the same run, left out) beside the bare subscriber's: on a shared machine CPU time
                 moves far less than rates do. How many rollup passes and drift evaluations
                 started during the drain is printed: with a short drain (under 5 s) there are
                 none, and the stored rate is ingest's alone; ``--n 60000`` overlaps them.
@@ -65,6 +66,10 @@ from bench_collector_data import (TOPICS, WINDOW_S, BenchFailed, ProfileWindows,
 from bench_collector_horizon import horizon  # noqa: E402
 from cloud.collector import Collector, freeze_startup_heap  # noqa: E402
 from cloud.config import load_collector_config  # noqa: E402
+from cloud.ingest_handler import IngestHandler  # noqa: E402
+from cloud.ingest_writer import WriterProcess  # noqa: E402
+from cloud.rollup_process import RollupProcess  # noqa: E402
+from cloud.store import open_store  # noqa: E402
 from shared.bundle import load_bundle  # noqa: E402
 from shared.codec import encode  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
@@ -87,7 +92,7 @@ def thread_cpu() -> dict[str, float]:
 
 
 def process_cpu(pid: int | None) -> float:
-    """CPU seconds of a child process (the collector's writer process), 0 when there is none."""
+    """CPU seconds of a child process (the collector's writer or rollup process), 0 when there is none."""
     if pid is None:
         return 0.0
     try:
@@ -96,6 +101,29 @@ def process_cpu(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_startup_cpu(folder: Path) -> dict[str, float]:
+    """CPU seconds a writer and a rollup child spend starting (interpreter, imports, store, a first
+    empty job), measured in this run. A drain's child figures hold it once and the collector's own
+    threads never (their imports are done before), so it is taken out of the per-window figures."""
+    url = f"sqlite:///{folder}/child-startup.db"
+    open_store(url).close()
+    writer = WriterProcess(url, None, IngestHandler(TOPICS), on_failure=lambda error: None, local=None)
+    writer.start()
+    try:
+        if writer.process([]) is None:
+            raise BenchFailed("the writer child did not answer an empty batch")
+        out = {"writer-process": process_cpu(writer.pid)}
+    finally:
+        writer.close()
+    rollups = RollupProcess(url, None)
+    try:
+        rollups.rollup(300, 86400.0, now=time.time())
+        out["rollup-process"] = process_cpu(rollups.pid)
+    finally:
+        rollups.close()
+    return out
 
 
 def cpu_us_per_window(before: dict, after: dict, n: int) -> dict[str, float]:
@@ -232,13 +260,14 @@ def drift_read(job, model: str) -> dict:
     return {"utterances": int(table.counts["output"]["labels"].sum()) if table else 0, "skipped": snap.skipped}
 
 
-def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: Path, run: int, args) -> dict:
+def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: Path, run: int, args,
+                    child_startup: dict[str, float]) -> dict:
     client_id = f"bench-collector-{run}"
     c = prepared_collector(broker, folder, client_id, bundle, key, rollup_interval_s=args.rollup_interval_s,
                            drift_every_s=args.drift_every_s, writer_process=not args.in_process)
     publish(broker.port, items)
     counted = Counted(c)
-    cpu0 = thread_cpu()
+    cpu0 = {**thread_cpu(), **child_startup}  # a child's start-up is not per-window work
     t0 = time.perf_counter()
     c.start()
     freeze_startup_heap()  # as Collector.run does
@@ -255,12 +284,16 @@ def collector_drain(broker, folder: Path, items, model: str, bundle: Path, key: 
     cpu = cpu_us_per_window(cpu0, {**thread_cpu(), "writer-process": process_cpu(getattr(c.ingest._work, "pid", None)),
                                    "rollup-process": process_cpu(c.rollups.pid if c.rollups else None)}, n)
     stats, handler = c.ingest.stats, c.handler
+    starts = [p.child.starts for p in (c.ingest._work, c.rollups) if hasattr(p, "child")]
     seen = drift_read(counted.job, model)
     c.stop()
     drop_session(broker.port, client_id)
     if stats.windows_new != n or stats.rejects or counted.unmergeable or counted.rolled != n:
         raise BenchFailed(f"collector run {run}: sent {n} windows, stored {stats.windows_new}, refused {stats.rejects},"
                           f" rolled up {counted.rolled}, unmergeable {counted.unmergeable}")
+    if any(n_starts > 1 for n_starts in starts):
+        raise BenchFailed(f"collector run {run}: a child process was started again ({starts} starts): the CPU "
+                          "figures would miss the dead one's")
     if not counted.drift_runs or seen["utterances"] == 0 or seen["skipped"]:
         raise BenchFailed(f"collector run {run}: drift evaluated {counted.drift_runs} times and read {seen}: it did "
                           "not evaluate these windows against the model's profile")
@@ -280,9 +313,10 @@ def throughput(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Pat
     t_end = (time.time() - cfg.drift_settle_s) // cfg.drift_step_s * cfg.drift_step_s
     items = fleet_windows(gen, args.n, args.devices, t_end=t_end)
     runs = []
+    startup = {} if args.in_process else child_startup_cpu(folder)
     for r in range(args.repeat):
         bare, bare_cpu = bare_subscriber(broker.port, items, r)
-        coll = collector_drain(broker, folder, items, gen.model, bundle, key, r, args)
+        coll = collector_drain(broker, folder, items, gen.model, bundle, key, r, args, startup)
         ingest_cpu = sum(coll["cpu_us_per_window"].get(k, 0.0) for k in ("paho", "harken-ingest-writer",
                                                                             "writer-process"))
         runs.append({"bare_paho_per_s": round(bare, 1), "bare_paho_cpu_us_per_window": bare_cpu, **coll,
@@ -296,7 +330,7 @@ def throughput(broker, folder: Path, gen: ProfileWindows, bundle: Path, key: Pat
             "collector_stored_and_rolled_per_s": med("stored_and_rolled_per_s"),
             "ratio": med("ratio"), "ratio_stored_and_rolled": med("ratio_stored_and_rolled"), "target_ratio": 0.7,
             "bare_paho_cpu_us_per_window": med("bare_paho_cpu_us_per_window"),
-            "cpu_ratio_ingest": med("cpu_ratio_ingest"),
+            "cpu_ratio_ingest": med("cpu_ratio_ingest"), "child_startup_cpu_s": startup,
             "runs": runs}
 
 

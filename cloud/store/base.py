@@ -140,6 +140,7 @@ class BatchResult:
     rejects: int
     samples_staged: int = 0  # sample headers and chunks stored for assembly (duplicates not counted)
     samples_ready: tuple = ()  # (device, sha256) whose every chunk is in: ready to assemble
+    windows_late: int = 0  # windows refused as too_late (among ``rejects``)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class WritesMixin:
             self._write_offsets(cur, clock_samples(batch.states, kept))
             self._write_rejects(cur, [*batch.rejects, *late, *refused])
         return BatchResult(windows_new, events_new, len(batch.states), len(batch.rejects) + len(late) + len(refused),
-                           staged, tuple(ready))
+                           staged, tuple(ready), len(late))
 
     # -- windows and events ----------------------------------------------------------------------
     def _refuse_below_floors(self, cur, batch: Batch) -> tuple[list[Received], list[Reject]]:

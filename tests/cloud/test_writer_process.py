@@ -18,7 +18,7 @@ import pytest
 from cloud.collector import Collector
 from cloud.ingest_handler import IngestHandler
 from cloud.ingest_receipts import PendingReceipts
-from cloud.ingest_writer import MAX_CRASHES, Writer, WriterProcess, WriterSpec
+from cloud.ingest_writer import MAX_CRASHES, Writer, WriterProcess
 from cloud.rollup_process import RollupProcess
 from cloud.store import open_store
 from shared.codec import decode_raw, encode
@@ -65,14 +65,13 @@ def test_the_writer_process_gives_what_the_thread_gives(tmp_path):
             outcome = Writer(store, handler, stopping=lambda: False, on_failure=print).process(items)
             store.close()
         else:
-            work = WriterProcess(WriterSpec.of(url, None, handler), local=None)
+            work = WriterProcess(url, None, handler, on_failure=print, local=None)
             work.start()
             try:
-                outcome = work.process(items, on_failure=print)
+                outcome = work.process(items)
             finally:
                 work.close()
             assert work.child.starts == 1
-            handler.accepted, handler.rejected = outcome.accepted, outcome.rejected  # what Ingest merges
         store = open_store(url)
         stored = sorted((w["device"], w["seq"]) for w in store.windows())
         results.append((outcome.result, _receipts(outcome), outcome.windows, handler.accepted, handler.rejected,
@@ -92,13 +91,13 @@ def test_a_batch_that_kills_every_writer_process_is_written_by_the_parent(tmp_pa
     good = f"sqlite:///{tmp_path / 'good.db'}"
     store = open_store(good)
     handler = IngestHandler(TOPICS)
-    spec = WriterSpec.of("postgresql://nobody@127.0.0.1:1/none", 2.0, handler)
-    work = WriterProcess(spec, local=lambda: Writer(store, handler, stopping=lambda: False, on_failure=print))
+    work = WriterProcess("postgresql://nobody@127.0.0.1:1/none", 2.0, handler, on_failure=print,
+                         local=lambda: Writer(store, handler, stopping=lambda: False, on_failure=print))
     work.start()
     now = time.time()
     ws = [random_window(random.Random(i), "dev-1", 1, i, t_start=now + i) for i in range(3)]
     try:
-        outcome = work.process([(TOPICS.stats("dev-1"), encode(w), now, False) for w in ws], on_failure=print)
+        outcome = work.process([(TOPICS.stats("dev-1"), encode(w), now, False) for w in ws])
     finally:
         work.close()
     assert work.child.starts == 1 + MAX_CRASHES
@@ -228,20 +227,37 @@ def test_the_children_outlive_a_signal_to_the_group_and_end_with_the_parent(tmp_
     """SIGINT / SIGTERM to the process group must not kill a child mid-batch (the parent drains
     through it while it stops); a child ends when its pipe closes."""
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    work = WriterProcess(WriterSpec.of(url, None, IngestHandler(TOPICS)), local=None)
+    work = WriterProcess(url, None, IngestHandler(TOPICS), on_failure=print, local=None)
     work.start()
     try:
         now = time.time()
         w = random_window(random.Random(1), "dev-1", 1, 0, t_start=now)
-        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)], print).result.windows_new == 1
+        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)]).result.windows_new == 1
         for sig in (signal.SIGINT, signal.SIGTERM):
             os.kill(work.pid, sig)
         time.sleep(0.3)
         w = random_window(random.Random(2), "dev-1", 1, 1, t_start=now)
-        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)], print).result.windows_new == 1
+        assert work.process([(TOPICS.stats("dev-1"), encode(w), now, False)]).result.windows_new == 1
         assert work.child.starts == 1
         proc = work.child._proc
         work.child._to.close()  # as when the parent dies
         assert proc.wait(10) == 0
     finally:
         work.child.reap()
+
+
+def test_a_too_late_window_counts_as_refused_not_as_a_duplicate(tmp_path):
+    """``Outcome.windows`` (new plus duplicates: ``ingest_duplicates_total`` is it minus the new) leaves
+    out a window the store refused as too late; that one is a reject, and still named in its receipt."""
+    store = open_store(f"sqlite:///{tmp_path / 'late.db'}")
+    now = time.time()
+    ws = [random_window(random.Random(i), "dev-1", 1, i, t_start=now - 5000 + i) for i in range(3)]
+    writer = Writer(store, IngestHandler(TOPICS), stopping=lambda: False, on_failure=print)
+    raw = [(TOPICS.stats("dev-1"), encode(w), now - 4000, False) for w in ws]
+    writer.process(raw[:2])
+    assert store.rollup(300, 100.0, now=now).deleted == 2  # the floor of boot 1 is now seq 1
+    outcome = writer.process([raw[0], raw[2], raw[2]])  # too late, new, and its duplicate
+    assert outcome.result.windows_new == 1 and outcome.result.rejects == 1
+    assert outcome.windows - outcome.result.windows_new == 1  # the duplicate only
+    assert _receipts(outcome) == {TOPICS.receipt("dev-1"): ([[1, 0], [1, 2], [1, 2]], [])}
+    store.close()

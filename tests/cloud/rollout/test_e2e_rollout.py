@@ -155,7 +155,9 @@ class World:
 
     def start_collector(self) -> None:
         self.generation += 1
-        cfg = collector_config(self.broker.url, self.db_url, client_id=f"collector-{self.generation}")
+        # restarted under its client id, as a supervisor would (docs/scale.md): a new id would leave the
+        # old session in the shared group, and mosquitto would queue half the fleet's windows there
+        cfg = collector_config(self.broker.url, self.db_url, client_id="collector")
         self.collector = self._collector_cls(cfg)
         self.collector.start()
         delivery = Delivery(self.publisher, SqlDesiredRevs(self.store))
