@@ -154,7 +154,11 @@ def test_two_replicas_lose_none_store_none_twice_and_keep_one_controller_when_on
         fleet.join(120)
         marks["fleet done"] = time.monotonic() - t0
         assert not fleet.is_alive()
-        assert result["failures"] == {} and result["device_errors"] == {} and result["windows_unsent"] == 0
+        # a window still in a spool when its agent stopped is lost only if the store lacks it: the
+        # restarted leader drains its session while the agents' 5 s shutdown drain runs, and a late
+        # receipt leaves a stored window in the spool; the exactly-once check below counts every
+        # window the agents made, spooled or not
+        assert result["failures"] == {} and result["device_errors"] == {}
         assert wait_until(lambda: _count(store) >= result["windows"], 30, POLL_S), \
             f"not all {result['windows']} windows stored"
         assert wait_until(lambda: _count(store, "rolled = 0") == 0, 30, POLL_S), "windows left unrolled"
