@@ -99,8 +99,8 @@ def _assemble(dataset: Dataset, clips: Sequence[Clip], cuts, input_samples: int,
     audio = np.zeros((n, input_samples), dtype=np.float32)
     gated = np.zeros(n, dtype=bool)
     utt_ms, level, snr = np.zeros(n), np.zeros(n), np.zeros(n)
-    for i, (window, cut, gated[i]) in enumerate(cuts):
-        audio[i] = window
+    for i, (window, cut, was_gated) in enumerate(cuts):
+        audio[i], gated[i] = window, was_gated
         utt_ms[i] = 1000.0 * len(cut) / 16000
         level[i], snr[i] = level_dbfs(cut), snr_db(cut)
         if progress and (i + 1) % 64 == 0:
