@@ -177,6 +177,7 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
     g = GroupResult(group, bounds, (int(recent[0]), int(recent[1])))
     for p in parts:
         bases = [baseline_of(d, p.model) for d, m in zip(p.table.devices, p.mask) if m]
+        households = _households_of(p.table.counts[kind][primary][p.mask], bounds, recent) if s.level_test else None
         for score in (sc for sc in p.table.ref.scores[kind] if sc.group == group):
             steps = p.table.counts[kind][score.signal][p.mask]
             line = _baseline_line(p.model, score, steps, bounds, recent, bases, kind, tail_n)
@@ -189,7 +190,7 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
                                     against_reference(score, merged, tail_n), "reference",
                                     device_effect=_own(score, merged[:, 0], score.ref_mean, tail_n),
                                     device_blocks=_own(score, per_block, score.ref_mean, tail_n),
-                                    households=effective_devices(np.concatenate([per_block, merged], axis=1))))
+                                    households=households))
             elif s.population_gate and has_ref and score.measured_spread:
                 g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
                                                                            tail_n).p[0])
@@ -205,6 +206,13 @@ def effective_devices(counts: np.ndarray) -> np.ndarray:
     n = counts.sum(axis=-1).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nan_to_num(n.sum(axis=0) ** 2 / (n ** 2).sum(axis=0))
+
+
+def _households_of(steps: np.ndarray, bounds: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """``effective_devices`` of a part's blocks, then of its recent span, from the group's primary
+    signal (what the blocks are laid out by): once per part, shared by the group's every score."""
+    n = steps.sum(axis=-1, keepdims=True)
+    return effective_devices(np.concatenate([blocks.reduce(n, bounds), blocks.reduce(n, recent)], axis=1))
 
 
 def _recent_bounds(bounds: np.ndarray, first_step: int) -> np.ndarray:

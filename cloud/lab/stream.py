@@ -123,13 +123,25 @@ def credit(utts, spans: Sequence[tuple[int, int]]) -> np.ndarray:
     return owner
 
 
+def credited_to(p: StreamPass) -> dict[int, list[int]]:
+    """Per clip index credited with any utterance, its utterances (stream order)."""
+    mine: dict[int, list[int]] = {}
+    for k, clip_index in enumerate(p.owner.tolist()):
+        if clip_index >= 0:
+            mine.setdefault(clip_index, []).append(k)
+    return mine
+
+
+def longest_credited(p: StreamPass) -> dict[int, int]:
+    """Per clip index credited with any utterance, its longest one (the first of equals): what
+    the stream test judges a word clip by, and what ``windows.from_stream`` trains on."""
+    return {i: max(ks, key=lambda k: len(p.utterances[k].samples)) for i, ks in credited_to(p).items()}
+
+
 def clip_results(p: StreamPass, labels: np.ndarray, silence_label: int | None,
                  predicted: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(right per clip index, gate misses, extra utterances) by the rules in the module docstring."""
-    mine: dict[int, list[int]] = {}
-    for k, clip_index in enumerate(p.owner):
-        if clip_index >= 0:
-            mine.setdefault(int(clip_index), []).append(k)
+    mine, longest = credited_to(p), longest_credited(p)
     right = np.zeros(len(p.order), dtype=bool)
     missed = extra = 0
     for clip_index in p.order:
@@ -142,8 +154,7 @@ def clip_results(p: StreamPass, labels: np.ndarray, silence_label: int | None,
         if not credited:
             missed += 1
             continue
-        longest = max(credited, key=lambda k: len(p.utterances[k].samples))
-        right[clip_index] = predicted[longest] == truth
+        right[clip_index] = predicted[longest[clip_index]] == truth
         extra += len(credited) - 1
     return right, missed, extra
 

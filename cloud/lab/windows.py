@@ -59,25 +59,8 @@ def build(dataset: Dataset, clips: Sequence[Clip], config: GateConfig = GateConf
           progress: Callable[[int], None] | None = None) -> Windows:
     """Windows for ``clips`` (in order); ``rule`` defaults to the dataset's placement."""
     rule = rule or dataset.placement
-    index = {label: i for i, label in enumerate(dataset.labels)}
-    n = len(clips)
-    audio = np.zeros((n, input_samples), dtype=np.float32)
-    gated = np.zeros(n, dtype=bool)
-    utt_ms, level, snr = np.zeros(n), np.zeros(n), np.zeros(n)
-    for i, clip in enumerate(clips):
-        try:
-            samples = read_wav(dataset.path_of(clip))
-        except HarkenError as exc:
-            raise DatasetError(f"{clip.path}: {exc}; run `harken data check {dataset.root}`") from exc
-        audio[i], cut, gated[i] = device_window(samples, config, rule, input_samples)
-        utt_ms[i] = 1000.0 * len(cut) / 16000
-        level[i], snr[i] = level_dbfs(cut), snr_db(cut)
-        if progress and (i + 1) % 64 == 0:
-            progress(64)
-    if progress and n % 64:
-        progress(n % 64)
-    labels = np.array([index[c.label] for c in clips], dtype=np.int64)
-    return Windows(audio, labels, gated, utt_ms, level, snr)
+    cuts = (device_window(_read(dataset, clip), config, rule, input_samples) for clip in clips)
+    return _assemble(dataset, clips, cuts, input_samples, progress)
 
 
 def from_stream(dataset: Dataset, clips: Sequence[Clip], config: GateConfig = GateConfig(),
@@ -88,22 +71,44 @@ def from_stream(dataset: Dataset, clips: Sequence[Clip], config: GateConfig = Ga
     gate took for speech, which the honest test also asks to be called background); a clip
     credited with none keeps its ``build`` window, so no clip is dropped."""
     rule = rule or dataset.placement
-    own = build(dataset, clips, config, rule, input_samples, progress)
-    p = stream.play([read_wav(dataset.path_of(c)) for c in clips], lambda w: w, config, rule,
-                    input_samples, seed=seed)
-    longest: dict[int, int] = {}  # clip → its longest credited utterance
-    for k, owner in enumerate(p.owner.tolist()):
-        if owner >= 0 and (owner not in longest
-                           or len(p.utterances[k].samples) > len(p.utterances[longest[owner]].samples)):
-            longest[owner] = k
-    audio, gated = own.audio.copy(), own.gated.copy()
-    utt_ms, level, snr = own.utterance_ms.copy(), own.level_dbfs.copy(), own.snr_db.copy()
-    for i, k in longest.items():
-        cut = p.utterances[k].samples
-        audio[i], gated[i] = p.outputs[k], True
+    samples = [_read(dataset, clip) for clip in clips]
+    p = stream.play(samples, lambda w: w, config, rule, input_samples, seed=seed)
+    longest = stream.longest_credited(p)
+
+    def cut(i: int):
+        k = longest.get(i)
+        if k is None:
+            return device_window(samples[i], config, rule, input_samples)
+        return p.outputs[k], p.utterances[k].samples, True
+
+    return _assemble(dataset, clips, (cut(i) for i in range(len(clips))), input_samples, progress)
+
+
+def _read(dataset: Dataset, clip: Clip) -> np.ndarray:
+    try:
+        return read_wav(dataset.path_of(clip))
+    except HarkenError as exc:
+        raise DatasetError(f"{clip.path}: {exc}; run `harken data check {dataset.root}`") from exc
+
+
+def _assemble(dataset: Dataset, clips: Sequence[Clip], cuts, input_samples: int,
+              progress: Callable[[int], None] | None) -> Windows:
+    """``Windows`` from each clip's (window, utterance samples, gated), in order."""
+    index = {label: i for i, label in enumerate(dataset.labels)}
+    n = len(clips)
+    audio = np.zeros((n, input_samples), dtype=np.float32)
+    gated = np.zeros(n, dtype=bool)
+    utt_ms, level, snr = np.zeros(n), np.zeros(n), np.zeros(n)
+    for i, (window, cut, was_gated) in enumerate(cuts):
+        audio[i], gated[i] = window, was_gated
         utt_ms[i] = 1000.0 * len(cut) / 16000
         level[i], snr[i] = level_dbfs(cut), snr_db(cut)
-    return Windows(audio, own.labels, gated, utt_ms, level, snr)
+        if progress and (i + 1) % 64 == 0:
+            progress(64)
+    if progress and n % 64:
+        progress(n % 64)
+    labels = np.array([index[c.label] for c in clips], dtype=np.int64)
+    return Windows(audio, labels, gated, utt_ms, level, snr)
 
 
 def training(dataset: Dataset, clips: Sequence[Clip], config: GateConfig, source: str,

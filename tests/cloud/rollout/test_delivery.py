@@ -167,3 +167,12 @@ def test_a_sample_switch_keeps_the_model_a_rollout_step_wrote_meanwhile(mosquitt
     assert control.publish_pending(sqlite_store, racing) == 1
     last = delivery.revs.get("dev-1")
     assert (last["rev"], last["active"], last["rollout"], last["config"]) == (3, "b" * 64, "r-2", {"samples": True})
+
+
+def test_a_rollout_step_keeps_the_config_a_sample_switch_wrote_meanwhile(mosquitto, delivery):
+    delivery.write_desired({"dev-1": DesiredTarget("a" * 64, None, "full")}, rollout="r-1")
+    switch = lambda: delivery.reconfigure("dev-1", {"samples": True})  # noqa: E731
+    racing = Delivery(delivery.publisher, _StepLandsFirst(delivery.revs, switch), T)
+    racing.write_desired({"dev-1": DesiredTarget("b" * 64, None, "full")}, rollout="r-2")
+    last = delivery.revs.get("dev-1")
+    assert (last["rev"], last["active"], last["rollout"], last["config"]) == (3, "b" * 64, "r-2", {"samples": True})
