@@ -35,7 +35,8 @@ def test_a_state_stamped_a_year_ahead_does_not_freeze_the_device(mosquitto, stor
         assert c.ingest.wait_connected(10)
         pub = publisher_factory()
         now = time.time()
-        pub.state(state_message("dev-fast", t=now + YEAR, desired_rev=3))  # its clock jumped a year ahead
+        # its clock jumped a year (and an hour) ahead: a year minus the delivery time would read +365.0d
+        pub.state(state_message("dev-fast", t=now + YEAR + 3600, desired_rev=3))
         assert wait_until(lambda: _rev(c.store, "dev-fast") == 3, 10)
         pub.state(state_message("dev-fast", t=now + 1, desired_rev=4))  # fixed again: earlier by its clock
         assert wait_until(lambda: _rev(c.store, "dev-fast") == 4, 10), f"desired_rev {_rev(c.store, 'dev-fast')}"
