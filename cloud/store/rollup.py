@@ -107,7 +107,9 @@ def plan(rows: list[tuple[int, str, str, str, float, dict]], bucket_s: int,
 
     A fleet bucket is the merge of the chunk's per-device merges (a window itself when its device
     has one), not of every window again: a device with several windows in the chunk is summed
-    once. Only if those do not fit together are the windows merged one by one.
+    once (float sums, CPU seconds and durations, then round in that order, as PostgreSQL's
+    additive fleet merge rounds in its own). Only if those do not fit together are the windows
+    merged one by one.
     """
     groups: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
     for wid, device, model, shadow, t_start, body in rows:
