@@ -159,11 +159,12 @@ def _body(row: tuple[int, dict] | None) -> dict | None:
 
 def _merge_deltas(fkey: Key, devices: list[Key], dev_ok: dict, dev_merge: dict, existing: dict) -> dict | None:
     """The fleet bucket ``fkey`` merged from its ``devices``' windows of the chunk, one merge per
-    device (its bucket's merge when that was new, its window when it has one); None if they do
-    not all fit together (``plan`` then merges window by window, leaving the misfits out)."""
+    device (its bucket's merge when that was new, its window when it has one); None if there are
+    none or they do not all fit together (``plan`` then merges window by window, leaving the
+    misfits out)."""
     base = _body(existing.get(fkey))
     try:
-        deltas = [] if base is None else [base]
+        deltas = []
         for key in devices:
             items = dev_ok[key]
             if len(items) == 1:
@@ -172,7 +173,7 @@ def _merge_deltas(fkey: Key, devices: list[Key], dev_ok: dict, dev_merge: dict, 
                 deltas.append(dev_merge[key])
             elif items:
                 deltas.append(merge_windows([b for _, b in items]))
-        return merge_windows(deltas)
+        return merge_windows(([] if base is None else [base]) + deltas) if deltas else None
     except (ValueError, KeyError, TypeError):
         return None
 
