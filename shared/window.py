@@ -144,7 +144,7 @@ def _columns(rows: list[list]) -> list:
 def _fixed_hists(ws: list[dict]) -> list[list[int]]:
     """The histograms every window has (HIST_SECTIONS, then each feature), merged. When every
     window has the same bins (the rule), one flat list per window is added in one go."""
-    per_window = [[w[s][n] for s, n in _HISTS] + w["input"]["features"] for w in ws]
+    per_window = [[w[s][n] for s, n in _HISTS] + list(w["input"]["features"]) for w in ws]
     shape = list(map(len, per_window[0]))
     if all(list(map(len, hs)) == shape for hs in per_window[1:]):
         flat = _column_sums([list(chain.from_iterable(hs)) for hs in per_window], "histograms")
