@@ -110,6 +110,15 @@ class Window(Struct):
     shadow: Optional[Shadow] = None
 
 
+HEADER_FIELDS = ("kind", "v", "device", "boot", "seq", "t_start", "duration_s", "audio_start_s", "agent_version",
+                 "model", "automation", "shadow_model")
+
+
+class WindowHeader(dict):
+    """A valid window's top-level fields (``HEADER_FIELDS``; an absent ``shadow_model`` reads as
+    None): all that ingest and the store read of a window whose full JSON text travels as its body."""
+
+
 class Undecided(Exception):
     """The fast path does not accept this payload; the full validator decides."""
 
@@ -123,16 +132,25 @@ class FastWindows:
 
     def decode(self, raw: bytes) -> dict:
         """Raises ``Undecided`` unless the window is valid."""
+        self._checked(raw)
+        # A second parse costs less than converting the checked one. The checking parse validated
+        # every copy of a repeated key; this one keeps the last as json.loads does.
+        return self._json.decode(raw)
+
+    def header(self, raw: bytes) -> WindowHeader:
+        """``decode(raw)``'s top-level fields, from one parse (ingest stores ``raw`` itself as the
+        body and reads only these). Raises ``Undecided`` unless the window is valid."""
+        w = self._checked(raw)
+        return WindowHeader({name: getattr(w, name) for name in HEADER_FIELDS})
+
+    def _checked(self, raw: bytes) -> Window:
         if raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
             raise Undecided("deeply nested")
         try:
-            # Two parses cost less than one parse and a conversion. The checking one validates
-            # every copy of a repeated key, the plain one keeps the last as json.loads does.
-            self._check.decode(raw)
-            message = self._json.decode(raw)
+            w = self._check.decode(raw)  # a repeated key: every copy is checked, the last one kept
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise Undecided(str(exc)) from None
-        by_label = message["output"].get("confidence_by_label")
-        if by_label and any(len(c) != len(message["output"]["confidence"]) for c in by_label.values()):
+        by_label, bins = w.output.confidence_by_label, len(w.output.confidence)
+        if by_label and any(len(c) != bins for c in by_label.values()):
             raise Undecided("confidence_by_label bins")
-        return message
+        return w

@@ -49,15 +49,15 @@ OPTIONAL_HISTS = {"input": ("noise_dbfs",)}
 def _column_sums(hists: list, what: str) -> list[int]:
     """Bin-by-bin sums of histograms over the same edges (``add_counts``, for many at once)."""
     size = len(hists[0])
-    for h in hists:
-        if len(h) != size:
-            raise ValueError(f"cannot merge histograms of {size} and {len(h)} bins ({what}): edges differ")
+    for n in map(len, hists):
+        if n != size:
+            raise ValueError(f"cannot merge histograms of {size} and {n} bins ({what}): edges differ")
     if len(hists) <= 3:  # the common case (a bucket and a window or two): C-level adds
         acc = list(hists[0])
         for h in hists[1:]:
             acc = list(map(operator.add, acc, h))
         return acc
-    return [sum(column) for column in zip(*hists)]
+    return list(map(sum, zip(*hists)))
 
 
 def _hist_map(maps: list[dict], what: str) -> dict:
@@ -145,8 +145,8 @@ def _fixed_hists(ws: list[dict]) -> list[list[int]]:
     """The histograms every window has (HIST_SECTIONS, then each feature), merged. When every
     window has the same bins (the rule), one flat list per window is added in one go."""
     per_window = [[w[s][n] for s, n in _HISTS] + list(w["input"]["features"]) for w in ws]
-    shape = [len(h) for h in per_window[0]]
-    if all(len(hs) == len(shape) and [len(h) for h in hs] == shape for hs in per_window[1:]):
+    shape = list(map(len, per_window[0]))
+    if all(list(map(len, hs)) == shape for hs in per_window[1:]):
         flat = _column_sums([list(chain.from_iterable(hs)) for hs in per_window], "histograms")
         out, at = [], 0
         for size in shape:
@@ -224,6 +224,8 @@ def merge_windows(windows: Iterable[dict]) -> dict | None:
     out["feedback"] = _feedback(ws)
     shadow_model, shadow = _merge_shadow(ws[0], {})
     for w in ws[1:]:
+        if w.get("shadow_model") is None and w.get("shadow") is None:
+            continue  # nothing shadowed: merging it changes nothing (the first merge added "errors")
         shadow_model, shadow = _merge_shadow({"shadow_model": shadow_model, "shadow": shadow}, w)
     out["shadow_model"], out["shadow"] = shadow_model, shadow
     return out

@@ -87,7 +87,8 @@ class Reject:
 @dataclass(frozen=True)
 class Received:
     """A validated message and when the collector received it (``body``: its JSON text;
-    ``retained``: the broker replayed it from its store, so it is not fresh news)."""
+    ``retained``: the broker replayed it from its store, so it is not fresh news). A window
+    with a ``body`` may hold only its top-level fields (``cloud.window_schema.WindowHeader``)."""
 
     message: dict
     received_t: float

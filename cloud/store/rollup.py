@@ -104,6 +104,12 @@ def plan(rows: list[tuple[int, str, str, str, float, dict]], bucket_s: int,
 
     A window that fits its device bucket but not the fleet's (its device disagrees with the
     others) is left out of both, so device and fleet buckets always hold the same windows.
+
+    A fleet bucket is the merge of the chunk's per-device merges (a window itself when its device
+    has one), not of every window again: a device with several windows in the chunk is summed
+    once (float sums, CPU seconds and durations, then round in that order, as PostgreSQL's
+    additive fleet merge rounds in its own). Only if those do not fit together are the windows
+    merged one by one.
     """
     groups: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
     for wid, device, model, shadow, t_start, body in rows:
@@ -117,9 +123,15 @@ def plan(rows: list[tuple[int, str, str, str, float, dict]], bucket_s: int,
         gone = set(bad)
         dev_ok[key] = [(i, b) for i, b in items if i not in gone]
     by_fleet: dict[Key, list[tuple[int, dict]]] = defaultdict(list)
-    for (_, model, shadow, start), items in dev_ok.items():
-        by_fleet[(fleet, model, shadow, start)].extend(items)
+    fleet_devices: dict[Key, list[Key]] = defaultdict(list)
+    for key, items in dev_ok.items():
+        by_fleet[(fleet, *key[1:])].extend(items)
+        fleet_devices[(fleet, *key[1:])].append(key)
     for fkey, items in by_fleet.items():
+        merged = _merge_deltas(fkey, fleet_devices[fkey], dev_ok, dev_merge, existing)
+        if merged is not None:
+            out.merges[fkey] = merged
+            continue
         merged, bad = merge_checked(items, _body(existing.get(fkey)))
         if bad:  # rare: recompute the device buckets these windows were in
             out.bad.extend(bad)
@@ -143,6 +155,27 @@ def plan(rows: list[tuple[int, str, str, str, float, dict]], bucket_s: int,
 
 def _body(row: tuple[int, dict] | None) -> dict | None:
     return row[1] if row else None
+
+
+def _merge_deltas(fkey: Key, devices: list[Key], dev_ok: dict, dev_merge: dict, existing: dict) -> dict | None:
+    """The fleet bucket ``fkey`` merged from its ``devices``' windows of the chunk, one merge per
+    device (its bucket's merge when that was new, its window when it has one); None if there are
+    none or they do not all fit together (``plan`` then merges window by window, leaving the
+    misfits out)."""
+    base = _body(existing.get(fkey))
+    try:
+        deltas = []
+        for key in devices:
+            items = dev_ok[key]
+            if len(items) == 1:
+                deltas.append(items[0][1])
+            elif items and key not in existing and dev_merge[key] is not None:
+                deltas.append(dev_merge[key])
+            elif items:
+                deltas.append(merge_windows([b for _, b in items]))
+        return merge_windows(([] if base is None else [base]) + deltas) if deltas else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _Conflict(Exception):

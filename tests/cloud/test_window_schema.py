@@ -21,7 +21,7 @@ import pytest
 
 from cloud.ingest_handler import IngestHandler
 from cloud.store import Batch
-from cloud.window_schema import MAX_BRACKETS, FastWindows, Undecided
+from cloud.window_schema import HEADER_FIELDS, MAX_BRACKETS, FastWindows, Undecided, WindowHeader
 from shared.codec import encode, parse_json
 from shared.errors import ProtocolError
 from shared.messages import validate
@@ -232,6 +232,26 @@ def test_on_mutated_windows_the_fast_path_never_accepts_what_the_full_validator_
     assert min(tally.values()) >= 200, tally
 
 
+def row(message: dict) -> dict:
+    """What the store reads of a window: its top-level fields (all a fast-path row holds)."""
+    return {name: message.get(name) for name in HEADER_FIELDS}
+
+
+def test_a_header_is_the_top_level_of_the_full_decode_from_one_parse():
+    for w in fixtures():
+        raw = json.dumps(w).encode()
+        header = FAST.header(raw)
+        assert isinstance(header, WindowHeader) and list(header) == list(HEADER_FIELDS)
+        assert canonical(header) == canonical(row(FAST.decode(raw)))
+    # a repeated key: each copy is checked and the last one kept, as json.loads keeps it
+    w = make_window()
+    twice = json.dumps(w)[:-1] + ', "seq": 7, "model": "m2"}'
+    assert FAST.header(twice.encode())["seq"] == 7 == json.loads(twice)["seq"]
+    assert FAST.header(twice.encode())["model"] == "m2"
+    with pytest.raises(Undecided):
+        FAST.header((json.dumps(w)[:-1] + ', "seq": -1}').encode())
+
+
 class FullOnlyHandler(IngestHandler):
     """The ingest handler as it was before the fast path: every window through shared.messages."""
 
@@ -247,7 +267,8 @@ def test_the_handler_refuses_exactly_what_it_refused_without_the_fast_path(fuzz_
         got = handler.add(batch, TOPICS.stats("dev-1"), payload, 1.0)
         expected = reference.add(expected_batch, TOPICS.stats("dev-1"), payload, 1.0)
         assert got == expected, (what, raw[:200])
-        assert [(r.message, r.body) for r in batch.windows] == [(r.message, r.body) for r in expected_batch.windows]
+        assert [(row(r.message), r.body) for r in batch.windows] == [(row(r.message), r.body)
+                                                                     for r in expected_batch.windows]
     assert handler.rejected == reference.rejected and handler.accepted == reference.accepted
     assert handler.undecided > 0 and handler.accepted.get("window", 0) > 100
 
@@ -274,3 +295,15 @@ def test_encoded_windows_round_trip_through_the_handler_on_the_fast_path():
         assert handler.add(batch, TOPICS.stats(w["device"]), encode(w), time.time()) is None
     assert handler.undecided == 0
     assert [r.message["seq"] for r in batch.windows] == [w["seq"] for w in fixtures()]
+
+
+def test_a_fast_path_window_naming_nan_in_a_string_is_stored_as_the_full_path_stores_it():
+    handler, reference = IngestHandler(TOPICS), FullOnlyHandler(TOPICS)
+    w = make_window(device="dev-1")
+    w["agent_version"] = "NaN-Infinity-build"
+    batch, expected_batch = Batch(), Batch()
+    assert handler.add(batch, TOPICS.stats("dev-1"), encode(w), 1.0) is None
+    assert reference.add(expected_batch, TOPICS.stats("dev-1"), encode(w), 1.0) is None
+    assert handler.undecided == 0 and isinstance(batch.windows[0].message, WindowHeader)
+    assert batch.windows[0].body == expected_batch.windows[0].body
+    assert json.loads(batch.windows[0].body) == w

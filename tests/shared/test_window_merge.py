@@ -88,3 +88,21 @@ def test_a_pair_repeated_in_the_first_window_is_counted_each_time():
     merged = merge_windows([first, make_window(seq=1)])
     assert merged["feedback"]["pairs"] == [["no", "yes", 1], ["yes", "no", 3], ["yes", "yes", 1]]
     assert fold_windows([first, make_window(seq=1)])["feedback"]["pairs"][1] == ["yes", "no", 2]  # the old loss
+
+
+def test_windows_without_a_shadow_section_merge_as_the_fold_merges_them():
+    """Every mix of shadow sections (absent, null, empty, counted) and shadow models over three
+    windows: the merge skips windows that shadowed nothing, which must change nothing."""
+    import itertools
+
+    shadows = ["absent", None, {}, {"compared": 2, "agree": 1, "confidence": [0] * 11, "labels": {"yes": 2}}]
+    models = ["absent", None, MODEL_C, MIXED_SHADOW]
+    for picks in itertools.product(range(len(shadows)), range(len(models)), repeat=3):
+        ws = []
+        for seq in range(3):
+            w = make_window(seq=seq)
+            for key, value in (("shadow", shadows[picks[2 * seq]]), ("shadow_model", models[picks[2 * seq + 1]])):
+                if value != "absent":
+                    w[key] = copy.deepcopy(value)
+            ws.append(w)
+        assert outcome(merge_windows, ws) == outcome(fold_windows, ws), picks
