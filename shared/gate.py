@@ -327,10 +327,9 @@ class VadGate:
         store = self._store
         held = store.samples(start, stop).copy()
         energy, clipped = None, None
-        if not live:
-            self._settle(stop)
-            if not store.is_float:
-                energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
+        if not live and not store.is_float:  # the noise floor takes these frames later, when they settle
+            self._measure(stop)
+            energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
         self._samples_passed += len(held)
         begin = store.sample_of(start)
         return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),
