@@ -141,8 +141,8 @@ class VadGate:
     energies, which the noise floor and the utterances' levels read, are kept in the frame store:
     a block of ``SETTLE_FRAMES`` frames or more (replay) gets them as it arrives, while its samples
     are in cache, and so does every chunk when an ``energy_floor_dbfs`` needs them to classify;
-    frames fed live get them later, in one step for many frames (when an utterance is emitted, the
-    noise floor read, or ``SETTLE_FRAMES`` frames wait to be dropped). Fed live (chunks under
+    frames fed live get them later, in one step for many frames (when the noise floor is read,
+    ``SETTLE_FRAMES`` frames wait to be dropped, or the stream is flushed). Fed live (chunks under
     ``SETTLE_FRAMES`` frames), none of that runs in the chunk that completes an utterance: the
     utterance computes its own levels when they are read, after the decision, and the next chunk
     settles the frames.
@@ -236,8 +236,7 @@ class VadGate:
         """Voiced flags of a [n, frame] block of new frames, and how many are voiced.
 
         int16 frames get their energies here, kept in the store, when the floor needs them or the
-        block is large (the samples are still in cache: computed later, when they settle, the same
-        energies cost about twice the time); fed live, they wait until they settle."""
+        block is large (its samples are still in cache); fed live, they wait until they settle."""
         store, floor = self._store, self.config.energy_floor_dbfs
         pcm = self._float_pcm(block) if store.is_float else block
         energy = None
