@@ -137,13 +137,15 @@ class VadGate:
 
     Chunks are int16 PCM or float in [-1, 1]. Keep a 16-bit source int16: the gate then hands
     webrtcvad the samples as they are and converts to float once per utterance. Per chunk it
-    does what cannot wait (webrtcvad on each new frame, the rules on their flags); the frames'
-    energies, which the noise floor and the utterances' levels read, are computed later in one
-    step for many frames (when an utterance is emitted, the noise floor read, or
-    ``SETTLE_FRAMES`` frames wait to be dropped; with an ``energy_floor_dbfs``, which needs them
-    to classify, as the frames arrive, and kept). Fed live (chunks under ``SETTLE_FRAMES``
-    frames), none of that runs in the chunk that completes an utterance: the utterance computes
-    its own levels when they are read, after the decision, and the next chunk settles the frames.
+    does what cannot wait (webrtcvad on each new frame, the rules on their flags). The frames'
+    energies, which the noise floor and the utterances' levels read, are kept in the frame store:
+    a block of ``SETTLE_FRAMES`` frames or more (replay) gets them as it arrives, while its samples
+    are in cache, and so does every chunk when an ``energy_floor_dbfs`` needs them to classify;
+    frames fed live get them later, in one step for many frames (when the noise floor is read,
+    ``SETTLE_FRAMES`` frames wait to be dropped, or the stream is flushed). Fed live (chunks under
+    ``SETTLE_FRAMES`` frames), none of that runs in the chunk that completes an utterance: the
+    utterance computes its own levels when they are read, after the decision, and the next chunk
+    settles the frames.
     """
 
     SETTLE_FRAMES = 256
@@ -161,6 +163,7 @@ class VadGate:
         self._store = FrameStore(self.frame_samples)
         self._rules = Segmenter(config)
         self._settled = 0  # frames before this one have their energy and noise level counted
+        self._measured = 0  # frames before this one have their energy in the store (int16 only)
         self._frames_n = self._voiced_n = self._invalid_n = 0
         self._noise = np.zeros(len(NOISE_DBFS_EDGES) + 1, dtype=np.int64)
         self._quiet: list[np.ndarray] = []  # powers of unvoiced frames not yet in the noise floor
@@ -206,9 +209,9 @@ class VadGate:
         block = store.append(chunk)
         out: list[Utterance] = []
         if len(block):
-            voiced, n_voiced = self._classify(block, first)
-            pieces = self._rules.update(voiced, n_voiced)
             live = len(block) < self.SETTLE_FRAMES  # fed a few frames at a time: a decision waits on this
+            voiced, n_voiced = self._classify(block, first, live)
+            pieces = self._rules.update(voiced, n_voiced)
             if pieces:
                 out = [self._utterance(a, b, live) for a, b in pieces]
             keep = self._rules.keep_from
@@ -225,17 +228,23 @@ class VadGate:
         out = [self._utterance(a, b, False) for a, b in self._rules.flush()]
         self._settle(self._store.next_frame)
         self._store.clear()  # a stream fed after flush starts afresh: no pre-roll across the gap
-        self._settled = self._store.first
+        self._settled = self._measured = self._store.first
         self._cost_s += time.perf_counter() - t0
         return out
 
-    def _classify(self, block: np.ndarray, first: int) -> tuple[np.ndarray, int]:
-        """Voiced flags of a [n, frame] block of new frames, and how many are voiced."""
+    def _classify(self, block: np.ndarray, first: int, live: bool) -> tuple[np.ndarray, int]:
+        """Voiced flags of a [n, frame] block of new frames, and how many are voiced.
+
+        int16 frames get their energies here, kept in the store, when the floor needs them or the
+        block is large (its samples are still in cache); fed live, they wait until they settle."""
         store, floor = self._store, self.config.energy_floor_dbfs
         pcm = self._float_pcm(block) if store.is_float else block
+        energy = None
+        if not store.is_float and (floor is not None or not live):
+            self._measure(first + len(block))
+            energy = store.energy(first, first + len(block))
         quiet = None
-        if floor is not None:  # int16: the energies are kept, and settling reads them instead of computing them again
-            energy = None if store.is_float else store.energy(first, first + len(block))
+        if floor is not None:
             quiet = levels_from_powers(self._powers(block, energy)) < floor
         voiced = self._vad_flags(pcm, quiet)
         store.voiced(first, first + len(block))[:] = voiced
@@ -258,23 +267,25 @@ class VadGate:
 
     def _vad_flags(self, pcm: np.ndarray, quiet: np.ndarray | None) -> np.ndarray:
         """webrtcvad on every frame (in order: it adapts), skipping those under the energy floor."""
-        data, step, n = pcm.tobytes(), 2 * self.frame_samples, self.frame_samples
+        # frames as slices of one memoryview (no copy of the block), flags (bools) gathered as bytes
+        data, step, n = memoryview(pcm).cast("B"), 2 * self.frame_samples, self.frame_samples
         handle, rate = self._vad._vad, self.sample_rate
         if quiet is None:
-            flags = [_vad_process(handle, rate, data[i:i + step], n) for i in range(0, len(data), step)]
+            flags = bytes([_vad_process(handle, rate, data[i:i + step], n) for i in range(0, len(data), step)])
         else:
-            flags = [not q and _vad_process(handle, rate, data[i:i + step], n)
-                     for q, i in zip(quiet.tolist(), range(0, len(data), step))]
-        return np.array(flags, dtype=bool)
+            flags = bytes([not q and _vad_process(handle, rate, data[i:i + step], n)
+                           for q, i in zip(quiet.tolist(), range(0, len(data), step))])
+        return np.frombuffer(flags, dtype=bool)
 
-    def _powers(self, frames: np.ndarray, energy_out: np.ndarray | None = None) -> np.ndarray:
+    def _powers(self, frames: np.ndarray, energy: np.ndarray | None = None) -> np.ndarray:
         """Mean square of each frame, as ``level_dbfs`` computes it on the float samples.
 
         From int16, the sum of squares is an exact integer (below 2^53), so dividing it once by
-        frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does."""
+        frame_samples * 2^30 rounds exactly as the mean of (x / 32768)^2 does. ``energy``: the
+        frames' energies when they are known already."""
         if frames.dtype == np.float32:
             return np.mean(np.square(frames, dtype=np.float64), axis=1)
-        return frame_energies(frames, energy_out) / (self.frame_samples * _PCM_SCALE)
+        return (frame_energies(frames) if energy is None else energy) / (self.frame_samples * _PCM_SCALE)
 
     def _settle(self, upto: int) -> None:
         """Energies of the frames up to ``upto``, and the levels of the unvoiced ones in the noise floor."""
@@ -284,14 +295,21 @@ class VadGate:
         store = self._store
         if store.is_float:
             power = self._powers(store.frames(a, upto))
-        elif self.config.energy_floor_dbfs is not None:  # _classify kept them as the frames arrived
-            power = store.energy(a, upto) / (self.frame_samples * _PCM_SCALE)
         else:
-            power = self._powers(store.frames(a, upto), store.energy(a, upto))
+            self._measure(upto)
+            power = store.energy(a, upto) / (self.frame_samples * _PCM_SCALE)
         self._quiet.append(power[~store.voiced(a, upto)])
         if len(self._quiet) >= 64:
             self._count_noise()
         self._settled = upto
+
+    def _measure(self, upto: int) -> None:
+        """Energies of the held int16 frames up to ``upto`` into the store, for those not there yet
+        (frames fed live wait until they settle or a large block arrives)."""
+        a = self._measured
+        if a < upto:
+            frame_energies(self._store.frames(a, upto), self._store.energy(a, upto))
+            self._measured = upto
 
     def _count_noise(self) -> None:
         """Count the waiting unvoiced powers into the noise floor, all in one step."""
@@ -308,10 +326,9 @@ class VadGate:
         store = self._store
         held = store.samples(start, stop).copy()
         energy, clipped = None, None
-        if not live:
-            self._settle(stop)
-            if not store.is_float:
-                energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
+        if not live and not store.is_float:  # the noise floor takes these frames later, when they settle
+            self._measure(stop)
+            energy, clipped = store.energy(start, stop).copy(), clipped_count(held)
         self._samples_passed += len(held)
         begin = store.sample_of(start)
         return Utterance(audio=held, start_sample=begin, end_sample=begin + len(held),

@@ -316,6 +316,23 @@ def test_a_stream_may_mix_int16_and_float_chunks(words, sentence):
     assert summary(found, gate) == reference
 
 
+def test_replay_blocks_and_live_chunks_in_one_stream_give_what_one_block_gives(words, sentence):
+    """Blocks of SETTLE_FRAMES frames or more get their energies as they arrive, live chunks when
+    they settle: a stream switching between the two keeps every level and noise count."""
+    x = as_pcm(np.concatenate([words[0], sentence, np.zeros(30000, np.float32), 0.3 * sentence, words[0]]))
+    reference = summary(*run(x, GateConfig(max_utterance_ms=1000), len(x)))
+    sizes, gate, found, i = [130000, 480, 4096, 333, 160000, 7], VadGate(GateConfig(max_utterance_ms=1000)), [], 0
+    assert len(x) > 2 * VadGate.SETTLE_FRAMES * 480
+    for k in range(len(x)):
+        if i >= len(x):
+            break
+        found += gate.feed(x[i:i + sizes[k % len(sizes)]])
+        i += sizes[k % len(sizes)]
+    found += gate.flush()
+    assert len(found) >= len(WORDS) + 2
+    assert summary(found, gate) == reference
+
+
 def test_a_long_utterance_grows_the_buffer_and_keeps_every_sample(sentence):
     """Frames are held until an utterance ends, however long (max_utterance_ms up to minutes)."""
     x = np.concatenate([np.zeros(8000, np.float32)] + [sentence] * 6 + [np.zeros(16000, np.float32)])
