@@ -24,14 +24,14 @@ fi
 
 need_apt=()
 for cmd_pkg in espeak-ng:espeak-ng sox:sox mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver \
-               festival:festival flite:flite mbrola:mbrola pico2wave:libttspico-utils RHVoice-test:rhvoice \
-               systemd-analyze:systemd; do
+               festival:festival flite:flite mbrola:mbrola pico2wave:libttspico-utils systemd-analyze:systemd; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-# the engines' English voices (the model lab synthesizes with every engine; see cloud/lab/engines)
+# the engines' English voices, and RHVoice's library (the model lab calls it in-process and
+# synthesizes with every engine; see cloud/lab/engines)
 for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
-           rhvoice-english; do
+           librhvoice5 rhvoice-english; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -101,10 +101,11 @@ def test_speaker_names_carry_engine_voice_and_variant():
 
 
 def test_a_missing_engine_says_how_to_install_it(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no engine on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # no program on it
+    monkeypatch.setattr(rhvoice, "LIBRARY", "libRHVoice-not-here.so.5")  # rhvoice is a library
     for name, package in (("festival", "festvox-kallpc16k"), ("flite", "apt-get install flite"),
                           ("espeak-ng", "apt-get install espeak-ng"), ("mbrola", "apt-get install mbrola mbrola-us1"),
-                          ("pico", "apt-get install libttspico-utils"), ("rhvoice", "apt-get install rhvoice")):
+                          ("pico", "apt-get install libttspico-utils"), ("rhvoice", "apt-get install librhvoice5")):
         with pytest.raises(DatasetError, match=package):
             cast.check(cast.default_cast((name,)))
 
