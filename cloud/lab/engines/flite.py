@@ -8,7 +8,6 @@ limited-domain voice that only tells the time, are left out.)
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -38,10 +37,7 @@ VOICES = {
 
 
 def _executable() -> str:
-    exe = shutil.which("flite")
-    if exe is None:
-        raise DatasetError(f"flite is not installed; {INSTALL_HINT}")
-    return exe
+    return variation.executable("flite", INSTALL_HINT)
 
 
 class Flite(variation.FewVoices):

@@ -8,7 +8,6 @@ The voices (Debian contrib/non-free): us1 (female), us2 and us3 (male), en1 (Bri
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +36,7 @@ VOICES = {v: MbrolaVoice(f"mb-{v}", f"mbrola-{v}", accent)
 
 
 def _executable(name: str) -> str:
-    exe = shutil.which(name)
-    if exe is None:
-        raise DatasetError(f"{name} is not installed (the mbrola engine needs espeak-ng and mbrola); {INSTALL_HINT}")
-    return exe
+    return variation.executable(name, f"the mbrola engine needs espeak-ng and mbrola; {INSTALL_HINT}")
 
 
 def _database(voice: str) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,10 +34,7 @@ VOICES = {
 
 
 def _executable() -> str:
-    exe = shutil.which("pico2wave")
-    if exe is None:
-        raise DatasetError(f"pico2wave is not installed; {INSTALL_HINT}")
-    return exe
+    return variation.executable("pico2wave", INSTALL_HINT)
 
 
 class Pico(variation.FewVoices):

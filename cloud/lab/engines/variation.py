@@ -87,6 +87,14 @@ class FewVoices:
             self._tmp = None
 
 
+def executable(program: str, hint: str) -> str:
+    """The path of ``program``; a ``DatasetError`` saying how to install it when it is missing."""
+    exe = shutil.which(program)
+    if exe is None:
+        raise DatasetError(f"{program} is not installed; {hint}")
+    return exe
+
+
 def run_engine(cmd: list[str], word: str, voice: str, hint: str, stdin: bytes | None = None,
                timeout_s: float = 30.0) -> bytes:
     """Run one engine command and return its stdout; a failure or a timeout is a
