@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian's contrib and non-free components hold three more English speech engines (mbrola and
 # its voices, SVOX pico, rhvoice): enable them unless some source already does.
 components_enabled() {
-  grep -rhsE '^[[:space:]]*(Components:|deb[[:space:]])' /etc/apt/sources.list /etc/apt/sources.list.d/ \
-    | grep -E '(^|[[:space:]])contrib([[:space:]]|$)' | grep -qE '(^|[[:space:]])non-free([[:space:]]|$)'
+  local lines  # grep exits 2 when /etc/apt/sources.list is absent, as on a deb822-only machine
+  lines=$(grep -rhsE '^[[:space:]]*(Components:|deb[[:space:]])' /etc/apt/sources.list /etc/apt/sources.list.d/ || true)
+  grep -E '(^|[[:space:]])contrib([[:space:]]|$)' <<<"$lines" | grep -E '(^|[[:space:]])non-free([[:space:]]|$)' >/dev/null
 }
 if ! components_enabled; then
   echo "setup: enabling Debian's contrib and non-free components"
