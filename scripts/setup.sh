@@ -5,14 +5,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian's contrib and non-free components hold three more English speech engines (mbrola and
+# its voices, SVOX pico, rhvoice): enable them unless some source already does.
+components_enabled() {
+  local lines  # grep exits 2 when /etc/apt/sources.list is absent, as on a deb822-only machine
+  lines=$(grep -rhsE '^[[:space:]]*(Components:|deb[[:space:]])' /etc/apt/sources.list /etc/apt/sources.list.d/ || true)
+  grep -E '(^|[[:space:]])contrib([[:space:]]|$)' <<<"$lines" | grep -E '(^|[[:space:]])non-free([[:space:]]|$)' >/dev/null
+}
+if ! components_enabled; then
+  echo "setup: enabling Debian's contrib and non-free components"
+  cat > /etc/apt/sources.list.d/harken-contrib-non-free.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: contrib non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+fi
+
 need_apt=()
 for cmd_pkg in espeak-ng:espeak-ng sox:sox mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver \
-               festival:festival flite:flite systemd-analyze:systemd; do
+               festival:festival flite:flite mbrola:mbrola pico2wave:libttspico-utils systemd-analyze:systemd; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-# festival's English voices (the model lab synthesizes with every engine; see cloud/lab/engines)
-for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do
+# the engines' English voices, and RHVoice's library (the model lab calls it in-process and
+# synthesizes with every engine; see cloud/lab/engines)
+for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+           librhvoice5 rhvoice-english; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

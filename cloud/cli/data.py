@@ -35,13 +35,15 @@ def _csv(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--engines", "engine_names", default=",".join(engines.ENGINES), show_default=True,
               help="Comma-separated speech engines (each a Debian package).")
 @click.option("--shares", default=None,
-              help="Engine shares of the clips, e.g. espeak-ng=0.5,festival=0.25,flite=0.25 (normalised).")
+              help="Engine shares of the clips, e.g. espeak-ng=0.5,festival=0.25,flite=0.25 (normalised; "
+                   "default: espeak-ng 0.25, rhvoice 0.2, mbrola, festival and flite 0.15, pico 0.1).")
 @click.option("--accents", default=None, help="Comma-separated espeak-ng languages (default: 8 English accents).")
 @click.option("--variants", default=None, help="Comma-separated espeak-ng voice variants (default: 31).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Parallel synthesis processes.")
 def synth_cmd(out, per_word, seed, engine_names, shares, accents, variants, workers) -> None:
-    """Synthesize a speech-commands dataset with espeak-ng, festival and flite into OUT."""
+    """Synthesize a speech-commands dataset into OUT with every English speech engine Debian
+    packages (espeak-ng, mbrola, festival, flite, pico, rhvoice; --engines picks fewer)."""
     accents, variants = _csv(accents, voices.ACCENTS), _csv(variants, voices.VARIANTS)
     parts = cast.default_cast(_csv(engine_names, engines.ENGINES), accents, variants, _shares(shares))
     total = sum(synth.clips_per_label(per_word).values())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from cloud.demo.procs import Processes, free_port, harken_argv, wait_port
+from cloud.lab.engines import ENGINES
 
 TERMINAL = ("completed", "rolled_back", "aborted", "failed")
 
@@ -101,7 +102,7 @@ class Demo:
         self.private_key, self.public_key = self.path("keys", "signing.key"), self.path("keys", "signing.pub")
         self.release_key, self.release_public = self.path("keys", "release.key"), self.path("keys", "release.pub")
         if not self.path("data", "manifest.json").exists():
-            self.step(f"synthesizing speech with espeak-ng, festival and flite ({self.s.per_word} clips per label) ...")
+            self.step(f"synthesizing speech with {', '.join(ENGINES)} ({self.s.per_word} clips per label) ...")
             self.procs.run("data-synth", harken_argv("data", "synth", str(self.path("data")),
                                                      "--per-word", str(self.s.per_word)))
         self.model_v1 = self.train("1", seed=0)

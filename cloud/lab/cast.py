@@ -1,9 +1,10 @@
 """Who speaks in a synthesized dataset: each engine's voices, variants and share of the clips.
 
 A dataset mixes engines so that a model hears more than one synthesizer. espeak-ng brings
-many speakers (8 accents x 31 variants) but one synthesis method; festival and flite bring
+many speakers (8 accents x 31 variants) but one synthesis method (formant); the others bring
 few voices each (made into 9 speakers per voice by ``engines.variation``) but other methods
-(diphone concatenation, HTS, clustergen). Their shares of the clips are set, not left to the
+(diphone concatenation: mbrola, festival's kal and ked; HTS: festival's slt, rhvoice;
+clustergen: flite; pico's own). Their shares of the clips are set, not left to the
 speaker counts, so the small engines are not drowned out.
 """
 from __future__ import annotations
@@ -20,7 +21,9 @@ from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHARES = {"espeak-ng": 0.5, "festival": 0.25, "flite": 0.25}
+# Roughly by base voices (espeak-ng's 8 accents share one method; mbrola 4, festival 3, flite 4,
+# pico 2, rhvoice 6 voices), so that no engine's few voices are drowned out.
+DEFAULT_SHARES = {"espeak-ng": 0.25, "mbrola": 0.15, "festival": 0.15, "flite": 0.15, "pico": 0.1, "rhvoice": 0.2}
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def default_cast(engine_names: Sequence[str] = engines.ENGINES, accents: Sequenc
     choose espeak-ng's. Shares default to ``DEFAULT_SHARES`` and are normalised to sum to 1."""
     names = list(dict.fromkeys(engine_names))
     if not names:
-        raise DatasetError("no speech engine chosen; use --engines espeak-ng,festival,flite")
+        raise DatasetError(f"no speech engine chosen; use --engines {','.join(engines.ENGINES)}")
     shares = dict(shares or DEFAULT_SHARES)
     weights = {n: float(shares.get(n, 1.0 / len(names))) for n in names}
     if min(weights.values()) <= 0:

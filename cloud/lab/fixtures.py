@@ -48,15 +48,20 @@ TINY_ENGINE_VARIANTS = ("lo-l", "hi-s")
 
 
 def tiny_engines_cast() -> list[cast.Cast]:
-    """Every engine with six to eight speakers (enough for three in dev and in test): 3 espeak-ng
-    accents x 2 variants, festival's 3 voices and flite's 4 x 2 variants, a third of the clips each."""
-    return [cast.Cast("espeak-ng", TINY_ACCENTS, TINY_VARIANTS, 1 / 3),
-            cast.Cast("festival", ("kal", "ked", "slt"), TINY_ENGINE_VARIANTS, 1 / 3),
-            cast.Cast("flite", ("kal16", "awb", "rms", "slt"), TINY_ENGINE_VARIANTS, 1 / 3)]
+    """Every engine with six to eight speakers (enough for three in dev and in test), a sixth of
+    the clips each: 3 espeak-ng accents x 2 variants; mbrola's us1, us2 and en1, festival's 3
+    voices, flite's 4 and rhvoice's alan, clb and evgeniy-eng x 2 variants; pico's 2 x 3."""
+    few = TINY_ENGINE_VARIANTS
+    return [cast.Cast("espeak-ng", TINY_ACCENTS, TINY_VARIANTS, 1 / 6),
+            cast.Cast("mbrola", ("us1", "us2", "en1"), few, 1 / 6),
+            cast.Cast("festival", ("kal", "ked", "slt"), few, 1 / 6),
+            cast.Cast("flite", ("kal16", "awb", "rms", "slt"), few, 1 / 6),
+            cast.Cast("pico", ("en-us", "en-gb"), few + ("mid-m",), 1 / 6),
+            cast.Cast("rhvoice", ("alan", "clb", "evgeniy-eng"), few, 1 / 6)]
 
 
 def tiny_engines_dataset(out_dir: str | Path, per_word: int = 6, seed: int = 0, workers: int = 2) -> dict:
-    """A tiny dataset from every engine (``tiny_engines_cast``, 20 speakers) into ``out_dir``."""
+    """A tiny dataset from every engine (``tiny_engines_cast``, 38 speakers) into ``out_dir``."""
     return synth.synthesize(out_dir, per_word=per_word, seed=seed, workers=workers,
                             cast_parts=tiny_engines_cast())
 

@@ -7,8 +7,9 @@ every engine) are tested on that engine's test clips played as one stream throug
 device's gate: the lab's honest test (``stream``). The gap between the two is what a new
 voice engine costs; a model that only learned one synthesizer's quirks shows a large one.
 Accuracy is also broken down by the held-out engine's voices, because two voices are shared
-across engines (festival's kal diphones and flite's kal16; festival's HTS slt and flite's
-clustergen slt come from the same recordings), and a voice with no twin is the harder test.
+across engines (festival's kal diphones and flite's kal16; festival's HTS slt, flite's
+clustergen slt and rhvoice's slt come from the same recordings), and a voice with no twin is
+the harder test.
 """
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ PEAKS_DBFS = (-30, -24, -18, -12, -6, -3)
 SILENCE_LEVELS_DBFS = (-70, -60, -50, -40, -30)
 UNKNOWN_FACTOR = 2
 FLOOR_LEVELS_DBFS = (-75, -70, -65)  # self-noise of the "microphone", under every clip
-# Default clips per word: synthesis + training take ~4 min on a quiet 2-core machine (11 min at load 7-10).
+# Default clips per word: synthesis + training of the six-engine default take ~160 + 80-200 s of CPU,
+# 4-6 min on a quiet 2-core machine (the synthesis alone took 12.5 min at load 8-19).
 DEFAULT_PER_WORD = 900
 CHUNK = 16  # clips per task handed to a synthesis process
 # Per-clip engine settings: each engine fills those it has (the rest stay None).

@@ -1,9 +1,12 @@
 """Speech engines the model lab synthesizes with, and how a speaker is named.
 
 Every engine is a Debian package that speaks English: espeak-ng (its accents and voice
-variants), festival (the festvox kal and ked diphone voices and the slt HTS voice) and flite
-(its built-in kal16, awb, rms and slt voices). A model trained on one synthesizer collapses
-on voices it never heard, so a dataset mixes them and the evaluation holds each one out.
+variants), mbrola (its diphone voices, spoken through espeak-ng), festival (the festvox kal
+and ked diphone voices and the slt HTS voice), flite (its built-in kal16, awb, rms and slt
+voices), pico (SVOX Pico, US and British) and rhvoice (six HTS-style voices); the last three
+are in Debian's contrib and non-free components. A model trained on one synthesizer
+collapses on voices it never heard, so a dataset mixes them and the evaluation holds each
+one out.
 
 A *speaker* is ``"{engine}:{voice}+{variant}"`` (``espeak-ng:en-us+m3``,
 ``festival:ked+lo-l``): the unit speaker-disjoint splits keep together. Datasets written
@@ -14,6 +17,7 @@ the per-clip speed and pitch the engine allows, and ``Rendered.tags`` records th
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from shared.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "festival", "flite")
+ENGINES = ("espeak-ng", "mbrola", "festival", "flite", "pico", "rhvoice")
 SEPARATOR = ":"
 
 
@@ -80,15 +84,10 @@ def create(name: str, scratch: str | os.PathLike | None = None) -> Engine:
         from cloud.lab.engines.espeak import Espeak
 
         return Espeak()
-    if name == "festival":
-        from cloud.lab.engines.festival import Festival
-
-        return Festival(scratch)
-    if name == "flite":
-        from cloud.lab.engines.flite import Flite
-
-        return Flite(scratch)
-    raise DatasetError(f"unknown speech engine {name!r}; use one of {', '.join(ENGINES)}")
+    if name not in ENGINES:
+        raise DatasetError(f"unknown speech engine {name!r}; use one of {', '.join(ENGINES)}")
+    module = importlib.import_module(f".{name}", __name__)  # relative: works in the wheel too
+    return getattr(module, name.capitalize())(scratch)
 
 
 class Engines:

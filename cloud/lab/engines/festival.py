@@ -171,10 +171,7 @@ def _settings(spec: FestivalVoice, s: variation.Setting) -> list[str]:
 
 
 def _executable() -> str:
-    exe = shutil.which("festival")
-    if exe is None:
-        raise DatasetError(f"festival is not installed; {INSTALL_HINT}")
-    return exe
+    return variation.executable("festival", INSTALL_HINT)
 
 
 def check_voices(voices) -> None:

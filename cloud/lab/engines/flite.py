@@ -8,12 +8,8 @@ limited-domain voice that only tells the time, are left out.)
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -41,20 +37,13 @@ VOICES = {
 
 
 def _executable() -> str:
-    exe = shutil.which("flite")
-    if exe is None:
-        raise DatasetError(f"flite is not installed; {INSTALL_HINT}")
-    return exe
+    return variation.executable("flite", INSTALL_HINT)
 
 
 class Flite(variation.FewVoices):
     name = "flite"
 
     VOICES = VOICES
-
-    def __init__(self, scratch: str | os.PathLike | None = None):
-        super().__init__(scratch)
-        self._tmp: Path | None = None
 
     def version(self) -> str:
         out = subprocess.run([_executable(), "--version"], capture_output=True, text=True, check=False)
@@ -69,30 +58,16 @@ class Flite(variation.FewVoices):
                                    f"{', '.join(v for v in VOICES if v in listed)}")
 
     def render(self, word: str, voice: str, variant: str, rng: np.random.Generator) -> Rendered:
-        spec = VOICES.get(voice)
-        if spec is None:
-            raise DatasetError(f"unknown flite voice {voice!r}; use one of {', '.join(VOICES)}")
+        spec = self.spec(voice)
         s = variation.setting(variant, rng)
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="harken-flite-", dir=self.scratch))
-        out = self._tmp / "word.wav"
+        out = self.work_file("word.wav")
         cmd = [_executable(), "-voice", voice, "--setf", f"duration_stretch={s.engine_stretch:.4f}"]
         if spec.f0_mean_hz is not None:
             target = spec.f0_mean_hz * 2.0 ** (s.engine_pitch_st / 12.0)
             cmd += ["--setf", f"int_f0_target_mean={target:.2f}"]
-        try:
-            subprocess.run(cmd + ["-t", word, "-o", str(out)], capture_output=True, check=True, timeout=TIMEOUT_S)
-        except subprocess.CalledProcessError as exc:
-            raise DatasetError(f"flite failed for voice {voice!r}: "
-                               f"{exc.stderr.decode(errors='replace').strip()}; list voices with `flite -lv`") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise DatasetError(f"flite timed out saying {word!r} with {voice!r}") from exc
+        variation.run_engine(cmd + ["-t", word, "-o", str(out)], word, voice, "list voices with `flite -lv`",
+                             timeout_s=TIMEOUT_S)
         samples, rate = variation.read_wav_file(out)
         if spec.f0_mean_hz is None:
             samples = variation.pitch_shift(samples, rate, s.engine_pitch_st)
         return Rendered(samples, s.rate_after(rate), s.tags())
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None

@@ -13,7 +13,9 @@ import logging
 import math
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -48,13 +50,15 @@ class Setting:
 
 
 class FewVoices:
-    """What festival and flite share: a ``VOICES`` table (voice → spec with ``accent``), the
-    variants above, and temporary files under ``scratch``."""
+    """What the engines with few voices share: a ``VOICES`` table (voice → spec with
+    ``accent``), the variants above, and a temporary folder under ``scratch``."""
 
+    name = "engine"
     VOICES: dict = {}
 
     def __init__(self, scratch=None):
         self.scratch = scratch  # where its temporary files go (default: the system's temp dir)
+        self._tmp: Path | None = None
 
     def voices(self) -> tuple[str, ...]:
         return tuple(self.VOICES)
@@ -64,6 +68,45 @@ class FewVoices:
 
     def accent(self, voice: str) -> str:
         return self.VOICES[voice].accent
+
+    def spec(self, voice: str):
+        """The voice's entry in ``VOICES``; an unknown voice is a ``DatasetError``."""
+        if voice not in self.VOICES:
+            raise DatasetError(f"unknown {self.name} voice {voice!r}; use one of {', '.join(self.VOICES)}")
+        return self.VOICES[voice]
+
+    def work_file(self, name: str) -> Path:
+        """A path in this engine's temporary folder (made on first use, removed by ``close``)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"harken-{self.name}-", dir=self.scratch))
+        return self._tmp / name
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def executable(program: str, hint: str) -> str:
+    """The path of ``program``; a ``DatasetError`` saying how to install it when it is missing."""
+    exe = shutil.which(program)
+    if exe is None:
+        raise DatasetError(f"{program} is not installed; {hint}")
+    return exe
+
+
+def run_engine(cmd: list[str], word: str, voice: str, hint: str, stdin: bytes | None = None,
+               timeout_s: float = 30.0) -> bytes:
+    """Run one engine command and return its stdout; a failure or a timeout is a
+    ``DatasetError`` that names the program, the voice and ``hint``."""
+    program = Path(cmd[0]).name
+    try:
+        return subprocess.run(cmd, input=stdin, capture_output=True, check=True, timeout=timeout_s).stdout
+    except subprocess.CalledProcessError as exc:
+        raise DatasetError(f"{program} failed for voice {voice!r}: "
+                           f"{exc.stderr.decode(errors='replace').strip()}; {hint}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DatasetError(f"{program} timed out saying {word!r} with {voice!r}") from exc
 
 
 def setting(variant: str, rng: np.random.Generator) -> Setting:
@@ -111,3 +154,13 @@ def read_wav_file(path) -> tuple[np.ndarray, int]:
         raise DatasetError(f"the engine wrote {8 * width}-bit audio; expected 16-bit PCM")
     pcm = np.frombuffer(frames[: len(frames) // (2 * channels) * 2 * channels], "<i2").reshape(-1, channels)[:, 0]
     return pcm.astype(np.float32) / 32768.0, rate
+
+
+def package_version(package: str) -> str:
+    """The installed version of a Debian package, for engines without a ``--version``."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True,
+                             check=False, timeout=SOX_TIMEOUT_S).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return f"{package} {out or 'unknown'}"

@@ -29,7 +29,7 @@ def voices_lab(tmp_path_factory) -> TinyLab:
 
 @pytest.fixture(scope="session")
 def engines_data(tmp_path_factory):
-    """A tiny dataset from all three engines (3 + 3 + 4 speakers, 8 clips per word)."""
+    """A tiny dataset from all six engines (6 to 8 speakers each, 8 clips per word)."""
     from cloud.lab.fixtures import tiny_engines_dataset
 
     out = tmp_path_factory.mktemp("engines-data")

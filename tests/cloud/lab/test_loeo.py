@@ -1,4 +1,4 @@
-"""Leave one engine out, end to end on a tiny real dataset from all three engines:
+"""Leave one engine out, end to end on a tiny real dataset from all six engines:
 `harken model train --leave-one-engine-out` records per-engine figures in the run record and
 the bundle, and `harken model show` prints them."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cloud.lab import dataset, infer, loeo, splits, stream
+from cloud.lab import dataset, engines, infer, loeo, splits, stream
 from shared import keys
 from shared.audio import read_wav
 from shared.bundle import load_bundle
@@ -34,7 +34,7 @@ def test_each_engine_is_held_out_and_counted(loeo_run, engines_data):
     assert bundle.manifest["metrics"]["leave_one_engine_out"] == result
     ds = dataset.load(engines_data)
     sp = splits.split(ds.clips, ds.labels, seed=0)
-    assert set(result["engines"]) == {"espeak-ng", "festival", "flite"}
+    assert set(result["engines"]) == set(engines.ENGINES)
     for engine, row in result["engines"].items():
         test = [i for i in sp.indices["test"] if ds.clips[i].tags.get("engine") == engine]
         train_without = [i for i in sp.indices["train"] if ds.clips[i].tags.get("engine") != engine]
@@ -94,5 +94,5 @@ def test_evaluate_recomputes_the_same_figures_from_the_bundles_recipe(loeo_run, 
     report = json.loads(capsys.readouterr().out)
     assert report["leave_one_engine_out"] == record["metrics"]["leave_one_engine_out"]
     written = json.loads(open(report["files"]["report"]).read())
-    assert written["leave_one_engine_out"]["engines"].keys() == {"espeak-ng", "festival", "flite"}
-    assert {r["value"] for r in report["slices"] if r["tag"] == "engine"} == {"espeak-ng", "festival", "flite"}
+    assert written["leave_one_engine_out"]["engines"].keys() == set(engines.ENGINES)
+    assert {r["value"] for r in report["slices"] if r["tag"] == "engine"} == set(engines.ENGINES)

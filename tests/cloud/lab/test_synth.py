@@ -68,13 +68,13 @@ def test_a_multi_engine_dataset_tags_engine_voice_and_variant_and_keeps_the_shar
     assert set(described) == set(engines.ENGINES) and all(p["version"] for p in described.values())
     speech = [c for c in raw["clips"] if c["label"] != voices.SILENCE_LABEL]
     per_engine = {e: [c for c in speech if c["tags"]["engine"] == e] for e in engines.ENGINES}
-    assert all(len(v) >= 0.25 * len(speech) for v in per_engine.values())  # a third each, in turns
+    assert all(len(v) >= len(speech) // len(engines.ENGINES) for v in per_engine.values())  # a sixth each, in turns
     for c in speech:
         t = c["tags"]
         assert engines.speaker_name(t["engine"], t["voice"], t["variant"]) == c["speaker"]
         if t["engine"] == "espeak-ng":
             assert t["speed_wpm"] in voices.SPEEDS_WPM and t["stretch"] is None
-        else:  # festival and flite: rate stretch and pitch jitter per clip, the variant's pitch and size
+        else:  # the engines with few voices: rate stretch and pitch jitter per clip, the variant's pitch and size
             assert t["stretch"] in variation.STRETCHES and t["speed_wpm"] is None
             pitch, size = t["variant"].split("-")
             assert t["formant_scale"] == variation.FORMANT_SCALES[size]
