@@ -36,7 +36,6 @@ import numpy as np
 from cloud.drift import blocks
 from cloud.drift.baselines import Baseline
 from cloud.drift.cusum import CusumRun, cusum, pattern, run_start
-from cloud.drift.multivariate import either_z, quadratic_p, quadratic_z
 from cloud.drift.scores import (Evidence, Score, against_baseline, against_reference, combined_z, mean_and_within,
                                 severity)
 from cloud.drift.tables import ModelTable, Snapshot
@@ -116,22 +115,8 @@ class GroupResult:
     level: list[Line] = field(default_factory=list)
     typical: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, score) → p against the reference, recent
     typical_blocks: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # the same, per block
-    # p of the scores together against the reference (``multivariate.quadratic_p``), recent and per block
-    typical_joint: float | None = None
-    typical_joint_blocks: np.ndarray | None = None
     z: np.ndarray | None = None
     run: CusumRun | None = None
-    correlation: np.ndarray | None = None  # a device's: its change lines' healthy correlation (baseline)
-
-    def unlike_people(self, b: int | None) -> np.ndarray | bool:
-        """Whether the speech scores together stand out of the population's range (a device), per
-        block (``b`` None: every block; an int: that block) — or, with ``b`` -1, over the recent span."""
-        if self.typical_joint_blocks is None:
-            return False
-        if b == -1:
-            return bool(self.typical_joint is not None and self.typical_joint <= POPULATION_P)
-        joint = np.nan_to_num(self.typical_joint_blocks, nan=1.0) <= POPULATION_P
-        return joint if b is None else bool(joint[b])
 
     def block_severity(self, lines: list[Line], gated: bool = False) -> np.ndarray:
         """Per block: the effect over its floor of the most significant score (with ``gated``, of
@@ -139,7 +124,7 @@ class GroupResult:
         p = np.vstack([ln.ev.p for ln in lines])
         if gated and self.typical_blocks:
             out_of_range = np.vstack([self.typical_blocks.get((ln.model, ln.score.name), np.zeros(p.shape[1]))
-                                      <= POPULATION_P for ln in lines]) | self.unlike_people(None)
+                                      <= POPULATION_P for ln in lines])
             p = np.where(out_of_range, p, np.nan)
         sev = np.vstack([severity(ln.score, ln.ev) for ln in lines])
         best = np.nanargmin(np.where(np.isnan(p), np.inf, p), axis=0)
@@ -192,8 +177,6 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
     g = GroupResult(group, bounds, (int(recent[0]), int(recent[1])))
     for p in parts:
         bases = [baseline_of(d, p.model) for d, m in zip(p.table.devices, p.mask) if m]
-        one = bases[0] if len(parts) == 1 and len(bases) == 1 else None
-        joint: list[tuple[str, np.ndarray, np.ndarray]] = []  # (score, z now, z per block) against the reference
         households = _households_of(p.table.counts[kind][primary][p.mask], bounds, recent) if s.level_test else None
         for score in (sc for sc in p.table.ref.scores[kind] if sc.group == group):
             steps = p.table.counts[kind][score.signal][p.mask]
@@ -209,17 +192,10 @@ def _group(snap, kind, group, parts, baseline_of, s: Settings) -> GroupResult | 
                                     device_blocks=_own(score, per_block, score.ref_mean, tail_n),
                                     households=households))
             elif s.population_gate and has_ref and score.measured_spread:
-                now = against_reference(score, blocks.reduce(steps, recent), tail_n)
-                per_block = against_reference(score, blocks.reduce(steps, bounds), tail_n)
-                g.typical[(p.model, score.name)] = float(now.p[0])
-                g.typical_blocks[(p.model, score.name)] = per_block.p
-                joint.append((score.name, now.z, per_block.z))
-        corr = p.table.ref.correlation(kind, group, [name for name, _, _ in joint]) if len(joint) > 1 else None
-        if corr is not None and len(parts) == 1:  # a device: is it unlike people on the scores together?
-            g.typical_joint = float(quadratic_p(np.vstack([z for _, z, _ in joint]), corr)[0])
-            g.typical_joint_blocks = quadratic_p(np.vstack([z for _, _, z in joint]), corr)
-    if one is not None and g.change and all(ln.score.side == "two" for ln in g.change):
-        g.correlation = one.correlation(kind, group, [ln.score.name for ln in g.change])
+                g.typical[(p.model, score.name)] = float(against_reference(score, blocks.reduce(steps, recent),
+                                                                           tail_n).p[0])
+                g.typical_blocks[(p.model, score.name)] = against_reference(score, blocks.reduce(steps, bounds),
+                                                                            tail_n).p
     return g
 
 
@@ -287,8 +263,6 @@ def _decide_group(snap: Snapshot, a: Assessment, g: GroupResult, s: Settings) ->
     levels = []
     if g.change:
         g.z = combined_z(np.vstack([ln.ev.p for ln in g.change]))
-        if g.correlation is not None:  # a device: the scores together too, against how they co-vary
-            g.z = either_z(g.z, quadratic_z(np.vstack([ln.ev.z for ln in g.change]), g.correlation))
         g.run = cusum(g.z, s.cusum_k, s.cusum_h, s.cusum_cap)
         a.n = max(a.n, int(np.nansum(g.change[0].ev.n)))
         if np.any(~np.isnan(g.z)):
@@ -325,7 +299,7 @@ def _supported(lines: list[Line], b: int | None, g: GroupResult, s: Settings) ->
             key = (ln.model, ln.score.name)
             typical = g.typical.get(key) if b is None else (g.typical_blocks[key][b] if key in g.typical_blocks
                                                           else None)
-            if typical is not None and not typical <= POPULATION_P and not g.unlike_people(-1 if b is None else b):
+            if typical is not None and not typical <= POPULATION_P:
                 continue
         out.append((p, sev, ln))
     out.sort(key=lambda t: (t[0], -t[1]))

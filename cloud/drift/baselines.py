@@ -16,11 +16,6 @@ it. Per score the baseline keeps:
   voice may lead several blocks in a row), shrunk towards ``PRIOR_RHO``; the change detector
   reads z on the long-run scale ``sqrt((1 + rho) / (1 - rho))`` so a session is not a drift.
 
-Per score group it also keeps the **correlation** of its scores' block deviations over the
-warm-up (``multivariate.shrunk_correlation``): how the household's healthy moves — another of
-its voices talking, the room — move the scores together, so a change is judged on all of them
-at once (``assess``) against how they healthily co-vary.
-
 A baseline is immutable once learned: the book caches it per (device, model).
 """
 from __future__ import annotations
@@ -31,7 +26,6 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cloud.drift import blocks
-from cloud.drift.multivariate import shrunk_correlation
 from cloud.drift.reference import KINDS, ModelReference
 from cloud.drift.scores import Score, mean_and_within
 from cloud.drift.tables import build_snapshot
@@ -59,23 +53,9 @@ class Baseline:
     since_t: float
     until_t: float
     scores: dict[str, dict[str, ScoreBaseline]] = field(default_factory=dict)  # kind → score → figures
-    # (kind, group) → (score names, their shrunk correlation over the warm-up's blocks)
-    correlations: dict[tuple[str, str], tuple[list[str], np.ndarray]] = field(default_factory=dict)
 
     def get(self, kind: str, score: str) -> ScoreBaseline | None:
         return self.scores.get(kind, {}).get(score)
-
-    def correlation(self, kind: str, group: str, names: list[str]) -> np.ndarray:
-        """The correlation of ``names`` (scores of one group); the identity where unknown."""
-        known, corr = self.correlations.get((kind, group), ([], np.eye(0)))
-        index = {n: i for i, n in enumerate(known)}
-        at = [index.get(n) for n in names]
-        out = np.eye(len(names))
-        for a, i in enumerate(at):
-            for b, j in enumerate(at):
-                if i is not None and j is not None:
-                    out[a, b] = corr[i, j]
-        return out
 
 
 def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[str, np.ndarray]],
@@ -89,17 +69,11 @@ def learn(device: str, model: str, ref: ModelReference, counts: dict[str, dict[s
             bounds = blocks.layout(blocks.primary_n(sig, kind, group), min_n, tail=min_n)
             if len(bounds) < min_blocks + 1:
                 continue
-            deviations: dict[str, np.ndarray] = {}
             for score in (s for s in ref.scores[kind] if s.group == group):
-                block_counts = blocks.reduce(sig[score.signal], bounds)
-                figures = _score_baseline(score, block_counts, min_n, min_blocks,
+                figures = _score_baseline(score, blocks.reduce(sig[score.signal], bounds), min_n, min_blocks,
                                           priors.within_tau2(score.family), priors.tau2_min)
                 if figures is not None:
                     per_kind[score.name] = figures
-                    deviations[score.name] = _deviations(score, block_counts, figures, min_n)
-            if len(deviations) > 1:
-                names = list(deviations)
-                base.correlations[(kind, group)] = (names, shrunk_correlation(np.vstack(list(deviations.values())).T)[0])
         if per_kind:
             base.scores[kind] = per_kind
     return base
@@ -121,14 +95,6 @@ def _score_baseline(score: Score, block_counts: np.ndarray, min_n: int, min_bloc
     rho = float(np.clip((PRIOR_BLOCKS * PRIOR_RHO + (b - 1) * r1) / (PRIOR_BLOCKS + b - 1), 0.0, MAX_RHO))
     return ScoreBaseline(mean=float(mean), within=float(within), tau2=tau2,
                          var=float(within) / float(n) + tau2 / b, n=int(n), rho=rho, dof=PRIOR_BLOCKS + b - 1)
-
-
-def _deviations(score: Score, block_counts: np.ndarray, figures: ScoreBaseline, min_n: int) -> np.ndarray:
-    """Each warm-up block's standardized deviation from the baseline (NaN: too few utterances)."""
-    n_b, mean_b, within_b = mean_and_within(block_counts, score.weights)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dev = (mean_b - figures.mean) / np.sqrt(within_b / n_b + figures.tau2)
-    return np.where(n_b >= min_n, dev, np.nan)
 
 
 class BaselineBook:
@@ -181,7 +147,6 @@ class BaselineBook:
         if partial is not None:  # what the warm-up learned stands; the extension only fills the gaps
             base.scores = {kind: {**base.scores.get(kind, {}), **partial.scores.get(kind, {})}
                            for kind in KINDS if kind in base.scores or kind in partial.scores}
-            base.correlations = {**base.correlations, **partial.correlations}
         heard_speech = any(s.group == "speech" and s.name in base.scores.get("input", {})
                            for s in ref.scores["input"])
         if heard_speech or now >= start + self.MAX_EXTEND * self.warmup_s:

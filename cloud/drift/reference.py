@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from cloud.drift.multivariate import shrunk_correlation
 from cloud.drift.scores import PRIOR_DOF, Score
 from shared.histogram import CONFIDENCE_EDGES, NOISE_DBFS_EDGES
 
@@ -78,18 +77,6 @@ class ModelReference:
     edges: dict[str, list[float]] = field(default_factory=dict)  # histogram signals → their edges
     chunked: bool = False
     notes: list[str] = field(default_factory=list)
-    # (kind, group) → (score names, the shrunk correlation of the chunks' mean scores): how
-    # speakers differ on several scores together (``assess``: the population's range)
-    correlations: dict[tuple[str, str], tuple[list[str], np.ndarray]] = field(default_factory=dict)
-
-    def correlation(self, kind: str, group: str, names: list[str]) -> np.ndarray | None:
-        """The chunks' correlation of ``names``; None unless every one of them was measured."""
-        known, corr = self.correlations.get((kind, group), ([], None))
-        index = {n: i for i, n in enumerate(known)}
-        if corr is None or any(n not in index for n in names):
-            return None
-        at = [index[n] for n in names]
-        return corr[np.ix_(at, at)]
 
     def signals(self, kind: str) -> list[str]:
         return [s for s in SIGNALS_OF[kind](self)]
@@ -147,22 +134,6 @@ def _between(chunk_counts, weights: np.ndarray, tau2_min: float) -> tuple[float 
     return max(tau2, tau2_min), j
 
 
-def _chunk_correlation(ref: ModelReference, profile: dict, kind: str, group: str) -> None:
-    """The shrunk correlation of the chunks' mean scores over a group's measured scores."""
-    rows, names = [], []
-    for score in ref.scores[kind]:
-        c = _chunk_counts(profile, score.signal)
-        if score.group != group or not score.measured_spread or c is None:
-            continue
-        c = np.asarray(c, dtype=float)
-        n = c.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rows.append(np.where(n >= MIN_CHUNK_N, (c @ score.weights) / n, np.nan))
-        names.append(score.name)
-    if len(names) > 1:
-        ref.correlations[(kind, group)] = (names, shrunk_correlation(np.vstack(rows).T)[0])
-
-
 def _chunk_counts(profile: dict, signal: str):
     chunks = profile.get("chunks") or {}
     names = chunks.get("names") or []
@@ -212,7 +183,6 @@ def build_reference(profile: dict, model: str | None, no_answer_confidence: floa
     inp.append(Score("noise_dbfs", "noise_dbfs", "ridit", ridits(np.ones(ref.shapes["noise_dbfs"])),
                      floor=floors.ridit, group="frames"))
     ref.scores["input"] = inp
-    _chunk_correlation(ref, profile, "input", "speech")
     ref.scores["output"] = _output_scores(ref, profile, no_answer_confidence, floors, priors)
     ref.scores["concept"] = _concept_scores(ref, profile, floors, priors)
     if not ref.chunked:
