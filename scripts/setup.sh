@@ -14,10 +14,11 @@ components_enabled() {
 }
 if ! components_enabled; then
   echo "setup: enabling Debian's contrib and non-free components"
-  cat > /etc/apt/sources.list.d/harken-contrib-non-free.sources <<'SOURCES'
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  cat > /etc/apt/sources.list.d/harken-contrib-non-free.sources <<SOURCES
 Types: deb
 URIs: http://deb.debian.org/debian
-Suites: bookworm
+Suites: $codename
 Components: contrib non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
