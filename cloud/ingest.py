@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,6 +50,9 @@ __all__ = ["KIND_OF_TOPIC", "CommitHook", "InMessage", "Ingest", "IngestHandler"
            "RejectLog"]
 
 STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
+# Batches handed to the writer and not answered yet, at most: with 2, the writer child commits
+# one while this process acknowledges the one before, instead of each waiting for the other.
+DEPTH = 2
 SHED_LOG_S = 60.0  # shedding is logged at most this often (the count is always kept)
 
 
@@ -247,29 +251,44 @@ class Ingest:
         self._store_error = error
 
     def _write_loop(self) -> None:
+        sent: deque[tuple[list[InMessage], float]] = deque()  # handed to the writer, oldest first
         try:
-            while not (self._stop.is_set() and self.queue.empty()):
-                items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
-                if not items:
-                    if self._receipts:  # the backlog is gone: what was merged goes out now
-                        self._send_receipts()
-                    continue
-                try:
-                    self._process(items)
-                except Exception:  # a bug must not stop ingest; the broker redelivers these later
-                    log.exception("failed to process a batch of %d messages", len(items))
+            while not (self._stop.is_set() and self.queue.empty() and not sent):
+                # with a batch at the writer, nothing waits for the next one to start
+                items = self.queue.take(self.config.batch_max, 0.0 if sent else 0.1, self.config.batch_ms / 1000.0)
+                if items:
+                    self._submit(items, sent)
+                if sent and (len(sent) >= DEPTH or not items):
+                    self._finish(sent)
+                elif not items and self._receipts:  # the backlog is gone: what was merged goes out now
+                    self._send_receipts()
         finally:
             if self._receipts:
                 self._send_receipts()
             self._work.close()
 
-    def _process(self, items: list[InMessage]) -> None:
-        raw = [(m.topic, m.payload, m.received_t, m.retain) for m in items]
-        self._commit_since = time.monotonic()
+    def _submit(self, items: list[InMessage], sent: deque) -> None:
         try:
-            outcome = self._work.process(raw)
+            self._work.submit([(m.topic, m.payload, m.received_t, m.retain) for m in items])
+        except Exception:  # a bug must not stop ingest; the broker redelivers these later
+            log.exception("failed to hand a batch of %d messages to the writer", len(items))
+            return
+        sent.append((items, time.monotonic()))
+        if self._commit_since is None:
+            self._commit_since = sent[0][1]
+
+    def _finish(self, sent: deque) -> None:
+        """The writer's answer for the oldest batch, then its acknowledgements and receipts."""
+        items, _ = sent.popleft()
+        try:
+            self._process(items)
+        except Exception:  # a bug must not stop ingest; the broker redelivers these later
+            log.exception("failed to process a batch of %d messages", len(items))
         finally:
-            self._commit_since = None
+            self._commit_since = sent[0][1] if sent else None
+
+    def _process(self, items: list[InMessage]) -> None:
+        outcome = self._work.collect()
         if outcome is None:
             return  # stopping while the store is down: the broker redelivers later
         self._store_error = None
