@@ -85,6 +85,8 @@ class Child:
 
     def receive(self):
         """The child's next message; raises ``ChildDied`` if it is gone."""
+        if self._from is None:
+            raise ChildDied("not running")
         try:
             return pickle.loads(self._from.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError) as exc:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,9 +49,6 @@ __all__ = ["KIND_OF_TOPIC", "CommitHook", "InMessage", "Ingest", "IngestHandler"
            "RejectLog"]
 
 STALL_S = 10.0  # a commit pending longer than this makes the collector not ready
-# Batches handed to the writer and not answered yet, at most: with 2, the writer child commits
-# one while this process acknowledges the one before, instead of each waiting for the other.
-DEPTH = 2
 SHED_LOG_S = 60.0  # shedding is logged at most this often (the count is always kept)
 
 
@@ -92,7 +88,7 @@ class Ingest:
         self._accepting = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
-        self._commit_since: float | None = None  # monotonic start of the commit under way
+        self._commit_since: float | None = None  # monotonic time the writer last answered, while it has work
         self._store_error: str | None = None  # why the last commit failed (None: it worked)
         self._shed_logged = float("-inf")
         self.connected = threading.Event()
@@ -251,15 +247,19 @@ class Ingest:
         self._store_error = error
 
     def _write_loop(self) -> None:
-        sent: deque[tuple[list[InMessage], float]] = deque()  # handed to the writer, oldest first
+        """Hand batches to the writer and acknowledge each once it is answered. A writer child
+        gets the next batch before this thread collects the last (``depth`` 2): it commits one
+        while this thread acknowledges the one before, instead of each waiting for the other."""
+        work = self._work
         try:
-            while not (self._stop.is_set() and self.queue.empty() and not sent):
+            while not (self._stop.is_set() and self.queue.empty() and not work.pending):
                 # with a batch at the writer, nothing waits for the next one to start
-                items = self.queue.take(self.config.batch_max, 0.0 if sent else 0.1, self.config.batch_ms / 1000.0)
+                items = self.queue.take(self.config.batch_max, 0.0 if work.pending else 0.1,
+                                        self.config.batch_ms / 1000.0)
                 if items:
-                    self._submit(items, sent)
-                if sent and (len(sent) >= DEPTH or not items):
-                    self._finish(sent)
+                    self._submit(items)
+                if work.pending and (work.pending >= work.depth or not items):
+                    self._finish()
                 elif not items and self._receipts:  # the backlog is gone: what was merged goes out now
                     self._send_receipts()
         finally:
@@ -267,28 +267,25 @@ class Ingest:
                 self._send_receipts()
             self._work.close()
 
-    def _submit(self, items: list[InMessage], sent: deque) -> None:
+    def _submit(self, items: list[InMessage]) -> None:
+        if not self._work.pending:
+            self._commit_since = time.monotonic()
         try:
-            self._work.submit([(m.topic, m.payload, m.received_t, m.retain) for m in items])
+            self._work.submit([(m.topic, m.payload, m.received_t, m.retain) for m in items], items)
         except Exception:  # a bug must not stop ingest; the broker redelivers these later
             log.exception("failed to hand a batch of %d messages to the writer", len(items))
-            return
-        sent.append((items, time.monotonic()))
-        if self._commit_since is None:
-            self._commit_since = sent[0][1]
 
-    def _finish(self, sent: deque) -> None:
-        """The writer's answer for the oldest batch, then its acknowledgements and receipts."""
-        items, _ = sent.popleft()
+    def _finish(self) -> None:
+        """The writer's answer for its oldest batch, then that batch's acknowledgements and receipts."""
         try:
-            self._process(items)
+            items, outcome = self._work.collect()
+            self._process(items, outcome)
         except Exception:  # a bug must not stop ingest; the broker redelivers these later
-            log.exception("failed to process a batch of %d messages", len(items))
+            log.exception("failed to process a batch")
         finally:
-            self._commit_since = sent[0][1] if sent else None
+            self._commit_since = time.monotonic() if self._work.pending else None
 
-    def _process(self, items: list[InMessage]) -> None:
-        outcome = self._work.collect()
+    def _process(self, items: list[InMessage], outcome: Outcome | None) -> None:
         if outcome is None:
             return  # stopping while the store is down: the broker redelivers later
         self._store_error = None

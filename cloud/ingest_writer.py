@@ -9,7 +9,7 @@ halved both (``docs/architecture.md``, "The collector at the cost of its broker 
 The child (``cloud.child``) opens its own store and builds its own handler from a ``WriterSpec``.
 The writer thread hands it the next batch (``submit``) before it takes the answer to the last
 (``collect``), so the child commits one batch while the parent acknowledges the one before
-(``Ingest.DEPTH``). Nothing is acknowledged to the broker before the child's answer, so
+(``WriterProcess.depth``). Nothing is acknowledged to the broker before the child's answer, so
 whatever happens to the child its batches are still in the parent: if the child dies (killed,
 out of memory, a crash in a C extension) it is started again and the unanswered batches sent
 again in order (the store keeps a window once by ``(device, boot, seq)``, so a batch committed
@@ -59,8 +59,12 @@ class Writer:
     """Decode, validate and commit batches in this thread; ``process`` returns None only when told
     to stop while the store is down (nothing was committed: the broker redelivers).
 
-    ``WriterProcess`` has the same interface (``start``, ``submit``, ``collect``, ``process``,
-    ``notify_stopping``, ``close``), so ``Ingest`` drives either without asking which it has."""
+    ``WriterProcess`` has the same interface (``start``, ``submit``, ``collect``, ``pending``,
+    ``depth``, ``process``, ``notify_stopping``, ``close``), so ``Ingest`` drives either without
+    asking which it has. ``submit(items, token)`` queues a batch; ``collect()`` gives the oldest
+    one's ``(token, outcome)``, so an answer is never paired with another batch."""
+
+    depth = 1  # batches worth submitting before collecting: here nothing runs beside the caller
 
     def __init__(self, store: Store, handler: IngestHandler, *, stopping: Callable[[], bool],
                  on_failure: Callable[[str], None], wait: Callable[[float], None] = time.sleep):
@@ -70,17 +74,22 @@ class Writer:
         self._stopping = stopping
         self._on_failure = on_failure  # told about each failed commit (then retried)
         self._wait = wait
-        self._submitted: deque[list[Raw]] = deque()
+        self._submitted: deque[tuple[list[Raw], object]] = deque()
 
     def start(self) -> None:
         """Nothing to start: the work runs in the caller's thread."""
 
-    def submit(self, items: list[Raw]) -> None:
-        """Queue a batch; ``collect`` processes the oldest (here, in the caller's thread)."""
-        self._submitted.append(items)
+    @property
+    def pending(self) -> int:
+        return len(self._submitted)
 
-    def collect(self) -> Outcome | None:
-        return self.process(self._submitted.popleft())
+    def submit(self, items: list[Raw], token=None) -> None:
+        """Queue a batch; ``collect`` processes the oldest (here, in the caller's thread)."""
+        self._submitted.append((items, token))
+
+    def collect(self) -> tuple[object, Outcome | None]:
+        items, token = self._submitted.popleft()
+        return token, self.process(items)
 
     def notify_stopping(self) -> None:
         """Nothing to tell: ``stopping`` is read directly."""
@@ -243,6 +252,8 @@ class WriterProcess:
     unanswered one's ``Writer.process`` result, and the child's handler counts are added to
     ``handler``'s as the thread's would be. ``process`` is both."""
 
+    depth = 2  # the child commits one batch while the parent acknowledges the one before
+
     def __init__(self, db_url: str, db_timeout_s: float | None, handler: IngestHandler, *,
                  on_failure: Callable[[str], None], local: Callable[[], Writer] | None):
         self.spec = WriterSpec.of(db_url, db_timeout_s, handler)
@@ -250,7 +261,7 @@ class WriterProcess:
         self._on_failure = on_failure  # told about each failed commit (the child retries)
         self._local = local  # builds the in-thread writer a poisonous batch falls back to
         self._fallback: Writer | None = None
-        self._sent: deque[list[Raw]] = deque()  # sent to the child and not answered yet, oldest first
+        self._sent: deque[tuple[list[Raw], object]] = deque()  # sent to the child, not answered yet; oldest first
         self.child = Child("ingest writer")
 
     @property
@@ -267,19 +278,23 @@ class WriterProcess:
         except ChildDied:
             pass  # nothing is retrying
 
+    @property
+    def pending(self) -> int:
+        return len(self._sent)
+
     def process(self, items: list[Raw]) -> Outcome | None:
         self.submit(items)
-        return self.collect()
+        return self.collect()[1]
 
-    def submit(self, items: list[Raw]) -> None:
+    def submit(self, items: list[Raw], token=None) -> None:
         try:
             self.child.send(("batch", items))
         except ChildDied:
             pass  # collect() finds the child gone and sends its batches again
-        self._sent.append(items)
+        self._sent.append((items, token))
 
-    def collect(self) -> Outcome | None:
-        """The answer for the oldest batch sent; a child that dies first is started again and
+    def collect(self) -> tuple[object, Outcome | None]:
+        """The oldest batch's token and answer; a child that dies first is started again and
         given every unanswered batch again."""
         crashes = 0
         while crashes < MAX_CRASHES:
@@ -287,26 +302,26 @@ class WriterProcess:
                 while True:
                     kind, value = self.child.receive()
                     if kind != "failure":
-                        self._sent.popleft()
+                        _, token = self._sent.popleft()
                         if value is not None:
                             merge_counts(self.handler, value)
-                        return value
+                        return token, value
                     self._on_failure(value)
             except ChildDied as exc:
                 crashes += 1
-                log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(self._sent[0]),
+                log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(self._sent[0][0]),
                           "starting it again" if crashes < MAX_CRASHES else "processing that batch here")
                 self._restart(skip=0 if crashes < MAX_CRASHES else 1)
-        items = self._sent.popleft()  # the new child has every later batch already
+        items, token = self._sent.popleft()  # the new child has every later batch already
         if self._fallback is None:
             self._fallback = self._local()
-        return self._fallback.process(items)
+        return token, self._fallback.process(items)
 
     def _restart(self, skip: int) -> None:
         """A new child, sent the unanswered batches but the first ``skip`` again."""
         self.child.reap()
         self.child.start(self.spec)
-        for i, items in enumerate(self._sent):
+        for i, (items, _) in enumerate(self._sent):
             if i >= skip:
                 try:
                     self.child.send(("batch", items))

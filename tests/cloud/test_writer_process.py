@@ -107,7 +107,7 @@ def test_a_batch_that_kills_every_writer_process_is_written_by_the_parent(tmp_pa
 
 
 def test_a_writer_process_killed_with_two_batches_sent_answers_both_in_order(tmp_path):
-    """The parent sends the next batch before it collects the last (``Ingest.DEPTH``); a child that
+    """The parent sends the next batch before it collects the last (``WriterProcess.depth``); a child that
     dies with both gets both again, and each is answered in the order sent. The batches are big
     enough that an answer fills a pipe's buffer, so a child that wrote it while the parent was still
     sending the next batch would block both for ever."""
@@ -122,14 +122,15 @@ def test_a_writer_process_killed_with_two_batches_sent_answers_both_in_order(tmp
     try:
         assert work.process(batches[0]).result.windows_new == 1500  # the child is up
         first = work.pid
-        work.submit(batches[1])
-        work.submit(batches[2])
+        work.submit(batches[1], "b1")
+        work.submit(batches[2], "b2")
         os.kill(first, signal.SIGKILL)
-        outcomes = [work.collect(), work.collect()]
+        answers = [work.collect(), work.collect()]
     finally:
         work.close()
     assert work.child.starts == 2
-    for outcome, batch in zip(outcomes, batches[1:]):
+    assert [token for token, _ in answers] == ["b1", "b2"]
+    for (_, outcome), batch in zip(answers, batches[1:]):
         assert outcome.windows == 1500  # new, or a duplicate if the first child had committed it
         assert sorted(outcome.named) == sorted(t.split("/")[-2] for t, *_ in batch)
     store = open_store(url)
