@@ -282,6 +282,7 @@ class Ingest:
             self._process(items, outcome)
         except Exception:  # a bug must not stop ingest; the broker redelivers these later
             log.exception("failed to process a batch")
+            time.sleep(0.1)  # a writer that keeps failing (its child cannot start) is not spun on
         finally:
             self._commit_since = time.monotonic() if self._work.pending else None
 
