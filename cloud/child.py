@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -84,6 +85,8 @@ class Child:
 
     def receive(self):
         """The child's next message; raises ``ChildDied`` if it is gone."""
+        if self._from is None:
+            raise ChildDied("not running")
         try:
             return pickle.loads(self._from.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
@@ -126,12 +129,37 @@ class Pipe:
     def __init__(self, rx: Connection, tx: Connection):
         self.rx, self.tx = rx, tx
         self._gc_t = time.monotonic()
+        self._ahead: queue.SimpleQueue | None = None
+
+    def read_ahead(self) -> None:
+        """Read the parent's messages as they come, on a thread of their own. A parent that sends
+        its next job before reading the answer to the last (``WriterProcess``) then never blocks
+        on a full pipe while this child blocks writing an answer the parent is not reading yet."""
+        self._ahead = queue.SimpleQueue()
+        threading.Thread(target=self._read, name="harken-child-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self._ahead.put(pickle.loads(self.rx.recv_bytes()))
+            except (EOFError, OSError) as exc:
+                self._ahead.put(EOFError(str(exc)))
+                return
 
     def receive(self, timeout_s: float | None = None):
         """The next message, or None when ``timeout_s`` passes without one."""
-        if timeout_s is not None and not self.rx.poll(timeout_s):
+        if self._ahead is None:
+            if timeout_s is not None and not self.rx.poll(timeout_s):
+                return None
+            return pickle.loads(self.rx.recv_bytes())
+        try:
+            message = self._ahead.get(timeout=timeout_s)
+        except queue.Empty:
             return None
-        return pickle.loads(self.rx.recv_bytes())
+        if isinstance(message, EOFError):
+            self._ahead.put(message)  # every later receive says so too
+            raise message
+        return message
 
     def send(self, message) -> None:
         self.tx.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))

@@ -88,7 +88,7 @@ class Ingest:
         self._accepting = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
-        self._commit_since: float | None = None  # monotonic start of the commit under way
+        self._commit_since: float | None = None  # monotonic time the writer last answered, while it has work
         self._store_error: str | None = None  # why the last commit failed (None: it worked)
         self._shed_logged = float("-inf")
         self.connected = threading.Event()
@@ -247,29 +247,46 @@ class Ingest:
         self._store_error = error
 
     def _write_loop(self) -> None:
+        """Hand batches to the writer and acknowledge each once it is answered. A writer child
+        gets the next batch before this thread collects the last (``depth`` 2): it commits one
+        while this thread acknowledges the one before, instead of each waiting for the other."""
+        work = self._work
         try:
-            while not (self._stop.is_set() and self.queue.empty()):
-                items = self.queue.take(self.config.batch_max, 0.1, self.config.batch_ms / 1000.0)
-                if not items:
-                    if self._receipts:  # the backlog is gone: what was merged goes out now
-                        self._send_receipts()
-                    continue
-                try:
-                    self._process(items)
-                except Exception:  # a bug must not stop ingest; the broker redelivers these later
-                    log.exception("failed to process a batch of %d messages", len(items))
+            while not (self._stop.is_set() and self.queue.empty() and not work.pending):
+                # with a batch at the writer, nothing waits for the next one to start
+                items = self.queue.take(self.config.batch_max, 0.0 if work.pending else 0.1,
+                                        self.config.batch_ms / 1000.0)
+                if items:
+                    self._submit(items)
+                if work.pending and (work.pending >= work.depth or not items):
+                    self._finish()
+                elif not items and self._receipts:  # the backlog is gone: what was merged goes out now
+                    self._send_receipts()
         finally:
             if self._receipts:
                 self._send_receipts()
             self._work.close()
 
-    def _process(self, items: list[InMessage]) -> None:
-        raw = [(m.topic, m.payload, m.received_t, m.retain) for m in items]
-        self._commit_since = time.monotonic()
+    def _submit(self, items: list[InMessage]) -> None:
+        if not self._work.pending:
+            self._commit_since = time.monotonic()
         try:
-            outcome = self._work.process(raw)
+            self._work.submit([(m.topic, m.payload, m.received_t, m.retain) for m in items], items)
+        except Exception:  # a bug must not stop ingest; the broker redelivers these later
+            log.exception("failed to hand a batch of %d messages to the writer", len(items))
+
+    def _finish(self) -> None:
+        """The writer's answer for its oldest batch, then that batch's acknowledgements and receipts."""
+        try:
+            items, outcome = self._work.collect()
+            self._process(items, outcome)
+        except Exception:  # a bug must not stop ingest; the broker redelivers these later
+            log.exception("failed to process a batch")
+            time.sleep(0.1)  # a writer that keeps failing (its child cannot start) is not spun on
         finally:
-            self._commit_since = None
+            self._commit_since = time.monotonic() if self._work.pending else None
+
+    def _process(self, items: list[InMessage], outcome: Outcome | None) -> None:
         if outcome is None:
             return  # stopping while the store is down: the broker redelivers later
         self._store_error = None

@@ -7,12 +7,15 @@ thread, which then needs a core of its own, and one interpreter lock shared with
 halved both (``docs/architecture.md``, "The collector at the cost of its broker client").
 
 The child (``cloud.child``) opens its own store and builds its own handler from a ``WriterSpec``.
-It holds one batch at a time and nothing is acknowledged to the broker before its answer, so
-whatever happens to the child the batch is still in the parent: if the child dies (killed,
-out of memory, a crash in a C extension) it is started again and the batch sent again (the
-store keeps a window once by ``(device, boot, seq)``, so a batch committed just before the
-crash is only counted as duplicates); after ``MAX_CRASHES`` in a row on one batch, that batch
-is processed in the parent's thread instead, so one poisonous message cannot stop ingest.
+The writer thread hands it the next batch (``submit``) before it takes the answer to the last
+(``collect``), so the child commits one batch while the parent acknowledges the one before
+(``WriterProcess.depth``). Nothing is acknowledged to the broker before the child's answer, so
+whatever happens to the child its batches are still in the parent: if the child dies (killed,
+out of memory, a crash in a C extension) it is started again and the unanswered batches sent
+again in order (the store keeps a window once by ``(device, boot, seq)``, so a batch committed
+just before the crash is only counted as duplicates); after ``MAX_CRASHES`` in a row on one
+batch, that batch is processed in the parent's thread instead, so one poisonous message cannot
+stop ingest.
 While the store fails, the child reports each failure at once (``stats.store_failures`` and
 ``/readyz`` follow it) and retries; at shutdown it gives up as the thread does.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -55,8 +59,12 @@ class Writer:
     """Decode, validate and commit batches in this thread; ``process`` returns None only when told
     to stop while the store is down (nothing was committed: the broker redelivers).
 
-    ``WriterProcess`` has the same interface (``start``, ``process``, ``notify_stopping``,
-    ``close``), so ``Ingest`` drives either without asking which it has."""
+    ``WriterProcess`` has the same interface (``start``, ``submit``, ``collect``, ``pending``,
+    ``depth``, ``process``, ``notify_stopping``, ``close``), so ``Ingest`` drives either without
+    asking which it has. ``submit(items, token)`` queues a batch; ``collect()`` gives the oldest
+    one's ``(token, outcome)``, so an answer is never paired with another batch."""
+
+    depth = 1  # batches worth submitting before collecting: here nothing runs beside the caller
 
     def __init__(self, store: Store, handler: IngestHandler, *, stopping: Callable[[], bool],
                  on_failure: Callable[[str], None], wait: Callable[[float], None] = time.sleep):
@@ -66,9 +74,22 @@ class Writer:
         self._stopping = stopping
         self._on_failure = on_failure  # told about each failed commit (then retried)
         self._wait = wait
+        self._submitted: deque[tuple[list[Raw], object]] = deque()
 
     def start(self) -> None:
         """Nothing to start: the work runs in the caller's thread."""
+
+    @property
+    def pending(self) -> int:
+        return len(self._submitted)
+
+    def submit(self, items: list[Raw], token=None) -> None:
+        """Queue a batch; ``collect`` processes the oldest (here, in the caller's thread)."""
+        self._submitted.append((items, token))
+
+    def collect(self) -> tuple[object, Outcome | None]:
+        items, token = self._submitted.popleft()
+        return token, self.process(items)
 
     def notify_stopping(self) -> None:
         """Nothing to tell: ``stopping`` is read directly."""
@@ -181,7 +202,7 @@ class WriterSpec:
                                 sample_quota_bytes=self.sample_quota_bytes)
         store = open_store(self.db_url, timeout_s=self.db_timeout_s)
         stopping = [False]
-        pending: list = []  # an exit that arrived while a retry waited (the parent sends one batch at a time)
+        pending: list = []  # what arrived while a retry waited: the next batch, an exit
 
         def wait(delay: float) -> None:  # a retry's pause; the parent may say it is stopping meanwhile
             message = pipe.receive(delay)
@@ -193,6 +214,7 @@ class WriterSpec:
         writer = Writer(store, handler, stopping=lambda: stopping[0],
                         on_failure=lambda e: pipe.send(("failure", e)), wait=wait)
         pipe.settle()
+        pipe.read_ahead()  # the parent sends the next batch before it reads this one's answer
         try:
             while True:
                 message = pending.pop(0) if pending else pipe.receive()
@@ -226,8 +248,11 @@ def merge_counts(handler: IngestHandler, outcome: Outcome) -> None:
 
 
 class WriterProcess:
-    """``Writer`` run by a child: ``process(items)`` gives what ``Writer.process`` gives, and the
-    child's handler counts are added to ``handler``'s as the thread's would be."""
+    """``Writer`` run by a child: ``submit(items)`` sends a batch, ``collect()`` gives the oldest
+    unanswered one's ``Writer.process`` result, and the child's handler counts are added to
+    ``handler``'s as the thread's would be. ``process`` is both."""
+
+    depth = 2  # the child commits one batch while the parent acknowledges the one before
 
     def __init__(self, db_url: str, db_timeout_s: float | None, handler: IngestHandler, *,
                  on_failure: Callable[[str], None], local: Callable[[], Writer] | None):
@@ -236,6 +261,7 @@ class WriterProcess:
         self._on_failure = on_failure  # told about each failed commit (the child retries)
         self._local = local  # builds the in-thread writer a poisonous batch falls back to
         self._fallback: Writer | None = None
+        self._sent: deque[tuple[list[Raw], object]] = deque()  # sent to the child, not answered yet; oldest first
         self.child = Child("ingest writer")
 
     @property
@@ -252,27 +278,55 @@ class WriterProcess:
         except ChildDied:
             pass  # nothing is retrying
 
+    @property
+    def pending(self) -> int:
+        return len(self._sent)
+
     def process(self, items: list[Raw]) -> Outcome | None:
+        self.submit(items)
+        return self.collect()[1]
+
+    def submit(self, items: list[Raw], token=None) -> None:
+        try:
+            self.child.send(("batch", items))
+        except ChildDied:
+            pass  # collect() finds the child gone and sends its batches again
+        self._sent.append((items, token))
+
+    def collect(self) -> tuple[object, Outcome | None]:
+        """The oldest batch's token and answer; a child that dies first is started again and
+        given every unanswered batch again."""
         crashes = 0
         while crashes < MAX_CRASHES:
             try:
-                self.child.send(("batch", items))
                 while True:
                     kind, value = self.child.receive()
                     if kind != "failure":
+                        _, token = self._sent.popleft()
                         if value is not None:
                             merge_counts(self.handler, value)
-                        return value
+                        return token, value
                     self._on_failure(value)
             except ChildDied as exc:
                 crashes += 1
-                log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(items),
+                log.error("the writer process died (%s) with a batch of %d messages; %s", exc, len(self._sent[0][0]),
                           "starting it again" if crashes < MAX_CRASHES else "processing that batch here")
-                self.child.reap()
-                self.child.start(self.spec)
+                self._restart(skip=0 if crashes < MAX_CRASHES else 1)
+        items, token = self._sent.popleft()  # the new child has every later batch already
         if self._fallback is None:
             self._fallback = self._local()
-        return self._fallback.process(items)
+        return token, self._fallback.process(items)
+
+    def _restart(self, skip: int) -> None:
+        """A new child, sent the unanswered batches but the first ``skip`` again."""
+        self.child.reap()
+        self.child.start(self.spec)
+        for i, (items, _) in enumerate(self._sent):
+            if i >= skip:
+                try:
+                    self.child.send(("batch", items))
+                except ChildDied:
+                    return  # the next receive finds it gone
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.child.close(timeout_s)

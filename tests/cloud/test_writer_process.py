@@ -106,6 +106,38 @@ def test_a_batch_that_kills_every_writer_process_is_written_by_the_parent(tmp_pa
     store.close()
 
 
+def test_a_writer_process_killed_with_two_batches_sent_answers_both_in_order(tmp_path):
+    """The parent sends the next batch before it collects the last (``WriterProcess.depth``); a child that
+    dies with both gets both again, and each is answered in the order sent. The batches are big
+    enough that an answer fills a pipe's buffer, so a child that wrote it while the parent was still
+    sending the next batch would block both for ever."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    handler = IngestHandler(TOPICS)
+    work = WriterProcess(url, None, handler, on_failure=print, local=None)
+    work.start()
+    now, rng = time.time(), random.Random(3)
+    batches = [[(TOPICS.stats(f"dev-{i}-with-a-long-name-to-fill-the-pipe"),
+                 encode(random_window(rng, f"dev-{i}-with-a-long-name-to-fill-the-pipe", 1, 0, t_start=now)),
+                 now, False) for i in range(b * 1500, (b + 1) * 1500)] for b in range(3)]
+    try:
+        assert work.process(batches[0]).result.windows_new == 1500  # the child is up
+        first = work.pid
+        work.submit(batches[1], "b1")
+        work.submit(batches[2], "b2")
+        os.kill(first, signal.SIGKILL)
+        answers = [work.collect(), work.collect()]
+    finally:
+        work.close()
+    assert work.child.starts == 2
+    assert [token for token, _ in answers] == ["b1", "b2"]
+    for (_, outcome), batch in zip(answers, batches[1:]):
+        assert outcome.windows == 1500  # new, or a duplicate if the first child had committed it
+        assert sorted(outcome.named) == sorted(t.split("/")[-2] for t, *_ in batch)
+    store = open_store(url)
+    assert len(list(store.windows())) == 4500
+    store.close()
+
+
 def test_a_killed_writer_process_loses_nothing(mosquitto, sqlite_url, publisher_factory):
     """The child is killed while it waits for the database with a batch: the parent starts another,
     sends the batch again, and acknowledges it only then. Every window is stored once and nothing is
