@@ -124,8 +124,9 @@ def format_offset(seconds: float | None) -> str:
         return "0s"
     sign, a = ("+" if seconds > 0 else "-"), abs(seconds)
     for unit, size in (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
-        if a >= 2 * size or (unit == "y" and a >= size):
-            return f"{sign}{a / size:.1f}{unit}" if unit in ("y", "d") else f"{sign}{a / size:.0f}{unit}"
+        tenths = round(a / size, 1)  # the unit is chosen by the value as printed: a year less 1 s is +1.0y
+        if tenths >= 2 or (unit == "y" and tenths >= 1):
+            return f"{sign}{tenths:.1f}{unit}" if unit in ("y", "d") else f"{sign}{a / size:.0f}{unit}"
     return f"{sign}{a:.0f}s"
 
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from cloud.api.app import create_app
 from cloud.api.backend import Services
 from cloud.collector import Collector
+from cloud.fleet import format_offset
 from cloud.store import Batch, Received
 from shared.cli import root as harken
 from tests.cloud.conftest import collector_config, random_window, state_message, wait_until
@@ -35,8 +36,7 @@ def test_a_state_stamped_a_year_ahead_does_not_freeze_the_device(mosquitto, stor
         assert c.ingest.wait_connected(10)
         pub = publisher_factory()
         now = time.time()
-        # its clock jumped a year (and an hour) ahead: a year minus the delivery time would read +365.0d
-        pub.state(state_message("dev-fast", t=now + YEAR + 3600, desired_rev=3))
+        pub.state(state_message("dev-fast", t=now + YEAR, desired_rev=3))  # its clock jumped a year ahead
         assert wait_until(lambda: _rev(c.store, "dev-fast") == 3, 10)
         pub.state(state_message("dev-fast", t=now + 1, desired_rev=4))  # fixed again: earlier by its clock
         assert wait_until(lambda: _rev(c.store, "dev-fast") == 4, 10), f"desired_rev {_rev(c.store, 'dev-fast')}"
@@ -110,3 +110,9 @@ def test_the_offset_is_the_largest_recent_sample(store, offset_s):
     store.write(Batch(windows=[Received(random_window(rng, "dev-1", 1, 2, t_start=at + offset_s - 80.0),
                                         at + 10.0)], seen={"dev-1": at + 10.0}))
     assert store.device("dev-1")["clock_offset_s"] == pytest.approx(offset_s, abs=1e-6)
+
+
+@pytest.mark.parametrize("seconds, shown", [(YEAR - 1, "+1.0y"), (YEAR + 1, "+1.0y"), (-3 * DAY + 30, "-3.0d"),
+                                            (2 * DAY - 60, "+2.0d"), (119.6, "+2m"), (0.4, "0s"), (None, "-")])
+def test_an_offset_is_shown_in_the_unit_its_rounded_value_reaches(seconds, shown):
+    assert format_offset(seconds) == shown
